@@ -1,0 +1,1 @@
+"""flowd: a container-native flow engine for Polyaxonfile DAGs."""

@@ -1,0 +1,5 @@
+import sys
+
+from flowd.cli import main
+
+sys.exit(main())

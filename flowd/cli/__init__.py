@@ -1,0 +1,54 @@
+"""The ``flowd`` command line. Each sub-command lives in its own module and registers itself
+through ``add_parser(subparsers)``; ``main`` only dispatches and maps exceptions to exit codes.
+
+Exit codes shared by every sub-command: 0 success, 1 failure (invalid file, pipeline not
+succeeded), 2 usage error or invalid spec where the command says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command name -> module that provides add_parser(subparsers) and run(args) -> int
+COMMANDS = {
+    "check": "flowd.cli.check",
+    "run": "flowd.cli.run",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors exit 2, as argparse does, but briefly
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="flowd", description="A container-native flow engine for Polyaxonfile DAGs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Events into the engine and commands out of it.
+
+The engine is ``state + event -> new state + commands``. Everything that happens to a pipeline
+arrives as one of the events below (from a CLI, Kafka, an executor or a timer adapter), and
+everything the engine wants done leaves as one of the commands, each carried out by exactly one
+adapter. Times are seconds since the epoch and always come *in* with an event: the engine has
+no clock.
+
+Op paths name an op inside a pipeline run: ``train`` for a top-level op, ``outer/inner`` inside a
+nested DAG, ``sweep[3]`` for the 4th child of a matrix and ``sweep[3]/inner`` for an op in the DAG
+that child runs. The root pipeline itself has the path ``""``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from flowd.spec.compiled import Op, Termination
+
+# ----------------------------------------------------------------------------------- events
+
+
+class Submit(msgspec.Struct, tag="submit", omit_defaults=True, frozen=True):
+    """Start a new pipeline run. ``pipeline`` is the compiled root op (see flowd.spec.compiled)."""
+
+    run_id: str
+    pipeline: Op
+    time: float
+    # seeds every random choice of this run (random matrix, retry jitter) for reproducibility
+    seed: int = 0
+
+
+class OpStatus(msgspec.Struct, tag="op_status", omit_defaults=True, frozen=True):
+    """An executor's report about one attempt of one op (a job or service)."""
+
+    run_id: str
+    path: str
+    attempt: int
+    status: str  # a flowd.engine.status value: scheduled, starting, running, succeeded, failed...
+    time: float
+    message: str | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    # outputs travel with the terminal status so downstream resolution never races them
+    outputs: dict[str, Any] | None = None
+
+
+class TimerFired(msgspec.Struct, tag="timer", omit_defaults=True, frozen=True):
+    run_id: str
+    timer_id: str
+    time: float
+
+
+class Stop(msgspec.Struct, tag="stop", omit_defaults=True, frozen=True):
+    """Stop a pipeline run (``path == ""``) or one op of it."""
+
+    run_id: str
+    time: float
+    path: str = ""
+    reason: str | None = None
+
+
+class Approve(msgspec.Struct, tag="approve", omit_defaults=True, frozen=True):
+    run_id: str
+    path: str
+    time: float
+
+
+Event = Submit | OpStatus | TimerFired | Stop | Approve
+
+# --------------------------------------------------------------------------------- commands
+
+
+class StartOp(msgspec.Struct, tag="start_op", omit_defaults=True, frozen=True):
+    """Run one attempt of a job-like op. ``key`` is unique and deterministic for
+    (run, path, attempt): an adapter that sees the same key twice must not start twice."""
+
+    run_id: str
+    path: str
+    attempt: int
+    key: str
+    kind: str  # job | service | tfjob | pytorchjob | mpijob | ...
+    # the op's inputs/outputs/context params, resolved to literals and type-coerced
+    params: dict[str, Any]
+    # the runtime body with every template rendered (container, environment, init, ...)
+    run: dict[str, Any]
+    # env vars the adapter adds to the main container (params with toEnv)
+    env: dict[str, str] = {}
+    termination: Termination = Termination()
+    namespace: str | None = None
+    outputs: list[str] = []
+
+
+class StopOp(msgspec.Struct, tag="stop_op", omit_defaults=True, frozen=True):
+    run_id: str
+    path: str
+    attempt: int
+    key: str
+    reason: str | None = None
+
+
+class SetTimer(msgspec.Struct, tag="set_timer", omit_defaults=True, frozen=True):
+    """Deliver ``TimerFired(run_id, timer_id, time>=at)`` back to the engine at ``at``.
+    Setting an existing ``timer_id`` again replaces it."""
+
+    run_id: str
+    timer_id: str
+    at: float
+
+
+class CancelTimer(msgspec.Struct, tag="cancel_timer", omit_defaults=True, frozen=True):
+    run_id: str
+    timer_id: str
+
+
+class StatusChanged(msgspec.Struct, tag="status", omit_defaults=True, frozen=True):
+    """Every status change of the pipeline (``path == ""``) or of one of its ops.
+    ``key`` is deterministic so a replayed transition produces the same event key."""
+
+    run_id: str
+    path: str
+    status: str
+    time: float
+    attempt: int = 0
+    key: str = ""
+    message: str | None = None
+    reason: str | None = None
+    outputs: dict[str, Any] | None = None
+
+
+class PipelineDone(msgspec.Struct, tag="done", omit_defaults=True, frozen=True):
+    run_id: str
+    status: str
+    time: float
+    message: str | None = None
+
+
+Command = StartOp | StopOp | SetTimer | CancelTimer | StatusChanged | PipelineDone

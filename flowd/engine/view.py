@@ -1,0 +1,31 @@
+"""Read-only views of a pipeline run, for CLIs, progress displays and JSON reports.
+
+These are the shapes of ``flowd run --output json`` (``{"pipeline", "status", "ops": {PATH: ...}}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class OpView(msgspec.Struct, frozen=True):
+    status: str
+    attempts: int
+    outputs: dict[str, Any] | None
+    started_at: float | None
+    finished_at: float | None
+    message: str | None
+    # "job", "service", "dag", "matrix", ... — lets a progress view count matrix children
+    kind: str = "job"
+
+
+class RunView(msgspec.Struct, frozen=True):
+    run_id: str
+    pipeline: str
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    message: str | None
+    ops: dict[str, OpView]
