@@ -1,0 +1,743 @@
+"""The engine: a pure state machine over pipeline runs.
+
+``Engine.handle(event) -> commands``. No clock, no I/O, no randomness: times and seeds arrive in
+events, so the same events always produce the same state and commands. That is what makes
+snapshots, replay and the property tests possible.
+
+The work an event causes is incremental. Each op keeps counters of its finished upstream ops
+(``n_done``/``n_ok``/``n_bad``), so a terminal op touches only its direct downstream ops and its
+parent pipeline; nothing rescans the graph. Cascades (a failure propagating ``upstream_failed``
+down a long chain) run from a work list, not by recursion.
+
+Decisions (see docs/engine.md): trigger policies follow POLYFLOW §5.4's [FLOWD] table; a
+pipeline's final status follows §5.13; early stopping per §7 [FLOWD]; a timed-out attempt fails
+with reason ``Timeout`` and is not retried; services are stopped when everything else in their
+DAG is done and then count as ``succeeded``.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from flowd.engine import matrix as matrix_mod
+from flowd.engine import status as S
+from flowd.engine.messages import (
+    Approve,
+    CancelTimer,
+    Command,
+    Event,
+    OpStatus,
+    PipelineDone,
+    SetTimer,
+    StartOp,
+    StatusChanged,
+    Stop,
+    StopOp,
+    Submit,
+    TimerFired,
+)
+from flowd.engine.resolve import Resolver, ResolveError, has_templates
+from flowd.engine.state import SNAPSHOT_VERSION, Node, RunState, Snapshot
+from flowd.engine.templates import TemplateError, is_template, render_text, truth
+from flowd.engine.view import OpView, RunView
+from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec
+
+PIPELINE_KINDS = frozenset({"dag", "matrix"})
+
+# trigger decisions
+START, UPSTREAM_FAILED, WAIT = "start", "upstream_failed", "wait"
+
+
+def child_path(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def decide(policy: str, n_up: int, n_done: int, n_ok: int, n_bad: int) -> str:
+    """The [FLOWD] trigger decision table (POLYFLOW §5.4)."""
+    all_done = n_done >= n_up
+    if policy == "all_succeeded":
+        return (START if n_ok == n_up else UPSTREAM_FAILED) if all_done else WAIT
+    if policy == "all_failed":
+        return (START if n_bad == n_up else UPSTREAM_FAILED) if all_done else WAIT
+    if policy == "all_done":
+        return START if all_done else WAIT
+    if policy == "one_succeeded":
+        return START if n_ok else (UPSTREAM_FAILED if all_done else WAIT)
+    if policy == "one_failed":
+        return START if n_bad else (UPSTREAM_FAILED if all_done else WAIT)
+    if policy == "one_done":
+        return START if n_done else WAIT
+    raise ValueError(f"unknown trigger policy {policy!r}")
+
+
+class _Index:
+    """What is derived from a run's state and specs and never stored: rebuilt on restore."""
+
+    __slots__ = ("specs", "downstream", "event_down", "limits")
+
+    def __init__(self) -> None:
+        self.specs: dict[str, Op] = {}
+        self.downstream: dict[str, list[str]] = {}
+        self.event_down: dict[str, list[tuple[str, list[str]]]] = {}
+        self.limits: dict[str, int | None] = {}
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.runs: dict[str, RunState] = {}
+        self._index: dict[str, _Index] = {}
+        # per handle() call
+        self._out: list[Command] = []
+        self._finished: list[tuple[RunState, Node]] = []
+        self._now = 0.0
+
+    # ------------------------------------------------------------------------------ public
+
+    def handle(self, event: Event) -> list[Command]:
+        self._out = []
+        self._now = event.time
+        if isinstance(event, Submit):
+            self._submit(event)
+        else:
+            run = self.runs.get(event.run_id)
+            if run is not None and not run.done:
+                if isinstance(event, OpStatus):
+                    self._op_status(run, event)
+                elif isinstance(event, TimerFired):
+                    self._timer(run, event)
+                elif isinstance(event, Stop):
+                    self._stop_request(run, event)
+                elif isinstance(event, Approve):
+                    self._approve(run, event)
+        self._drain()
+        out, self._out = self._out, []
+        return out
+
+    def handle_many(self, events: Iterable[Event]) -> list[Command]:
+        out: list[Command] = []
+        for event in events:
+            out.extend(self.handle(event))
+        return out
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(Snapshot(version=SNAPSHOT_VERSION, runs=list(self.runs.values())))
+
+    @classmethod
+    def restore(cls, data: bytes) -> Engine:
+        snap = msgspec.msgpack.decode(data, type=Snapshot)
+        if snap.version != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {snap.version} is not supported (expected {SNAPSHOT_VERSION})")
+        engine = cls()
+        for run in snap.runs:
+            engine.runs[run.run_id] = run
+            index = engine._index[run.run_id] = _Index()
+            for node in run.nodes.values():
+                engine._index_node(run, index, node)
+        return engine
+
+    def forget(self, run_id: str) -> None:
+        """Drop a finished run from memory (its events and snapshot history stay elsewhere)."""
+        self.runs.pop(run_id, None)
+        self._index.pop(run_id, None)
+
+    def view(self, run_id: str) -> RunView:
+        run = self.runs[run_id]
+        root = run.nodes[""]
+        ops: dict[str, OpView] = {}
+        for path, node in run.nodes.items():
+            if not path:
+                if node.kind in PIPELINE_KINDS:
+                    continue
+                path = node.name
+            ops[path] = OpView(
+                status=node.status,
+                attempts=node.attempt,
+                outputs=node.outputs,
+                started_at=node.started_at,
+                finished_at=node.finished_at,
+                message=node.message,
+                kind=node.kind,
+            )
+        return RunView(
+            run_id=run_id,
+            pipeline=run.pipeline.name,
+            status=root.status,
+            started_at=root.started_at,
+            finished_at=root.finished_at,
+            message=root.message,
+            ops=ops,
+        )
+
+    # --------------------------------------------------------------------------- building
+
+    def _spec_of(self, run: RunState, index: _Index, node: Node) -> Op:
+        if node.parent is None:
+            return run.pipeline
+        parent = run.nodes[node.parent]
+        parent_spec = index.specs[node.parent]
+        if parent.kind == "matrix":
+            return self._matrix_child_spec(parent_spec, parent.params or {}, node.suggestion or {})
+        dag = parent_spec.component.dag
+        assert dag is not None
+        return dag.ops[node.index]
+
+    @staticmethod
+    def _matrix_child_spec(op: Op, base: dict[str, Any], suggestion: dict[str, Any]) -> Op:
+        values = dict(base)
+        values.update(suggestion)
+        params = {}
+        for name, value in values.items():
+            original = op.params.get(name)
+            params[name] = ParamSpec(
+                value=value,
+                context_only=original.context_only if original else None,
+                to_env=original.to_env if original else None,
+                connection=original.connection if original else None,
+            )
+        return msgspec.structs.replace(
+            op, params=params, matrix=None, upstream=[], event_edges={}, conditions=None,
+            trigger="all_succeeded", skip_on_upstream_skip=False, is_approved=True,
+        )
+
+    def _index_node(self, run: RunState, index: _Index, node: Node) -> Op:
+        spec = self._spec_of(run, index, node)
+        index.specs[node.path] = spec
+        if node.kind == "dag":
+            dag = spec.component.dag
+            index.limits[node.path] = dag.concurrency if dag is not None else None
+            if dag is not None:
+                for op in dag.ops:
+                    me = child_path(node.path, op.name)
+                    for up in op.upstream:
+                        index.downstream.setdefault(child_path(node.path, up), []).append(me)
+                    for up, statuses in op.event_edges.items():
+                        index.event_down.setdefault(child_path(node.path, up), []).append((me, statuses))
+        elif node.kind == "matrix":
+            index.limits[node.path] = spec.matrix.concurrency if spec.matrix is not None else None
+        return spec
+
+    def _new_node(
+        self, run: RunState, index: _Index, path: str, parent: str | None, name: str, pos: int,
+        kind: str, *, suggestion: dict[str, Any] | None = None, approved: bool = True, n_up: int = 0,
+    ) -> Node:
+        node = Node(
+            path=path, parent=parent, name=name, index=pos, kind=kind, created_at=self._now,
+            approved=approved, n_up=n_up, suggestion=suggestion,
+        )
+        run.nodes[path] = node
+        self._index_node(run, index, node)
+        if kind == "dag" or kind == "matrix":
+            node.children = []
+            node.waiting = []
+        ancestor = parent
+        while ancestor is not None:
+            anc = run.nodes[ancestor]
+            anc.desc_total += 1
+            ancestor = anc.parent
+        if parent is not None:
+            parent_node = run.nodes[parent]
+            parent_node.children.append(path)  # type: ignore[union-attr]
+            if kind == "service":
+                parent_node.n_services_live += 1
+        self._emit_status(run, node)
+        return node
+
+    @staticmethod
+    def _kind_of(op: Op) -> str:
+        return "matrix" if op.matrix is not None else op.component.kind
+
+    # ---------------------------------------------------------------------------- events
+
+    def _submit(self, event: Submit) -> None:
+        if event.run_id in self.runs:
+            return  # a redelivered submission
+        run = RunState(run_id=event.run_id, pipeline=event.pipeline, seed=event.seed, created_at=event.time, nodes={})
+        self.runs[event.run_id] = run
+        index = self._index[event.run_id] = _Index()
+        op = event.pipeline
+        root = self._new_node(run, index, "", None, op.name, 0, self._kind_of(op), approved=op.is_approved is not False)
+        self._ready(run, root)
+
+    def _op_status(self, run: RunState, event: OpStatus) -> None:
+        node = run.nodes.get(event.path)
+        if node is None or node.kind in PIPELINE_KINDS or node.status in S.DONE:
+            return
+        if event.attempt != node.attempt:
+            return  # a report about an attempt that was replaced (retried or timed out)
+        status = event.status
+        if node.status == S.STOPPING:
+            if status not in S.DONE:
+                return
+            if node.reason == "PipelineEnded":
+                status = S.SUCCEEDED
+            elif status != S.SUCCEEDED:
+                status = S.STOPPED
+            self._finish(run, node, status, message=event.message, outputs=event.outputs)
+            return
+        if status in S.EXECUTOR_LIVE:
+            if status == node.status:
+                return
+            node.status = status
+            if status in (S.SCHEDULED, S.STARTING, S.RUNNING, S.PROCESSING) and node.started_at is None:
+                node.started_at = event.time
+            node.message = event.message
+            node.reason = event.reason
+            self._emit_status(run, node)
+            self._fire_event_edges(run, node)
+            return
+        if status == S.SUCCEEDED:
+            self._cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            resolver = self._resolver(run, node)
+            try:
+                outputs = resolver.outputs(event.outputs)
+            except ResolveError as exc:
+                self._finish(run, node, S.FAILED, message=str(exc), reason="InvalidOutputs", outputs=event.outputs)
+                return
+            self._finish(run, node, S.SUCCEEDED, message=event.message, outputs=outputs)
+        elif status == S.FAILED:
+            self._cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            self._attempt_failed(run, node, event.message or _exit_message(event), event.reason or "Failed", event.outputs)
+        elif status in S.DONE:
+            self._cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            self._finish(run, node, status, message=event.message, reason=event.reason, outputs=event.outputs)
+
+    def _attempt_failed(self, run: RunState, node: Node, message: str | None, reason: str, outputs: Any) -> None:
+        spec = self._index[run.run_id].specs[node.path]
+        term = spec.termination
+        parent = run.nodes.get(node.parent) if node.parent is not None else None
+        if node.attempt <= term.max_retries and not (parent is not None and parent.stopping):
+            node.status = S.RETRYING
+            node.message = message
+            node.reason = reason
+            self._emit_status(run, node)
+            if term.backoff is not None:
+                delay = self._backoff(run, node, term.backoff)
+                self._set_timer(run, f"retry:{node.path}#{node.attempt}", self._now + delay)
+            else:
+                self._dispatch_job(run, node)
+            return
+        self._finish(run, node, S.FAILED, message=message, reason=reason, outputs=outputs)
+
+    @staticmethod
+    def _backoff(run: RunState, node: Node, backoff: Any) -> float:
+        delay = min(backoff.max, backoff.base * backoff.factor ** (node.attempt - 1))
+        if backoff.jitter:
+            rng = random.Random(run.seed ^ zlib.crc32(f"{node.path}#{node.attempt}".encode()))
+            delay += delay * backoff.jitter * rng.random()
+        return delay
+
+    def _timer(self, run: RunState, event: TimerFired) -> None:
+        if run.timers.pop(event.timer_id, None) is None:
+            return
+        kind, _, rest = event.timer_id.partition(":")
+        path, _, attempt_text = rest.rpartition("#")
+        node = run.nodes.get(path)
+        if node is None or node.status in S.DONE or str(node.attempt) != attempt_text:
+            return
+        spec = self._index[run.run_id].specs[path]
+        if kind == "timeout" and node.status != S.STOPPING:
+            self._out.append(StopOp(run.run_id, path, node.attempt, _key(run, node), reason="Timeout"))
+            self._finish(run, node, S.FAILED, message=f"timed out after {spec.termination.timeout:g}s", reason="Timeout")
+        elif kind == "retry" and node.status == S.RETRYING:
+            self._dispatch_job(run, node)
+
+    def _stop_request(self, run: RunState, event: Stop) -> None:
+        node = run.nodes.get(event.path)
+        if node is not None:
+            self._stop(run, node, event.reason or "StopRequested")
+
+    def _approve(self, run: RunState, event: Approve) -> None:
+        node = run.nodes.get(event.path)
+        if node is None or node.approved:
+            return
+        node.approved = True
+        if node.status == S.CREATED and node.ready:
+            self._prepare(run, node)
+        elif node.status == S.COMPILED and node.reason == "PendingApproval":
+            node.reason = None
+            self._enqueue(run, node)
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    def _resolver(self, run: RunState, node: Node) -> Resolver:
+        index = self._index[run.run_id]
+        parent = run.nodes.get(node.parent) if node.parent is not None else None
+        dag_node = parent
+        if parent is not None and parent.kind == "matrix":
+            # a matrix child reads `ref: dag` from the DAG around the matrix
+            dag_node = run.nodes.get(parent.parent) if parent.parent is not None else None
+        base = parent.path if parent is not None else ""
+
+        def sibling(name: str) -> Node | None:
+            return run.nodes.get(child_path(base, name))
+
+        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling)
+
+    def _ready(self, run: RunState, node: Node) -> None:
+        """The trigger fired: prepare the op now, or once it is approved."""
+        if node.status != S.CREATED:
+            return
+        node.ready = True
+        if node.approved:
+            self._prepare(run, node)
+        elif node.reason != "PendingApproval":
+            node.reason = "PendingApproval"
+            node.message = "waiting for approval"
+            self._emit_status(run, node)
+
+    def _prepare(self, run: RunState, node: Node) -> None:
+        """Compile the op: resolve params, evaluate conditions, then queue it for admission."""
+        if node.status != S.CREATED:
+            return
+        spec = self._index[run.run_id].specs[node.path]
+        resolver = self._resolver(run, node)
+        try:
+            params = resolver.params(partial=node.kind == "matrix")
+            node.params = params
+            if spec.conditions is not None and not resolver.condition(params):
+                self._finish(run, node, S.SKIPPED, reason="ConditionsCheckFailed",
+                             message=f"conditions {spec.conditions!r} evaluated to false")
+                return
+            approved = spec.is_approved
+            if isinstance(approved, str) and is_template(approved):
+                hold = not truth(render_text(approved, resolver.context(params)), what="isApproved")
+            else:
+                hold = False
+        except (ResolveError, TemplateError) as exc:
+            self._finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
+            return
+        node.status = S.COMPILED
+        node.message = None
+        if hold and not node.approved:
+            node.reason = "PendingApproval"
+            node.message = "waiting for approval"
+            self._emit_status(run, node)
+            return
+        node.reason = None
+        self._emit_status(run, node)
+        self._enqueue(run, node)
+
+    def _enqueue(self, run: RunState, node: Node) -> None:
+        if node.parent is None:
+            self._dispatch(run, node)
+            return
+        parent = run.nodes[node.parent]
+        parent.waiting.append(node.path)  # type: ignore[union-attr]
+        self._admit(run, parent)
+
+    def _admit(self, run: RunState, parent: Node) -> None:
+        if parent.stopping or parent.status in S.DONE:
+            return
+        waiting = parent.waiting
+        assert waiting is not None
+        limit = self._index[run.run_id].limits.get(parent.path)
+        while parent.waiting_head < len(waiting) and (not limit or parent.active < limit):
+            path = waiting[parent.waiting_head]
+            parent.waiting_head += 1
+            child = run.nodes[path]
+            if child.status != S.COMPILED:
+                continue
+            parent.active += 1
+            child.holds_slot = True
+            self._dispatch(run, child)
+        if parent.waiting_head == len(waiting) and waiting:
+            waiting.clear()
+            parent.waiting_head = 0
+
+    def _dispatch(self, run: RunState, node: Node) -> None:
+        if node.kind in PIPELINE_KINDS:
+            self._start_pipeline(run, node)
+        else:
+            self._dispatch_job(run, node)
+
+    def _dispatch_job(self, run: RunState, node: Node) -> None:
+        spec = self._index[run.run_id].specs[node.path]
+        params = node.params or {}
+        resolver = self._resolver(run, node)
+        try:
+            body = spec.component.run
+            if has_templates(spec):
+                body = resolver.render(body, params, "run")
+            env = resolver.env(params)
+        except ResolveError as exc:
+            self._finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
+            return
+        node.attempt += 1
+        node.status = S.QUEUED
+        node.message = None
+        node.reason = None
+        self._emit_status(run, node)
+        term = spec.termination
+        self._out.append(
+            StartOp(
+                run_id=run.run_id, path=node.path, attempt=node.attempt, key=_key(run, node),
+                kind=node.kind, params=params, run=body, env=env, termination=term,
+                namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
+            )
+        )
+        if term.timeout:
+            self._set_timer(run, f"timeout:{node.path}#{node.attempt}", self._now + term.timeout)
+
+    def _start_pipeline(self, run: RunState, node: Node) -> None:
+        index = self._index[run.run_id]
+        spec = index.specs[node.path]
+        node.status = S.RUNNING
+        node.started_at = self._now
+        self._emit_status(run, node)
+        if node.kind == "dag":
+            dag = spec.component.dag
+            ops = dag.ops if dag is not None else []
+            children = [
+                self._new_node(
+                    run, index, child_path(node.path, op.name), node.path, op.name, i, self._kind_of(op),
+                    approved=op.is_approved is not False, n_up=len(op.upstream),
+                )
+                for i, op in enumerate(ops)
+            ]
+            for child in children:
+                if child.n_up == 0:
+                    self._ready(run, child)
+        else:
+            assert spec.matrix is not None
+            try:
+                values = None
+                if isinstance(spec.matrix.values, str):
+                    values = self._resolver(run, node).render(spec.matrix.values, node.params or {}, "matrix.values")
+                seed = run.seed ^ zlib.crc32(node.path.encode())
+                suggestions = matrix_mod.suggestions(spec.matrix, seed, values)
+            except (ResolveError, matrix_mod.MatrixError, ValueError, TypeError, KeyError, IndexError) as exc:
+                node.message = f"matrix: {exc}"
+                self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"matrix: {exc}")
+                return
+            kind = spec.component.kind
+            children = [
+                self._new_node(run, index, f"{node.path}[{i}]", node.path, f"{spec.name}[{i}]", i, kind, suggestion=s)
+                for i, s in enumerate(suggestions)
+            ]
+            for child in children:
+                self._ready(run, child)
+        self._check_pipeline_end(run, node)
+
+    # ------------------------------------------------------------------------ finishing
+
+    def _finish(self, run: RunState, node: Node, status: str, *, message: str | None = None,
+                reason: str | None = None, outputs: Any = None) -> None:
+        if node.status in S.DONE:
+            return
+        node.status = status
+        node.finished_at = self._now
+        if message is not None:
+            node.message = message
+        if reason is not None:
+            node.reason = reason
+        if outputs is not None:
+            node.outputs = outputs
+        if node.kind not in PIPELINE_KINDS and node.attempt:
+            self._cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            self._cancel_timer(run, f"retry:{node.path}#{node.attempt}")
+        self._emit_status(run, node)
+        self._finished.append((run, node))
+
+    def _drain(self) -> None:
+        """Propagate terminal statuses: downstream triggers, parent counters, pipeline ends."""
+        finished = self._finished
+        head = 0
+        while head < len(finished):
+            run, node = finished[head]
+            head += 1
+            if node.parent is None:
+                self._end_run(run, node)
+                continue
+            index = self._index[run.run_id]
+            parent = run.nodes[node.parent]
+            if node.holds_slot:
+                node.holds_slot = False
+                parent.active -= 1
+            parent.n_children_done += 1
+            if node.status == S.FAILED:
+                parent.n_children_failed += 1
+            elif node.status == S.STOPPED:
+                parent.n_children_stopped += 1
+            if node.kind == "service":
+                parent.n_services_live -= 1
+            bad = node.status in (S.FAILED, S.UPSTREAM_FAILED)
+            ancestor: Node | None = parent
+            while ancestor is not None:
+                if bad:
+                    ancestor.desc_bad += 1
+                self._check_early_stopping(run, index, ancestor, node)
+                ancestor = run.nodes[ancestor.parent] if ancestor.parent is not None else None
+            if not parent.stopping:
+                for down_path in index.downstream.get(node.path, ()):
+                    self._upstream_done(run, index, run.nodes[down_path], node)
+            self._admit(run, parent)
+            self._check_pipeline_end(run, parent)
+        finished.clear()
+
+    def _upstream_done(self, run: RunState, index: _Index, down: Node, up: Node) -> None:
+        if down.status != S.CREATED:
+            return
+        spec = index.specs[down.path]
+        down.n_done += 1
+        if up.status == S.SUCCEEDED or (up.status == S.SKIPPED and not spec.skip_on_upstream_skip):
+            down.n_ok += 1
+        elif up.status in (S.FAILED, S.UPSTREAM_FAILED):
+            down.n_bad += 1
+        if down.ready:
+            return  # already triggered (one_* policies, event edges), maybe waiting for approval
+        if up.status == S.SKIPPED and spec.skip_on_upstream_skip:
+            self._finish(run, down, S.SKIPPED, reason="UpstreamSkipped", message=f"upstream op {up.name!r} was skipped")
+            return
+        policy = spec.trigger
+        if policy not in TRIGGER_POLICIES:
+            policy = self._render_trigger(run, down, policy)
+            if policy is None:
+                return
+        decision = decide(policy, down.n_up, down.n_done, down.n_ok, down.n_bad)
+        if decision == START:
+            self._ready(run, down)
+        elif decision == UPSTREAM_FAILED:
+            self._finish(run, down, S.UPSTREAM_FAILED, reason="UpstreamFailed",
+                         message=f"trigger {policy} cannot be satisfied")
+
+    def _render_trigger(self, run: RunState, node: Node, policy: str) -> str | None:
+        resolver = self._resolver(run, node)
+        try:
+            rendered = render_text(policy, resolver.context({})).strip() if is_template(policy) else policy
+        except TemplateError as exc:
+            self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"trigger: {exc}")
+            return None
+        if rendered not in TRIGGER_POLICIES:
+            self._finish(run, node, S.FAILED, reason="CompilationFailed",
+                         message=f"trigger {rendered!r} is not one of {', '.join(TRIGGER_POLICIES)}")
+            return None
+        return rendered
+
+    def _fire_event_edges(self, run: RunState, node: Node) -> None:
+        for down_path, statuses in self._index[run.run_id].event_down.get(node.path, ()):
+            if node.status in statuses:
+                down = run.nodes[down_path]
+                if down.status == S.CREATED and not down.ready:
+                    self._ready(run, down)
+
+    def _check_early_stopping(self, run: RunState, index: _Index, pipeline: Node, finished: Node) -> None:
+        if pipeline.stopping or pipeline.status in S.DONE or pipeline.early_outcome:
+            return
+        spec = index.specs[pipeline.path]
+        if pipeline.kind == "matrix":
+            rules = spec.matrix.early_stopping if spec.matrix is not None else []
+        else:
+            rules = spec.component.dag.early_stopping if spec.component.dag is not None else []
+        for rule in rules:
+            fired = None
+            if rule.kind == "failure_early_stopping" and rule.percent is not None:
+                total = max(pipeline.desc_total, 1)
+                if pipeline.desc_bad and pipeline.desc_bad * 100 >= rule.percent * total:
+                    fired = S.FAILED
+            elif rule.kind == "metric_early_stopping" and rule.metric and rule.value is not None and not rule.policy:
+                value = (finished.outputs or {}).get(rule.metric) if finished.status == S.SUCCEEDED else None
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if (rule.optimization == "minimize" and value <= rule.value) or (
+                        rule.optimization != "minimize" and value >= rule.value
+                    ):
+                        fired = S.SUCCEEDED
+            if fired is not None:
+                pipeline.early_outcome = fired
+                pipeline.reason = f"EarlyStopping:{rule.kind}"
+                pipeline.message = f"early stopping ({rule.kind}) fired"
+                self._stop(run, pipeline, pipeline.reason, early=True)
+                return
+
+    def _check_pipeline_end(self, run: RunState, pipeline: Node) -> None:
+        if pipeline.status in S.DONE or pipeline.status == S.CREATED or pipeline.status == S.COMPILED:
+            return
+        children = pipeline.children or []
+        if pipeline.n_services_live and pipeline.n_children_done + pipeline.n_services_live == len(children):
+            # only services are left: their pipeline is over, shut them down
+            for path in children:
+                child = run.nodes[path]
+                if child.kind == "service" and child.status not in S.DONE and child.status != S.STOPPING:
+                    self._stop(run, child, "PipelineEnded")
+            return
+        if pipeline.n_children_done < len(children):
+            return
+        if pipeline.early_outcome:
+            status = pipeline.early_outcome
+        elif pipeline.stopping:
+            status = S.STOPPED
+        elif pipeline.n_children_failed:
+            status = S.FAILED
+        elif children and pipeline.n_children_stopped == len(children):
+            status = S.STOPPED
+        else:
+            status = S.SUCCEEDED
+        message = pipeline.message if pipeline.early_outcome else None
+        if status == S.FAILED and not message:
+            message = f"{pipeline.n_children_failed} op(s) failed"
+        self._finish(run, pipeline, status, message=message)
+
+    def _stop(self, run: RunState, node: Node, reason: str, *, early: bool = False) -> None:
+        if node.status in S.DONE:
+            return
+        if node.kind in PIPELINE_KINDS:
+            if node.status in S.SAFE_STOP:
+                self._finish(run, node, S.STOPPED, reason=reason)
+                return
+            node.stopping = True
+            if not early:
+                node.reason = reason
+            node.status = S.STOPPING
+            self._emit_status(run, node)
+            for path in node.children or ():
+                self._stop(run, run.nodes[path], reason)
+            self._check_pipeline_end(run, node)
+            return
+        if node.status in S.SAFE_STOP or (node.status == S.RETRYING and f"retry:{node.path}#{node.attempt}" in run.timers):
+            self._finish(run, node, S.STOPPED, reason=reason)
+            return
+        if node.status == S.STOPPING:
+            return
+        node.status = S.STOPPING
+        node.reason = reason
+        self._emit_status(run, node)
+        self._out.append(StopOp(run.run_id, node.path, node.attempt, _key(run, node), reason=reason))
+
+    def _end_run(self, run: RunState, root: Node) -> None:
+        for timer_id in list(run.timers):
+            self._cancel_timer(run, timer_id)
+        run.done = True
+        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message))
+
+    # ---------------------------------------------------------------------------- output
+
+    def _emit_status(self, run: RunState, node: Node) -> None:
+        self._out.append(
+            StatusChanged(
+                run_id=run.run_id, path=node.path, status=node.status, time=self._now, attempt=node.attempt,
+                key=f"{run.run_id}/{node.path}#{node.attempt}:{node.status}", message=node.message,
+                reason=node.reason, outputs=node.outputs if node.status == S.SUCCEEDED else None,
+            )
+        )
+
+    def _set_timer(self, run: RunState, timer_id: str, at: float) -> None:
+        run.timers[timer_id] = at
+        self._out.append(SetTimer(run.run_id, timer_id, at))
+
+    def _cancel_timer(self, run: RunState, timer_id: str) -> None:
+        if run.timers.pop(timer_id, None) is not None:
+            self._out.append(CancelTimer(run.run_id, timer_id))
+
+
+def _key(run: RunState, node: Node) -> str:
+    return f"{run.run_id}/{node.path}#{node.attempt}"
+
+
+def _exit_message(event: OpStatus) -> str | None:
+    if event.exit_code is not None:
+        return f"exited with code {event.exit_code}"
+    return None

@@ -1,0 +1,85 @@
+"""The persisted state of pipeline runs.
+
+Everything here is plain data that msgspec encodes: a snapshot is exactly these structs. What can
+be derived from them (the op spec of each node, downstream edges, concurrency limits) is rebuilt
+on restore by :mod:`flowd.engine.core` and never stored twice.
+
+One flat ``nodes`` map per run holds every op at every depth, keyed by its path (``a``,
+``outer/inner``, ``sweep[3]``, ``sweep[3]/inner``; the root pipeline is ``""``). Nodes are
+inserted parents-first, so iterating the map in order is a valid rebuild order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from flowd.spec.compiled import Op
+
+SNAPSHOT_VERSION = 1
+
+
+class Node(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
+    path: str
+    # path of the pipeline node this op belongs to (None for the root)
+    parent: str | None
+    name: str
+    # position in the parent DAG's ops, or the child number of a matrix
+    index: int
+    # job | service | tfjob | ... for leaf runs; dag | matrix for pipelines
+    kind: str
+    status: str = "created"
+    created_at: float = 0.0
+    attempt: int = 0
+    # readiness counters over the upstream ops (POLYFLOW §5.4), updated as each one finishes
+    n_up: int = 0
+    n_done: int = 0
+    n_ok: int = 0
+    n_bad: int = 0
+    # approval given (literal isApproved: false starts as False)
+    approved: bool = True
+    # the trigger fired (or an event edge matched); preparation may still wait for approval
+    ready: bool = False
+    # holds one of its parent's concurrency slots
+    holds_slot: bool = False
+    params: dict[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    message: str | None = None
+    reason: str | None = None
+    # matrix children: the suggestion merged over the matrix op's params
+    suggestion: dict[str, Any] | None = None
+    # --- pipelines (dag, matrix) only ---
+    children: list[str] | None = None
+    n_children_done: int = 0
+    n_children_failed: int = 0
+    n_children_stopped: int = 0
+    n_services_live: int = 0
+    active: int = 0
+    # children compiled and waiting for a slot, in admission order; ``waiting_head`` is the next
+    waiting: list[str] | None = None
+    waiting_head: int = 0
+    stopping: bool = False
+    # set when early stopping fired: the status the pipeline ends with
+    early_outcome: str | None = None
+    # every descendant run created, and those failed/upstream_failed (early stopping population)
+    desc_total: int = 0
+    desc_bad: int = 0
+
+
+class RunState(msgspec.Struct, gc=False, omit_defaults=True):
+    run_id: str
+    pipeline: Op
+    seed: int
+    created_at: float
+    nodes: dict[str, Node]
+    # timer id -> due time, for every timer set and not yet fired or cancelled
+    timers: dict[str, float] = {}
+    done: bool = False
+
+
+class Snapshot(msgspec.Struct, omit_defaults=True):
+    version: int
+    runs: list[RunState]

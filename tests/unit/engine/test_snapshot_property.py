@@ -1,0 +1,146 @@
+"""Snapshot/restore is invisible: restoring a snapshot and feeding the remaining events gives
+exactly the commands and the final state of an uninterrupted run (random DAGs, random event
+orders, snapshot at a random point)."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowd.engine.core import Engine
+from flowd.engine.messages import Approve, OpStatus, SetTimer, StartOp, Stop, StopOp, Submit, TimerFired
+from flowd.spec.compiled import TRIGGER_POLICIES, IOSpec, Matrix, Termination
+from tests.unit.engine.build import dag, job, ref
+
+
+@st.composite
+def pipelines(draw):
+    n = draw(st.integers(1, 10))
+    ops = []
+    for i in range(n):
+        name = f"op{i}"
+        upstream = sorted(draw(st.sets(st.sampled_from([f"op{j}" for j in range(i)]), max_size=3))) if i else []
+        fields = {
+            "trigger": draw(st.sampled_from(TRIGGER_POLICIES)),
+            "termination": Termination(max_retries=draw(st.integers(0, 2)), timeout=draw(st.sampled_from([None, 5.0]))),
+            "skip_on_upstream_skip": draw(st.booleans()),
+        }
+        if draw(st.integers(0, 5)) == 0:
+            fields["conditions"] = draw(st.sampled_from(["true", "false", "{{ 1 == 1 }}"]))
+        if draw(st.integers(0, 6)) == 0:
+            fields["is_approved"] = False
+        params, inputs = {}, []
+        if upstream and draw(st.booleans()):
+            params["x"] = ref(f"ops.{upstream[0]}", "outputs.x")
+            inputs.append(IOSpec("x", type="int"))
+        if draw(st.integers(0, 5)) == 0:
+            fields["matrix"] = Matrix(kind="mapping", values=[{"m": k} for k in range(draw(st.integers(1, 3)))],
+                                      concurrency=draw(st.sampled_from([None, 1])))
+            inputs.append(IOSpec("m", type="int"))
+        if draw(st.integers(0, 6)) == 0:
+            child = dag(name, [job("in0", outputs=[IOSpec("x", type="int")]), job("in1", upstream=["in0"])],
+                        **{k: v for k, v in fields.items() if k not in ("termination",)})
+            ops.append(child.__class__(**{**{f: getattr(child, f) for f in child.__struct_fields__}, "upstream": upstream}))
+            continue
+        ops.append(job(name, upstream=upstream, params=params, inputs=inputs, outputs=[IOSpec("x", type="int")], **fields))
+    return dag("prop", ops, concurrency=draw(st.sampled_from([None, 1, 2, 3])))
+
+
+def drive(pipeline, data) -> list:
+    """Run an engine with random executor behaviour; return the events it was fed."""
+    engine = Engine()
+    events: list = []
+    live: list[StartOp] = []
+    timers: dict[str, float] = {}
+    clock = [0.0]
+
+    def feed(event) -> None:
+        events.append(event)
+        follow = []
+        for command in engine.handle(event):
+            if isinstance(command, StartOp):
+                live.append(command)
+            elif isinstance(command, StopOp):
+                # the executor honours stops: the attempt ends, reported a moment later
+                live[:] = [s for s in live if s.key != command.key]
+                follow.append(OpStatus("r", command.path, command.attempt, "stopped", clock[0]))
+            elif isinstance(command, SetTimer):
+                timers[command.timer_id] = command.at
+            elif type(command).__name__ == "CancelTimer":
+                timers.pop(command.timer_id, None)
+        for event in follow:
+            feed(event)
+
+    feed(Submit("r", pipeline, 0.0, seed=3))
+    stop_at = data.draw(st.integers(0, 60))
+    for step in range(400):
+        run = engine.runs["r"]
+        if run.done:
+            break
+        clock[0] += 1.0
+        now = clock[0]
+        approvals = [n.path for n in run.nodes.values() if n.reason == "PendingApproval" and not n.approved]
+        choice = data.draw(st.integers(0, 9))
+        if step == stop_at:
+            feed(Stop("r", now))
+        elif approvals and choice == 0:
+            feed(Approve("r", approvals[0], now))
+        elif timers and (choice == 1 or not live):
+            timer_id = data.draw(st.sampled_from(sorted(timers)))
+            timers.pop(timer_id)
+            feed(TimerFired("r", timer_id, now))
+        elif live:
+            start = live.pop(data.draw(st.integers(0, len(live) - 1)))
+            outcome = data.draw(st.sampled_from(["succeeded", "succeeded", "failed", "running", "dup"]))
+            if outcome == "running":
+                live.append(start)
+                feed(OpStatus("r", start.path, start.attempt, "running", now))
+            elif outcome == "dup":  # a redelivered report of an earlier attempt
+                live.append(start)
+                feed(OpStatus("r", start.path, max(1, start.attempt - 1), "succeeded", now, outputs={"x": 1}))
+            else:
+                feed(OpStatus("r", start.path, start.attempt, outcome, now, outputs={"x": step}))
+        elif approvals:
+            feed(Approve("r", approvals[0], now))
+        else:
+            feed(Stop("r", now))
+    return events
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(pipeline=pipelines(), data=st.data())
+def test_restore_then_replay_equals_uninterrupted_run(pipeline, data):
+    events = drive(pipeline, data)
+    cut = data.draw(st.integers(0, len(events)))
+
+    whole = Engine()
+    expected = [whole.handle(e) for e in events]
+
+    first = Engine()
+    for e in events[:cut]:
+        first.handle(e)
+    restored = Engine.restore(first.snapshot())
+    assert restored.snapshot() == first.snapshot()
+    got = [restored.handle(e) for e in events[cut:]]
+
+    assert got == expected[cut:]
+    assert restored.snapshot() == whole.snapshot()
+    assert restored.view("r") == whole.view("r")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(pipeline=pipelines(), data=st.data())
+def test_every_run_reaches_a_final_status(pipeline, data):
+    """Whatever the executor reports and in whatever order, a run whose attempts all end, whose
+    timers fire and whose approvals come (or which is stopped) finishes: the engine never wedges."""
+    events = drive(pipeline, data)
+    engine = Engine()
+    commands = [c for e in events for c in engine.handle(e)]
+    run = engine.runs["r"]
+    assert run.done
+    done = [c for c in commands if type(c).__name__ == "PipelineDone"]
+    assert len(done) == 1 and done[0].status == run.nodes[""].status
+    assert all(n.status in ("succeeded", "failed", "stopped", "skipped", "upstream_failed") for n in run.nodes.values())
+    # no attempt was ever started twice
+    keys = [c.key for c in commands if isinstance(c, StartOp)]
+    assert len(keys) == len(set(keys))
