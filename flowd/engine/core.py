@@ -17,9 +17,10 @@ DAG is done and then count as ``succeeded``.
 
 from __future__ import annotations
 
+import gc
 import random
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -75,13 +76,25 @@ def decide(policy: str, n_up: int, n_done: int, n_ok: int, n_bad: int) -> str:
     raise ValueError(f"unknown trigger policy {policy!r}")
 
 
+class _Specs(dict):
+    """path -> Op spec of that node, computed on first use (restore stays cheap)."""
+
+    def __init__(self, compute: Callable[[str], Op]) -> None:
+        super().__init__()
+        self._compute = compute
+
+    def __missing__(self, path: str) -> Op:
+        spec = self[path] = self._compute(path)
+        return spec
+
+
 class _Index:
     """What is derived from a run's state and specs and never stored: rebuilt on restore."""
 
     __slots__ = ("specs", "downstream", "event_down", "limits")
 
-    def __init__(self) -> None:
-        self.specs: dict[str, Op] = {}
+    def __init__(self, compute: Callable[[str], Op]) -> None:
+        self.specs = _Specs(compute)
         self.downstream: dict[str, list[str]] = {}
         self.event_down: dict[str, list[tuple[str, list[str]]]] = {}
         self.limits: dict[str, int | None] = {}
@@ -129,16 +142,30 @@ class Engine:
 
     @classmethod
     def restore(cls, data: bytes) -> Engine:
-        snap = msgspec.msgpack.decode(data, type=Snapshot)
+        # decoding allocates millions of small containers; a collection pass every few thousand
+        # allocations would make restore several times slower and there are no cycles to find
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            snap = msgspec.msgpack.decode(data, type=Snapshot)
+        finally:
+            if paused:
+                gc.enable()
         if snap.version != SNAPSHOT_VERSION:
             raise ValueError(f"snapshot version {snap.version} is not supported (expected {SNAPSHOT_VERSION})")
         engine = cls()
         for run in snap.runs:
             engine.runs[run.run_id] = run
-            index = engine._index[run.run_id] = _Index()
+            index = engine._new_index(run)
             for node in run.nodes.values():
-                engine._index_node(run, index, node)
+                if node.kind in PIPELINE_KINDS:
+                    engine._index_node(run, index, node)
         return engine
+
+    def _new_index(self, run: RunState) -> _Index:
+        index = _Index(lambda path: self._spec_of(run, index, run.nodes[path]))
+        self._index[run.run_id] = index
+        return index
 
     def forget(self, run_id: str) -> None:
         """Drop a finished run from memory (its events and snapshot history stay elsewhere)."""
@@ -204,9 +231,9 @@ class Engine:
             trigger="all_succeeded", skip_on_upstream_skip=False, is_approved=True,
         )
 
-    def _index_node(self, run: RunState, index: _Index, node: Node) -> Op:
-        spec = self._spec_of(run, index, node)
-        index.specs[node.path] = spec
+    def _index_node(self, run: RunState, index: _Index, node: Node) -> None:
+        """Derive a pipeline node's edges and admission limit from its spec."""
+        spec = index.specs[node.path]
         if node.kind == "dag":
             dag = spec.component.dag
             index.limits[node.path] = dag.concurrency if dag is not None else None
@@ -219,7 +246,6 @@ class Engine:
                         index.event_down.setdefault(child_path(node.path, up), []).append((me, statuses))
         elif node.kind == "matrix":
             index.limits[node.path] = spec.matrix.concurrency if spec.matrix is not None else None
-        return spec
 
     def _new_node(
         self, run: RunState, index: _Index, path: str, parent: str | None, name: str, pos: int,
@@ -230,8 +256,8 @@ class Engine:
             approved=approved, n_up=n_up, suggestion=suggestion,
         )
         run.nodes[path] = node
-        self._index_node(run, index, node)
-        if kind == "dag" or kind == "matrix":
+        if kind in PIPELINE_KINDS:
+            self._index_node(run, index, node)
             node.children = []
             node.waiting = []
         ancestor = parent
@@ -258,7 +284,7 @@ class Engine:
             return  # a redelivered submission
         run = RunState(run_id=event.run_id, pipeline=event.pipeline, seed=event.seed, created_at=event.time, nodes={})
         self.runs[event.run_id] = run
-        index = self._index[event.run_id] = _Index()
+        index = self._new_index(run)
         op = event.pipeline
         root = self._new_node(run, index, "", None, op.name, 0, self._kind_of(op), approved=op.is_approved is not False)
         self._ready(run, root)

@@ -22,7 +22,7 @@ from flowd.spec.compiled import Op, Termination
 # ----------------------------------------------------------------------------------- events
 
 
-class Submit(msgspec.Struct, tag="submit", omit_defaults=True, frozen=True):
+class Submit(msgspec.Struct, tag="submit", omit_defaults=True, frozen=True, gc=False):
     """Start a new pipeline run. ``pipeline`` is the compiled root op (see flowd.spec.compiled)."""
 
     run_id: str
@@ -32,7 +32,7 @@ class Submit(msgspec.Struct, tag="submit", omit_defaults=True, frozen=True):
     seed: int = 0
 
 
-class OpStatus(msgspec.Struct, tag="op_status", omit_defaults=True, frozen=True):
+class OpStatus(msgspec.Struct, tag="op_status", omit_defaults=True, frozen=True, gc=False):
     """An executor's report about one attempt of one op (a job or service)."""
 
     run_id: str
@@ -47,13 +47,13 @@ class OpStatus(msgspec.Struct, tag="op_status", omit_defaults=True, frozen=True)
     outputs: dict[str, Any] | None = None
 
 
-class TimerFired(msgspec.Struct, tag="timer", omit_defaults=True, frozen=True):
+class TimerFired(msgspec.Struct, tag="timer", omit_defaults=True, frozen=True, gc=False):
     run_id: str
     timer_id: str
     time: float
 
 
-class Stop(msgspec.Struct, tag="stop", omit_defaults=True, frozen=True):
+class Stop(msgspec.Struct, tag="stop", omit_defaults=True, frozen=True, gc=False):
     """Stop a pipeline run (``path == ""``) or one op of it."""
 
     run_id: str
@@ -62,7 +62,7 @@ class Stop(msgspec.Struct, tag="stop", omit_defaults=True, frozen=True):
     reason: str | None = None
 
 
-class Approve(msgspec.Struct, tag="approve", omit_defaults=True, frozen=True):
+class Approve(msgspec.Struct, tag="approve", omit_defaults=True, frozen=True, gc=False):
     run_id: str
     path: str
     time: float
@@ -73,7 +73,7 @@ Event = Submit | OpStatus | TimerFired | Stop | Approve
 # --------------------------------------------------------------------------------- commands
 
 
-class StartOp(msgspec.Struct, tag="start_op", omit_defaults=True, frozen=True):
+class StartOp(msgspec.Struct, tag="start_op", omit_defaults=True, frozen=True, gc=False):
     """Run one attempt of a job-like op. ``key`` is unique and deterministic for
     (run, path, attempt): an adapter that sees the same key twice must not start twice."""
 
@@ -93,7 +93,7 @@ class StartOp(msgspec.Struct, tag="start_op", omit_defaults=True, frozen=True):
     outputs: list[str] = []
 
 
-class StopOp(msgspec.Struct, tag="stop_op", omit_defaults=True, frozen=True):
+class StopOp(msgspec.Struct, tag="stop_op", omit_defaults=True, frozen=True, gc=False):
     run_id: str
     path: str
     attempt: int
@@ -101,7 +101,7 @@ class StopOp(msgspec.Struct, tag="stop_op", omit_defaults=True, frozen=True):
     reason: str | None = None
 
 
-class SetTimer(msgspec.Struct, tag="set_timer", omit_defaults=True, frozen=True):
+class SetTimer(msgspec.Struct, tag="set_timer", omit_defaults=True, frozen=True, gc=False):
     """Deliver ``TimerFired(run_id, timer_id, time>=at)`` back to the engine at ``at``.
     Setting an existing ``timer_id`` again replaces it."""
 
@@ -110,12 +110,12 @@ class SetTimer(msgspec.Struct, tag="set_timer", omit_defaults=True, frozen=True)
     at: float
 
 
-class CancelTimer(msgspec.Struct, tag="cancel_timer", omit_defaults=True, frozen=True):
+class CancelTimer(msgspec.Struct, tag="cancel_timer", omit_defaults=True, frozen=True, gc=False):
     run_id: str
     timer_id: str
 
 
-class StatusChanged(msgspec.Struct, tag="status", omit_defaults=True, frozen=True):
+class StatusChanged(msgspec.Struct, tag="status", omit_defaults=True, frozen=True, gc=False):
     """Every status change of the pipeline (``path == ""``) or of one of its ops.
     ``key`` is deterministic so a replayed transition produces the same event key."""
 
@@ -130,7 +130,7 @@ class StatusChanged(msgspec.Struct, tag="status", omit_defaults=True, frozen=Tru
     outputs: dict[str, Any] | None = None
 
 
-class PipelineDone(msgspec.Struct, tag="done", omit_defaults=True, frozen=True):
+class PipelineDone(msgspec.Struct, tag="done", omit_defaults=True, frozen=True, gc=False):
     run_id: str
     status: str
     time: float

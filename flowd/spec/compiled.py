@@ -32,7 +32,7 @@ TRIGGER_POLICIES = (
 )
 
 
-class IOSpec(msgspec.Struct, omit_defaults=True, frozen=True):
+class IOSpec(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """One declared input or output of a component."""
 
     name: str
@@ -49,7 +49,7 @@ class IOSpec(msgspec.Struct, omit_defaults=True, frozen=True):
     validation: dict[str, Any] | None = None
 
 
-class ParamSpec(msgspec.Struct, omit_defaults=True, frozen=True):
+class ParamSpec(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """A param of an op, always in full form (the short form ``lr: 0.05`` is ``value=0.05``).
 
     With ``ref`` set, ``value`` is the reference path (``outputs.loss``, ``inputs.x``, ...).
@@ -64,7 +64,7 @@ class ParamSpec(msgspec.Struct, omit_defaults=True, frozen=True):
     connection: str | None = None
 
 
-class Backoff(msgspec.Struct, omit_defaults=True, frozen=True):
+class Backoff(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """flowd extension: delay between retry attempts, ``base * factor**(attempt-1)`` capped at
     ``max``, plus up to ``jitter`` (a fraction of the delay) drawn from the pipeline's seed."""
 
@@ -74,21 +74,21 @@ class Backoff(msgspec.Struct, omit_defaults=True, frozen=True):
     jitter: float = 0.0
 
 
-class Termination(msgspec.Struct, omit_defaults=True, frozen=True):
+class Termination(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     max_retries: int = 0
     timeout: float | None = None
     ttl: float | None = None
     backoff: Backoff | None = None
 
 
-class HpParam(msgspec.Struct, omit_defaults=True, frozen=True):
+class HpParam(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """A matrix hyperparameter generator: ``{kind: linspace, value: [0, 1, 5]}``."""
 
     kind: str
     value: Any = None
 
 
-class EarlyStopping(msgspec.Struct, omit_defaults=True, frozen=True):
+class EarlyStopping(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     kind: str  # failure_early_stopping | metric_early_stopping
     percent: float | None = None
     metric: str | None = None
@@ -97,7 +97,7 @@ class EarlyStopping(msgspec.Struct, omit_defaults=True, frozen=True):
     policy: dict[str, Any] | None = None
 
 
-class Matrix(msgspec.Struct, omit_defaults=True, frozen=True):
+class Matrix(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     kind: str  # mapping | grid | random | hyperband | bayes | tpe | iterative
     values: list[dict[str, Any]] | str | None = None  # mapping (may be a template)
     params: dict[str, HpParam] | None = None
@@ -109,7 +109,7 @@ class Matrix(msgspec.Struct, omit_defaults=True, frozen=True):
     extra: dict[str, Any] = {}
 
 
-class Dag(msgspec.Struct, omit_defaults=True, frozen=True):
+class Dag(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """The body of a ``run: {kind: dag}``; ops in declaration order."""
 
     ops: list[Op]
@@ -121,7 +121,7 @@ class Dag(msgspec.Struct, omit_defaults=True, frozen=True):
     volumes: list[dict[str, Any]] | None = None
 
 
-class Component(msgspec.Struct, omit_defaults=True, frozen=True):
+class Component(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """An effective (composed) component."""
 
     kind: str  # run.kind: job | service | dag | tfjob | pytorchjob | mpijob | daskcluster | ...
@@ -141,7 +141,7 @@ class Component(msgspec.Struct, omit_defaults=True, frozen=True):
     source: str | None = None
 
 
-class Op(msgspec.Struct, omit_defaults=True, frozen=True):
+class Op(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """One operation: a DAG node, or the root of a submitted pipeline."""
 
     name: str
