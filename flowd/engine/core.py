@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from flowd.engine import matrix as matrix_mod
+from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
 from flowd.engine.messages import (
     Approve,
@@ -48,7 +49,7 @@ from flowd.engine.templates import TemplateError, is_template, render_text, trut
 from flowd.engine.view import OpView, RunView
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec
 
-PIPELINE_KINDS = frozenset({"dag", "matrix"})
+PIPELINE_KINDS = frozenset({"dag", "matrix", "schedule"})
 
 # trigger decisions
 START, UPSTREAM_FAILED, WAIT = "start", "upstream_failed", "wait"
@@ -209,6 +210,8 @@ class Engine:
         parent_spec = index.specs[node.parent]
         if parent.kind == "matrix":
             return self._matrix_child_spec(parent_spec, parent.params or {}, node.suggestion or {})
+        if parent.kind == "schedule":
+            return msgspec.structs.replace(parent_spec, schedule=None)
         dag = parent_spec.component.dag
         assert dag is not None
         return dag.ops[node.index]
@@ -246,6 +249,8 @@ class Engine:
                         index.event_down.setdefault(child_path(node.path, up), []).append((me, statuses))
         elif node.kind == "matrix":
             index.limits[node.path] = spec.matrix.concurrency if spec.matrix is not None else None
+        else:
+            index.limits[node.path] = None
 
     def _new_node(
         self, run: RunState, index: _Index, path: str, parent: str | None, name: str, pos: int,
@@ -274,7 +279,9 @@ class Engine:
         return node
 
     @staticmethod
-    def _kind_of(op: Op) -> str:
+    def _kind_of(op: Op, *, root: bool = False) -> str:
+        if root and op.schedule is not None:
+            return "schedule"
         return "matrix" if op.matrix is not None else op.component.kind
 
     # ---------------------------------------------------------------------------- events
@@ -286,7 +293,8 @@ class Engine:
         self.runs[event.run_id] = run
         index = self._new_index(run)
         op = event.pipeline
-        root = self._new_node(run, index, "", None, op.name, 0, self._kind_of(op), approved=op.is_approved is not False)
+        root = self._new_node(run, index, "", None, op.name, 0, self._kind_of(op, root=True),
+                              approved=op.is_approved is not False)
         self._ready(run, root)
 
     def _op_status(self, run: RunState, event: OpStatus) -> None:
@@ -359,11 +367,17 @@ class Engine:
 
     def _timer(self, run: RunState, event: TimerFired) -> None:
         if run.timers.pop(event.timer_id, None) is None:
-            return
+            return  # cancelled, or a redelivered firing
         kind, _, rest = event.timer_id.partition(":")
-        path, _, attempt_text = rest.rpartition("#")
+        path, _, number = rest.rpartition("#")
         node = run.nodes.get(path)
-        if node is None or node.status in S.DONE or str(node.attempt) != attempt_text:
+        if node is None or node.status in S.DONE:
+            return
+        if kind == "tick":
+            if node.kind == "schedule" and node.next_at is not None and str(len(node.children or ())) == number:
+                self._schedule_ticks(run, node)
+            return
+        if str(node.attempt) != number:
             return
         spec = self._index[run.run_id].specs[path]
         if kind == "timeout" and node.status != S.STOPPING:
@@ -515,6 +529,10 @@ class Engine:
         node.status = S.RUNNING
         node.started_at = self._now
         self._emit_status(run, node)
+        if node.kind == "schedule":
+            self._schedule_ticks(run, node)
+            self._check_pipeline_end(run, node)
+            return
         if node.kind == "dag":
             dag = spec.component.dag
             ops = dag.ops if dag is not None else []
@@ -548,6 +566,43 @@ class Engine:
             for child in children:
                 self._ready(run, child)
         self._check_pipeline_end(run, node)
+
+    def _schedule_ticks(self, run: RunState, node: Node) -> None:
+        """Create the children that are due and arm a timer for the next tick (POLYFLOW §8.1)."""
+        index = self._index[run.run_id]
+        spec = index.specs[node.path]
+        schedule = spec.schedule or {}
+        depends_on_past = schedule.get("dependsOnPast") is True or schedule.get("kind") == "datetime"
+        while not node.exhausted and not node.stopping:
+            count = len(node.children or ())
+            if node.next_at is not None and node.next_at < self._now and schedule.get("catchUp") is False:
+                node.next_at = None  # fired late: skip to the latest tick instead of replaying missed ones
+            if node.next_at is None:
+                try:
+                    tick = schedule_mod.next_tick(schedule, created_at=node.created_at, last=node.last_at,
+                                                  count=count, now=self._now)
+                except schedule_mod.ScheduleError as exc:
+                    node.exhausted = True
+                    self._finish(run, node, S.FAILED, reason="InvalidSchedule", message=f"schedule: {exc}")
+                    return
+                if tick is None:
+                    node.exhausted = True
+                    return
+                node.next_at = tick
+                if tick > self._now:
+                    self._set_timer(run, f"tick:{node.path}#{count}", tick)
+                    return
+            if node.next_at > self._now:
+                return
+            tick, node.next_at, node.last_at = node.next_at, None, node.next_at
+            self._cancel_timer(run, f"tick:{node.path}#{count}")
+            child_op = index.specs[node.path]
+            child = self._new_node(run, index, child_path(node.path, f"tick-{count}"), node.path, f"tick-{count}",
+                                   count, self._kind_of(child_op))
+            child.schedule_at = tick
+            self._ready(run, child)
+            if depends_on_past:
+                return  # the next tick is computed when this child ends
 
     # ------------------------------------------------------------------------ finishing
 
@@ -602,6 +657,8 @@ class Engine:
                 for down_path in index.downstream.get(node.path, ()):
                     self._upstream_done(run, index, run.nodes[down_path], node)
             self._admit(run, parent)
+            if parent.kind == "schedule" and parent.next_at is None and parent.status == S.RUNNING:
+                self._schedule_ticks(run, parent)
             self._check_pipeline_end(run, parent)
         finished.clear()
 
@@ -692,6 +749,13 @@ class Engine:
             return
         if pipeline.n_children_done < len(children):
             return
+        if pipeline.kind == "schedule":
+            if pipeline.stopping:
+                self._finish(run, pipeline, S.STOPPED)
+            elif pipeline.exhausted:
+                # child failures do not end or fail a schedule (POLYFLOW §8.1)
+                self._finish(run, pipeline, S.SUCCEEDED, message=f"{len(children)} scheduled run(s)")
+            return
         if pipeline.early_outcome:
             status = pipeline.early_outcome
         elif pipeline.stopping:
@@ -715,6 +779,10 @@ class Engine:
                 self._finish(run, node, S.STOPPED, reason=reason)
                 return
             node.stopping = True
+            if node.kind == "schedule":
+                node.exhausted = True
+                node.next_at = None
+                self._cancel_timer(run, f"tick:{node.path}#{len(node.children or ())}")
             if not early:
                 node.reason = reason
             node.status = S.STOPPING

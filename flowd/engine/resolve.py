@@ -39,6 +39,7 @@ def run_globals(run_id: str, node: Node) -> dict[str, Any]:
         "name": node.name,
         "status": node.status,
         "iteration": node.index if node.suggestion is not None else None,
+        "schedule_at": node.schedule_at,
         "created_at": node.created_at,
         "started_at": node.started_at,
         "finished_at": node.finished_at,

@@ -67,6 +67,14 @@ class Node(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     # every descendant run created, and those failed/upstream_failed (early stopping population)
     desc_total: int = 0
     desc_bad: int = 0
+    # --- schedules ---
+    # schedule children: the tick this child runs for (globals.schedule_at)
+    schedule_at: float | None = None
+    # the schedule node: the tick waiting on a timer, the latest tick given a child, and whether
+    # no tick will ever follow (maxRuns, endAt, stopped)
+    next_at: float | None = None
+    last_at: float | None = None
+    exhausted: bool = False
 
 
 class RunState(msgspec.Struct, gc=False, omit_defaults=True):
