@@ -535,6 +535,10 @@ class Engine:
             return
         if node.kind == "dag":
             dag = spec.component.dag
+            if dag is not None and dag.errors and node.parent is not None:
+                # a nested DAG is validated fully only now, as its run is compiled (POLYFLOW §4.3)
+                self._finish(run, node, S.FAILED, reason="CompilationFailed", message="; ".join(dag.errors))
+                return
             ops = dag.ops if dag is not None else []
             children = [
                 self._new_node(

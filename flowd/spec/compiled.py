@@ -47,6 +47,9 @@ class IOSpec(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     delay_validation: bool | None = None
     # the raw ``validation`` block (gt, le, regex, options, ...), applied at run time
     validation: dict[str, Any] | None = None
+    # added by the spec layer (optional): turn the value into an init step (POLYFLOW §3.8)
+    to_init: bool | None = None
+    description: str | None = None
 
 
 class ParamSpec(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
@@ -119,6 +122,11 @@ class Dag(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     environment: dict[str, Any] | None = None
     connections: list[str] | None = None
     volumes: list[dict[str, Any]] | None = None
+    # added by the spec layer (optional): the DAG rules (POLYFLOW §4.3 D3-D16) that failed for a
+    # nested DAG. The reference only applies them when the nested DAG run is compiled, so they
+    # are warnings at submission; the engine MUST fail this DAG run with these messages when it
+    # starts it (POLYFLOW §4.3 [FLOWD], §5.2). Empty for a valid DAG.
+    errors: list[str] = []
 
 
 class Component(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):

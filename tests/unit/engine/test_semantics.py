@@ -382,3 +382,17 @@ def test_single_job_pipeline():
     assert sim.done.status == "failed"
     assert sim.engine.view("run1").ops["solo"].status == "failed"
     assert all(isinstance(s, StopOp) for s in sim.stops)
+
+
+def test_invalid_nested_dag_fails_when_its_run_starts():
+    from flowd.spec.compiled import Component, Dag, Op
+
+    broken = Op(name="inner", component=Component(kind="dag", dag=Dag(ops=[job("x", upstream=["y"])],
+                                                                      errors=["dependency 'y' of op 'x' is not an op of this DAG"])))
+    sim = Sim(dag("p", [job("before"), broken.__class__(**{**{f: getattr(broken, f) for f in broken.__struct_fields__},
+                                                            "upstream": ["before"]})]))
+    sim.run()
+    assert sim.status("inner") == "failed"
+    assert "is not an op of this DAG" in sim.node("inner").message
+    assert "inner/x" not in sim.engine.runs["run1"].nodes
+    assert sim.done.status == "failed"
