@@ -15,6 +15,12 @@ import sys
 COMMANDS = {
     "check": "flowd.cli.check",
     "run": "flowd.cli.run",
+    "serve": "flowd.cli.serve",
+    "submit": "flowd.cli.submit",
+    "status": "flowd.cli.status",
+    "stop": "flowd.cli.stop",
+    "events": "flowd.cli.events",
+    "replay": "flowd.cli.replay",
 }
 
 

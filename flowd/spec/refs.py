@@ -1,0 +1,126 @@
+"""Finding and reading referenced components: ``pathRef``, ``urlRef``, ``hubRef`` (POLYFLOW §1.5).
+
+The only module of the spec layer that does I/O (reading files, one HTTP GET per URL). Each
+reference is read once per compilation and cached; the compiler detects reference cycles with
+its own stack of the keys returned here.
+
+Hub layout (a directory given by ``--hub DIR`` or ``FLOWD_HUB``):
+
+* ``name``             -> ``DIR/name.yaml``, else ``DIR/name/latest.yaml``
+* ``name:tag``         -> ``DIR/name/tag.yaml``
+* ``owner/name[:tag]`` -> the same under ``DIR/owner/`` (the owner is a sub-directory)
+
+``.yml`` is tried after ``.yaml`` at each step. An unresolvable reference names every path it tried.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RefError", "Located", "locate_path", "locate_hub", "fetch_url", "URL_TIMEOUT"]
+
+URL_TIMEOUT = 10.0
+_HUB_NAME = re.compile(r"^(?:(?P<owner>[-\w.]+)/)?(?P<name>[-\w.]+)(?::(?P<tag>[-\w.]+))?$")
+
+
+class RefError(Exception):
+    """A reference that cannot be read; the message says what was tried."""
+
+
+class Located:
+    """A referenced document: its display name, cache key, text and the directory for pathRefs."""
+
+    __slots__ = ("name", "key", "text", "base_dir")
+
+    def __init__(self, name: str, key: str, text: str, base_dir: str | None) -> None:
+        self.name = name
+        self.key = key
+        self.text = text
+        self.base_dir = base_dir
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RefError(f"`{path}` is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise RefError(f"cannot read `{path}`: {exc.strerror or exc}") from None
+
+
+def locate_path(ref: str, base_dir: str | None) -> Located:
+    """``pathRef``: relative to the directory of the referring file."""
+    if base_dir is None:
+        raise RefError(f"pathRef `{ref}` cannot be resolved: the referring document has no directory (it came from a URL or was given as text)")
+    path = Path(ref) if os.path.isabs(ref) else Path(base_dir) / ref
+    if not path.is_file():
+        tried = [path]
+        if not path.suffix:
+            for ext in (".yaml", ".yml"):
+                alt = path.with_name(path.name + ext)
+                tried.append(alt)
+                if alt.is_file():
+                    path = alt
+                    break
+            else:
+                raise RefError(f"pathRef `{ref}` could not be resolved: tried {', '.join(f'`{p}`' for p in tried)}")
+        else:
+            raise RefError(f"pathRef `{ref}` could not be resolved: `{path}` does not exist")
+    resolved = path.resolve()
+    return Located(str(path), f"path:{resolved}", _read(path), str(resolved.parent))
+
+
+def hub_candidates(ref: str, hub: str) -> list[Path]:
+    m = _HUB_NAME.match(ref.strip())
+    if not m:
+        raise RefError(f"hubRef `{ref}` is not of the form `[owner/]name[:tag]`")
+    root = Path(hub)
+    if m.group("owner"):
+        root = root / m.group("owner")
+    name, tag = m.group("name"), m.group("tag")
+    if tag:
+        return [root / name / f"{tag}.yaml", root / name / f"{tag}.yml"]
+    return [root / f"{name}.yaml", root / f"{name}.yml", root / name / "latest.yaml", root / name / "latest.yml"]
+
+
+def locate_hub(ref: str, hub: str | None) -> Located:
+    """``hubRef`` against a hub directory."""
+    if not hub:
+        raise RefError(
+            f"hubRef `{ref}` could not be resolved: no component hub is configured (use `--hub DIR` or set FLOWD_HUB)"
+        )
+    candidates = hub_candidates(ref, hub)
+    for path in candidates:
+        if path.is_file():
+            resolved = path.resolve()
+            return Located(str(path), f"path:{resolved}", _read(path), str(resolved.parent))
+    tried = ", ".join(f"`{p}`" for p in candidates)
+    raise RefError(f"hubRef `{ref}` could not be resolved in the hub `{hub}`: tried {tried}")
+
+
+def fetch_url(url: str, *, timeout: float = URL_TIMEOUT) -> Located:
+    """``urlRef``: one HTTP(S) GET with a timeout."""
+    if not re.match(r"^https?://", url):
+        raise RefError(f"urlRef `{url}` could not be resolved: only http:// and https:// URLs are supported")
+    request = urllib.request.Request(url, headers={"Accept": "application/yaml, application/json, text/plain, */*"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
+            body: Any = response.read(16 * 1024 * 1024 + 1)
+    except urllib.error.HTTPError as exc:
+        raise RefError(f"urlRef `{url}` could not be resolved: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise RefError(f"urlRef `{url}` could not be resolved: {exc.reason}") from None
+    except (TimeoutError, OSError) as exc:
+        raise RefError(f"urlRef `{url}` could not be resolved: {exc or 'timed out'} (timeout {timeout:g} s)") from None
+    if len(body) > 16 * 1024 * 1024:
+        raise RefError(f"urlRef `{url}`: the document is larger than 16 MiB")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RefError(f"urlRef `{url}`: the document is not UTF-8 text") from None
+    return Located(url, f"url:{url}", text, None)
