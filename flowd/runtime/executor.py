@@ -1,0 +1,353 @@
+"""The local executor: runs each job/service attempt as a subprocess of this machine.
+
+One ``StartOp`` becomes one process, started from the op's rendered container
+``command + args`` (exec'd directly, never through a shell unless the command is one). The
+container ``image`` is *not* pulled or used: the command runs with the tools of this machine.
+Each attempt gets its own directory under the run (``attempts/<op>@<attempt>/``) holding its
+``stdout.log``, ``stderr.log``, the ``outputs.json`` named by ``$FLOWD_OUTPUTS``, a ``pid.json``
+written at spawn and a ``result.json`` (the terminal report) written *before* the report is
+sent: after a crash, ``--resume`` replays a recorded result instead of running the op again.
+
+Every process leads its own process group (``start_new_session``) so a stop reaches its whole
+tree and a Ctrl-C on the terminal does not: stops are the engine's decision. A stop is SIGTERM to
+the group, then SIGKILL after a grace period. When the main process exits, stragglers left in
+its group are killed, as a container runtime would.
+
+The executor only translates: it reports ``OpStatus`` events through ``send`` and never decides
+about retries, timeouts or what runs next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from flowd.engine.messages import OpStatus, StartOp, StopOp
+from flowd.executor import Send
+from flowd.runtime.processes import signal_group, start_time
+
+__all__ = ["LocalExecutor", "attempt_dir_name", "LOCAL_KINDS"]
+
+# run kinds the local executor knows how to run
+LOCAL_KINDS = frozenset({"job", "service"})
+STDERR_TAIL_LINES = 5
+
+
+def attempt_dir_name(path: str, attempt: int) -> str:
+    """``outer/inner`` attempt 2 -> ``outer+inner@2`` (``+`` and ``@`` never occur in op names)."""
+    return f"{path.replace('/', '+')}@{attempt}"
+
+
+def _env_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _as_list(value: Any, *, split: bool) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        # a string command is a command line; a string args is one argument (``sh -c "..."``)
+        return shlex.split(value) if split else [value]
+    return [_env_value(v) for v in value]
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+
+
+class _Attempt:
+    __slots__ = ("cmd", "dir", "process", "stop_reason", "stopping", "shutdown", "finished")
+
+    def __init__(self, cmd: StartOp, directory: Path) -> None:
+        self.cmd = cmd
+        self.dir = directory
+        self.process: anyio.abc.Process | None = None
+        self.stopping = False
+        self.stop_reason: str | None = None
+        # stopped because flowd itself is going away, not by the engine: not a result to keep
+        self.shutdown = False
+        self.finished = anyio.Event()
+
+
+class LocalExecutor:
+    """Runs attempts as local subprocesses. Use as ``async with LocalExecutor(...) as ex``;
+    leaving the block stops whatever still runs (SIGTERM, grace, SIGKILL) and waits for it."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        send: Send,
+        clock: Callable[[], float],
+        grace: float = 5.0,
+        workdir: Path | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.workdir = workdir or self.run_dir / "work"
+        self.send = send
+        self.clock = clock
+        self.grace = grace
+        self._attempts: dict[str, _Attempt] = {}
+        # attempts not finished yet, by key (a subset of _attempts)
+        self._live: dict[str, _Attempt] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> LocalExecutor:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        with anyio.CancelScope(shield=True):
+            await self.stop_all(reason="flowd is shutting down", shutdown=True)
+        assert self._tg is not None
+        return await self._tg.__aexit__(*exc_info)
+
+    # ------------------------------------------------------------------------------ queries
+
+    @property
+    def active(self) -> int:
+        """How many attempts have a process that has not been reaped yet."""
+        return len(self._live)
+
+    def attempt_dir(self, cmd: StartOp | StopOp) -> Path:
+        return self.run_dir / "attempts" / attempt_dir_name(cmd.path, cmd.attempt)
+
+    # ----------------------------------------------------------------------------- commands
+
+    async def start(self, cmd: StartOp) -> None:
+        """Start one attempt; a key seen before is ignored (commands may be replayed)."""
+        if cmd.key in self._attempts:
+            return
+        attempt = _Attempt(cmd, self.attempt_dir(cmd))
+        self._attempts[cmd.key] = self._live[cmd.key] = attempt
+        await self._spawn(attempt)
+
+    async def stop(self, cmd: StopOp) -> None:
+        attempt = self._attempts.get(cmd.key)
+        if attempt is None:
+            # never started here (or lost in a crash): nothing to kill, say so at once
+            self._report(cmd, "stopped", reason=cmd.reason or "Stopped", message="stopped before it started")
+            return
+        if attempt.finished.is_set() or attempt.stopping:
+            return
+        attempt.stopping = True
+        attempt.stop_reason = cmd.reason
+        assert self._tg is not None
+        self._tg.start_soon(self._terminate, attempt, name=f"stop {cmd.key}")
+
+    async def stop_all(self, *, reason: str, shutdown: bool = False) -> None:
+        """Stop every live attempt and wait until all are reaped. With ``shutdown`` the results
+        are not recorded, so a later ``--resume`` runs those attempts again."""
+        live = list(self._live.values())
+        for attempt in live:
+            attempt.shutdown = attempt.shutdown or shutdown
+            if not attempt.stopping:
+                attempt.stopping = True
+                attempt.stop_reason = reason
+                assert self._tg is not None
+                self._tg.start_soon(self._terminate, attempt)
+        for attempt in live:
+            await attempt.finished.wait()
+
+    def kill_all(self) -> None:
+        """SIGKILL every live process group now (a second Ctrl-C)."""
+        for attempt in self._live.values():
+            if attempt.process is not None:
+                attempt.stopping = True
+                signal_group(attempt.process.pid, signal.SIGKILL)
+
+    async def adopt(self, cmd: StartOp, *, stopping: bool) -> None:
+        """Take over an attempt started by a flowd process that died (``--resume``), once what
+        that flowd left running is gone (:func:`flowd.runtime.processes.kill_leftovers`).
+
+        A recorded result is reported again; otherwise the attempt is reported ``stopped`` if
+        the engine had asked to stop it, else it runs again from scratch under the same key."""
+        directory = self.attempt_dir(cmd)
+        attempt = _Attempt(cmd, directory)
+        self._attempts[cmd.key] = self._live[cmd.key] = attempt
+        try:
+            recorded = msgspec.json.decode((directory / "result.json").read_bytes(), type=OpStatus)
+        except (OSError, msgspec.DecodeError):
+            recorded = None
+        if recorded is not None:
+            self._finished(attempt)
+            self.send(recorded)
+            return
+        if stopping:
+            self._finished(attempt)
+            self._report(cmd, "stopped", reason="Stopped", message="stopped (flowd was restarted while it stopped)")
+            return
+        await self._spawn(attempt, note="flowd --resume: running this attempt again")
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _finished(self, attempt: _Attempt) -> None:
+        self._live.pop(attempt.cmd.key, None)
+        attempt.finished.set()
+
+    def _report(self, cmd: StartOp | StopOp, status: str, **fields: Any) -> None:
+        self.send(OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status=status, time=self.clock(), **fields))
+
+    def _argv(self, cmd: StartOp) -> list[str]:
+        if cmd.kind not in LOCAL_KINDS:
+            raise _CannotStart(f"the local runtime cannot run kind {cmd.kind!r} (only {', '.join(sorted(LOCAL_KINDS))})")
+        container = cmd.run.get("container") or {}
+        argv = _as_list(container.get("command"), split=True) + _as_list(container.get("args"), split=False)
+        if not container.get("command"):
+            raise _CannotStart(
+                "the container has no command: flowd runs command + args on this machine and "
+                "cannot use an image's entrypoint"
+            )
+        return argv
+
+    def _env(self, cmd: StartOp, directory: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        container = cmd.run.get("container") or {}
+        for item in container.get("env") or []:
+            if isinstance(item, dict) and "name" in item and item.get("value") is not None:
+                env[str(item["name"])] = _env_value(item["value"])
+        env.update({k: _env_value(v) for k, v in cmd.env.items()})
+        env.update(
+            FLOWD_OUTPUTS=str(directory / "outputs.json"),
+            FLOWD_RUN_ID=cmd.run_id,
+            FLOWD_OP_PATH=cmd.path,
+            FLOWD_ATTEMPT=str(cmd.attempt),
+            FLOWD_WORKDIR=str(self.workdir),
+        )
+        return env
+
+    async def _spawn(self, attempt: _Attempt, *, note: str | None = None) -> None:
+        cmd = attempt.cmd
+        directory = attempt.dir
+        try:
+            argv = self._argv(cmd)
+        except _CannotStart as exc:
+            self._finished(attempt)
+            self._finish(attempt, status="failed", reason="CannotStart", message=str(exc))
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in ("outputs.json", "result.json", "pid.json"):
+            (directory / stale).unlink(missing_ok=True)
+        (directory / "outputs.json").touch()
+        container = cmd.run.get("container") or {}
+        cwd = container.get("workingDir")
+        cwd = cwd if isinstance(cwd, str) and os.path.isdir(cwd) else self.workdir
+        stdout = (directory / "stdout.log").open("ab")
+        stderr = (directory / "stderr.log").open("ab")
+        try:
+            if note:
+                stderr.write(f"--- {note} ---\n".encode())
+                stderr.flush()
+            process = await anyio.open_process(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=cwd,
+                env=self._env(cmd, directory),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._finished(attempt)
+            self._finish(attempt, status="failed", reason="CannotStart", message=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
+            return
+        finally:
+            stdout.close()
+            stderr.close()
+        attempt.process = process
+        pid_record = {"pid": process.pid, "start_time": start_time(process.pid), "argv": argv}
+        (directory / "pid.json").write_text(json.dumps(pid_record))
+        self._report(cmd, "running")
+        assert self._tg is not None
+        self._tg.start_soon(self._watch, attempt, name=f"watch {cmd.key}")
+
+    async def _watch(self, attempt: _Attempt) -> None:
+        assert attempt.process is not None
+        try:
+            rc = await attempt.process.wait()
+        except BaseException:  # cancelled: flowd is going away; leave nothing running
+            signal_group(attempt.process.pid, signal.SIGKILL)
+            self._finished(attempt)
+            raise
+        # stragglers of a finished main process go with it, as in a container
+        signal_group(attempt.process.pid, signal.SIGKILL)
+        outputs, outputs_error = self._read_outputs(attempt.dir / "outputs.json")
+        logs = f"logs: {attempt.dir}"
+        if attempt.stopping:
+            reason = attempt.stop_reason or "Stopped"
+            fields: dict[str, Any] = dict(status="stopped", reason=reason, message=f"process stopped ({reason})")
+        elif rc == 0 and outputs_error is None:
+            fields = dict(status="succeeded", exit_code=0)
+        elif rc == 0:
+            fields = dict(status="failed", exit_code=0, reason="InvalidOutputs", message=f"{outputs_error} ({logs})")
+        else:
+            if rc < 0:
+                what = f"killed by {signal.Signals(-rc).name}"
+            else:
+                what = f"exit code {rc}"
+            tail = _tail(attempt.dir / "stderr.log", STDERR_TAIL_LINES)
+            message = f"{what}: {tail} ({logs})" if tail else f"{what} ({logs})"
+            fields = dict(status="failed", exit_code=rc, reason="Error", message=message)
+        if outputs and outputs_error is None:
+            fields["outputs"] = outputs
+        self._finish(attempt, **fields)
+        self._finished(attempt)
+
+    def _finish(self, attempt: _Attempt, **fields: Any) -> None:
+        cmd = attempt.cmd
+        event = OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, time=self.clock(), **fields)
+        if not attempt.shutdown:
+            try:
+                attempt.dir.mkdir(parents=True, exist_ok=True)
+                (attempt.dir / "result.json").write_bytes(msgspec.json.encode(event))
+            except OSError:
+                pass  # the report still goes out; only --resume after a crash loses it
+        self.send(event)
+
+    @staticmethod
+    def _read_outputs(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            text = path.read_text()
+        except OSError:
+            return None, None
+        if not text.strip():
+            return None, None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            return None, f"$FLOWD_OUTPUTS ({path}) does not hold valid JSON: {exc}"
+        if not isinstance(value, dict):
+            return None, f"$FLOWD_OUTPUTS ({path}) must hold a JSON object, found {type(value).__name__}"
+        return value, None
+
+    async def _terminate(self, attempt: _Attempt) -> None:
+        process = attempt.process
+        if process is None:
+            return
+        signal_group(process.pid, signal.SIGTERM)
+        with anyio.move_on_after(self.grace):
+            await attempt.finished.wait()
+            return
+        signal_group(process.pid, signal.SIGKILL)
+
+class _CannotStart(Exception):
+    pass

@@ -1,0 +1,159 @@
+"""Local snapshot store: one run's saved state, written atomically under the state dir.
+
+Layout of a state dir (``--state-dir``)::
+
+    runs/<run_id>.lock      held (flock) by the flowd process running the run
+    runs/<run_id>/
+        snapshot.bin        the RunRecord below (msgspec msgpack), replaced atomically
+        work/               the run's working directory (cwd of every op process)
+        attempts/<op>@<n>/  stdout.log, stderr.log, outputs.json, pid.json, result.json
+
+The record is written *before* the commands of a batch are carried out (write-ahead), so after a
+``kill -9`` the saved engine state never lags behind what the executor was told to do: every
+attempt the executor may have started is listed in ``attempts``, every timer in ``timers``.
+
+A write is ``open(tmp) + write + fsync + rename + fsync(dir)``: a reader sees the old record or
+the new one, never a torn file. This module does no engine work and knows no op semantics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from flowd.engine.messages import StartOp
+
+__all__ = ["RunRecord", "SnapshotStore", "StoreError", "default_state_dir", "derive_run_id"]
+
+RECORD_VERSION = 1
+
+
+class StoreError(Exception):
+    """The saved state cannot be read or written (bad file, wrong version, I/O error)."""
+
+
+class RunRecord(msgspec.Struct, kw_only=True):
+    """Everything ``--resume`` needs besides the processes themselves."""
+
+    version: int = RECORD_VERSION
+    run_id: str
+    file: str
+    file_sha256: str
+    params: dict[str, str]
+    engine: bytes
+    # attempts the executor was told to start and that have not reported a terminal status yet
+    attempts: dict[str, StartOp] = {}
+    # keys of those attempts the engine asked to stop
+    stopping: list[str] = []
+    # pending timers: timer_id -> epoch seconds
+    timers: dict[str, float] = {}
+    # set once PipelineDone was seen: the final status
+    done: str | None = None
+
+
+def default_state_dir() -> Path:
+    """``$FLOWD_STATE_DIR``, else ``$XDG_CACHE_HOME/flowd/state``, else ``~/.cache/flowd/state``."""
+    env = os.environ.get("FLOWD_STATE_DIR")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "flowd" / "state"
+
+
+def derive_run_id(file: Path, params: dict[str, str]) -> str:
+    """The run of ``flowd run FILE --param ...``: the same absolute file path and the same params
+    (in any order) name the same run, so ``--resume`` finds it without being told an id."""
+    blob = json.dumps([str(file.resolve()), sorted(params.items())], separators=(",", ":"))
+    return "flowd-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+class SnapshotStore:
+    """Saves and loads one :class:`RunRecord` per run id under ``root/runs/<run_id>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(RunRecord)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def _path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "snapshot.bin"
+
+    def save(self, record: RunRecord) -> None:
+        path = self._path(record.run_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, self._encoder.encode(record))
+        except OSError as exc:
+            raise StoreError(f"cannot write the run's state to {path}: {exc}") from exc
+
+    def load(self, run_id: str) -> RunRecord | None:
+        """The saved record, or None when this run has never been saved."""
+        path = self._path(run_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read the run's state from {path}: {exc}") from exc
+        try:
+            record = self._decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise StoreError(f"the run's state in {path} is unreadable ({exc}); run without --resume") from exc
+        if record.version != RECORD_VERSION:
+            raise StoreError(f"the run's state in {path} has version {record.version}, expected {RECORD_VERSION}")
+        return record
+
+    def discard(self, run_id: str) -> None:
+        """Forget a run entirely (a fresh ``flowd run`` without ``--resume``)."""
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        """Hold the run for this process: a second flowd on the same run fails at once instead
+        of racing the first one. The kernel drops the lock when the holder dies (even kill -9)."""
+        path = self.root / "runs" / f"{run_id}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise StoreError(f"run {run_id} is being run by another flowd process (pid {holder})") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
