@@ -101,11 +101,30 @@ build_kwok() {
   log "kwok done"
 }
 
+# kwok's standalone binary has no built-in stages: copy the upstream ones the harness uses
+# from the kwok module (Go module cache) next to the binary. Nothing goes into the repo.
+kwok_stages() {
+  local st="$FLOWD_TESTBIN/kwok-$KWOK_VERSION/stages"
+  if [ -f "$st/node-initialize.yaml" ] && [ -f "$st/pod-ready.yaml" ] && [ -f "$st/pod-delete.yaml" ]; then
+    return 0
+  fi
+  local dir tmp; tmp=$(mktemp -d)
+  dir=$(cd "$tmp" && GOFLAGS=-buildvcs=false go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$tmp"
+  mkdir -p "$st"
+  cp "$dir/kustomize/stage/node/fast/node-initialize.yaml" \
+     "$dir/kustomize/stage/pod/fast/pod-ready.yaml" \
+     "$dir/kustomize/stage/pod/fast/pod-delete.yaml" "$st/"
+  chmod u+w "$st"/*.yaml
+  log "kwok stages copied to $st"
+}
+
 what=${1:-all}
 case "$what" in
   kube) build_kube ;;
   etcd) build_etcd ;;
-  kwok) build_kwok ;;
-  all) build_kube; build_etcd; build_kwok ;;
+  kwok) build_kwok; kwok_stages ;;
+  all) build_kube; build_etcd; build_kwok; kwok_stages ;;
   *) echo "usage: $0 [etcd|kube|kwok|all]" >&2; exit 2 ;;
 esac
