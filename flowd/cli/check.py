@@ -31,6 +31,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--param", "-P", action="append", default=[], metavar="NAME=VALUE",
                         help="a submission param, checked against the component's inputs (repeatable)")
+    parser.add_argument("--reference-compat", action="store_true",
+                        help="type params like Polyaxon 2.18 (datetime as a date, float and metric refs incompatible)")
+    parser.add_argument("--no-snippets", action="store_true",
+                        help="text output: do not show the offending source line under each finding")
     parser.set_defaults(func=run)
     return parser
 
@@ -43,6 +47,32 @@ def _item(d: Diagnostic, checked: str) -> dict[str, Any]:
     if d.path != checked:
         item["file"] = d.path
     return item
+
+
+class _Snippets:
+    """The offending source line under a finding, with a caret at the column (text output)."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, list[str] | None] = {}
+
+    def render(self, d: Diagnostic) -> list[str]:
+        if d.line is None:
+            return []
+        lines = self._lines.get(d.path, [])
+        if lines == []:
+            try:
+                with open(d.path, encoding="utf-8") as fh:
+                    lines = fh.read().splitlines()
+            except (OSError, UnicodeDecodeError):
+                lines = None
+            self._lines[d.path] = lines
+        if not lines or not 0 < d.line <= len(lines):
+            return []
+        text = lines[d.line - 1].rstrip()
+        if len(text) > 160:
+            return []
+        col = max((d.column or 1) - 1, 0)
+        return [f"    | {text}", f"    | {' ' * min(col, len(text))}^"]
 
 
 def parse_params(items: list[str]) -> dict[str, str] | str:
@@ -67,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     results: list[tuple[str, CompileResult]] = []
     for path in args.paths:
         try:
-            result = compile_path(path, hub=hub, params=params or None)
+            result = compile_path(path, hub=hub, params=params or None, reference_compat=args.reference_compat)
         except Exception as exc:  # a bug in flowd, not bad input: still no traceback for the user
             result = CompileResult(op=None, errors=[Diagnostic(
                 path=path, location="", message=f"internal error while checking ({type(exc).__name__}: {exc}); "
@@ -79,9 +109,13 @@ def run(args: argparse.Namespace) -> int:
                           "warnings": [_item(d, path) for d in r.warnings]} for path, r in results]}
         print(json.dumps(doc, indent=2))
     else:
+        snippets = _Snippets()
         for path, r in results:
             for d in r.diagnostics:
                 print(d.format())
+                if not args.no_snippets:
+                    for line in snippets.render(d):
+                        print(line)
             status = "valid" if r.valid else "invalid"
             counts = f"{len(r.errors)} error(s), {len(r.warnings)} warning(s)"
             print(f"{path}: {status} ({counts})")

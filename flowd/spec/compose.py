@@ -22,7 +22,8 @@ from flowd.spec import refs
 from flowd.spec.compiled import IOSpec
 from flowd.spec.diagnostics import Finding, Sources, did_you_mean
 from flowd.spec.schema import BAD, Reader
-from flowd.spec.types import CoercionError, coerce, is_template, known_type, type_names
+from flowd.spec.shortcuts import lower_resources
+from flowd.spec.types import CoercionError, coerce, known_type, type_names
 from flowd.spec.yamlio import YamlSyntaxError, load_text
 
 __all__ = ["Composer", "Effective", "Doc", "PATCHED"]
@@ -99,31 +100,6 @@ def _merge(base: Any, over: Any, strategy: str) -> Any:
     return over if strategy in ("post_merge", "replace") else base
 
 
-def _resources(res: dict[str, Any]) -> dict[str, Any]:
-    """§1.4 ``resources`` shortcut -> container requests/limits."""
-    requests: dict[str, Any] = {}
-    limits: dict[str, Any] = {}
-    for key, value in res.items():
-        name = "nvidia.com/gpu" if key == "gpu" else key
-        count = key == "gpu" or "/" in key
-        if isinstance(value, str) and ".." in value:
-            low, _, high = value.partition("..")
-            if low.strip():
-                requests[name] = low.strip()
-            if high.strip():
-                limits[name] = high.strip()
-        else:
-            requests[name] = value
-            if count:
-                limits[name] = value
-    out: dict[str, Any] = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
-
-
 class Composer:
     def __init__(self, *, hub: str | None, findings: list[Finding], where: dict[int, Any], sources: Sources,
                  url_timeout: float = refs.URL_TIMEOUT, reference_compat: bool = False) -> None:
@@ -140,6 +116,9 @@ class Composer:
         self._checked_runtimes: set[int] = set()
         self.shorthand: set[int] = set()  # DagRuntimes written as `ops:` (see schema.Reader)
         self.present: dict[int, Any] = {}  # fields set on each PolyaxonfileSpec read (see schema.Reader)
+        self._names: dict[str, str] = {}  # reference key -> display name
+        self._prefixes: set[tuple[str, tuple[Any, ...]]] = set()
+        self._scanned = 0  # findings already folded into _prefixes
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -149,6 +128,16 @@ class Composer:
 
     def emit(self, severity: str, where: tuple[str, tuple[Any, ...]], message: str) -> None:
         self.findings.append(Finding(severity, where[0], where[1], message))  # type: ignore[arg-type]
+
+    def error_prefixes(self) -> set[tuple[str, tuple[Any, ...]]]:
+        """(source, path prefix) of every error so far (folded in incrementally: findings only grow)."""
+        findings = self.findings
+        for f in findings[self._scanned:]:
+            if f.severity == "error":
+                for k in range(len(f.path) + 1):
+                    self._prefixes.add((f.source, tuple(f.path[:k])))
+        self._scanned = len(findings)
+        return self._prefixes
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -177,6 +166,7 @@ class Composer:
         except refs.RefError as exc:
             self.emit("error", where, str(exc))
             return None
+        self._names[loc.key] = loc.name
         if loc.key in self._docs:
             doc = self._docs[loc.key]
         else:
@@ -248,7 +238,7 @@ class Composer:
                 return None
             doc, rkey = loaded
             if rkey in self._ref_stack:
-                chain = " -> ".join([*self._ref_stack[self._ref_stack.index(rkey):], rkey]).replace("path:", "")
+                chain = " -> ".join(self._names.get(k, k) for k in [*self._ref_stack[self._ref_stack.index(rkey):], rkey])
                 self.emit("error", self.at(op, self._camel(kind)), f"Polyaxonfile reference cycle: {chain}")
                 return None
             self._ref_stack.append(rkey)
@@ -364,7 +354,7 @@ class Composer:
             container["env"] = list(container.get("env") or []) + [{"name": k, "value": v} for k, v in (op.env or {}).items()]
             touched = True
         if "resources" in shortcuts:
-            container["resources"] = _merge(container.get("resources") or {}, _resources(op.resources or {}), strategy)
+            container["resources"] = _merge(container.get("resources") or {}, lower_resources(op.resources or {}), strategy)
             touched = True
         if touched:
             body["container"] = container
@@ -430,7 +420,8 @@ class Composer:
             to_env=io.to_env, connection=io.connection, delay_validation=delay, validation=validation,
             to_init=io.to_init, description=io.description,
         )
-        if io.type is not None and value is not None and not is_template(value):
+        # §2.3 rule 3: a default is validated at declaration, templates included (as in the reference)
+        if io.type and value is not None:  # an empty type skips this check (but no param value validates)
             try:
                 coerce(spec, value, reference_compat=self.compat)
             except CoercionError as exc:
@@ -444,6 +435,8 @@ class Composer:
         if run is None or id(run) in self._checked_runtimes or isinstance(run, m.DagRuntime):
             return
         self._checked_runtimes.add(id(run))
+        if self.at(run) in self.error_prefixes():
+            return  # something in it was already reported (and dropped)
         for path, container in _containers(run):
             where = self.at(run, *path)
             if container is None:

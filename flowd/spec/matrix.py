@@ -49,9 +49,7 @@ def hp_kind(hp: Any) -> str:
 
 
 def _num(x: Any) -> float | None:
-    if isinstance(x, bool):
-        return None
-    if isinstance(x, (int, float)):
+    if isinstance(x, (int, float)):  # bools too, as pydantic's lax float reads them
         return float(x)
     if isinstance(x, str):
         try:
@@ -81,6 +79,9 @@ def _check_hp(name: str, hp: Any, emit: Emit, path: tuple[Any, ...]) -> None:
     value = hp.value
     vpath = (*path, "value")
     if is_template(value):
+        return
+    if value is None:
+        emit("warning", path, f"`{name}`: the `{kind}` generator has no `value`: it generates nothing")
         return
     if kind == "choice":
         if not isinstance(value, list):
@@ -121,7 +122,7 @@ def _check_hp(name: str, hp: Any, emit: Emit, path: tuple[Any, ...]) -> None:
     else:
         emit("error", vpath, f"`{name}`: `{kind}` expects `[{', '.join(keys)}]`, a `\"{':'.join(keys[:need])}\"` string or a map")
         return
-    if not need <= len(parts) <= len(keys) or any(p is None for p in parts[:need]):
+    if len(parts) < need or any(p is None for p in parts[:need]):
         emit("error", vpath, f"`{name}`: `{kind}` expects {need} to {len(keys)} values ({', '.join(keys)}), got {len(parts)}")
         return
     if kind in ("daterange", "datetimerange"):
@@ -137,6 +138,10 @@ def _check_hp(name: str, hp: Any, emit: Emit, path: tuple[Any, ...]) -> None:
     if any(n is None for n in nums):
         emit("error", vpath, f"`{name}`: `{kind}` values must be numbers, got {parts!r}")
         return
+    for key, n in zip(keys, nums, strict=False):
+        if key in ("num", "size") and not float(n).is_integer():  # type: ignore[arg-type]
+            emit("error", vpath, f"`{name}`: the `{key}` of `{kind}` must be an integer, got {n:g}")
+            return
     if kind in ("range", "linspace", "logspace", "geomspace"):
         if not nums[0] < nums[1]:  # type: ignore[operator]
             emit("error", vpath, f"`{name}`: `{kind}` stop ({parts[1]}) must be strictly higher than start ({parts[0]})")
@@ -149,6 +154,9 @@ def _check_hp(name: str, hp: Any, emit: Emit, path: tuple[Any, ...]) -> None:
 def check_matrix(mx: Any, emit: Emit, path: tuple[Any, ...] = ("matrix",)) -> None:
     """The semantic rules of §6 for one matrix (schema errors were reported when reading)."""
     params = getattr(mx, "params", None)
+    if isinstance(params, dict) and not params and isinstance(mx, (m.GridMatrix, m.RandomMatrix, m.BayesMatrix,
+                                                                   m.TpeMatrix)):
+        emit("error", (*path, "params"), f"a `{hp_kind(mx)}` matrix needs at least one entry in `params`")
     if isinstance(params, dict):
         for name, hp in params.items():
             kind = hp_kind(hp)

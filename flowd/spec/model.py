@@ -285,7 +285,7 @@ class Join(_S):
 
 class EventTrigger(_S):
     ref: str
-    kinds: list[EventKind]
+    kinds: list[EventKind | Tpl]
 
 
 # --- runtimes (§1.9); Kubernetes bodies are dicts ----------------------------------------------
@@ -309,16 +309,16 @@ class Environment(_S):
     scheduler_name: str | None = None
     priority_class_name: str | None = None
     priority: int | None = None
-    restart_policy: str | None = None
+    restart_policy: Literal["Always", "OnFailure", "Never", "ExitCode"] | None = None
 
 
 class Init(_S):
-    artifacts: Anything = None
-    paths: Anything = None
-    git: Anything = None
-    dockerfile: Anything = None
-    file: Anything = None
-    tensorboard: Anything = None
+    artifacts: Annotated[Any, Meta(extra={"object": "artifacts"})] = None
+    paths: list[Any] | None = None
+    git: Annotated[Any, Meta(extra={"object": "git"})] = None
+    dockerfile: Annotated[Any, Meta(extra={"object": "dockerfile"})] = None
+    file: Annotated[Any, Meta(extra={"object": "file"})] = None
+    tensorboard: Annotated[Any, Meta(extra={"object": "tensorboard"})] = None
     lineage_ref: str | None = None
     model_ref: str | None = None
     artifact_ref: str | None = None
@@ -331,7 +331,7 @@ class _PodBody(_S):
     environment: Environment | Tpl | None = None
     connections: list[str] | Tpl | None = None
     volumes: list[Volume] | None = None
-    init: list[Init] | None = None
+    init: list[Init] | Tpl | None = None
     sidecars: list[Container] | None = None
     container: Container | None = None
 
@@ -350,7 +350,7 @@ class JobRuntime(_Tagged, tag="job"):
     environment: Environment | Tpl | None = None
     connections: list[str] | Tpl | None = None
     volumes: list[Volume] | None = None
-    init: list[Init] | None = None
+    init: list[Init] | Tpl | None = None
     sidecars: list[Container] | None = None
     container: Container | None = None
 
@@ -380,36 +380,36 @@ class _Distributed(_Tagged):
 
 
 class TFJobRuntime(_Distributed, tag="tfjob"):
-    chief: Replica | None = None
-    ps: Replica | None = None
-    worker: Replica | None = None
-    evaluator: Replica | None = None
+    chief: Replica | Tpl | None = None
+    ps: Replica | Tpl | None = None
+    worker: Replica | Tpl | None = None
+    evaluator: Replica | Tpl | None = None
     enable_dynamic_worker: LaxBool | None = None
     success_policy: str | None = None
 
 
 class PytorchJobRuntime(_Distributed, tag="pytorchjob"):
-    master: Replica | None = None
-    worker: Replica | None = None
+    master: Replica | Tpl | None = None
+    worker: Replica | Tpl | None = None
     elastic_policy: dict[str, Any] | None = None
     n_proc_per_node: int | str | None = None
 
 
 class MPIJobRuntime(_Distributed, tag="mpijob"):
-    launcher: Replica | None = None
-    worker: Replica | None = None
+    launcher: Replica | Tpl | None = None
+    worker: Replica | Tpl | None = None
     slots_per_worker: int | None = None
 
 
 class DaskClusterRuntime(_Tagged, tag="daskcluster"):
-    worker: Replica | None = None
-    scheduler: Replica | None = None
+    worker: Replica | Tpl | None = None
+    scheduler: Replica | Tpl | None = None
     min_replicas: int | Tpl | None = None
     max_replicas: int | Tpl | None = None
 
 
 class RayClusterRuntime(_Tagged, tag="raycluster"):
-    head: RayReplica | None = None
+    head: RayReplica | Tpl | None = None
     workers: dict[str, RayReplica] | None = None
     entrypoint: str | None = None
     runtime_env: dict[str, Any] | None = None
@@ -462,9 +462,12 @@ HP_KINDS = (
     "choice", "pchoice", "range", "linspace", "logspace", "geomspace", "daterange", "datetimerange",
     "uniform", "quniform", "loguniform", "qloguniform", "normal", "qnormal", "lognormal", "qlognormal",
 )
+# `value` is required for choice and datetimerange only (as in the reference's models)
 _hp_classes = tuple(
     msgspec.defstruct(
-        "Hp" + k.capitalize(), [("value", Any, None)], bases=(_Tagged,), tag=k, module=__name__
+        "Hp" + k.capitalize(),
+        [("value", Any)] if k in ("choice", "datetimerange") else [("value", Any, None)],
+        bases=(_Tagged,), tag=k, module=__name__,
     )
     for k in HP_KINDS
 )

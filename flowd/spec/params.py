@@ -323,7 +323,7 @@ def check_params(
                     emit("error", ("joins",), f"input `{name}` does not expect a list of values from the join "
                                               "(declare it with `isList: true` or `type: artifacts`)")
                     continue
-                problem = check_value_path(p.value, what=f"join param `{name}`")
+                problem = None if isinstance(p.value, dict) else check_value_path(p.value, what=f"join param `{name}`")
                 if problem:
                     emit("error", ("joins",), problem)
                 continue

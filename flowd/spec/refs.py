@@ -44,6 +44,16 @@ class Located:
         self.base_dir = base_dir
 
 
+def display(path: Path) -> str:
+    """A short name for messages: relative to the working directory when that is shorter."""
+    absolute = os.path.normpath(os.path.abspath(path))
+    try:
+        relative = os.path.relpath(absolute)
+    except ValueError:  # another drive (Windows)
+        return absolute
+    return relative if len(relative) < len(absolute) else absolute
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -72,7 +82,7 @@ def locate_path(ref: str, base_dir: str | None) -> Located:
         else:
             raise RefError(f"pathRef `{ref}` could not be resolved: `{path}` does not exist")
     resolved = path.resolve()
-    return Located(str(path), f"path:{resolved}", _read(path), str(resolved.parent))
+    return Located(display(path), f"path:{resolved}", _read(path), str(resolved.parent))
 
 
 def hub_candidates(ref: str, hub: str) -> list[Path]:
@@ -98,7 +108,7 @@ def locate_hub(ref: str, hub: str | None) -> Located:
     for path in candidates:
         if path.is_file():
             resolved = path.resolve()
-            return Located(str(path), f"path:{resolved}", _read(path), str(resolved.parent))
+            return Located(display(path), f"path:{resolved}", _read(path), str(resolved.parent))
     tried = ", ".join(f"`{p}`" for p in candidates)
     raise RefError(f"hubRef `{ref}` could not be resolved in the hub `{hub}`: tried {tried}")
 

@@ -22,7 +22,8 @@ from msgspec import inspect as mi
 
 from flowd.spec import model as m
 from flowd.spec.diagnostics import Finding, did_you_mean
-from flowd.spec.types import CoercionError, is_template, parse_timedelta
+from flowd.spec.shortcuts import resource_problem
+from flowd.spec.types import OBJECT_TYPES, CoercionError, is_template, parse_timedelta
 
 __all__ = ["Reader", "BAD"]
 
@@ -225,10 +226,11 @@ class Reader:
                 return v
             return self.error(path, f"expected a string, got {_show(v)}")
         if tt is mi.IntType:
-            if isinstance(v, int) and not isinstance(v, bool):
+            # strict ints; the reference's positive-int fields (numRuns...) also read booleans
+            if isinstance(v, int) and (not isinstance(v, bool) or t.gt is not None):
                 if t.gt is not None and v <= t.gt:
                     return self.error(path, f"must be greater than {t.gt}, got {v}")
-                return v
+                return int(v)
             return self.error(path, f"expected an integer, got {_show(v)}")
         if tt is mi.FloatType:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -287,7 +289,7 @@ class Reader:
         if lax == "bool":
             if isinstance(v, bool):
                 return v
-            if isinstance(v, int) and v in (0, 1):
+            if isinstance(v, (int, float)) and v in (0, 1):  # pydantic's lax bool: 0, 1, 0.0, 1.0
                 return bool(v)
             if isinstance(v, str):
                 low = v.strip().lower()
@@ -297,7 +299,7 @@ class Reader:
                     return False
             return self.error(path, f"expected a boolean, got {_show(v)}")
         if lax == "float":
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if isinstance(v, (int, float)):  # bools too (pydantic's lax float)
                 return v
             if isinstance(v, str):
                 try:
@@ -307,9 +309,7 @@ class Reader:
             return self.error(path, f"expected a number, got {_show(v)}")
         if lax == "posint":
             n: Any = None
-            if isinstance(v, bool):
-                n = None
-            elif isinstance(v, int):
+            if isinstance(v, int):  # bools too (lax int: true is 1)
                 n = v
             elif isinstance(v, float) and v.is_integer():
                 n = int(v)
@@ -335,9 +335,15 @@ class Reader:
                 return self.error(path, f"invalid name {v!r}: use letters, digits, `-` and `_` only")
             return self.error(path, f"expected a name, got {_show(v)}")
         if extra.get("when"):
-            if v is None or isinstance(v, (_dt.date, _dt.datetime)) or is_template(v):
-                return v
+            if v is None or is_template(v) or isinstance(v, (_dt.date, _dt.datetime)) \
+                    or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+                return v  # numbers are epoch seconds
             if isinstance(v, str):
+                try:
+                    float(v)  # epoch seconds
+                    return v
+                except ValueError:
+                    pass
                 try:
                     _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
                     return v
@@ -353,7 +359,7 @@ class Reader:
                     num = float(v)
                 except ValueError:
                     num = BAD
-            if num is BAD or isinstance(num, bool) or not isinstance(num, (int, float)):
+            if num is BAD or not isinstance(num, (int, float)):
                 return self.error(path, f"`version` should be a valid number, got {_show(v)}")
             if float(num) not in (1.0, 1.1):
                 self.warning(path, f"version {v} is not supported (flowd reads version 1 and 1.1); reading it as 1.1")
@@ -374,11 +380,22 @@ class Reader:
                 return self.error(path, f"expected a duration (seconds, `PT1H` or `HH:MM:SS`), got {_show(v)}")
             return v
         if extra.get("cmd"):
+            if v is None:
+                return None
             lines = v if isinstance(v, list) else [v]
             if not lines or not all(isinstance(x, str) for x in lines):
                 return self.error(path, f"expected a command string or a list of strings, got {_show(v)}")
-            if not any(x.strip() for x in lines):
-                return self.error(path, "`cmd` must not be blank")
+            if not lines or not all(x.strip() for x in lines):
+                return self.error(path, "`cmd` must not be blank (nor contain blank lines)")
+            return v
+        obj = extra.get("object")
+        if obj:
+            if v is None or is_template(v):
+                return v
+            try:
+                OBJECT_TYPES[obj](v, False)
+            except CoercionError as exc:
+                return self.error(path, str(exc))
             return v
         if extra.get("resources"):
             return self._resources(v, path)
@@ -391,13 +408,15 @@ class Reader:
                 if k not in allowed:
                     hint = did_you_mean(str(k), m.K8S_KEYS[keys])
                     self.error((*path, k), f"unknown field `{k}` in a {_K8S_LABEL[keys]}{hint}")
+            if keys == "volume" and v.get("name") is None:
+                return self.error(path, "a volume requires a `name`")
             return v
         if extra.get("nonnull"):
             if not isinstance(v, dict):
                 return self.error(path, f"expected a mapping, got {_show(v)}")
             for k, x in v.items():
-                if x is None or isinstance(x, (dict, list)):
-                    self.error((*path, k), f"expected a string value, got {_show(x)}")
+                if x is None:
+                    self.error((*path, k), "expected a value, got null")
             return {str(k): x for k, x in v.items()}
         return self._conv(t.type, v, path)
 
@@ -407,7 +426,7 @@ class Reader:
             return self.error(path, f"expected a mapping, got {_show(v)}")
         ok = True
         for key, value in v.items():
-            problem = _resource_problem(str(key), value)
+            problem = resource_problem(str(key), value)
             if problem:
                 self.error((*path, key), problem)
                 ok = False
@@ -511,6 +530,10 @@ class Reader:
                 kwargs[spec[0]] = r
         ok = True
         for enc, name in info.required:
+            if kwargs.get(name, 0) is None:
+                self.error((*path, enc), f"`{enc}` is required and must not be null")
+                ok = False
+                continue
             if name not in kwargs:
                 if enc not in v and info.aliases.get(_snake(enc)) not in v:
                     self.error(path if not path or enc not in v else (*path, enc), f"`{enc}` is required")
@@ -563,48 +586,6 @@ _SECTION_LABEL = {
 }
 
 
-_UNITS = {"": 1, "m": 1e-3, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def _quantity(x: Any) -> float | None:
-    """A Kubernetes quantity (``500m``, ``2Gi``, ``1.5``) as a number, or None."""
-    if isinstance(x, bool):
-        return None
-    if isinstance(x, (int, float)):
-        return float(x)
-    mt = re.match(r"^([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)([a-zA-Z]*)$", str(x))
-    if not mt or mt.group(2) not in _UNITS:
-        return None
-    return float(mt.group(1)) * _UNITS[mt.group(2)]
-
-
-def _resource_problem(key: str, value: Any) -> str | None:
-    if key == "nvidia.com/gpu":
-        return "write `gpu` instead of `nvidia.com/gpu` in the `resources` shortcut"
-    if key not in ("cpu", "memory", "gpu") and "/" not in key:
-        hint = did_you_mean(key, ["cpu", "memory", "gpu"])
-        return f"unknown resource `{key}`: use cpu, memory, gpu or an extended resource name containing `/`{hint}"
-    count = key == "gpu" or "/" in key
-    parts = value.split("..", 1) if isinstance(value, str) and ".." in value else [value]
-    nums: list[float | None] = []
-    for part in parts:
-        if isinstance(part, str) and not part.strip():
-            nums.append(None)
-            continue
-        part = part.strip() if isinstance(part, str) else part
-        q = _quantity(part)
-        if count and not (type(part) is int or (isinstance(part, str) and part.isdigit())):
-            q = None
-        if q is None:
-            return f"`{key}` expects {'an integer count' if count else 'a quantity'} or `low..high`, got {_show(value)}"
-        nums.append(q)
-    low, high = (nums + [None])[:2] if len(nums) == 2 else (None, None)
-    if low is not None and high is not None and low > high:
-        return f"`{key}`: the request {parts[0]} is above the limit {parts[1]}"
-    return None
-
-
 def _show(v: Any) -> str:
     if isinstance(v, dict):
         return "a mapping"
@@ -631,6 +612,10 @@ def _param_hook(r: Reader, v: Any, path: tuple[Any, ...]) -> Any:
 def _io_hook(r: Reader, v: Any, path: tuple[Any, ...]) -> Any:
     if not isinstance(v, dict):
         return v
+    if "value" in v and "isOptional" in v and v["isOptional"] is None:
+        # §2.3: only an absent `isOptional` is set to true by a default value; an explicit null is not
+        v = dict(v)
+        v["isOptional"] = False
     if "options" in v or "delay_validation" in v:
         v = dict(v)
         validation = dict(v.get("validation") or {})
@@ -667,7 +652,23 @@ def _spec_hook(r: Reader, v: Any, path: tuple[Any, ...]) -> Any:
     return out
 
 
+def _full_param_hook(r: Reader, v: Any, path: tuple[Any, ...]) -> Any:
+    if not isinstance(v, dict):
+        return r.error(path, f"expected a param in full form (`{{value: {_show(v)}}}`): build, hook, tuner and "
+                             "join params have no short form")
+    return v
+
+
+def _init_hook(r: Reader, v: Any, path: tuple[Any, ...]) -> Any:
+    if isinstance(v, dict) and isinstance(v.get("git"), dict) and not v["git"].get("url") and not v.get("connection"):
+        return r.error((*path, "git"), "a `git` init step without a `url` requires a `connection`")
+    return v
+
+
 _HOOKS: dict[type, Any] = {
+    m.Init: _init_hook,
+    m.FullParam: _full_param_hook,
+    m.JoinParam: _full_param_hook,
     m.Param: _param_hook,
     m.IO: _io_hook,
     m.PolyaxonfileSpec: _spec_hook,

@@ -116,7 +116,7 @@ def _path(v: Any, compat: bool) -> str:
     raise _fail("a path string", v)
 
 
-_IMAGE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$")
+_IMAGE = re.compile(r"^\S+$")  # the reference only rejects spaces (and non-strings)
 
 
 def _image(v: Any, compat: bool) -> str:
@@ -204,7 +204,7 @@ def parse_timedelta(v: Any) -> _dt.timedelta:
     """Seconds, ISO-8601 durations (``PT10S``) or ``[D ]HH:MM[:SS]`` (POLYFLOW §2.2, §8.1)."""
     if isinstance(v, _dt.timedelta):
         return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+    if isinstance(v, (int, float)):  # bools too, as the reference reads them
         return _dt.timedelta(seconds=v)
     if isinstance(v, str):
         for pat in (_ISO_DUR, _CLOCK):
@@ -244,19 +244,69 @@ def _auth(v: Any, compat: bool) -> str:
     raise _fail("a `user:password` string", v)
 
 
-def _obj(label: str, allowed: set[str], required: set[str] = frozenset()) -> Callable[[Any, bool], dict[str, Any]]:  # type: ignore[assignment]
+_KINDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "str": (str, "a string"),
+    "int": (int, "an integer"),
+    "bool": (bool, "a boolean"),
+    "list": (list, "a list"),
+    "dict": (dict, "a mapping"),
+    "strs": (list, "a list of strings"),
+    "str|list": ((str, list), "a string or a list"),
+    "paths": (list, "a list of paths (strings or `[from, to]` lists)"),
+    "dict|list": ((dict, list), "a mapping or a list"),
+}
+
+
+def _obj(label: str, fields: dict[str, str], required: frozenset[str] = frozenset()) -> Callable[[Any, bool], dict[str, Any]]:
+    """An object type (``git``, ``dockerfile``...): known keys (camelCase or snake_case) whose
+    values have simple types; templates are accepted anywhere (rendered at run time)."""
+    allowed = dict(fields)
+    for key in list(fields):
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+        allowed.setdefault(snake, fields[key])
+
     def check(v: Any, compat: bool) -> dict[str, Any]:
         if not isinstance(v, dict):
             raise _fail(f"a {label} object", v)
-        extra = [k for k in v if k not in allowed]
-        if extra:
-            raise CoercionError(f"unknown field `{extra[0]}` in a {label} object (allowed: {', '.join(sorted(allowed))})")
+        for key, value in v.items():
+            kind = allowed.get(key)
+            if kind is None:
+                raise CoercionError(f"unknown field `{key}` in a {label} object (fields: {', '.join(fields)})")
+            if value is None or is_template(value) or kind == "any":
+                continue
+            types, text = _KINDS[kind]
+            ok = isinstance(value, types) and not (kind == "int" and isinstance(value, bool))
+            if ok and kind == "strs":
+                ok = all(isinstance(x, str) for x in value)
+            if ok and kind == "paths":
+                ok = all(isinstance(x, (str, list)) for x in value)
+            if not ok:
+                raise CoercionError(f"`{key}` of a {label} object must be {text}, got {value!r}")
         missing = [k for k in sorted(required) if v.get(k) is None]
         if missing:
             raise CoercionError(f"a {label} object requires `{missing[0]}`")
         return v
 
     return check
+
+
+_GIT = _obj("git", {"url": "str", "revision": "str", "flags": "strs"})
+_ARTIFACTS = _obj("artifacts", {"files": "paths", "dirs": "paths", "workers": "int"})
+_DOCKERFILE = _obj(
+    "dockerfile",
+    {"image": "str", "env": "dict|list", "path": "list", "copy": "list", "postRunCopy": "list", "run": "strs",
+     "langEnv": "str", "uid": "int", "gid": "int", "username": "str", "filename": "str", "workdir": "str",
+     "workdirPath": "str", "shell": "str"},
+    frozenset({"image"}),
+)
+_FILE = _obj("file", {"content": "str", "kind": "str", "filename": "str", "chmod": "str"}, frozenset({"content"}))
+_TENSORBOARD = _obj("tensorboard", {"port": "int", "uuids": "str|list", "useNames": "bool", "pathPrefix": "str",
+                                    "plugins": "str|list"})
+_EVENT = _obj("event", {"name": "str", "kind": "str"}, frozenset({"name", "kind"}))
+OBJECT_TYPES: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
+    "git": _GIT, "artifacts": _ARTIFACTS, "dockerfile": _DOCKERFILE, "file": _FILE, "tensorboard": _TENSORBOARD,
+    "event": _EVENT,
+}
 
 
 # name -> (validator, loadable)
@@ -285,23 +335,12 @@ _TYPES: dict[str, tuple[Callable[[Any, bool], Any], bool]] = {
     "uuid": (_uuid_t, False),
     "email": (_email, False),
     "auth": (_auth, False),
-    "git": (_obj("git", {"url", "revision", "flags"}), True),
-    "artifacts": (_obj("artifacts", {"files", "dirs", "workers"}), True),
-    "dockerfile": (
-        _obj(
-            "dockerfile",
-            {"image", "env", "path", "copy", "postRunCopy", "post_run_copy", "run", "langEnv", "lang_env",
-             "uid", "gid", "username", "filename", "workdir", "workdirPath", "workdir_path", "shell"},
-            {"image"},
-        ),
-        True,
-    ),
-    "file": (_obj("file", {"content", "kind", "filename", "chmod"}, {"content"}), True),
-    "tensorboard": (
-        _obj("tensorboard", {"port", "uuids", "useNames", "use_names", "pathPrefix", "path_prefix", "plugins"}),
-        True,
-    ),
-    "event": (_obj("event", {"name", "kind"}, {"name", "kind"}), True),
+    "git": (_GIT, True),
+    "artifacts": (_ARTIFACTS, True),
+    "dockerfile": (_DOCKERFILE, True),
+    "file": (_FILE, True),
+    "tensorboard": (_TENSORBOARD, True),
+    "event": (_EVENT, True),
 }
 
 # IO types whose default values are kept as text (POLYFLOW §3.5, 2.18 exceptions)

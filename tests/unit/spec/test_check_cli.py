@@ -140,3 +140,21 @@ def test_findings_in_a_referenced_file_name_it(capsys: pytest.CaptureFixture[str
     assert remote[0]["location"] == "run.contaner" and (remote[0]["line"], remote[0]["column"]) == (4, 3)
     local = [e for e in errors if "file" not in e]
     assert local[0]["location"] == "run.operations[0].pathRef"
+
+
+def test_text_output_shows_the_source_line(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(FIX / "invalid" / "d13_orphan_dependency.yaml")
+    _, out, _ = run(capsys, path)
+    lines = out.splitlines()
+    i = next(n for n, line in enumerate(lines) if "orphan ops" in line)
+    assert lines[i + 1] == "    |     - {name: train, dependencies: [prepar], component: {run: {kind: job, container: {image: busybox}}}}"
+    assert lines[i + 2] == "    | " + " " * 35 + "^"
+    _, out, _ = run(capsys, path, "--no-snippets")
+    assert "    |" not in out
+
+
+def test_reference_compat_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(FIX / "valid" / "float_metric.yaml")
+    assert run(capsys, path)[0] == 0
+    code, out, _ = run(capsys, path, "--reference-compat")
+    assert code == 1 and "does not correspond to the type" in out
