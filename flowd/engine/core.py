@@ -47,7 +47,7 @@ from flowd.engine.resolve import Resolver, ResolveError, has_templates
 from flowd.engine.state import SNAPSHOT_VERSION, Node, RunState, Snapshot
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
 from flowd.engine.view import OpView, RunView
-from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec
+from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
 
 PIPELINE_KINDS = frozenset({"dag", "matrix", "schedule"})
 
@@ -239,7 +239,7 @@ class Engine:
         spec = index.specs[node.path]
         if node.kind == "dag":
             dag = spec.component.dag
-            index.limits[node.path] = dag.concurrency if dag is not None else None
+            index.limits[node.path] = self._limit(run, node, dag.concurrency if dag is not None else None)
             if dag is not None:
                 for op in dag.ops:
                     me = child_path(node.path, op.name)
@@ -248,7 +248,7 @@ class Engine:
                     for up, statuses in op.event_edges.items():
                         index.event_down.setdefault(child_path(node.path, up), []).append((me, statuses))
         elif node.kind == "matrix":
-            index.limits[node.path] = spec.matrix.concurrency if spec.matrix is not None else None
+            index.limits[node.path] = self._limit(run, node, spec.matrix.concurrency if spec.matrix is not None else None)
         else:
             index.limits[node.path] = None
 
@@ -283,6 +283,50 @@ class Engine:
         if root and op.schedule is not None:
             return "schedule"
         return "matrix" if op.matrix is not None else op.component.kind
+
+    # ------------------------------------------------------------------- templated fields
+
+    def _number(self, run: RunState, node: Node, value: Any, what: str, *, integer: bool = True) -> Any:
+        """A numeric field that may be a template (``concurrency: "{{ n }}"``), rendered with the
+        node's resolved params ([FLOWD] POLYFLOW §11.1). Raises ResolveError."""
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            return value
+        rendered = value
+        if isinstance(value, str) and is_template(value):
+            rendered = self._resolver(run, node).render(value, node.params or {}, what)
+        try:
+            number = float(rendered) if not isinstance(rendered, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or (integer and number != int(number)):
+            raise ResolveError(f"{what}: {value!r} is not {'an integer' if integer else 'a number'} (got {rendered!r})")
+        return int(number) if integer else number
+
+    def _limit(self, run: RunState, node: Node, value: Any, *, strict: bool = False) -> int | None:
+        """A pipeline's concurrency. Before the pipeline starts its params may not be known yet:
+        then a template gives no limit, and ``_start_pipeline`` evaluates it strictly."""
+        try:
+            limit = self._number(run, node, value, "concurrency")
+        except ResolveError:
+            if strict:
+                raise
+            return None
+        if limit is not None and limit <= 0:
+            if strict:
+                raise ResolveError(f"concurrency must be greater than 0, got {limit}")
+            return None
+        return limit
+
+    def _termination(self, run: RunState, node: Node, spec: Op) -> Termination:
+        term = spec.termination
+        if not any(isinstance(v, str) for v in (term.max_retries, term.timeout, term.ttl)):
+            return term
+        return msgspec.structs.replace(
+            term,
+            max_retries=self._number(run, node, term.max_retries, "termination.maxRetries") or 0,
+            timeout=self._number(run, node, term.timeout, "termination.timeout", integer=False),
+            ttl=self._number(run, node, term.ttl, "termination.ttl", integer=False),
+        )
 
     # ---------------------------------------------------------------------------- events
 
@@ -342,7 +386,11 @@ class Engine:
 
     def _attempt_failed(self, run: RunState, node: Node, message: str | None, reason: str, outputs: Any) -> None:
         spec = self._index[run.run_id].specs[node.path]
-        term = spec.termination
+        try:
+            term = self._termination(run, node, spec)
+        except ResolveError as exc:
+            self._finish(run, node, S.FAILED, message=str(exc), reason="CompilationFailed", outputs=outputs)
+            return
         parent = run.nodes.get(node.parent) if node.parent is not None else None
         if node.attempt <= term.max_retries and not (parent is not None and parent.stopping):
             node.status = S.RETRYING
@@ -382,7 +430,8 @@ class Engine:
         spec = self._index[run.run_id].specs[path]
         if kind == "timeout" and node.status != S.STOPPING:
             self._out.append(StopOp(run.run_id, path, node.attempt, _key(run, node), reason="Timeout"))
-            self._finish(run, node, S.FAILED, message=f"timed out after {spec.termination.timeout:g}s", reason="Timeout")
+            timeout = self._termination(run, node, spec).timeout
+            self._finish(run, node, S.FAILED, message=f"timed out after {timeout:g}s", reason="Timeout")
         elif kind == "retry" and node.status == S.RETRYING:
             self._dispatch_job(run, node)
 
@@ -504,6 +553,7 @@ class Engine:
             if has_templates(spec):
                 body = resolver.render(body, params, "run")
             env = resolver.env(params)
+            term = self._termination(run, node, spec)
         except ResolveError as exc:
             self._finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
             return
@@ -512,7 +562,6 @@ class Engine:
         node.message = None
         node.reason = None
         self._emit_status(run, node)
-        term = spec.termination
         self._out.append(
             StartOp(
                 run_id=run.run_id, path=node.path, attempt=node.attempt, key=_key(run, node),
@@ -526,6 +575,14 @@ class Engine:
     def _start_pipeline(self, run: RunState, node: Node) -> None:
         index = self._index[run.run_id]
         spec = index.specs[node.path]
+        if node.kind != "schedule":
+            concurrency = spec.matrix.concurrency if node.kind == "matrix" and spec.matrix else (
+                spec.component.dag.concurrency if spec.component.dag is not None else None)
+            try:
+                index.limits[node.path] = self._limit(run, node, concurrency, strict=True)
+            except ResolveError as exc:
+                self._finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
+                return
         node.status = S.RUNNING
         node.started_at = self._now
         self._emit_status(run, node)
@@ -557,7 +614,10 @@ class Engine:
                 if isinstance(spec.matrix.values, str):
                     values = self._resolver(run, node).render(spec.matrix.values, node.params or {}, "matrix.values")
                 seed = run.seed ^ zlib.crc32(node.path.encode())
-                suggestions = matrix_mod.suggestions(spec.matrix, seed, values)
+                matrix = spec.matrix
+                if isinstance(matrix.seed, str):
+                    matrix = msgspec.structs.replace(matrix, seed=self._number(run, node, matrix.seed, "matrix.seed"))
+                suggestions = matrix_mod.suggestions(matrix, seed, values)
             except (ResolveError, matrix_mod.MatrixError, ValueError, TypeError, KeyError, IndexError) as exc:
                 node.message = f"matrix: {exc}"
                 self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"matrix: {exc}")
