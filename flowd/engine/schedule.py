@@ -21,20 +21,13 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from flowd.spec.cron import normalize
+
 
 class ScheduleError(ValueError):
     pass
 
 
-PRESETS = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@quarterly": "0 0 1 */3 *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
 
 _ISO_DURATION = re.compile(
     r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
@@ -100,7 +93,7 @@ def to_seconds(value: Any) -> float:
 
 
 def _cron_after(expr: str, tz_name: str | None, after: float) -> float:
-    expr = PRESETS.get(expr.strip(), expr)
+    expr = normalize(expr)
     try:
         tz = ZoneInfo(tz_name) if tz_name else dt.timezone.utc
     except Exception:
@@ -113,7 +106,7 @@ def _cron_after(expr: str, tz_name: str | None, after: float) -> float:
 
 def _cron_before(expr: str, tz_name: str | None, moment: float) -> float:
     """The latest cron time at or before ``moment``."""
-    expr = PRESETS.get(expr.strip(), expr)
+    expr = normalize(expr)
     tz = ZoneInfo(tz_name) if tz_name else dt.timezone.utc
     if croniter.match(expr, dt.datetime.fromtimestamp(moment, tz)):
         return moment

@@ -74,6 +74,29 @@ class _Compiler(DagRules):
     def emit(self, sev: str, where: tuple[str, tuple[Any, ...]], msg: str) -> None:
         self.findings.append(Finding(sev, where[0], where[1], msg))  # type: ignore[arg-type]
 
+    def check_schedule(self, schedule: Any, source: str) -> None:
+        """flowd's own checks of a schedule. Polyaxon accepts any cron text at submission and
+        fails at the first tick; flowd reports it now, as a warning so the verdict stays
+        Polyaxon's. The ``timezone`` extension is flowd's, so an unknown zone is an error."""
+        from croniter import croniter
+
+        from flowd.spec.cron import normalize
+
+        cron = getattr(schedule, "cron", None)
+        if isinstance(cron, str) and not is_template(cron) and not croniter.is_valid(normalize(cron)):
+            self.emit("warning", (source, ("schedule", "cron")),
+                      f"`{cron}` is not a valid cron expression (5 fields or @hourly/@daily/...): "
+                      "the schedule will fail at its first tick")
+        zone = getattr(schedule, "timezone", None)
+        if zone is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                self.emit("error", (source, ("schedule", "timezone")),
+                          f"unknown timezone `{zone}` (use an IANA name such as `Europe/Paris` or `UTC`)")
+
     # -- root ------------------------------------------------------------------------------------
 
     def compile_root(self, text: str, source: str, base_dir: str | None, params: dict[str, Any] | None) -> c.Op | None:
@@ -94,8 +117,8 @@ class _Compiler(DagRules):
                                                  "`ops:`), an inline `component` or a reference (`hubRef`, `pathRef`, "
                                                  "`urlRef`)")
             return None
-        if spec.schedule is not None and eff.kind is not None:
-            pass  # a schedule is allowed on the top-level operation (§8.1)
+        if spec.schedule is not None:
+            self.check_schedule(spec.schedule, source)
         all_params = dict(spec.params or {})
         literal_paths: dict[str, tuple[Any, ...]] = {}
         inputs = {i.name: i for i in eff.inputs}

@@ -587,6 +587,10 @@ class CronSchedule(_Tagged, tag="cron"):
     end_at: When = None
     max_runs: int | Tpl | None = None
     depends_on_past: LaxBool | Tpl | None = None
+    # flowd extensions: the IANA zone the cron fields are read in (default UTC), and whether
+    # ticks missed during downtime all run (true, Polyaxon's rule) or only the latest one
+    timezone: str | None = None
+    catch_up: LaxBool | None = None
 
 
 class IntervalSchedule(_Tagged, tag="interval"):
@@ -595,6 +599,7 @@ class IntervalSchedule(_Tagged, tag="interval"):
     end_at: When = None
     max_runs: int | Tpl | None = None
     depends_on_past: LaxBool | Tpl | None = None
+    catch_up: LaxBool | None = None  # flowd extension, see CronSchedule
 
 
 class DateTimeSchedule(_Tagged, tag="datetime"):
