@@ -1,0 +1,109 @@
+"""``flowd serve``: run the daemon (docs/daemon.md). Configuration: flags > ``FLOWD_*`` env >
+``--config`` TOML file > defaults. SIGTERM/SIGINT stop it gracefully (final snapshots)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import anyio
+import structlog
+
+from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config
+
+__all__ = ["add_parser", "run", "configure_logging"]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="run the flowd daemon over Kafka",
+                              description="Consume pipeline submissions, commands and reports from Kafka, "
+                              "run pipelines, and emit status events (docs/daemon.md).")
+    p.add_argument("--config", metavar="FILE", default=None, help="TOML config file")
+    defaults = DaemonConfig()
+    for field, text in FIELDS_HELP.items():
+        default = getattr(defaults, field)
+        kind = type(default) if default is not None and not isinstance(default, bool) else str
+        p.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, type=kind,
+                       help=f"{text} (env FLOWD_{field.upper()}, default {default!r})")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=run)
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from flowd.daemon.executors import ExecutorUnavailable
+    from flowd.daemon.kafka import BusError
+    from flowd.daemon.serve import Daemon
+
+    configure_logging(args.log_level)
+    overrides = {f: getattr(args, f, None) for f in FIELDS_HELP}
+    try:
+        config = load_config(file=args.config, overrides=overrides)
+    except Exception as exc:  # noqa: BLE001 - a bad config file or value: say so, no traceback
+        print(f"flowd serve: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        daemon = Daemon(config, on_released=_detach if config.executor == "local" and config.local_detach else None)
+        async with anyio.create_task_group() as tg:
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        structlog.get_logger("flowd.daemon").info("signal_received")
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            await daemon.run()
+
+    failures: list[tuple[int, BaseException]] = []
+    try:
+        anyio.run(main)
+    except* ExecutorUnavailable as group:
+        failures.extend((2, exc) for exc in _leaves(group))
+    except* BusError as group:
+        failures.extend((1, exc) for exc in _leaves(group))
+    except* Exception as group:  # a bug: say what it was, with its traceback, and fail
+        import traceback
+
+        for exc in _leaves(group):
+            traceback.print_exception(exc, file=sys.stderr)
+            failures.append((1, exc))
+    for code, exc in failures:
+        print(f"flowd serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return max((code for code, _ in failures), default=0)
+
+
+def _detach() -> None:
+    """Every partition is released (final snapshots committed, offsets too): exit now, before
+    the local executor would stop the op processes. They run on in their own sessions and the
+    daemon that takes their partitions over adopts them, exactly as after a crash."""
+    structlog.get_logger("flowd.daemon").info("detached_from_local_ops")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]

@@ -1,0 +1,52 @@
+"""``flowd status RUN``: the run's status, folded from its events on the ``events`` topic.
+
+It reads the one ``events`` partition the run id hashes to, from its start (read_committed), so
+it costs one partition scan; fine for operators, not for dashboards (those consume ``events``).
+Exit codes: 0 found (whatever its status), 1 unknown run or failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import anyio
+
+from flowd.daemon.config import add_bus_args, bus_config
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("status", help="show a served pipeline run's status")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    add_bus_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from flowd.daemon.client import run_status
+    from flowd.daemon.kafka import BusError
+
+    config = bus_config(args)
+    try:
+        view = anyio.run(run_status, config, args.run_id)
+    except BusError as exc:
+        print(f"flowd status: {exc}", file=sys.stderr)
+        return 1
+    if view is None:
+        print(f"flowd status: no events for run {args.run_id}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"{view['pipeline']} {view['run_id']}: {view['status']}" + (f" ({view['message']})" if view["message"] else ""))
+    for path, op in sorted(view["ops"].items()):
+        extra = f" attempt {op['attempt']}" if op["attempt"] > 1 else ""
+        print(f"  {path}: {op['status']}{extra}" + (f" - {op['message']}" if op["message"] else ""))
+    for diag in view.get("diagnostics", []):
+        print(f"  {diag['path']}: {diag.get('location', '')}: {diag['message']}")
+    return 0

@@ -1,0 +1,130 @@
+"""What the user commands (submit, stop, status, events, replay) do with the topics.
+
+Producers key every message by run id with Kafka's default (murmur2) partitioner, so a
+submission and the later stop of that run land on the same ``runs`` partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from aiokafka import TopicPartition
+from aiokafka.partitioner import murmur2
+
+from flowd.daemon import wire
+from flowd.daemon.config import DaemonConfig
+from flowd.daemon.kafka import BusError, consumer, map_errors, producer, stop_consumer
+
+__all__ = ["publish", "follow_events", "run_status", "partition_for", "read_partition"]
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, as the Java client and aiokafka)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+async def publish(config: DaemonConfig, topic: str, key: str, message: Any) -> tuple[int, int]:
+    """Produce one message (acks=all, idempotent); returns (partition, offset)."""
+    p = producer(config, enable_idempotence=True)
+    with map_errors(f"cannot publish to {topic} at {config.brokers}"):
+        await p.start()
+        try:
+            meta = await p.send_and_wait(topic, wire.encode(message), key=key.encode())
+        finally:
+            await p.stop()
+    return meta.partition, meta.offset
+
+
+async def follow_events(config: DaemonConfig, *, follow: bool, from_beginning: bool = True,
+                        run_id: str | None = None, idle: float = 1.0) -> AsyncIterator[wire.StatusEvent | wire.CompletionEvent]:
+    """Events of the ``events`` topic (read_committed). Without ``follow`` it ends at the end
+    of the topic as it was when called."""
+    c = consumer(config, group_id=None, auto_offset_reset="earliest" if from_beginning else "latest")
+    topic = config.topics.events
+    with map_errors(f"cannot read {topic} at {config.brokers}"):
+        await c.start()
+    try:
+        tps = []
+        for _ in range(20):  # a topic created a moment ago may not be in the metadata yet
+            md = await c._client.fetch_all_metadata()  # noqa: SLF001 - no public metadata refresh
+            tps = [TopicPartition(topic, p) for p in sorted(md.partitions_for_topic(topic) or ())]
+            if tps:
+                break
+            await asyncio.sleep(0.5)
+        if not tps:
+            raise BusError(f"topic {topic} does not exist at {config.brokers} (is a daemon running with this --prefix?)")
+        if run_id is not None and tps:
+            tps = [TopicPartition(topic, partition_for(run_id, len(tps)))]
+        c.assign(tps)
+        if from_beginning:
+            await c.seek_to_beginning(*tps)
+        else:
+            await c.seek_to_end(*tps)
+        ends = await c.end_offsets(tps)
+        while True:
+            batches = await c.getmany(timeout_ms=int(idle * 1000))
+            for records in batches.values():
+                for rec in records:
+                    if rec.value is None:
+                        continue
+                    try:
+                        event = wire.decode_events(rec.value)
+                    except msgspec.DecodeError:
+                        continue
+                    if run_id is None or event.run_id == run_id:
+                        yield event
+            if not follow:
+                positions = [await c.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    return
+    finally:
+        await stop_consumer(c)
+
+
+async def run_status(config: DaemonConfig, run_id: str) -> dict[str, Any] | None:
+    """Fold the run's events into ``{run_id, pipeline, status, done, ops: {path: {...}}}``."""
+    view: dict[str, Any] | None = None
+    async for event in follow_events(config, follow=False, run_id=run_id):
+        if view is None:
+            view = {"run_id": run_id, "pipeline": event.pipeline, "status": "created", "done": False,
+                    "message": None, "ops": {}}
+        if isinstance(event, wire.CompletionEvent):
+            view.update(status=event.status, done=True, message=event.message)
+            if event.diagnostics:
+                view["diagnostics"] = [msgspec.to_builtins(d) for d in event.diagnostics]
+        elif event.path == "":
+            if not view["done"]:
+                view.update(status=event.status, message=event.message)
+        else:
+            view["ops"][event.path] = {"status": event.status, "attempt": event.attempt, "message": event.message,
+                                       "outputs": event.outputs, "time": event.time}
+    return view
+
+
+async def read_partition(config: DaemonConfig, topic: str, partition: int, *, start: int | None = None,
+                         end: int | None = None) -> AsyncIterator[Any]:
+    """Every committed record of one partition from ``start`` (default: the log start) to ``end``
+    (default: the end as of now)."""
+    c = consumer(config, group_id=None, max_partition_fetch_bytes=64 * 1024 * 1024)
+    tp = TopicPartition(topic, partition)
+    with map_errors(f"cannot read {topic}[{partition}]"):
+        await c.start()
+    try:
+        c.assign([tp])
+        if start is None:
+            await c.seek_to_beginning(tp)
+        else:
+            c.seek(tp, start)
+        stop = end if end is not None else (await c.end_offsets([tp]))[tp]
+        deadline = time.monotonic() + 600
+        while await c.position(tp) < stop and time.monotonic() < deadline:
+            batch = await c.getmany(tp, timeout_ms=1000)
+            for rec in batch.get(tp, []):
+                if rec.offset < stop:
+                    yield rec
+    finally:
+        await stop_consumer(c)

@@ -1,0 +1,88 @@
+"""Prometheus metrics of one daemon (its own registry). Labels are bounded: topic, status,
+outcome, reason, partition number -- never a run id or an op path."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+__all__ = ["Metrics"]
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.consumed = Counter("flowd_events_consumed", "Input records consumed", ["topic"], registry=r)
+        self.produced = Counter("flowd_events_produced", "Records produced", ["topic"], registry=r)
+        self.dead_lettered = Counter("flowd_events_dead_lettered", "Input records sent to the dead-letter topic",
+                                     ["reason"], registry=r)
+        self.ignored = Counter("flowd_events_ignored", "Inputs without effect (duplicates, unknown runs)", registry=r)
+        self.transitions = Counter("flowd_transitions", "Status transitions", ["level", "status"], registry=r)
+        self.transition_latency = Histogram(
+            "flowd_transition_latency_seconds", "From the input event's time to the commit of the transition",
+            buckets=_LATENCY, registry=r)
+        self.input_delay = Histogram(
+            "flowd_input_delay_seconds", "From an input record's timestamp to the start of its batch's processing",
+            buckets=_LATENCY, registry=r)
+        self.transactions = Counter("flowd_transactions", "Kafka transactions by outcome", ["outcome"], registry=r)
+        self.transaction_seconds = Histogram("flowd_transaction_duration_seconds", "Produce + commit of one batch",
+                                             buckets=_LATENCY, registry=r)
+        self.batch_records = Histogram("flowd_batch_records", "Input records per transaction",
+                                       buckets=(1, 10, 100, 1000, 10000), registry=r)
+        self.snapshot_seconds = Histogram("flowd_snapshot_duration_seconds", "Time to encode a snapshot",
+                                          buckets=_LATENCY, registry=r)
+        self.snapshot_bytes = Gauge("flowd_snapshot_bytes", "Size of the last snapshot", ["partition"], registry=r)
+        self.recovery_seconds = Gauge("flowd_recovery_duration_seconds",
+                                      "Restore + replay time of the last assignment", ["partition"], registry=r)
+        self.replayed = Counter("flowd_recovery_replayed_events", "Records replayed during recovery", registry=r)
+        self.loop_lag = Histogram("flowd_event_loop_lag_seconds", "Scheduling delay of the event loop",
+                                  buckets=_LATENCY, registry=r)
+        self.commands = Counter("flowd_executor_commands", "Commands carried out", ["command"], registry=r)
+        self.executor_errors = Counter("flowd_executor_errors", "Executor calls that raised", registry=r)
+        self.lag = Gauge("flowd_consumer_lag", "Records behind the end of each owned runs partition", ["partition"], registry=r)
+        self.ready = Gauge("flowd_ready", "1 when every assigned partition is restored", registry=r)
+        self.triggered = Counter("flowd_triggered_runs", "Runs submitted by event subscriptions", registry=r)
+
+    def add_state_collector(self, collect: Callable[[], Iterable[tuple[str, Any]]]) -> None:
+        """Gauges computed at scrape time from the partitions' state (runs/ops by phase, snapshot
+        age, partitions owned, timers): ``collect`` yields (name, value-or-mapping) pairs."""
+        self.registry.register(_StateCollector(collect))
+
+
+class _StateCollector:
+    def __init__(self, collect: Callable[[], Iterable[tuple[str, Any]]]) -> None:
+        self._collect = collect
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        for name, value in self._collect():
+            if isinstance(value, dict):
+                label = "phase" if name in ("flowd_runs", "flowd_ops") else "partition"
+                fam = GaugeMetricFamily(name, name.replace("_", " "), labels=[label])
+                for k, v in sorted(value.items()):
+                    fam.add_metric([str(k)], float(v))
+            else:
+                fam = GaugeMetricFamily(name, name.replace("_", " "), value=float(value))
+            yield fam
+
+
+def phases(states: Iterable[Any]) -> tuple[Tally[str], Tally[str]]:
+    """Runs and ops of these partition states counted by status."""
+    runs: Tally[str] = Tally()
+    ops: Tally[str] = Tally()
+    for state in states:
+        for run in state.engine.runs.values():
+            for path, node in run.nodes.items():
+                if path:
+                    ops[node.status] += 1
+                else:
+                    runs[node.status] += 1
+    return runs, ops

@@ -1,0 +1,273 @@
+"""One ``runs`` partition's state and the pure step that applies an input record to it.
+
+``PartitionState.apply(record, outcome)`` decodes a record, translates it to an engine event,
+feeds the engine, and translates the engine's commands into what the serve loop must do:
+wire events to produce (``outcome.events``), subscriptions to register or end, dead letters,
+and side effects (``outcome.effects``: StartOp/StopOp/SetTimer/CancelTimer) to carry out
+*after* the transaction commits. No I/O, no clock: the same records give the same outcome,
+which is what makes replay after a crash, and ``flowd replay``'s divergence report, possible.
+
+Beside the engine it keeps the daemon's own bookkeeping (``DaemonState``, snapshotted with the
+engine): the attempts in flight (re-issued to the idempotent executor after a restore), the
+ids of finished runs (a late duplicate submission is ignored) and trigger subscriptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import msgspec
+
+from flowd.daemon import wire
+from flowd.engine.core import Engine
+from flowd.engine.messages import (
+    Approve,
+    CancelTimer,
+    Command,
+    Event,
+    OpStatus,
+    PipelineDone,
+    SetTimer,
+    StartOp,
+    StatusChanged,
+    Stop,
+    StopOp,
+    Submit,
+    TimerFired,
+)
+from flowd.engine.status import DONE
+from flowd.spec.compiled import Op
+
+__all__ = ["Record", "Outcome", "PartitionState", "Compiler", "subscription_refs"]
+
+# run ids of finished runs are remembered this long after the engine forgets the run
+DEDUPE_HORIZON = 7 * 24 * 3600.0
+
+
+class Record(NamedTuple):
+    """A consumed Kafka record, reduced to what the step needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    # the record's timestamp, seconds since the epoch (dead letters carry it)
+    timestamp: float = 0.0
+
+
+Compiler = Callable[[wire.Submission], "tuple[Op | None, list[wire.Diagnostic]]"]
+
+
+class Outcome:
+    """What one batch of records asks the serve loop to do."""
+
+    __slots__ = ("events", "subscriptions", "deadletters", "effects", "transitions", "ignored", "finished")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, wire.StatusEvent | wire.CompletionEvent]] = []
+        self.subscriptions: list[tuple[str, wire.Subscription | None]] = []
+        self.deadletters: list[wire.DeadLetter] = []
+        self.effects: list[Command] = []
+        # (op path is "" for the pipeline, status, time) of every transition, for metrics
+        self.transitions: list[StatusChanged] = []
+        self.finished: list[wire.CompletionEvent] = []
+        self.ignored = 0
+
+
+def subscription_refs(op: Op) -> list[dict[str, Any]]:
+    """The top-level ``events`` entries that subscribe to something outside the pipeline."""
+    return [e for e in op.events if isinstance(e.get("ref"), str) and not e["ref"].startswith("ops.")]
+
+
+class PartitionState:
+    def __init__(self, partition: int, *, compiler: Compiler, engine: Engine | None = None,
+                 daemon: wire.DaemonState | None = None) -> None:
+        self.partition = partition
+        self.compiler = compiler
+        self.engine = engine or Engine()
+        self.daemon = daemon or wire.DaemonState(inflight={}, stopping=[], finished={}, subscriptions={})
+        self._stopping = set(self.daemon.stopping)
+        self._attempt_keys: dict[tuple[str, str, int], str] = {
+            (c.run_id, c.path, c.attempt): k for k, c in self.daemon.inflight.items()
+        }
+
+    # ----------------------------------------------------------------------- snapshots
+
+    def snapshot(self, *, offset: int, time: float) -> wire.SnapshotRecord:
+        self.daemon.stopping = sorted(self._stopping)
+        return wire.SnapshotRecord(partition=self.partition, offset=offset, time=time,
+                                   engine=self.engine.snapshot(), daemon=self.daemon)
+
+    @classmethod
+    def restore(cls, record: wire.SnapshotRecord, *, compiler: Compiler) -> PartitionState:
+        return cls(record.partition, compiler=compiler, engine=Engine.restore(record.engine), daemon=record.daemon)
+
+    def compact(self, *, now: float, retention: float) -> int:
+        """Forget runs finished more than ``retention`` seconds before ``now`` (remembering their
+        ids for the dedupe horizon). Returns how many were forgotten."""
+        gone = []
+        for run_id, run in self.engine.runs.items():
+            if run.done:
+                finished_at = run.nodes[""].finished_at or run.created_at
+                if finished_at < now - retention:
+                    gone.append((run_id, finished_at))
+        for run_id, finished_at in gone:
+            self.engine.forget(run_id)
+            self.daemon.finished[run_id] = finished_at
+        horizon = now - DEDUPE_HORIZON
+        for run_id in [r for r, t in self.daemon.finished.items() if t < horizon]:
+            del self.daemon.finished[run_id]
+        return len(gone)
+
+    # ------------------------------------------------------------------------ queries
+
+    def pending_timers(self) -> list[tuple[str, str, float]]:
+        """(run id, timer id, due time) of every armed timer: re-armed after a restore."""
+        return [(run.run_id, tid, at) for run in self.engine.runs.values() if not run.done
+                for tid, at in run.timers.items()]
+
+    def pending_attempts(self) -> list[tuple[StartOp, bool]]:
+        """Attempts in flight and whether the engine asked to stop each (re-issued after a restore)."""
+        return [(cmd, key in self._stopping) for key, cmd in self.daemon.inflight.items()]
+
+    def run_ids(self) -> list[str]:
+        return list(self.engine.runs)
+
+    # -------------------------------------------------------------------------- the step
+
+    def apply(self, record: Record, out: Outcome) -> None:
+        if record.value is None:
+            out.deadletters.append(self._dead(record, "undecodable", "empty value (tombstone) on an input topic"))
+            return
+        try:
+            msg = wire.decode_runs(record.value)
+        except msgspec.ValidationError as exc:
+            out.deadletters.append(self._dead(record, "invalid", str(exc)))
+            return
+        except msgspec.DecodeError as exc:
+            out.deadletters.append(self._dead(record, "undecodable", str(exc)))
+            return
+        if isinstance(msg, wire.Submission):
+            self._submission(record, msg, out)
+            return
+        event: Event
+        if isinstance(msg, wire.OpReport):
+            event = OpStatus(run_id=msg.run_id, path=msg.path, attempt=msg.attempt, status=msg.status,
+                             time=msg.time, message=msg.message, reason=msg.reason,
+                             exit_code=msg.exit_code, outputs=msg.outputs)
+            if msg.status in DONE:
+                key = self._attempt_keys.pop((msg.run_id, msg.path, msg.attempt), None)
+                if key is not None:
+                    self.daemon.inflight.pop(key, None)
+                    self._stopping.discard(key)
+        elif isinstance(msg, wire.TimerFiring):
+            event = TimerFired(run_id=msg.run_id, timer_id=msg.timer_id, time=msg.time)
+        elif isinstance(msg, wire.StopCommand):
+            if msg.path == "" and msg.run_id in self.daemon.subscriptions:
+                self._unsubscribe(msg, out)
+                return
+            event = Stop(run_id=msg.run_id, time=msg.time, path=msg.path, reason=msg.reason)
+        else:
+            event = Approve(run_id=msg.run_id, path=msg.path, time=msg.time)
+        if event.run_id not in self.engine.runs:
+            out.ignored += 1
+            return
+        self._handle(record, event, out)
+
+    def _submission(self, record: Record, msg: wire.Submission, out: Outcome) -> None:
+        run_id = msg.run_id
+        if run_id in self.engine.runs or run_id in self.daemon.finished or run_id in self.daemon.subscriptions:
+            out.ignored += 1  # a redelivered or re-triggered submission: exactly once per run id
+            return
+        if (msg.spec is None) == (msg.pipeline is None):
+            out.deadletters.append(self._dead(record, "invalid", "a submission needs exactly one of `spec` and `pipeline`"))
+            return
+        pipeline = msg.pipeline
+        if pipeline is None:
+            pipeline, diagnostics = self.compiler(msg)
+            errors = [d for d in diagnostics if d.severity == "error"]
+            if pipeline is None or errors:
+                self._invalid(msg, errors or diagnostics, out)
+                return
+        if subscription_refs(pipeline):
+            self._subscribe(msg, pipeline, out)
+            return
+        self._handle(record, Submit(run_id=run_id, pipeline=pipeline, time=msg.time, seed=msg.seed), out)
+
+    def _invalid(self, msg: wire.Submission, diagnostics: list[wire.Diagnostic], out: Outcome) -> None:
+        name = (msg.source or "pipeline").rsplit("/", 1)[-1]
+        text = f"invalid submission: {len(diagnostics)} error(s): " + "; ".join(
+            f"{d.location + ': ' if d.location else ''}{d.message}" for d in diagnostics[:5])
+        status = wire.StatusEvent(run_id=msg.run_id, pipeline=name, path="", status="failed", time=msg.time,
+                                  key=f"{msg.run_id}/#0:failed", message=text, reason="InvalidSpec")
+        done = wire.CompletionEvent(run_id=msg.run_id, pipeline=name, status="failed", time=msg.time,
+                                    key=f"{msg.run_id}:done", message=text, diagnostics=diagnostics)
+        out.events.append((msg.run_id, status))
+        out.events.append((msg.run_id, done))
+        out.finished.append(done)
+        self.daemon.finished[msg.run_id] = msg.time
+
+    def _subscribe(self, msg: wire.Submission, pipeline: Op, out: Outcome) -> None:
+        refs = subscription_refs(pipeline)
+        template = msgspec.structs.replace(pipeline, events=[e for e in pipeline.events if e not in refs])
+        sub = wire.Subscription(id=msg.run_id, events=refs, pipeline=template, time=msg.time)
+        self.daemon.subscriptions[msg.run_id] = sub
+        out.subscriptions.append((msg.run_id, sub))
+        what = ", ".join(str(e.get("ref")) for e in refs)
+        out.events.append((msg.run_id, wire.StatusEvent(
+            run_id=msg.run_id, pipeline=pipeline.name, path="", status="created", time=msg.time,
+            key=f"{msg.run_id}/#0:created", reason="Subscribed", message=f"waiting for events of {what}")))
+
+    def _unsubscribe(self, msg: wire.StopCommand, out: Outcome) -> None:
+        sub = self.daemon.subscriptions.pop(msg.run_id)
+        out.subscriptions.append((msg.run_id, None))
+        name = sub.pipeline.name
+        out.events.append((msg.run_id, wire.StatusEvent(
+            run_id=msg.run_id, pipeline=name, path="", status="stopped", time=msg.time,
+            key=f"{msg.run_id}/#0:stopped", reason=msg.reason or "StopRequested")))
+        done = wire.CompletionEvent(run_id=msg.run_id, pipeline=name, status="stopped", time=msg.time,
+                                    key=f"{msg.run_id}:done", message="subscription ended")
+        out.events.append((msg.run_id, done))
+        out.finished.append(done)
+        self.daemon.finished[msg.run_id] = msg.time
+
+    def _handle(self, record: Record, event: Event, out: Outcome) -> None:
+        try:
+            commands = self.engine.handle(event)
+        except Exception as exc:  # noqa: BLE001 - an input no correct producer sends; keep flowing
+            out.deadletters.append(self._dead(record, "rejected", f"{type(exc).__name__}: {exc}"))
+            return
+        for command in commands:
+            self._command(command, out)
+
+    def _command(self, command: Command, out: Outcome) -> None:
+        if isinstance(command, StatusChanged):
+            run = self.engine.runs.get(command.run_id)
+            out.transitions.append(command)
+            out.events.append((command.run_id, wire.StatusEvent(
+                run_id=command.run_id, pipeline=run.pipeline.name if run else "", path=command.path,
+                status=command.status, time=command.time, key=command.key, attempt=command.attempt,
+                message=command.message, reason=command.reason, outputs=command.outputs)))
+        elif isinstance(command, PipelineDone):
+            run = self.engine.runs.get(command.run_id)
+            done = wire.CompletionEvent(run_id=command.run_id, pipeline=run.pipeline.name if run else "",
+                                        status=command.status, time=command.time,
+                                        key=f"{command.run_id}:done", message=command.message)
+            out.events.append((command.run_id, done))
+            out.finished.append(done)
+        elif isinstance(command, StartOp):
+            self.daemon.inflight[command.key] = command
+            self._attempt_keys[(command.run_id, command.path, command.attempt)] = command.key
+            out.effects.append(command)
+        elif isinstance(command, StopOp):
+            if command.key in self.daemon.inflight:
+                self._stopping.add(command.key)
+            out.effects.append(command)
+        elif isinstance(command, (SetTimer, CancelTimer)):
+            out.effects.append(command)
+
+    def _dead(self, record: Record, reason: str, error: str) -> wire.DeadLetter:
+        return wire.DeadLetter(reason=reason, error=error, topic=record.topic, partition=record.partition,
+                               offset=record.offset, time=record.timestamp, key=record.key, value=record.value)

@@ -1,0 +1,305 @@
+"""One owned ``runs`` partition: restore, replay, then consume-transform-produce in transactions.
+
+Life of a worker (all driven by :mod:`flowd.daemon.serve`):
+
+1. ``open()`` (from the rebalance listener, before any fetch): start the partition's
+   transactional producer -- ``transactional_id = <group>.<runs>.<N>``, so its ``InitProducerId``
+   fences a previous owner of the partition and aborts its open transaction -- then load the
+   latest snapshot, restore, and seek the consumer to the snapshot's offset. ``committed`` is the
+   group's committed offset: records before it were already handled (their events are on the
+   topic), so they are *replayed* (state only, no output, no side effect).
+2. ``go_live()`` once the consumer's position reaches ``committed``: re-arm the engine's timers
+   and re-issue the attempts in flight to the (idempotent) executor.
+3. ``process(records)``: apply the batch to the state, then in one transaction produce the
+   events, dead letters, subscription changes and (when due) a snapshot, and commit the input
+   offset with ``send_offsets_to_transaction``. Side effects run only after the commit.
+4. ``close()`` (on revoke or shutdown): finish the batch in flight (the lock), write a final
+   snapshot in a last transaction, stop the producer.
+
+A failed transaction leaves memory ahead of the log: the worker is rebuilt from the snapshot
+and the log (``serve`` calls ``open`` again), never patched up.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from flowd.daemon import wire
+from flowd.daemon.kafka import BusError, map_errors, producer
+from flowd.daemon.partition import Outcome, PartitionState, Record
+
+if TYPE_CHECKING:
+    from flowd.daemon.serve import Daemon
+
+__all__ = ["PartitionWorker"]
+
+log = structlog.get_logger("flowd.daemon")
+
+
+class PartitionWorker:
+    def __init__(self, daemon: Daemon, partition: int) -> None:
+        self.daemon = daemon
+        self.partition = partition
+        self.tp = TopicPartition(daemon.topics.runs, partition)
+        self.state: PartitionState | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.committed = 0
+        self.live = False
+        self.closed = False
+        self.lock = anyio.Lock()
+        self.last_snapshot = 0.0
+        self.snapshot_time = 0.0
+        self.has_snapshot = False
+        self.records_since_snapshot = 0
+        self.opened_at = 0.0
+        self.replayed = 0
+        self.log = log.bind(partition=partition)
+        # records fetched for this partition and not processed yet (fed by the consumer loop)
+        self.pending: list[Any] = []
+        self._wake = anyio.Event()
+        self._caught_up = False
+
+    # ------------------------------------------------------------------------- the task
+
+    def feed(self, records: list[Any]) -> None:
+        self.pending.extend(records)
+        self._wake.set()
+
+    def caught_up(self) -> None:
+        """The consumer's position reached ``committed``: every replay record is queued."""
+        self._caught_up = True
+        self._wake.set()
+
+    async def run_worker(self) -> None:
+        """Process queued records in batches until closed (the partition's task)."""
+        limit = self.daemon.config.max_batch
+        while not self.closed:
+            if self.pending:
+                batch, self.pending = self.pending[:limit], self.pending[limit:]
+                await self.process(batch)
+                continue
+            if not self.live and self._caught_up:
+                await self.go_live()
+                continue
+            self._wake = anyio.Event()
+            await self._wake.wait()
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        d = self.daemon
+        self.opened_at = time.monotonic()
+        self.producer = producer(d.config, transactional_id=f"{d.config.group_id}.{d.topics.runs}.{self.partition}",
+                                 enable_idempotence=True, retry_backoff_ms=10)
+        for attempt in range(8):
+            try:
+                with map_errors(f"transactional producer of partition {self.partition}"):
+                    await self.producer.start()
+                break
+            except BusError as exc:
+                # the first transactional producer on a fresh broker may race the creation of
+                # __transaction_state; a fenced predecessor may still be ending its transaction
+                self.log.warning("producer_start_retry", attempt=attempt, error=str(exc))
+                await self.producer.stop()
+                if attempt == 7:
+                    raise
+                await anyio.sleep(min(0.25 * 2**attempt, 5))
+                self.producer = producer(d.config, enable_idempotence=True, retry_backoff_ms=10,
+                                         transactional_id=f"{d.config.group_id}.{d.topics.runs}.{self.partition}")
+        t_load = time.monotonic()
+        data = await d.snapshots.load_bytes(self.partition)
+        size = len(data) if data is not None else 0
+        snap = None
+        t_restore = time.monotonic()
+        if data is not None:
+            # decode + restore in a thread: a big partition takes seconds of CPU, and the event
+            # loop must keep heartbeating the group meanwhile (or we would be declared dead)
+            snap, self.state = await anyio.to_thread.run_sync(_restore, data, d.compiler)
+        t_done = time.monotonic()
+        if snap is not None:
+            # long-lived now: keep them out of future full collections
+            gc.freeze()
+            start = snap.offset
+            self.has_snapshot = True
+            self.snapshot_time = snap.time
+            d.metrics.snapshot_bytes.labels(str(self.partition)).set(size)
+        else:
+            self.state = PartitionState(self.partition, compiler=d.compiler)
+            start = (await d.consumer.beginning_offsets([self.tp]))[self.tp]
+        committed = await d.consumer.committed(self.tp)
+        self.committed = max(start, committed if committed is not None else start)
+        d.consumer.seek(self.tp, start)
+        self.last_snapshot = time.monotonic()
+        self.log.info("partition_assigned", snapshot_offset=start if snap else None, committed=self.committed,
+                      snapshot_bytes=size, runs=len(self.state.engine.runs),
+                      load_seconds=round(t_restore - t_load, 3), restore_seconds=round(t_done - t_restore, 3))
+
+    async def go_live(self) -> None:
+        assert self.state is not None
+        if self.closed:
+            return
+        d = self.daemon
+        for run_id, timer_id, at in self.state.pending_timers():
+            d.run_partition[run_id] = self.partition
+            d.timers.set(run_id, timer_id, at)
+        attempts = self.state.pending_attempts()
+        for cmd, stopping in attempts:
+            d.run_partition[cmd.run_id] = self.partition
+            await d.start_attempt(cmd)
+            if stopping:
+                await d.stop_attempt(cmd)
+        self.live = True
+        took = time.monotonic() - self.opened_at
+        d.metrics.recovery_seconds.labels(str(self.partition)).set(took)
+        self.log.info("partition_ready", recovery_seconds=round(took, 3), replayed=self.replayed,
+                      runs=len(self.state.engine.runs), attempts_adopted=len(attempts))
+        d.changed()
+
+    async def close(self, *, final_snapshot: bool = True) -> None:
+        self._wake.set()
+        async with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                if final_snapshot and self.live and self.records_since_snapshot and self.producer is not None:
+                    await self._commit(Outcome(), None, snapshot=True)
+            except Exception as exc:  # noqa: BLE001 - the next owner replays instead
+                self.log.warning("final_snapshot_failed", error=str(exc))
+            finally:
+                if self.state is not None:
+                    self.daemon.timers.cancel_runs(self.state.run_ids())
+                if self.producer is not None:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                        await self.producer.stop()
+        self.log.info("partition_released")
+
+    # ------------------------------------------------------------------------------ batches
+
+    async def process(self, records: list[Any]) -> None:
+        async with self.lock:
+            if self.closed or self.state is None:
+                return
+            replay = [r for r in records if r.offset < self.committed]
+            if replay:
+                scratch = Outcome()
+                for r in replay:
+                    self.state.apply(_record(r), scratch)
+                self.replayed += len(replay)
+                self.daemon.metrics.replayed.inc(len(replay))
+            live = [r for r in records if r.offset >= self.committed] if replay else records
+            if not live:
+                return
+            if not self.live:
+                # the first record past ``committed``: the replay is complete (records come in
+                # offset order), so re-arm and re-issue before anything new happens
+                await self.go_live()
+            out = Outcome()
+            now_ms = time.time() * 1000
+            delay = self.daemon.metrics.input_delay
+            for r in live:
+                delay.observe(max(0.0, now_ms - r.timestamp) / 1000)
+                self.state.apply(_record(r), out)
+            self.records_since_snapshot += len(live)
+            await self._commit(out, live[-1].offset + 1, snapshot=self._snapshot_due())
+            self.daemon.metrics.batch_records.observe(len(live))
+        await self.daemon.carry_out(self.partition, out)
+
+    def _snapshot_due(self) -> bool:
+        c = self.daemon.config
+        return (not self.has_snapshot or self.records_since_snapshot >= c.snapshot_records
+                or time.monotonic() - self.last_snapshot >= c.snapshot_interval)
+
+    async def _commit(self, out: Outcome, next_offset: int | None, *, snapshot: bool) -> None:
+        assert self.producer is not None and self.state is not None
+        d, m = self.daemon, self.daemon.metrics
+        offset = next_offset if next_offset is not None else self.committed
+        snap_bytes = None
+        if snapshot:
+            t = time.monotonic()
+            now = time.time()
+            self.state.compact(now=now, retention=d.config.retention)
+            # in a thread (the lock keeps the state still meanwhile): a big partition takes a
+            # while to encode and the loop must keep serving the other partitions and heartbeats
+            snap_bytes = await anyio.to_thread.run_sync(
+                lambda: wire.encode_snapshot(self.state.snapshot(offset=offset, time=now)))  # type: ignore[union-attr]
+            m.snapshot_seconds.observe(time.monotonic() - t)
+        t0 = time.monotonic()
+        p, topics = self.producer, d.topics
+        try:
+            with map_errors(f"transaction of partition {self.partition}"):
+                await p.begin_transaction()
+                partition_of = d.events_partition
+                for key, event in out.events:
+                    # explicit partition = the default partitioner's choice, computed once per run
+                    # (aiokafka's pure-Python murmur2 per record is a measurable cost)
+                    await p.send(topics.events, wire.encode(event), key=key.encode(), partition=partition_of(key))
+                for key, sub in out.subscriptions:
+                    await p.send(topics.subscriptions, None if sub is None else wire.encode(sub), key=key.encode())
+                for dead in out.deadletters:
+                    await p.send(topics.deadletter, wire.encode(dead), key=dead.key)
+                if snap_bytes is not None:
+                    await p.send(topics.snapshots, snap_bytes, key=str(self.partition).encode(), partition=self.partition)
+                await p.send_offsets_to_transaction({self.tp: offset}, d.config.group_id)
+                await p.commit_transaction()
+        except BaseException:
+            m.transactions.labels("failed").inc()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await p.abort_transaction()
+                    m.transactions.labels("aborted").inc()
+                except Exception:  # noqa: BLE001 - fenced or broken: the worker is rebuilt anyway
+                    pass
+            raise
+        done = time.monotonic()
+        now = time.time()
+        self.committed = offset
+        m.transactions.labels("committed").inc()
+        m.transaction_seconds.observe(done - t0)
+        m.produced.labels(topics.events).inc(len(out.events))
+        if out.deadletters:
+            m.produced.labels(topics.deadletter).inc(len(out.deadletters))
+            for dead in out.deadletters:
+                m.dead_lettered.labels(dead.reason).inc()
+                self.log.warning("dead_lettered", reason=dead.reason, error=dead.error[:200], offset=dead.offset)
+        if out.ignored:
+            m.ignored.inc(out.ignored)
+        counters = d.transition_counters
+        for change in out.transitions:
+            label = ("run" if change.path == "" else "op", change.status)
+            counter = counters.get(label)
+            if counter is None:
+                counter = counters[label] = m.transitions.labels(*label)
+            counter.inc()
+            m.transition_latency.observe(max(0.0, now - change.time))
+        for done_event in out.finished:
+            log.info("pipeline_done", run_id=done_event.run_id, status=done_event.status, partition=self.partition)
+        if snap_bytes is not None:
+            self.has_snapshot = True
+            self.records_since_snapshot = 0
+            self.last_snapshot = time.monotonic()
+            self.snapshot_time = now
+            m.snapshot_bytes.labels(str(self.partition)).set(len(snap_bytes))
+
+
+def _restore(data: bytes, compiler: Any) -> tuple[wire.SnapshotRecord, PartitionState]:
+    # decoding and restoring allocate millions of small acyclic objects: a collection pass
+    # every few thousand allocations would make this several times slower
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        snap = wire.decode_snapshot(data)
+        return snap, PartitionState.restore(snap, compiler=compiler)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _record(r: Any) -> Record:
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp / 1000.0)
