@@ -68,7 +68,16 @@ class Approve(msgspec.Struct, tag="approve", omit_defaults=True, frozen=True, gc
     time: float
 
 
-Event = Submit | OpStatus | TimerFired | Stop | Approve
+class Resume(msgspec.Struct, tag="resume", omit_defaults=True, frozen=True, gc=False):
+    """Run a finished, unsuccessful pipeline again from where it ended: ops that succeeded (or
+    were skipped) keep their results; failed, stopped and upstream_failed ops run again, with
+    new attempt numbers."""
+
+    run_id: str
+    time: float
+
+
+Event = Submit | OpStatus | TimerFired | Stop | Approve | Resume
 
 # --------------------------------------------------------------------------------- commands
 

@@ -396,3 +396,68 @@ def test_invalid_nested_dag_fails_when_its_run_starts():
     assert "is not an op of this DAG" in sim.node("inner").message
     assert "inner/x" not in sim.engine.runs["run1"].nodes
     assert sim.done.status == "failed"
+
+
+# ------------------------------------------------------------------------- resume, errors
+
+def test_resume_reruns_what_failed_and_keeps_what_succeeded():
+    from flowd.engine.messages import Resume
+
+    ops = [job("a", outputs=[IOSpec("x", type="int")]), job("b", upstream=["a"]), job("c", upstream=["b"]), job("d")]
+    sim = Sim(dag("p", ops), script={"b": ["fail", "ok"]}, outputs=lambda s: {"x": 1})
+    sim.run()
+    assert sim.done.status == "failed" and sim.status("c") == "upstream_failed"
+    started_before = len(sim.started)
+    sim.done = None
+    sim.feed(Resume("run1", 50.0))
+    sim.run()
+    assert sim.done.status == "succeeded"
+    rerun = [s for s in sim.started[started_before:]]
+    assert [(s.path, s.attempt) for s in rerun] == [("b", 2), ("c", 1)]  # a and d are not run again
+    assert sim.node("a").attempt == 1 and sim.node("d").attempt == 1
+    # resuming a succeeded run does nothing
+    assert sim.engine.handle(Resume("run1", 60.0)) == []
+
+
+def test_resume_of_a_stopped_matrix_runs_only_unfinished_children():
+    from flowd.engine.messages import Resume
+
+    m = Matrix(kind="mapping", values=[{"i": i} for i in range(4)], concurrency=2)
+    sim = Sim(dag("p", [job("sweep", inputs=[IOSpec("i", type="int")], matrix=m)]), hold={"sweep[1]"})
+    sim.run()
+    sim.feed(Stop("run1", 10.0))
+    for stop in list(sim.stops):
+        sim.feed(OpStatus("run1", stop.path, stop.attempt, "stopped", 11.0))
+    assert sim.done.status == "stopped"
+    assert [sim.status(f"sweep[{i}]") for i in range(4)] == ["succeeded", "stopped", "succeeded", "succeeded"] or \
+        sim.status("sweep[0]") == "succeeded"
+    sim.done = None
+    sim.hold.clear()
+    sim.feed(Resume("run1", 20.0))
+    sim.run()
+    assert sim.done.status == "succeeded"
+    assert all(sim.status(f"sweep[{i}]") == "succeeded" for i in range(4))
+    assert sorted(s.path for s in sim.started).count("sweep[0]") == 1
+
+
+def test_an_engine_error_fails_only_its_run_and_stops_its_attempts(monkeypatch):
+    engine = Engine()
+    engine.handle(Submit("good", dag("p", [job("a")]), 0.0))
+    engine.handle(Submit("bad", dag("p", [job("a"), job("b", upstream=["a"])]), 0.0))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(Engine, "_upstream_done", boom)
+    commands = engine.handle(OpStatus("bad", "a", 1, "succeeded", 1.0))
+    done = [c for c in commands if type(c).__name__ == "PipelineDone"]
+    assert done and done[0].status == "failed" and "simulated bug" in done[0].message
+    assert engine.runs["bad"].done and not engine.runs["good"].done
+    monkeypatch.undo()
+    assert engine.handle(OpStatus("good", "a", 1, "succeeded", 2.0))[-1].status == "succeeded"
+
+
+def test_pending_timers_lists_armed_timers():
+    engine = Engine()
+    engine.handle(Submit("r", dag("p", [job("a", termination=Termination(timeout=30))]), 5.0))
+    assert engine.pending_timers() == [("r", "timeout:a#1", 35.0)]
