@@ -19,6 +19,8 @@ COMMANDS = {
     "submit": "flowd.cli.submit",
     "status": "flowd.cli.status",
     "stop": "flowd.cli.stop",
+    "approve": "flowd.cli.approve",
+    "resume": "flowd.cli.resume",
     "events": "flowd.cli.events",
     "replay": "flowd.cli.replay",
 }

@@ -4,13 +4,11 @@ trigger subscription). Exit codes: 0 published, 1 failure."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 
-import anyio
-
-from flowd.daemon.config import add_bus_args, bus_config
+from flowd.cli._control import publish_command
+from flowd.daemon.config import add_bus_args
 
 __all__ = ["add_parser", "run"]
 
@@ -26,15 +24,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flowd.daemon import wire
-    from flowd.daemon.client import publish
-    from flowd.daemon.kafka import BusError
 
-    config = bus_config(args)
     message = wire.StopCommand(run_id=args.run_id, time=time.time(), path=args.op, reason=args.reason)
-    try:
-        anyio.run(publish, config, config.topics.runs, args.run_id, message)
-    except BusError as exc:
-        print(f"flowd stop: {exc}", file=sys.stderr)
-        return 1
-    print(f"stop requested for {args.run_id}{' op ' + args.op if args.op else ''}")
-    return 0
+    return publish_command(args, message, command="stop",
+                           done=f"stop requested for {args.run_id}{' op ' + args.op if args.op else ''}")

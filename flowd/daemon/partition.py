@@ -28,6 +28,7 @@ from flowd.engine.messages import (
     Event,
     OpStatus,
     PipelineDone,
+    Resume,
     SetTimer,
     StartOp,
     StatusChanged,
@@ -125,8 +126,7 @@ class PartitionState:
 
     def pending_timers(self) -> list[tuple[str, str, float]]:
         """(run id, timer id, due time) of every armed timer: re-armed after a restore."""
-        return [(run.run_id, tid, at) for run in self.engine.runs.values() if not run.done
-                for tid, at in run.timers.items()]
+        return self.engine.pending_timers()
 
     def pending_attempts(self) -> list[tuple[StartOp, bool]]:
         """Attempts in flight and whether the engine asked to stop each (re-issued after a restore)."""
@@ -169,6 +169,8 @@ class PartitionState:
                 self._unsubscribe(msg, out)
                 return
             event = Stop(run_id=msg.run_id, time=msg.time, path=msg.path, reason=msg.reason)
+        elif isinstance(msg, wire.ResumeCommand):
+            event = Resume(run_id=msg.run_id, time=msg.time)
         else:
             event = Approve(run_id=msg.run_id, path=msg.path, time=msg.time)
         if event.run_id not in self.engine.runs:
@@ -254,7 +256,7 @@ class PartitionState:
             run = self.engine.runs.get(command.run_id)
             done = wire.CompletionEvent(run_id=command.run_id, pipeline=run.pipeline.name if run else "",
                                         status=command.status, time=command.time,
-                                        key=f"{command.run_id}:done", message=command.message)
+                                        key=command.key, message=command.message)
             out.events.append((command.run_id, done))
             out.finished.append(done)
         elif isinstance(command, StartOp):

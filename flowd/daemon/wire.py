@@ -32,7 +32,7 @@ from flowd.spec.compiled import Op
 
 __all__ = [
     "WIRE_VERSION", "Submission", "StopCommand", "ApproveCommand", "OpReport", "TimerFiring",
-    "RunsMessage", "StatusEvent", "CompletionEvent", "EventsMessage", "ExternalEvent",
+    "ResumeCommand", "RunsMessage", "StatusEvent", "CompletionEvent", "EventsMessage", "ExternalEvent",
     "Subscription", "DeadLetter", "Diagnostic", "SnapshotRecord", "DaemonState", "TOPIC_TYPES",
     "encode", "decode_runs", "decode_events", "decode_external", "decode_subscription",
     "encode_snapshot", "decode_snapshot", "decode_deadletter",
@@ -77,6 +77,13 @@ class ApproveCommand(msgspec.Struct, tag="approve", **_S):  # type: ignore[call-
     time: float
 
 
+class ResumeCommand(msgspec.Struct, tag="resume", **_S):  # type: ignore[call-arg]
+    """Run a finished, unsuccessful run again from where it ended."""
+
+    run_id: str
+    time: float
+
+
 class OpReport(msgspec.Struct, tag="op_status", **_S):  # type: ignore[call-arg]
     """An executor's report on one attempt (produced by the daemon's executors)."""
 
@@ -99,7 +106,7 @@ class TimerFiring(msgspec.Struct, tag="timer", **_S):  # type: ignore[call-arg]
     time: float
 
 
-RunsMessage = Submission | StopCommand | ApproveCommand | OpReport | TimerFiring
+RunsMessage = Submission | StopCommand | ApproveCommand | ResumeCommand | OpReport | TimerFiring
 
 # ---------------------------------------------------------------------------- events (output)
 

@@ -162,7 +162,7 @@ class Engine:
         root.message = f"flowd engine error while handling {type(event).__name__}: {type(exc).__name__}: {exc}"
         run.done = True
         self._emit_status(run, root)
-        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message))
+        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=f"{run.run_id}:done{_epoch(run)}"))
 
     def pending_timers(self) -> list[tuple[str, str, float]]:
         """(run id, timer id, due time) of every armed timer, for an adapter to re-arm after a
@@ -494,6 +494,7 @@ class Engine:
         root = run.nodes[""]
         if not run.done or root.status == S.SUCCEEDED or root.kind == "schedule":
             return
+        run.epoch += 1
         index = self._index[run.run_id]
         keep = (S.SUCCEEDED, S.SKIPPED)
         reset: list[Node] = []
@@ -982,7 +983,7 @@ class Engine:
         for timer_id in list(run.timers):
             self._cancel_timer(run, timer_id)
         run.done = True
-        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message))
+        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=f"{run.run_id}:done{_epoch(run)}"))
 
     # ---------------------------------------------------------------------------- output
 
@@ -990,7 +991,7 @@ class Engine:
         self._out.append(
             StatusChanged(
                 run_id=run.run_id, path=node.path, status=node.status, time=self._now, attempt=node.attempt,
-                key=f"{run.run_id}/{node.path}#{node.attempt}:{node.status}", message=node.message,
+                key=f"{run.run_id}/{node.path}#{node.attempt}:{node.status}{_epoch(run)}", message=node.message,
                 reason=node.reason, outputs=node.outputs if node.status == S.SUCCEEDED else None,
             )
         )
@@ -1002,6 +1003,10 @@ class Engine:
     def _cancel_timer(self, run: RunState, timer_id: str) -> None:
         if run.timers.pop(timer_id, None) is not None:
             self._out.append(CancelTimer(run.run_id, timer_id))
+
+
+def _epoch(run: RunState) -> str:
+    return f"@{run.epoch}" if run.epoch else ""
 
 
 def _key(run: RunState, node: Node) -> str:

@@ -144,6 +144,8 @@ class PipelineDone(msgspec.Struct, tag="done", omit_defaults=True, frozen=True, 
     status: str
     time: float
     message: str | None = None
+    # deterministic: ``<run id>:done`` (``<run id>:done@<n>`` after the n-th resume)
+    key: str = ""
 
 
 Command = StartOp | StopOp | SetTimer | CancelTimer | StatusChanged | PipelineDone

@@ -86,6 +86,9 @@ class RunState(msgspec.Struct, gc=False, omit_defaults=True):
     # timer id -> due time, for every timer set and not yet fired or cancelled
     timers: dict[str, float] = {}
     done: bool = False
+    # how many times the run was resumed: part of event keys, so a transition repeated after a
+    # resume is a new event, never mistaken for a duplicate of the first one
+    epoch: int = 0
 
 
 class Snapshot(msgspec.Struct, omit_defaults=True):

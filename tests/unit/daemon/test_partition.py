@@ -167,3 +167,21 @@ def test_approve_and_stop_commands_reach_the_engine() -> None:
     out = Outcome()
     state.apply(log.add(wire.StopCommand(run_id="nope", time=3.0)), out)
     assert out.events == [] and out.ignored == 1
+
+
+def test_resume_command_reruns_a_failed_run_with_new_keys() -> None:
+    log, state = Log(), PartitionState(0, compiler=no_compiler)
+    log.add(wire.Submission(run_id="r1", time=1.0, pipeline=pipeline()))
+    out = drive(state, log, log.records[0])
+    start = next(c for c in out.effects if isinstance(c, StartOp))
+    log.records.pop()  # instead of succeeding, `a` fails
+    failed = Outcome()
+    state.apply(log.add(wire.OpReport(run_id="r1", path="a", attempt=start.attempt, status="failed", time=2.0)), failed)
+    assert failed.finished[0].status == "failed" and failed.finished[0].key == "r1:done"
+    resumed = run_all(state, log, start=len(log.records))
+    log.add(wire.ResumeCommand(run_id="r1", time=3.0))
+    resumed = run_all(state, log, start=len(log.records) - 1)
+    starts = [(c.path, c.attempt) for o in resumed for c in o.effects if isinstance(c, StartOp)]
+    assert starts == [("a", 2), ("b", 1)]
+    done = [d for o in resumed for d in o.finished]
+    assert [(d.status, d.key) for d in done] == [("succeeded", "r1:done@1")]

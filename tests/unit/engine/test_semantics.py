@@ -461,3 +461,16 @@ def test_pending_timers_lists_armed_timers():
     engine = Engine()
     engine.handle(Submit("r", dag("p", [job("a", termination=Termination(timeout=30))]), 5.0))
     assert engine.pending_timers() == [("r", "timeout:a#1", 35.0)]
+
+
+def test_event_keys_stay_unique_across_resumes():
+    from flowd.engine.messages import PipelineDone, Resume, StatusChanged
+
+    engine = Engine()
+    commands = engine.handle(Submit("r", dag("p", [job("a")]), 0.0))
+    commands += engine.handle(OpStatus("r", "a", 1, "failed", 1.0))
+    commands += engine.handle(Resume("r", 2.0))
+    commands += engine.handle(OpStatus("r", "a", 2, "succeeded", 3.0))
+    keys = [c.key for c in commands if isinstance(c, (StatusChanged, PipelineDone))]
+    assert len(keys) == len(set(keys))
+    assert [c.key for c in commands if isinstance(c, PipelineDone)] == ["r:done", "r:done@1"]
