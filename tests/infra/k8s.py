@@ -355,10 +355,12 @@ class K8sCluster:
 
         await asyncio.to_thread(untaint)
 
-    async def restart_apiserver(self, *, timeout: float = 60.0) -> None:
-        """Stop kube-apiserver (SIGTERM, then SIGKILL) and start it again on the same port;
-        etcd keeps the data, scheduler and kwok reconnect by themselves."""
+    async def restart_apiserver(self, *, down_for: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver (SIGTERM, then SIGKILL), leave it down ``down_for`` seconds, and
+        start it again on the same port; etcd keeps the data, scheduler and kwok reconnect."""
         stop_pid(self.pids.get("kube-apiserver"), term_timeout=10.0)
+        if down_for:
+            await asyncio.sleep(down_for)
         await self._start_apiserver(timeout)
 
     def alive(self) -> bool:

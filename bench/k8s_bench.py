@@ -1,0 +1,222 @@
+"""Kubernetes executor throughput on a real kube-apiserver + kube-scheduler + kwok.
+
+    .venv/bin/python bench/k8s_bench.py [--sizes 1000,5000] [--concurrency 64]
+
+For each fan-out size N, in one private control plane (started here, thrown away after):
+
+* **ceiling** — the apiserver's bare create throughput: a plain kubernetes_asyncio loop
+  (``CoreV1Api.create_namespaced_pod``, ``--concurrency`` in flight) posting N pods identical to
+  the ones flowd makes (same labels, annotations, finalizer), and the same loop over flowd's
+  thin JSON client. The ceiling is the faster of the two.
+* **flowd** — the pure Engine + KubernetesExecutor (Harness, no Kafka) running a DAG
+  ``seed -> N parallel ops``: pods created/s over the N fan-out creates, and op-complete ->
+  downstream-pod-created latency (seed's succeeded report -> each fan-out pod's create
+  answered; p50/p99, so it includes the queueing behind the other N-1 creates). flowd watches
+  the namespace meanwhile, as in production. A 30-op chain of pods that kwok really runs gives
+  the one-hop latency without queueing.
+* the daemon's (this process's) CPU seconds per pod and RSS during the flowd phase.
+
+The fan-out pods, flowd's and the bare loops', name a scheduler that does not exist, so both
+measure the same thing (creates, not kube-scheduler binds and kwok status writes, which would
+otherwise pile up on the same 2 cores from one phase into the next). The seed and the chain
+pods are scheduled and run by kwok.
+
+Everything shares this machine's cores (2 here), so apiserver, etcd, scheduler, kwok and flowd
+compete, and the figures drift with whatever else runs: each size is measured ``--repeat``
+times (bare, flowd, bare interleaved) and the medians are printed, with every run's
+flowd/ceiling ratio (the figure that matters; target >= 80%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kubernetes_asyncio import client  # noqa: E402
+
+from flowd.engine.messages import OpStatus, StartOp, Submit  # noqa: E402
+from flowd.k8s.client import Kube, load_client  # noqa: E402
+from flowd.k8s.config import Settings  # noqa: E402
+from flowd.k8s.executor import KubernetesExecutor  # noqa: E402
+from flowd.k8s.harness import Harness  # noqa: E402
+from flowd.k8s.pod import build_pod  # noqa: E402
+from tests.infra import k8s as infra  # noqa: E402
+from tests.integration.k8s_helpers import dag, ensure_nodes, job, outcome  # noqa: E402
+
+RUN_FOR = "1s"
+
+
+def rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_now_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+NO_SCHEDULER = {"schedulerName": "flowd-bench-none"}
+
+
+def manifests(n: int, ns: str, tag: str) -> list[dict]:
+    settings = Settings(namespace=ns)
+    return [build_pod(StartOp(run_id=f"bare-{tag}", path=f"fan-{i}", attempt=1, key=f"bare-{tag}/fan-{i}#1",
+                              kind="job", params={},
+                              run={"container": {"image": "flowd/step:test", "command": ["step"]},
+                                   "environment": {"annotations": outcome(run_for=RUN_FOR), **NO_SCHEDULER}}),
+                      settings)
+            for i in range(n)]
+
+
+async def bare_loop(api: client.ApiClient, ns: str, bodies: list[dict], concurrency: int, *, raw: bool) -> float:
+    v1 = client.CoreV1Api(api)
+    kube = Kube(api)
+    queue = list(reversed(bodies))
+
+    async def worker() -> None:
+        while queue:
+            body = queue.pop()
+            if raw:
+                await kube.request("POST", f"/api/v1/namespaces/{ns}/pods", body=body)
+            else:
+                await v1.create_namespaced_pod(ns, body)
+
+    t0 = time.monotonic()
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await kube.close()
+    return len(bodies) / (time.monotonic() - t0)
+
+
+async def flowd_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: int) -> dict:
+    created: dict[str, float] = {}
+    seed_done: list[float] = []
+    all_created = asyncio.Event()
+
+    class Timed(Harness):
+        def send(self, event):  # noqa: ANN001
+            if isinstance(event, OpStatus) and event.path == "seed" and event.status == "succeeded":
+                seed_done.append(time.monotonic())
+            super().send(event)
+
+    def on_created(key: str, t: float) -> None:
+        created[key] = t
+        if len(created) == n + 1:
+            all_created.set()
+
+    h = Timed()
+    ops = [job("seed", annotations=outcome(run_for="200ms"))]
+    ops += [job(f"fan-{i}", upstream=["seed"], environment=NO_SCHEDULER, annotations=outcome(run_for=RUN_FOR))
+            for i in range(n)]
+    async with KubernetesExecutor(send=h.send, kubeconfig=str(cluster.kubeconfig), namespace=ns,
+                                  watch_namespaces=[ns], qps=100_000, burst=100_000, create_workers=concurrency,
+                                  on_created=on_created) as ex:
+        task = asyncio.create_task(h.run(ex, Submit(run_id=f"fan{n}", pipeline=dag("fan", ops), time=time.time())))
+        while not seed_done:
+            await asyncio.sleep(0.01)
+        cpu0 = cpu_seconds()
+        await asyncio.wait_for(all_created.wait(), 600)
+        cpu = cpu_seconds() - cpu0
+        await asyncio.sleep(1)  # the watch events of the last pods
+        rss = rss_now_mb()
+        task.cancel()
+        assert ex.stats["create_errors"] == 0
+    fan = sorted(t for k, t in created.items() if "/fan-" in k)
+    assert len(fan) == n
+    lat = [t - seed_done[0] for t in fan]
+    rate = (n - 1) / (fan[-1] - fan[0]) if n > 1 else float("nan")
+    return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu": cpu, "rss": rss}
+
+
+async def flowd_chain(cluster: infra.K8sCluster, ns: str, length: int = 30) -> dict:
+    created: dict[str, float] = {}
+    done: dict[str, float] = {}
+
+    class Timed(Harness):
+        def send(self, event):  # noqa: ANN001
+            if isinstance(event, OpStatus) and event.status == "succeeded":
+                done[event.path] = time.monotonic()
+            super().send(event)
+
+    h = Timed()
+    ops = [job("c0", annotations=outcome(run_for="50ms"))]
+    ops += [job(f"c{i}", upstream=[f"c{i - 1}"], annotations=outcome(run_for="50ms")) for i in range(1, length)]
+    async with KubernetesExecutor(send=h.send, kubeconfig=str(cluster.kubeconfig), namespace=ns, watch_namespaces=[ns],
+                                  on_created=lambda key, t: created.__setitem__(key.split("/")[1].split("#")[0], t)) as ex:
+        await h.run(ex, Submit(run_id="chain", pipeline=dag("chain", ops), time=time.time()))
+    hops = [created[f"c{i}"] - done[f"c{i - 1}"] for i in range(1, length)]
+    return {"p50": pct(hops, 0.5), "p99": pct(hops, 0.99)}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000,5000")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per size; medians are printed")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the cluster
+    cluster = infra.K8sCluster(run_dir=Path(tempfile.mkdtemp(prefix="flowd-k8s-bench-")) / "k8s")
+    await cluster.start()
+    try:
+        ensure_nodes(cluster, 1)
+        api = await load_client(kubeconfig=str(cluster.kubeconfig))
+        print(f"control plane: k8s {infra.K8S_VERSION} + kwok {infra.KWOK_VERSION}, 1 fake node; "
+              f"{args.concurrency} creates in flight; {os.cpu_count()} cores shared by everything")
+        chain = await flowd_chain(cluster, await cluster.create_namespace("chain"))
+        print(f"chain (30 ops): op-complete -> next pod created p50 {chain['p50'] * 1000:.1f} ms, "
+              f"p99 {chain['p99'] * 1000:.1f} ms")
+        print()
+        print(f"{'pods':>6} | {'bare k8s-asyncio/s':>18} | {'bare json/s':>11} | {'flowd pods/s':>12} | "
+              f"{'flowd/ceiling':>13} | {'latency p50':>11} | {'p99':>8} | {'cpu s':>6} | {'cpu/pod':>8} | {'rss MB':>6}"
+              "   (medians of --repeat runs)")
+        for n in sizes:
+            rows = []
+            for rep in range(args.repeat):
+                # interleaved (bare, flowd, bare): the object count in etcd grows from phase to
+                # phase and the machine's other load drifts, so neither side gets only the
+                # early or quiet phases
+                ns_a, ns_b = await cluster.create_namespace("bare"), await cluster.create_namespace("bare")
+                bare_a = await bare_loop(api, ns_a, manifests(n, ns_a, f"a{n}-{rep}"), args.concurrency, raw=False)
+                f = await flowd_fanout(cluster, await cluster.create_namespace("fan"), n, args.concurrency)
+                bare_b = await bare_loop(api, ns_b, manifests(n, ns_b, f"b{n}-{rep}"), args.concurrency, raw=True)
+                f.update(bare_a=bare_a, bare_b=bare_b, ratio=f["rate"] / max(bare_a, bare_b))
+                rows.append(f)
+            m = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+            ratios = ", ".join(f"{r['ratio']:.0%}" for r in rows)
+            print(f"{n:>6} | {m['bare_a']:>18.0f} | {m['bare_b']:>11.0f} | {m['rate']:>12.0f} | {m['ratio']:>12.0%} | "
+                  f"{m['p50']:>9.2f} s | {m['p99']:>6.2f} s | {m['cpu']:>6.1f} | {m['cpu'] / n * 1000:>5.2f} ms | "
+                  f"{m['rss']:>6.0f}   (ratios: {ratios})", flush=True)
+        print(f"\npeak RSS of this process (bench + flowd + the bare loops): {rss_peak_mb():.0f} MB")
+        await api.close()
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,84 @@
+"""Settings of the Kubernetes executor (the daemon's ``executor:`` config section).
+
+Everything has a default so ``KubernetesExecutor(send=...)`` works against the current
+kubeconfig context. The daemon passes its ConfigMap values as keyword arguments; unknown keys
+are an error (a typo in a ConfigMap must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = ["Settings", "Connection", "ConnectionResource"]
+
+
+class ConnectionResource(msgspec.Struct, omit_defaults=True, frozen=True, rename="camel"):
+    """A Secret or ConfigMap of a connection (Polyaxon's ``V1ConnectionResource``).
+
+    With ``mount_path`` it is mounted as a volume there (only ``items`` if given); without,
+    its keys become env vars of the main container (only ``items`` if given)."""
+
+    name: str
+    items: list[str] | None = None
+    mount_path: str | None = None
+
+
+class Connection(msgspec.Struct, omit_defaults=True, frozen=True, rename="camel"):
+    """A named connection from the agent's catalog (Polyaxon's ``V1Connection``). Ops list
+    the names they use in ``run.connections`` (and params/IO with ``connection:``).
+
+    ``kind`` ``host_path`` and ``volume_claim`` mount ``schema`` (``hostPath``/``volumeClaim``,
+    ``mountPath``, ``readOnly``) into the main container; bucket and other kinds only bring
+    their secret, config map and env."""
+
+    name: str = ""
+    kind: str = "custom"
+    schema: dict[str, Any] | None = msgspec.field(default=None, name="schema")
+    secret: ConnectionResource | None = None
+    config_map: ConnectionResource | None = None
+    env: list[dict[str, Any]] = []
+
+
+class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # namespace of ops that name none (op -> component -> this)
+    namespace: str = "default"
+    # path of a kubeconfig; None: $KUBECONFIG / ~/.kube/config, or in-cluster when running in a pod
+    kubeconfig: str | None = None
+    context: str | None = None
+    # namespaces watched from the start (others are added when an op first uses them)
+    watch_namespaces: list[str] = []
+    # creates/s and burst of the pod-create limiter (see flowd.k8s.limiter)
+    qps: float = 200.0
+    burst: int = 400
+    # concurrent create requests in flight
+    create_workers: int = 64
+    # this daemon's owner label value, or None to derive it from the run id (partition_count)
+    partition: str | None = None
+    partition_count: int = 0
+    # put flowd's finalizer on every pod: its terminal status is reported before it can vanish
+    finalizer: bool = True
+    # seconds to keep finished pods when an op sets no termination.ttl (None: keep them)
+    default_ttl: float | None = None
+    # ErrImagePull/ImagePullBackOff (and config errors) for this long -> failed
+    image_pull_timeout: float = 300.0
+    # period of the reconcile pass (pods gone, pull timeouts, TTL deletions)
+    reconcile_interval: float = 10.0
+    # server-side watch timeout; the watch is reopened (from its resourceVersion) after it
+    watch_timeout: int = 300
+    # reconnect backoff of a broken watch: base * 2**n capped at max, full jitter
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    # the connection catalog (name -> connection)
+    connections: dict[str, Connection] = {}
+    # labels added to every object flowd creates
+    extra_labels: dict[str, str] = {}
+    # the main container's name when the component does not name it
+    main_container: str = "main"
+    # default image pull policy of containers that set none (None: cluster default)
+    image_pull_policy: str | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Settings:
+        return msgspec.convert(config, type=cls, strict=False)

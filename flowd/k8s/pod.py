@@ -1,0 +1,383 @@
+"""StartOp -> Pod (and Service) manifests: pure functions, no I/O.
+
+The input is the op's rendered runtime body (``StartOp.run``, camelCase keys as in a
+Polyaxonfile: ``container``, ``environment``, ``init``, ``sidecars``, ``volumes``,
+``connections``, and for services ``ports``). The output is a plain dict in the API's JSON
+shape, ready to POST. Kubernetes-shaped parts (container, volumes, affinity, tolerations,
+securityContext...) pass through untouched: the spec layer validated them and the apiserver
+validates them again; flowd only adds what it owns.
+
+What flowd owns on every pod:
+
+* the deterministic name and identity labels/annotations (flowd.k8s.naming);
+* ``restartPolicy: Never`` — retries are the engine's (POLYFLOW §5.9 [FLOWD]), never the kubelet's;
+* ``activeDeadlineSeconds`` from ``termination.timeout`` (belt and braces: the engine's own
+  timer fires too);
+* the main container's ``terminationMessagePath`` (``$FLOWD_OUTPUTS``) and
+  ``terminationMessagePolicy: FallbackToLogsOnError``: an op writes its outputs there as one
+  JSON object (≤ 4 KiB, the kubelet's limit); a failed container without a message gets its log
+  tail as the failure message;
+* env: the component's, then the connections', then ``toEnv`` params (POLYFLOW §3.8), then
+  ``FLOWD_*``;
+* the finalizer ``flowd.io/report`` (see flowd.k8s.executor).
+
+Errors in the body that no cluster could accept (an unknown connection, an init step that needs
+an image flowd does not ship) raise :class:`ConversionError`; the executor reports the attempt
+``failed`` with reason ``CannotStart``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import zlib
+from typing import Any
+
+from flowd.engine.messages import StartOp
+from flowd.k8s import naming as N
+from flowd.k8s.config import Connection, ConnectionResource, Settings
+
+__all__ = [
+    "ConversionError", "build_pod", "build_service", "pod_spec", "namespace_of", "partition_of",
+    "identity_labels", "identity_annotations", "TERMINATION_PATH", "ENVIRONMENT_KEYS",
+]
+
+TERMINATION_PATH = "/dev/termination-log"
+
+# Polyaxon's V1Environment keys -> the PodSpec field they fill (None: metadata or ignored)
+ENVIRONMENT_KEYS: dict[str, str | None] = {
+    "labels": None,
+    "annotations": None,
+    "nodeSelector": "nodeSelector",
+    "affinity": "affinity",
+    "tolerations": "tolerations",
+    "nodeName": "nodeName",
+    "serviceAccountName": "serviceAccountName",
+    "hostAliases": "hostAliases",
+    "securityContext": "securityContext",
+    "imagePullSecrets": "imagePullSecrets",
+    "hostNetwork": "hostNetwork",
+    "hostPID": "hostPID",
+    "dnsPolicy": "dnsPolicy",
+    "dnsConfig": "dnsConfig",
+    "schedulerName": "schedulerName",
+    "priorityClassName": "priorityClassName",
+    "priority": "priority",
+    "runtimeClassName": "runtimeClassName",
+    "topologySpreadConstraints": "topologySpreadConstraints",
+    # restartPolicy is always Never (retries are the engine's); accepted and ignored
+    "restartPolicy": None,
+}
+
+
+class ConversionError(Exception):
+    """The op's runtime body cannot become a pod (a user error; the attempt fails)."""
+
+
+# ------------------------------------------------------------------------------ identity
+
+
+def namespace_of(cmd: StartOp, settings: Settings) -> str:
+    """op -> component (both arrive as ``StartOp.namespace``) -> the daemon's default."""
+    return cmd.namespace or settings.namespace
+
+
+def partition_of(run_id: str, settings: Settings) -> str:
+    """The owner partition label: fixed per daemon, or derived from the run id."""
+    if settings.partition is not None:
+        return settings.partition
+    if settings.partition_count > 0:
+        return str(zlib.crc32(run_id.encode()) % settings.partition_count)
+    return "0"
+
+
+def identity_labels(cmd: StartOp, settings: Settings, name: str) -> dict[str, str]:
+    return {
+        **settings.extra_labels,
+        N.L_MANAGED_BY: N.MANAGED_BY,
+        N.L_RUN: N.label_value(cmd.run_id),
+        N.L_OP: N.label_value(cmd.path),
+        N.L_ATTEMPT: str(cmd.attempt),
+        N.L_PARTITION: partition_of(cmd.run_id, settings),
+        N.L_KIND: N.label_value(cmd.kind),
+        N.L_POD: name,
+    }
+
+
+def identity_annotations(cmd: StartOp, settings: Settings, *, main: str | None = None) -> dict[str, str]:
+    out = {N.A_RUN_ID: cmd.run_id, N.A_OP_PATH: cmd.path, N.A_ATTEMPT: str(cmd.attempt), N.A_KEY: cmd.key}
+    ttl = cmd.termination.ttl if cmd.termination.ttl is not None else settings.default_ttl
+    if ttl is not None:
+        out[N.A_TTL] = f"{ttl:g}"
+    if main is not None:
+        out[N.A_MAIN] = main
+    return out
+
+
+# --------------------------------------------------------------------------------- pods
+
+
+def build_pod(cmd: StartOp, settings: Settings) -> dict[str, Any]:
+    """The Pod for one attempt of a ``job`` or ``service`` op."""
+    name = N.pod_name(cmd.run_id, cmd.path, cmd.attempt)
+    run = cmd.run or {}
+    spec, main = pod_spec(run, cmd, settings)
+    env_meta = run.get("environment") or {}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace_of(cmd, settings),
+        "labels": {**_str_map(env_meta.get("labels"), "environment.labels"), **identity_labels(cmd, settings, name)},
+        "annotations": {
+            **_str_map(env_meta.get("annotations"), "environment.annotations"),
+            **identity_annotations(cmd, settings, main=main),
+        },
+    }
+    if settings.finalizer:
+        metadata["finalizers"] = [N.FINALIZER]
+    if cmd.termination.timeout:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(cmd.termination.timeout))
+    if cmd.kind == "service":
+        _ensure_ports(spec, main, service_ports(run))
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def pod_spec(run: dict[str, Any], cmd: StartOp, settings: Settings, *,
+             main_name: str | None = None) -> tuple[dict[str, Any], str]:
+    """The PodSpec of a runtime body (a job, or one replica of a distributed job) and the name
+    of its main container."""
+    if not isinstance(run, dict):
+        raise ConversionError("the runtime body must be a mapping")
+    container = run.get("container")
+    if not isinstance(container, dict) or not container.get("image"):
+        raise ConversionError("run.container with an image is required to run on Kubernetes")
+    main = _container(container, main_name or settings.main_container, settings)
+    main.setdefault("terminationMessagePath", TERMINATION_PATH)
+    main.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
+    spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [main]}
+
+    env = run.get("environment") or {}
+    if not isinstance(env, dict):
+        raise ConversionError("run.environment must be a mapping")
+    for key, value in env.items():
+        if key not in ENVIRONMENT_KEYS:
+            raise ConversionError(f"run.environment: unknown field {key!r}")
+        target = ENVIRONMENT_KEYS[key]
+        if target is None or value is None:
+            continue
+        if key == "imagePullSecrets":
+            value = [{"name": v} if isinstance(v, str) else v for v in value]
+        spec[target] = value
+
+    volumes: list[dict[str, Any]] = [v for v in (run.get("volumes") or []) if isinstance(v, dict)]
+    extra_env: list[dict[str, Any]] = []
+    env_from: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for conn_name in run.get("connections") or []:
+        _connection(_lookup(conn_name, settings), volumes, mounts, extra_env, env_from)
+
+    main["env"] = _merge_env(
+        main.get("env") or [],
+        extra_env,
+        [{"name": k, "value": _env_str(v)} for k, v in cmd.env.items()],
+        [
+            {"name": "FLOWD_OUTPUTS", "value": main["terminationMessagePath"]},
+            {"name": "FLOWD_RUN_ID", "value": cmd.run_id},
+            {"name": "FLOWD_OP_PATH", "value": cmd.path},
+            {"name": "FLOWD_ATTEMPT", "value": str(cmd.attempt)},
+        ],
+    )
+    if env_from:
+        main["envFrom"] = list(main.get("envFrom") or []) + env_from
+    if mounts:
+        main["volumeMounts"] = list(main.get("volumeMounts") or []) + mounts
+
+    inits = []
+    for i, step in enumerate(run.get("init") or []):
+        inits.append(_init_container(step, i, settings))
+    if inits:
+        spec["initContainers"] = inits
+    for i, sidecar in enumerate(run.get("sidecars") or []):
+        if not isinstance(sidecar, dict):
+            raise ConversionError(f"run.sidecars[{i}] must be a container mapping")
+        spec["containers"].append(_container(sidecar, f"sidecar-{i}", settings))
+    names = [c["name"] for c in spec["containers"] + inits]
+    if len(set(names)) != len(names):
+        raise ConversionError(f"container names must be unique in a pod: {names}")
+    if volumes:
+        spec["volumes"] = volumes
+    return spec, main["name"]
+
+
+def _container(body: dict[str, Any], default_name: str, settings: Settings) -> dict[str, Any]:
+    c = dict(body)
+    c["name"] = str(c.get("name") or default_name)
+    if "command" in c:
+        c["command"] = _argv(c["command"], split=True)
+    if "args" in c:
+        c["args"] = _argv(c["args"], split=False)
+    if c.get("env"):
+        c["env"] = [_env_var(e) for e in c["env"]]
+    if c.get("ports"):
+        c["ports"] = [{"containerPort": p} if isinstance(p, int) else p for p in c["ports"]]
+    if settings.image_pull_policy and "imagePullPolicy" not in c:
+        c["imagePullPolicy"] = settings.image_pull_policy
+    return c
+
+
+def _init_container(step: Any, i: int, settings: Settings) -> dict[str, Any]:
+    if not isinstance(step, dict):
+        raise ConversionError(f"run.init[{i}] must be a mapping")
+    other = sorted(k for k in step if k != "container" and step[k] is not None)
+    if other:
+        # git/artifacts/dockerfile/connection/file/tensorboard steps need Polyaxon's init image
+        raise ConversionError(
+            f"run.init[{i}]: {', '.join(other)} init steps are not supported on Kubernetes by flowd; "
+            "write the step as an init container (init: [{container: {...}}])"
+        )
+    container = step.get("container")
+    if not isinstance(container, dict) or not container.get("image"):
+        raise ConversionError(f"run.init[{i}].container with an image is required")
+    return _container(container, f"init-{i}", settings)
+
+
+def _argv(value: Any, *, split: bool) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        # a string command is a command line; a string args is one argument (``sh -c "..."``)
+        return shlex.split(value) if split else [value]
+    return [_env_str(v) for v in value]
+
+
+def _env_str(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _env_var(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict) or "name" not in item:
+        raise ConversionError(f"env entries need a name: {item!r}")
+    if "value" in item and item["value"] is not None:
+        return {**item, "value": _env_str(item["value"])}
+    return item
+
+
+def _merge_env(*groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Later groups win by name; the first position of a name is kept (stable output)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        for item in group:
+            merged[item["name"]] = item
+    return list(merged.values())
+
+
+def _str_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConversionError(f"{where} must be a mapping")
+    return {str(k): _env_str(v) for k, v in value.items()}
+
+
+# -------------------------------------------------------------------------- connections
+
+
+def _lookup(name: Any, settings: Settings) -> Connection:
+    conn = settings.connections.get(str(name))
+    if conn is None:
+        known = ", ".join(sorted(settings.connections)) or "none configured"
+        raise ConversionError(f"unknown connection {name!r} (known: {known})")
+    return conn if conn.name else Connection(**{**_fields(conn), "name": str(name)})
+
+
+def _fields(conn: Connection) -> dict[str, Any]:
+    return {f: getattr(conn, f) for f in conn.__struct_fields__}
+
+
+def _volume_name(conn: str, what: str) -> str:
+    return N.label_value(f"c-{what}-{conn}".lower()).replace("_", "-").replace(".", "-")[:63].strip("-")
+
+
+def _connection(conn: Connection, volumes: list[dict[str, Any]], mounts: list[dict[str, Any]],
+                env: list[dict[str, Any]], env_from: list[dict[str, Any]]) -> None:
+    for what, res in (("secret", conn.secret), ("configMap", conn.config_map)):
+        if res is None:
+            continue
+        _resource(conn.name, what, res, volumes, mounts, env, env_from)
+    schema = conn.schema or {}
+    if conn.kind in ("host_path", "volume_claim"):
+        mount_path = schema.get("mountPath")
+        if not mount_path:
+            raise ConversionError(f"connection {conn.name!r}: schema.mountPath is required for {conn.kind}")
+        vname = _volume_name(conn.name, "v")
+        if conn.kind == "host_path":
+            if not schema.get("hostPath"):
+                raise ConversionError(f"connection {conn.name!r}: schema.hostPath is required")
+            volumes.append({"name": vname, "hostPath": {"path": schema["hostPath"]}})
+        else:
+            if not schema.get("volumeClaim"):
+                raise ConversionError(f"connection {conn.name!r}: schema.volumeClaim is required")
+            volumes.append({"name": vname, "persistentVolumeClaim": {
+                "claimName": schema["volumeClaim"], "readOnly": bool(schema.get("readOnly", False))}})
+        mounts.append({"name": vname, "mountPath": mount_path, "readOnly": bool(schema.get("readOnly", False))})
+    env.extend(_env_var(e) for e in conn.env)
+
+
+def _resource(conn: str, what: str, res: ConnectionResource, volumes: list[dict[str, Any]],
+              mounts: list[dict[str, Any]], env: list[dict[str, Any]], env_from: list[dict[str, Any]]) -> None:
+    if res.mount_path:
+        vname = _volume_name(conn, "s" if what == "secret" else "cm")
+        source: dict[str, Any] = {"secretName": res.name} if what == "secret" else {"name": res.name}
+        if res.items:
+            source["items"] = [{"key": k, "path": k} for k in res.items]
+        volumes.append({"name": vname, what: source})
+        mounts.append({"name": vname, "mountPath": res.mount_path, "readOnly": True})
+    elif res.items:
+        ref = "secretKeyRef" if what == "secret" else "configMapKeyRef"
+        env.extend({"name": k, "valueFrom": {ref: {"name": res.name, "key": k}}} for k in res.items)
+    else:
+        env_from.append({"secretRef" if what == "secret" else "configMapRef": {"name": res.name}})
+
+
+# ------------------------------------------------------------------------------ services
+
+
+def service_ports(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """``run.ports`` of a service: ints or ``{port, targetPort, name, protocol}``."""
+    out = []
+    for p in run.get("ports") or []:
+        if isinstance(p, int):
+            out.append({"name": f"p-{p}", "port": p, "targetPort": p})
+        elif isinstance(p, dict) and isinstance(p.get("port"), int):
+            out.append({"name": p.get("name") or f"p-{p['port']}", "targetPort": p.get("targetPort", p["port"]), **p})
+        else:
+            raise ConversionError(f"run.ports: expected a port number, got {p!r}")
+    return out
+
+
+def _ensure_ports(spec: dict[str, Any], main: str, ports: list[dict[str, Any]]) -> None:
+    container = next(c for c in spec["containers"] if c["name"] == main)
+    have = {p.get("containerPort") for p in container.get("ports") or []}
+    extra = [{"containerPort": p["targetPort"]} for p in ports
+             if isinstance(p["targetPort"], int) and p["targetPort"] not in have]
+    if extra:
+        container["ports"] = list(container.get("ports") or []) + extra
+
+
+def build_service(cmd: StartOp, settings: Settings, pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The Service in front of a ``kind: service`` pod (same name), or None without ports."""
+    ports = service_ports(cmd.run or {})
+    if not ports:
+        return None
+    meta = pod["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": identity_labels(cmd, settings, meta["name"]),
+            "annotations": {k: v for k, v in meta["annotations"].items() if k.startswith(N.DOMAIN + "/")},
+        },
+        "spec": {"type": "ClusterIP", "selector": {N.L_POD: meta["name"]}, "ports": ports},
+    }
