@@ -13,18 +13,13 @@ from typing import Any
 
 import msgspec
 from aiokafka import TopicPartition
-from aiokafka.partitioner import murmur2
 
 from flowd.daemon import wire
 from flowd.daemon.config import DaemonConfig
 from flowd.daemon.kafka import BusError, consumer, map_errors, producer, stop_consumer
+from flowd.partitioning import partition_for
 
 __all__ = ["publish", "follow_events", "run_status", "partition_for", "read_partition"]
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2, as the Java client and aiokafka)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 async def publish(config: DaemonConfig, topic: str, key: str, message: Any) -> tuple[int, int]:

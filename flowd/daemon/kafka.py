@@ -157,9 +157,9 @@ class TopicLayoutError(BusError):
     """The topics exist but cannot work together (e.g. snapshots has fewer partitions than runs)."""
 
 
-async def check_topics(config: DaemonConfig) -> int:
+async def check_topics(config: DaemonConfig) -> dict[str, int]:
     """Every topic exists, and ``snapshots`` has as many partitions as ``runs``. Returns the
-    number of partitions of ``events``."""
+    number of partitions of each topic, by role (``runs``, ``events``, ...)."""
     c = consumer(config, group_id=None)
     with map_errors("cannot read topic metadata"):
         await c.start()
@@ -179,4 +179,4 @@ async def check_topics(config: DaemonConfig) -> int:
         raise TopicLayoutError(
             f"{config.topics.snapshots} has {counts['snapshots']} partitions but {config.topics.runs} has "
             f"{counts['runs']}: the snapshot of runs partition N lives in snapshots partition N")
-    return counts["events"]
+    return counts

@@ -113,6 +113,9 @@ class Daemon:
         return part
 
     def changed(self) -> None:
+        set_partitions = getattr(getattr(self, "executor", None), "set_partitions", None)
+        if set_partitions is not None:
+            set_partitions({str(p) for p in self.workers})
         ready = self.ready
         if ready and not self._frozen:
             # everything built so far (clients, restored state) lives as long as the daemon:
@@ -146,14 +149,21 @@ class Daemon:
         c = self.config
         if c.create_topics:
             await ensure_topics(c)
-        self._events_partitions = await check_topics(c)
+        partitions = await check_topics(c)
+        self._events_partitions = partitions["events"]
         Path(c.state_dir).mkdir(parents=True, exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
             if self.executor_factory is not None:
                 self.executor = self.executor_factory(self.report)
             else:
+                config = dict(c.executor_config or {})
+                if c.executor == "k8s":
+                    # label pods with the runs partition that owns them (so after a rebalance each
+                    # replica follows only its own pods) and serve the executor's metrics here
+                    config.setdefault("partition_count", partitions["runs"])
+                    config.setdefault("registry", self.metrics.registry)
                 self.executor = await stack.enter_async_context(open_executor(
-                    c.executor, send=self.report, state_dir=Path(c.state_dir), config=c.executor_config,
+                    c.executor, send=self.report, state_dir=Path(c.state_dir), config=config,
                     on_start=self.on_start))
             self.feedback = producer(c, enable_idempotence=True)
             with map_errors("feedback producer"):

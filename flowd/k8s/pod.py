@@ -31,12 +31,12 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import zlib
 from typing import Any
 
 from flowd.engine.messages import StartOp
 from flowd.k8s import naming as N
 from flowd.k8s.config import Connection, ConnectionResource, Settings
+from flowd.partitioning import partition_for
 
 __all__ = [
     "ConversionError", "build_pod", "build_service", "pod_spec", "namespace_of", "partition_of",
@@ -84,11 +84,12 @@ def namespace_of(cmd: StartOp, settings: Settings) -> str:
 
 
 def partition_of(run_id: str, settings: Settings) -> str:
-    """The owner partition label: fixed per daemon, or derived from the run id."""
+    """The owner partition label: fixed per daemon, or the ``runs`` partition the daemon routes
+    the run to (Kafka's partitioner over ``partition_count`` partitions)."""
     if settings.partition is not None:
         return settings.partition
     if settings.partition_count > 0:
-        return str(zlib.crc32(run_id.encode()) % settings.partition_count)
+        return str(partition_for(run_id, settings.partition_count))
     return "0"
 
 
