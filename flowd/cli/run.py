@@ -57,7 +57,46 @@ def add_parser(subparsers: Any) -> None:
         "--stop-grace", metavar="SECONDS", type=float, default=5.0,
         help="time a stopped op gets between SIGTERM and SIGKILL (default 5)",
     )
+    p.add_argument(
+        "--executor", choices=("local", "k8s"), default="local",
+        help="local: each job is a subprocess of this machine (default); k8s: each job is a pod "
+        "(needs a cluster; see --kubeconfig, --namespace, --executor-config)",
+    )
+    p.add_argument("--kubeconfig", metavar="FILE", default=None, help="with --executor k8s (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    p.add_argument("--namespace", metavar="NS", default=None, help="with --executor k8s: namespace of ops that set none")
+    p.add_argument(
+        "--executor-config", metavar="JSON|FILE", default=None,
+        help="with --executor k8s: executor settings (docs/kubernetes.md) as a JSON object or a JSON/TOML file",
+    )
     p.set_defaults(func=run)
+
+
+def executor_factory(args: argparse.Namespace) -> Any:
+    """None for the local executor (the driver's default), else a factory for the driver."""
+    if args.executor == "local":
+        return None
+    config: dict[str, Any] = {}
+    if args.executor_config:
+        text = args.executor_config
+        path = Path(text)
+        if not text.lstrip().startswith("{") and path.is_file():
+            text = path.read_text()
+            if path.suffix == ".toml":
+                import tomllib
+
+                config.update(tomllib.loads(text))
+                text = ""
+        if text:
+            config.update(json.loads(text))
+    if args.kubeconfig:
+        config["kubeconfig"] = args.kubeconfig
+    if args.namespace:
+        config["namespace"] = args.namespace
+    from flowd.k8s.config import Settings
+    from flowd.k8s.executor import KubernetesExecutor
+
+    Settings.from_config(config)  # report bad settings now, before anything runs
+    return lambda send, run_dir: KubernetesExecutor(send=send, **config)
 
 
 def _iso(t: float | None) -> str | None:
@@ -106,19 +145,25 @@ def run(args: argparse.Namespace) -> int:
     if args.hub is not None and not os.path.isdir(args.hub):
         print(f"flowd run: error: --hub {args.hub!r} is not a directory", file=sys.stderr)
         return 2
+    try:
+        executor = executor_factory(args)
+    except (OSError, ValueError, msgspec.ValidationError) as exc:  # json and toml errors are ValueErrors
+        print(f"flowd run: error: executor settings: {exc}", file=sys.stderr)
+        return 2
     store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     run_id = derive_run_id(file, params)
     errors: list[Exception] = []
     try:
         with store.lock(run_id):
-            return _run_locked(args, file=file, params=params, store=store, run_id=run_id)
+            return _run_locked(args, file=file, params=params, store=store, run_id=run_id, executor=executor)
     except* StoreError as group:  # may come out of the driver's task group
         errors.extend(group.exceptions)
     print(f"flowd run: {errors[0]}", file=sys.stderr)
     return 1
 
 
-def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str], store: SnapshotStore, run_id: str) -> int:
+def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str], store: SnapshotStore, run_id: str,
+                executor: Any) -> int:
     from flowd.cli.progress import make_progress, summary
     from flowd.engine.core import Engine
     from flowd.spec import compile_path
@@ -161,7 +206,8 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
 
     started = time.monotonic()
     with make_progress(sys.stdout if args.output == "text" else sys.stderr, pipeline=pipeline) as progress:
-        driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace, approve=args.approve)
+        driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace,
+                        approve=args.approve, executor=executor)
         view = anyio.run(driver.run, initial)
     if args.output == "json":
         sys.stdout.write(json.dumps(json_report(view), indent=2) + "\n")

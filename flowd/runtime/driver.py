@@ -22,6 +22,8 @@ import math
 import signal
 import time
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -64,6 +66,23 @@ class Progress(Protocol):
     def note(self, text: str) -> None: ...
 
 
+class DrivenExecutor(Protocol):
+    """What the driver needs of an executor besides flowd.executor.Executor's start/stop:
+    adopting in-flight attempts on --resume, stopping everything, and a live count."""
+
+    active: int
+
+    async def start(self, cmd: StartOp) -> None: ...
+    async def stop(self, cmd: StopOp) -> None: ...
+    async def adopt(self, cmd: StartOp, *, stopping: bool) -> None: ...
+    async def stop_all(self, *, reason: str, shutdown: bool = False) -> None: ...
+    def kill_all(self) -> None: ...
+
+
+# (send, run directory) -> an async context manager yielding the executor
+ExecutorFactory = Callable[[Callable[[Event], None], Path], AbstractAsyncContextManager[DrivenExecutor]]
+
+
 class Driver:
     """Runs one pipeline run to its end. ``record`` is the run's saved state (a fresh one for a
     new run, the loaded one for ``--resume``); it is kept up to date and saved after each batch."""
@@ -79,6 +98,7 @@ class Driver:
         grace: float = 5.0,
         handle_signals: bool = True,
         approve: Collection[str] = (),
+        executor: ExecutorFactory | None = None,
     ) -> None:
         self.engine = engine
         self.record = record
@@ -90,6 +110,8 @@ class Driver:
         self.handle_signals = handle_signals
         # op paths approved in advance (``--approve``): approved as soon as they exist
         self.approve = frozenset(approve)
+        # builds the executor as an async context manager; default: local subprocesses
+        self.executor_factory = executor
         self.done: PipelineDone | None = None
         self._keys: dict[tuple[str, int], str] = {k_path_attempt(c): k for k, c in record.attempts.items()}
         self._stopping = set(record.stopping)
@@ -111,7 +133,11 @@ class Driver:
             return self.engine.view(self.run_id)
         run_dir = self.store.run_dir(self.run_id)
         async with anyio.create_task_group() as tg:
-            async with LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace) as executor:
+            if self.executor_factory is not None:
+                opened = self.executor_factory(self.send, run_dir)
+            else:
+                opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace)
+            async with opened as executor:
                 async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
                     self._executor, self._timers = executor, timers
                     if self.handle_signals:
