@@ -5,13 +5,14 @@ attribute access to internals (``__class__``, ``__globals__``...), no mutation o
 file system loader, no ``import``. Rendering is pure: the same template and context always give the
 same text, which the engine's replay guarantee depends on.
 
-Compiled templates are cached by source text: a 10,000-op fan-out typically shares a handful of
-distinct templates.
+Compiled templates are cached by source text (LRU): a 10,000-op fan-out typically shares a
+handful of distinct templates.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from typing import Any
 
@@ -37,24 +38,18 @@ _env = ImmutableSandboxedEnvironment(
 )
 _env.filters["map_format"] = _map_format
 _env.filters["tojson"] = lambda v: json.dumps(v, sort_keys=True)
-_cache: dict[str, jinja2.Template] = {}
 
 
 def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+@functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> jinja2.Template:
-    template = _cache.get(source)
-    if template is None:
-        try:
-            template = _env.from_string(source)
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"invalid template {source!r}: {exc.message}") from None
-        if len(_cache) > 4096:
-            _cache.clear()
-        _cache[source] = template
-    return template
+    try:
+        return _env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"invalid template {source!r}: {exc.message}") from None
 
 
 def render_text(source: str, context: dict[str, Any]) -> str:
@@ -107,20 +102,12 @@ def render_value(source: str, context: dict[str, Any]) -> Any:
         return text
 
 
-_expr_cache: dict[str, Any] = {}
-
-
+@functools.lru_cache(maxsize=4096)
 def _expression(expr: str) -> Any:
-    compiled = _expr_cache.get(expr)
-    if compiled is None:
-        try:
-            compiled = _env.compile_expression(expr, undefined_to_none=False)
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"invalid expression {expr!r}: {exc.message}") from None
-        if len(_expr_cache) > 4096:
-            _expr_cache.clear()
-        _expr_cache[expr] = compiled
-    return compiled
+    try:
+        return _env.compile_expression(expr, undefined_to_none=False)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"invalid expression {expr!r}: {exc.message}") from None
 
 
 def _undefined_name(value: jinja2.Undefined) -> str:

@@ -30,7 +30,6 @@ anything else                                          unknown
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +37,7 @@ import msgspec
 
 from flowd.engine import status as S
 from flowd.k8s import naming as N
+from flowd.outputs import parse_outputs
 
 __all__ = ["Observation", "GONE", "observe", "identity", "parse_time", "finished_at", "kubeflow_observe",
            "STUCK_WAITING_REASONS"]
@@ -111,15 +111,7 @@ def _clip(text: str | None) -> str | None:
 
 
 def _outputs(message: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    if not message or not message.strip():
-        return None, None
-    try:
-        value = json.loads(message)
-    except ValueError as exc:
-        return None, f"the termination message ($FLOWD_OUTPUTS) is not valid JSON: {exc}"
-    if not isinstance(value, dict):
-        return None, f"the termination message ($FLOWD_OUTPUTS) must be a JSON object, found {type(value).__name__}"
-    return value, None
+    return parse_outputs(message, "the termination message ($FLOWD_OUTPUTS)")
 
 
 def _succeeded(pod: dict[str, Any]) -> Observation:

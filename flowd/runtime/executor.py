@@ -34,6 +34,7 @@ import msgspec
 
 from flowd.engine.messages import OpStatus, StartOp, StopOp
 from flowd.executor import Send
+from flowd.outputs import parse_outputs
 from flowd.runtime.processes import signal_group, start_time
 
 __all__ = ["LocalExecutor", "attempt_dir_name", "LOCAL_KINDS"]
@@ -329,15 +330,7 @@ class LocalExecutor:
             text = path.read_text()
         except OSError:
             return None, None
-        if not text.strip():
-            return None, None
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            return None, f"$FLOWD_OUTPUTS ({path}) does not hold valid JSON: {exc}"
-        if not isinstance(value, dict):
-            return None, f"$FLOWD_OUTPUTS ({path}) must hold a JSON object, found {type(value).__name__}"
-        return value, None
+        return parse_outputs(text, f"$FLOWD_OUTPUTS ({path})")
 
     async def _terminate(self, attempt: _Attempt) -> None:
         process = attempt.process

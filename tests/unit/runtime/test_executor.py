@@ -118,8 +118,8 @@ async def test_stdout_goes_to_a_log_file_per_attempt(tmp_path: Path, rec: Record
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        pytest.param("{not json", "does not hold valid JSON", id="invalid-json"),
-        pytest.param("[1, 2]", "must hold a JSON object", id="not-an-object"),
+        pytest.param("{not json", "is not valid JSON", id="invalid-json"),
+        pytest.param("[1, 2]", "must be a JSON object", id="not-an-object"),
     ],
 )
 async def test_bad_outputs_file_fails_the_attempt(tmp_path: Path, rec: Recorder, content: str, expected: str) -> None:
