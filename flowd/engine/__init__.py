@@ -1,0 +1,46 @@
+"""The engine: a pure state machine over pipeline runs (docs/engine.md).
+
+What other layers may import: the machine (:class:`Engine`), its events and commands, the
+read-only views, and the status names. Everything else in this package is internal.
+"""
+
+from flowd.engine.core import Engine
+from flowd.engine.messages import (
+    Approve,
+    CancelTimer,
+    Command,
+    Event,
+    OpStatus,
+    PipelineDone,
+    Resume,
+    SetTimer,
+    StartOp,
+    StatusChanged,
+    Stop,
+    StopOp,
+    Submit,
+    TimerFired,
+)
+from flowd.engine.status import DONE
+from flowd.engine.view import OpView, RunView
+
+__all__ = [
+    "DONE",
+    "Approve",
+    "CancelTimer",
+    "Command",
+    "Engine",
+    "Event",
+    "OpStatus",
+    "OpView",
+    "PipelineDone",
+    "Resume",
+    "RunView",
+    "SetTimer",
+    "StartOp",
+    "StatusChanged",
+    "Stop",
+    "StopOp",
+    "Submit",
+    "TimerFired",
+]

@@ -25,8 +25,6 @@ from typing import Any
 
 import msgspec
 
-from flowd.engine import matrix as matrix_mod
-from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
 from flowd.engine.messages import (
     Approve,
@@ -44,38 +42,25 @@ from flowd.engine.messages import (
     Submit,
     TimerFired,
 )
+from flowd.engine.pipelines import PipelinesMixin
+from flowd.engine.recovery import RecoveryMixin
 from flowd.engine.resolve import Resolver, ResolveError, has_templates
-from flowd.engine.state import SNAPSHOT_VERSION, Node, RunState, Snapshot
+from flowd.engine.state import (
+    PIPELINE_KINDS,
+    SNAPSHOT_VERSION,
+    Node,
+    RunState,
+    Snapshot,
+    attempt_key,
+    child_path,
+    epoch_suffix,
+)
+from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
 from flowd.engine.view import OpView, RunView
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
 
-PIPELINE_KINDS = frozenset({"dag", "matrix", "schedule"})
 
-# trigger decisions
-START, UPSTREAM_FAILED, WAIT = "start", "upstream_failed", "wait"
-
-
-def child_path(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
-
-
-def decide(policy: str, n_up: int, n_done: int, n_ok: int, n_bad: int) -> str:
-    """The [FLOWD] trigger decision table (POLYFLOW §5.4)."""
-    all_done = n_done >= n_up
-    if policy == "all_succeeded":
-        return (START if n_ok == n_up else UPSTREAM_FAILED) if all_done else WAIT
-    if policy == "all_failed":
-        return (START if n_bad == n_up else UPSTREAM_FAILED) if all_done else WAIT
-    if policy == "all_done":
-        return START if all_done else WAIT
-    if policy == "one_succeeded":
-        return START if n_ok else (UPSTREAM_FAILED if all_done else WAIT)
-    if policy == "one_failed":
-        return START if n_bad else (UPSTREAM_FAILED if all_done else WAIT)
-    if policy == "one_done":
-        return START if n_done else WAIT
-    raise ValueError(f"unknown trigger policy {policy!r}")
 
 
 class _Specs(dict):
@@ -102,7 +87,7 @@ class _Index:
         self.limits: dict[str, int | None] = {}
 
 
-class Engine:
+class Engine(PipelinesMixin, RecoveryMixin):
     def __init__(self) -> None:
         self.runs: dict[str, RunState] = {}
         self._index: dict[str, _Index] = {}
@@ -143,26 +128,6 @@ class Engine:
             self._quarantine(run, event, exc)
         out, self._out = self._out, []
         return out
-
-    def _quarantine(self, run: RunState, event: Event, exc: Exception) -> None:
-        """End a run whose state an engine error may have left inconsistent: stop what it has
-        running, fail it with the error, and touch no other run. Deterministic like everything
-        else, so a replay reaches the same verdict."""
-        self._out = []
-        self._finished = []
-        for node in run.nodes.values():
-            if node.kind not in PIPELINE_KINDS and node.attempt and node.status in S.ACTIVE:
-                self._out.append(StopOp(run.run_id, node.path, node.attempt, _key(run, node), reason="InternalError"))
-        for timer_id in list(run.timers):
-            self._cancel_timer(run, timer_id)
-        root = run.nodes[""]
-        root.status = S.FAILED
-        root.finished_at = self._now
-        root.reason = "InternalError"
-        root.message = f"flowd engine error while handling {type(event).__name__}: {type(exc).__name__}: {exc}"
-        run.done = True
-        self._emit_status(run, root)
-        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=f"{run.run_id}:done{_epoch(run)}"))
 
     def pending_timers(self) -> list[tuple[str, str, float]]:
         """(run id, timer id, due time) of every armed timer, for an adapter to re-arm after a
@@ -341,21 +306,6 @@ class Engine:
             raise ResolveError(f"{what}: {value!r} is not {'an integer' if integer else 'a number'} (got {rendered!r})")
         return int(number) if integer else number
 
-    def _limit(self, run: RunState, node: Node, value: Any, *, strict: bool = False) -> int | None:
-        """A pipeline's concurrency. Before the pipeline starts its params may not be known yet:
-        then a template gives no limit, and ``_start_pipeline`` evaluates it strictly."""
-        try:
-            limit = self._number(run, node, value, "concurrency")
-        except ResolveError:
-            if strict:
-                raise
-            return None
-        if limit is not None and limit <= 0:
-            if strict:
-                raise ResolveError(f"concurrency must be greater than 0, got {limit}")
-            return None
-        return limit
-
     def _termination(self, run: RunState, node: Node, spec: Op) -> Termination:
         term = spec.termination
         if not any(isinstance(v, str) for v in (term.max_retries, term.timeout, term.ttl)):
@@ -468,7 +418,7 @@ class Engine:
             return
         spec = self._index[run.run_id].specs[path]
         if kind == "timeout" and node.status != S.STOPPING:
-            self._out.append(StopOp(run.run_id, path, node.attempt, _key(run, node), reason="Timeout"))
+            self._out.append(StopOp(run.run_id, path, node.attempt, attempt_key(run, node), reason="Timeout"))
             timeout = self._termination(run, node, spec).timeout
             self._finish(run, node, S.FAILED, message=f"timed out after {timeout:g}s", reason="Timeout")
         elif kind == "retry" and node.status == S.RETRYING:
@@ -489,82 +439,6 @@ class Engine:
         elif node.status == S.COMPILED and node.reason == "PendingApproval":
             node.reason = None
             self._enqueue(run, node)
-
-    def _resume(self, run: RunState) -> None:
-        """Reset what did not succeed and run it again (see ``Resume``)."""
-        root = run.nodes[""]
-        if not run.done or root.status == S.SUCCEEDED or root.kind == "schedule":
-            return
-        run.epoch += 1
-        index = self._index[run.run_id]
-        keep = (S.SUCCEEDED, S.SKIPPED)
-        reset: list[Node] = []
-        for node in run.nodes.values():
-            node.holds_slot = False
-            if node.kind in PIPELINE_KINDS:
-                node.active = 0
-                node.waiting = []
-                node.waiting_head = 0
-                node.stopping = False
-                node.early_outcome = None
-            if node.status in keep:
-                continue
-            node.finished_at = None
-            node.message = "resumed"
-            node.reason = None
-            node.ready = False
-            if node.kind in PIPELINE_KINDS and node.started_at is not None:
-                node.status = S.RUNNING  # started before: its children are resumed one by one
-            else:
-                node.status = S.CREATED
-                node.params = None
-                node.outputs = None
-                reset.append(node)
-            self._emit_status(run, node)
-        # recount everything derived from statuses
-        for node in run.nodes.values():
-            if node.kind in PIPELINE_KINDS:
-                node.n_children_done = node.n_children_failed = node.n_children_stopped = 0
-                node.n_services_live = node.desc_total = node.desc_bad = 0
-        for node in run.nodes.values():
-            if node.parent is None:
-                continue
-            parent = run.nodes[node.parent]
-            if node.status in S.DONE:
-                parent.n_children_done += 1
-            elif node.kind == "service":
-                parent.n_services_live += 1
-            if node.status == S.RUNNING and node.kind in PIPELINE_KINDS:
-                node.holds_slot = True
-                parent.active += 1
-            ancestor: Node | None = parent
-            while ancestor is not None:
-                ancestor.desc_total += 1
-                ancestor = run.nodes[ancestor.parent] if ancestor.parent is not None else None
-            node.n_done = node.n_ok = node.n_bad = 0
-            spec = index.specs[node.path]
-            for up in spec.upstream:
-                upstream = run.nodes.get(child_path(parent.path, up))
-                if upstream is not None and upstream.status in S.DONE:
-                    node.n_done += 1
-                    if upstream.status == S.SUCCEEDED or (upstream.status == S.SKIPPED and not spec.skip_on_upstream_skip):
-                        node.n_ok += 1
-        run.done = False
-        # trigger what can run now, parents before children
-        for node in reset:
-            if node.status != S.CREATED:
-                continue
-            parent = run.nodes.get(node.parent) if node.parent is not None else None
-            if parent is not None and parent.status != S.RUNNING:
-                continue  # its pipeline starts it when it starts
-            if node.n_up == 0:
-                self._ready(run, node)
-                continue
-            policy = index.specs[node.path].trigger
-            if policy in TRIGGER_POLICIES and decide(policy, node.n_up, node.n_done, node.n_ok, node.n_bad) == START:
-                self._ready(run, node)
-        if root.status == S.RUNNING:
-            self._check_pipeline_end(run, root)
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -679,109 +553,13 @@ class Engine:
         self._emit_status(run, node)
         self._out.append(
             StartOp(
-                run_id=run.run_id, path=node.path, attempt=node.attempt, key=_key(run, node),
+                run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
                 kind=node.kind, params=params, run=body, env=env, termination=term,
                 namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
             )
         )
         if term.timeout:
             self._set_timer(run, f"timeout:{node.path}#{node.attempt}", self._now + term.timeout)
-
-    def _start_pipeline(self, run: RunState, node: Node) -> None:
-        index = self._index[run.run_id]
-        spec = index.specs[node.path]
-        if node.kind != "schedule":
-            concurrency = spec.matrix.concurrency if node.kind == "matrix" and spec.matrix else (
-                spec.component.dag.concurrency if spec.component.dag is not None else None)
-            try:
-                index.limits[node.path] = self._limit(run, node, concurrency, strict=True)
-            except ResolveError as exc:
-                self._finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
-                return
-        node.status = S.RUNNING
-        node.started_at = self._now
-        self._emit_status(run, node)
-        if node.kind == "schedule":
-            self._schedule_ticks(run, node)
-            self._check_pipeline_end(run, node)
-            return
-        if node.kind == "dag":
-            dag = spec.component.dag
-            if dag is not None and dag.errors and node.parent is not None:
-                # a nested DAG is validated fully only now, as its run is compiled (POLYFLOW §4.3)
-                self._finish(run, node, S.FAILED, reason="CompilationFailed", message="; ".join(dag.errors))
-                return
-            ops = dag.ops if dag is not None else []
-            children = [
-                self._new_node(
-                    run, index, child_path(node.path, op.name), node.path, op.name, i, self._kind_of(op),
-                    approved=op.is_approved is not False, n_up=len(op.upstream),
-                )
-                for i, op in enumerate(ops)
-            ]
-            for child in children:
-                if child.n_up == 0:
-                    self._ready(run, child)
-        else:
-            assert spec.matrix is not None
-            try:
-                values = None
-                if isinstance(spec.matrix.values, str):
-                    values = self._resolver(run, node).render(spec.matrix.values, node.params or {}, "matrix.values")
-                seed = run.seed ^ zlib.crc32(node.path.encode())
-                matrix = spec.matrix
-                if isinstance(matrix.seed, str):
-                    matrix = msgspec.structs.replace(matrix, seed=self._number(run, node, matrix.seed, "matrix.seed"))
-                suggestions = matrix_mod.suggestions(matrix, seed, values)
-            except (ResolveError, matrix_mod.MatrixError, ValueError, TypeError, KeyError, IndexError) as exc:
-                node.message = f"matrix: {exc}"
-                self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"matrix: {exc}")
-                return
-            kind = spec.component.kind
-            children = [
-                self._new_node(run, index, f"{node.path}[{i}]", node.path, f"{spec.name}[{i}]", i, kind, suggestion=s)
-                for i, s in enumerate(suggestions)
-            ]
-            for child in children:
-                self._ready(run, child)
-        self._check_pipeline_end(run, node)
-
-    def _schedule_ticks(self, run: RunState, node: Node) -> None:
-        """Create the children that are due and arm a timer for the next tick (POLYFLOW §8.1)."""
-        index = self._index[run.run_id]
-        spec = index.specs[node.path]
-        schedule = spec.schedule or {}
-        depends_on_past = schedule.get("dependsOnPast") is True or schedule.get("kind") == "datetime"
-        while not node.exhausted and not node.stopping:
-            count = len(node.children or ())
-            if node.next_at is not None and node.next_at < self._now and schedule.get("catchUp") is False:
-                node.next_at = None  # fired late: skip to the latest tick instead of replaying missed ones
-            if node.next_at is None:
-                try:
-                    tick = schedule_mod.next_tick(schedule, created_at=node.created_at, last=node.last_at,
-                                                  count=count, now=self._now)
-                except schedule_mod.ScheduleError as exc:
-                    node.exhausted = True
-                    self._finish(run, node, S.FAILED, reason="InvalidSchedule", message=f"schedule: {exc}")
-                    return
-                if tick is None:
-                    node.exhausted = True
-                    return
-                node.next_at = tick
-                if tick > self._now:
-                    self._set_timer(run, f"tick:{node.path}#{count}", tick)
-                    return
-            if node.next_at > self._now:
-                return
-            tick, node.next_at, node.last_at = node.next_at, None, node.next_at
-            self._cancel_timer(run, f"tick:{node.path}#{count}")
-            child_op = index.specs[node.path]
-            child = self._new_node(run, index, child_path(node.path, f"tick-{count}"), node.path, f"tick-{count}",
-                                   count, self._kind_of(child_op))
-            child.schedule_at = tick
-            self._ready(run, child)
-            if depends_on_past:
-                return  # the next tick is computed when this child ends
 
     # ------------------------------------------------------------------------ finishing
 
@@ -887,104 +665,11 @@ class Engine:
                 if down.status == S.CREATED and not down.ready:
                     self._ready(run, down)
 
-    def _check_early_stopping(self, run: RunState, index: _Index, pipeline: Node, finished: Node) -> None:
-        if pipeline.stopping or pipeline.status in S.DONE or pipeline.early_outcome:
-            return
-        spec = index.specs[pipeline.path]
-        if pipeline.kind == "matrix":
-            rules = spec.matrix.early_stopping if spec.matrix is not None else []
-        else:
-            rules = spec.component.dag.early_stopping if spec.component.dag is not None else []
-        for rule in rules:
-            fired = None
-            if rule.kind == "failure_early_stopping" and rule.percent is not None:
-                total = max(pipeline.desc_total, 1)
-                if pipeline.desc_bad and pipeline.desc_bad * 100 >= rule.percent * total:
-                    fired = S.FAILED
-            elif rule.kind == "metric_early_stopping" and rule.metric and rule.value is not None and not rule.policy:
-                value = (finished.outputs or {}).get(rule.metric) if finished.status == S.SUCCEEDED else None
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    if (rule.optimization == "minimize" and value <= rule.value) or (
-                        rule.optimization != "minimize" and value >= rule.value
-                    ):
-                        fired = S.SUCCEEDED
-            if fired is not None:
-                pipeline.early_outcome = fired
-                pipeline.reason = f"EarlyStopping:{rule.kind}"
-                pipeline.message = f"early stopping ({rule.kind}) fired"
-                self._stop(run, pipeline, pipeline.reason, early=True)
-                return
-
-    def _check_pipeline_end(self, run: RunState, pipeline: Node) -> None:
-        if pipeline.status in S.DONE or pipeline.status == S.CREATED or pipeline.status == S.COMPILED:
-            return
-        children = pipeline.children or []
-        if pipeline.n_services_live and pipeline.n_children_done + pipeline.n_services_live == len(children):
-            # only services are left: their pipeline is over, shut them down
-            for path in children:
-                child = run.nodes[path]
-                if child.kind == "service" and child.status not in S.DONE and child.status != S.STOPPING:
-                    self._stop(run, child, "PipelineEnded")
-            return
-        if pipeline.n_children_done < len(children):
-            return
-        if pipeline.kind == "schedule":
-            if pipeline.stopping:
-                self._finish(run, pipeline, S.STOPPED)
-            elif pipeline.exhausted:
-                # child failures do not end or fail a schedule (POLYFLOW §8.1)
-                self._finish(run, pipeline, S.SUCCEEDED, message=f"{len(children)} scheduled run(s)")
-            return
-        if pipeline.early_outcome:
-            status = pipeline.early_outcome
-        elif pipeline.stopping:
-            status = S.STOPPED
-        elif pipeline.n_children_failed:
-            status = S.FAILED
-        elif children and pipeline.n_children_stopped == len(children):
-            status = S.STOPPED
-        else:
-            status = S.SUCCEEDED
-        message = pipeline.message if pipeline.early_outcome else None
-        if status == S.FAILED and not message:
-            message = f"{pipeline.n_children_failed} op(s) failed"
-        self._finish(run, pipeline, status, message=message)
-
-    def _stop(self, run: RunState, node: Node, reason: str, *, early: bool = False) -> None:
-        if node.status in S.DONE:
-            return
-        if node.kind in PIPELINE_KINDS:
-            if node.status in S.SAFE_STOP:
-                self._finish(run, node, S.STOPPED, reason=reason)
-                return
-            node.stopping = True
-            if node.kind == "schedule":
-                node.exhausted = True
-                node.next_at = None
-                self._cancel_timer(run, f"tick:{node.path}#{len(node.children or ())}")
-            if not early:
-                node.reason = reason
-            node.status = S.STOPPING
-            self._emit_status(run, node)
-            for path in node.children or ():
-                self._stop(run, run.nodes[path], reason)
-            self._check_pipeline_end(run, node)
-            return
-        if node.status in S.SAFE_STOP or (node.status == S.RETRYING and f"retry:{node.path}#{node.attempt}" in run.timers):
-            self._finish(run, node, S.STOPPED, reason=reason)
-            return
-        if node.status == S.STOPPING:
-            return
-        node.status = S.STOPPING
-        node.reason = reason
-        self._emit_status(run, node)
-        self._out.append(StopOp(run.run_id, node.path, node.attempt, _key(run, node), reason=reason))
-
     def _end_run(self, run: RunState, root: Node) -> None:
         for timer_id in list(run.timers):
             self._cancel_timer(run, timer_id)
         run.done = True
-        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=f"{run.run_id}:done{_epoch(run)}"))
+        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=f"{run.run_id}:done{epoch_suffix(run)}"))
 
     # ---------------------------------------------------------------------------- output
 
@@ -992,7 +677,7 @@ class Engine:
         self._out.append(
             StatusChanged(
                 run_id=run.run_id, path=node.path, status=node.status, time=self._now, attempt=node.attempt,
-                key=f"{run.run_id}/{node.path}#{node.attempt}:{node.status}{_epoch(run)}", message=node.message,
+                key=f"{run.run_id}/{node.path}#{node.attempt}:{node.status}{epoch_suffix(run)}", message=node.message,
                 reason=node.reason, outputs=node.outputs if node.status == S.SUCCEEDED else None,
             )
         )
@@ -1004,14 +689,6 @@ class Engine:
     def _cancel_timer(self, run: RunState, timer_id: str) -> None:
         if run.timers.pop(timer_id, None) is not None:
             self._out.append(CancelTimer(run.run_id, timer_id))
-
-
-def _epoch(run: RunState) -> str:
-    return f"@{run.epoch}" if run.epoch else ""
-
-
-def _key(run: RunState, node: Node) -> str:
-    return f"{run.run_id}/{node.path}#{node.attempt}"
 
 
 def _exit_message(event: OpStatus) -> str | None:

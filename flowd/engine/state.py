@@ -19,6 +19,13 @@ from flowd.spec.compiled import Op
 
 SNAPSHOT_VERSION = 1
 
+# node kinds that have children
+PIPELINE_KINDS = frozenset({"dag", "matrix", "schedule"})
+
+
+def child_path(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
 
 class Node(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     path: str
@@ -94,3 +101,13 @@ class RunState(msgspec.Struct, gc=False, omit_defaults=True):
 class Snapshot(msgspec.Struct, omit_defaults=True):
     version: int
     runs: list[RunState]
+
+
+def attempt_key(run: RunState, node: Node) -> str:
+    """The deterministic identity of an op attempt: adapters never start one key twice."""
+    return f"{run.run_id}/{node.path}#{node.attempt}"
+
+
+def epoch_suffix(run: RunState) -> str:
+    """Appended to event keys after a resume, so repeated transitions are new events."""
+    return f"@{run.epoch}" if run.epoch else ""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flowd.engine.core import Engine, decide
+from flowd.engine.core import Engine
+from flowd.engine.triggers import decide
 from flowd.engine.messages import Approve, OpStatus, Stop, StopOp, Submit
 from flowd.spec.compiled import Backoff, EarlyStopping, HpParam, IOSpec, Matrix, Termination
 from tests.unit.engine.build import dag, job, ref

@@ -1,0 +1,230 @@
+"""The lifecycle of pipeline nodes (DAGs, matrices, schedules): starting one, its schedule ticks,
+early stopping, stopping, and deciding its final status when its children are done
+(POLYFLOW §5.12, §5.13, §6, §7, §8.1). Part of :class:`flowd.engine.core.Engine`."""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from flowd.engine import matrix as matrix_mod
+from flowd.engine import schedule as schedule_mod
+from flowd.engine import status as S
+from flowd.engine.messages import StopOp
+from flowd.engine.resolve import ResolveError
+from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path
+
+if TYPE_CHECKING:
+    from flowd.engine.core import Engine
+
+    _Base = Engine
+else:
+    _Base = object
+
+
+class PipelinesMixin(_Base):
+    def _start_pipeline(self, run: RunState, node: Node) -> None:
+        index = self._index[run.run_id]
+        spec = index.specs[node.path]
+        if node.kind != "schedule":
+            concurrency = spec.matrix.concurrency if node.kind == "matrix" and spec.matrix else (
+                spec.component.dag.concurrency if spec.component.dag is not None else None)
+            try:
+                index.limits[node.path] = self._limit(run, node, concurrency, strict=True)
+            except ResolveError as exc:
+                self._finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
+                return
+        node.status = S.RUNNING
+        node.started_at = self._now
+        self._emit_status(run, node)
+        if node.kind == "schedule":
+            self._schedule_ticks(run, node)
+            self._check_pipeline_end(run, node)
+            return
+        if node.kind == "dag":
+            dag = spec.component.dag
+            if dag is not None and dag.errors and node.parent is not None:
+                # a nested DAG is validated fully only now, as its run is compiled (POLYFLOW §4.3)
+                self._finish(run, node, S.FAILED, reason="CompilationFailed", message="; ".join(dag.errors))
+                return
+            ops = dag.ops if dag is not None else []
+            children = [
+                self._new_node(
+                    run, index, child_path(node.path, op.name), node.path, op.name, i, self._kind_of(op),
+                    approved=op.is_approved is not False, n_up=len(op.upstream),
+                )
+                for i, op in enumerate(ops)
+            ]
+            for child in children:
+                if child.n_up == 0:
+                    self._ready(run, child)
+        else:
+            assert spec.matrix is not None
+            try:
+                values = None
+                if isinstance(spec.matrix.values, str):
+                    values = self._resolver(run, node).render(spec.matrix.values, node.params or {}, "matrix.values")
+                seed = run.seed ^ zlib.crc32(node.path.encode())
+                matrix = spec.matrix
+                if isinstance(matrix.seed, str):
+                    matrix = msgspec.structs.replace(matrix, seed=self._number(run, node, matrix.seed, "matrix.seed"))
+                suggestions = matrix_mod.suggestions(matrix, seed, values)
+            except (ResolveError, matrix_mod.MatrixError, ValueError, TypeError, KeyError, IndexError) as exc:
+                node.message = f"matrix: {exc}"
+                self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"matrix: {exc}")
+                return
+            kind = spec.component.kind
+            children = [
+                self._new_node(run, index, f"{node.path}[{i}]", node.path, f"{spec.name}[{i}]", i, kind, suggestion=s)
+                for i, s in enumerate(suggestions)
+            ]
+            for child in children:
+                self._ready(run, child)
+        self._check_pipeline_end(run, node)
+
+    def _schedule_ticks(self, run: RunState, node: Node) -> None:
+        """Create the children that are due and arm a timer for the next tick (POLYFLOW §8.1)."""
+        index = self._index[run.run_id]
+        spec = index.specs[node.path]
+        schedule = spec.schedule or {}
+        depends_on_past = schedule.get("dependsOnPast") is True or schedule.get("kind") == "datetime"
+        while not node.exhausted and not node.stopping:
+            count = len(node.children or ())
+            if node.next_at is not None and node.next_at < self._now and schedule.get("catchUp") is False:
+                node.next_at = None  # fired late: skip to the latest tick instead of replaying missed ones
+            if node.next_at is None:
+                try:
+                    tick = schedule_mod.next_tick(schedule, created_at=node.created_at, last=node.last_at,
+                                                  count=count, now=self._now)
+                except schedule_mod.ScheduleError as exc:
+                    node.exhausted = True
+                    self._finish(run, node, S.FAILED, reason="InvalidSchedule", message=f"schedule: {exc}")
+                    return
+                if tick is None:
+                    node.exhausted = True
+                    return
+                node.next_at = tick
+                if tick > self._now:
+                    self._set_timer(run, f"tick:{node.path}#{count}", tick)
+                    return
+            if node.next_at > self._now:
+                return
+            tick, node.next_at, node.last_at = node.next_at, None, node.next_at
+            self._cancel_timer(run, f"tick:{node.path}#{count}")
+            child_op = index.specs[node.path]
+            child = self._new_node(run, index, child_path(node.path, f"tick-{count}"), node.path, f"tick-{count}",
+                                   count, self._kind_of(child_op))
+            child.schedule_at = tick
+            self._ready(run, child)
+            if depends_on_past:
+                return  # the next tick is computed when this child ends
+
+    def _check_early_stopping(self, run: RunState, index: Any, pipeline: Node, finished: Node) -> None:
+        if pipeline.stopping or pipeline.status in S.DONE or pipeline.early_outcome:
+            return
+        spec = index.specs[pipeline.path]
+        if pipeline.kind == "matrix":
+            rules = spec.matrix.early_stopping if spec.matrix is not None else []
+        else:
+            rules = spec.component.dag.early_stopping if spec.component.dag is not None else []
+        for rule in rules:
+            fired = None
+            if rule.kind == "failure_early_stopping" and rule.percent is not None:
+                total = max(pipeline.desc_total, 1)
+                if pipeline.desc_bad and pipeline.desc_bad * 100 >= rule.percent * total:
+                    fired = S.FAILED
+            elif rule.kind == "metric_early_stopping" and rule.metric and rule.value is not None and not rule.policy:
+                value = (finished.outputs or {}).get(rule.metric) if finished.status == S.SUCCEEDED else None
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if (rule.optimization == "minimize" and value <= rule.value) or (
+                        rule.optimization != "minimize" and value >= rule.value
+                    ):
+                        fired = S.SUCCEEDED
+            if fired is not None:
+                pipeline.early_outcome = fired
+                pipeline.reason = f"EarlyStopping:{rule.kind}"
+                pipeline.message = f"early stopping ({rule.kind}) fired"
+                self._stop(run, pipeline, pipeline.reason, early=True)
+                return
+
+    def _check_pipeline_end(self, run: RunState, pipeline: Node) -> None:
+        if pipeline.status in S.DONE or pipeline.status == S.CREATED or pipeline.status == S.COMPILED:
+            return
+        children = pipeline.children or []
+        if pipeline.n_services_live and pipeline.n_children_done + pipeline.n_services_live == len(children):
+            # only services are left: their pipeline is over, shut them down
+            for path in children:
+                child = run.nodes[path]
+                if child.kind == "service" and child.status not in S.DONE and child.status != S.STOPPING:
+                    self._stop(run, child, "PipelineEnded")
+            return
+        if pipeline.n_children_done < len(children):
+            return
+        if pipeline.kind == "schedule":
+            if pipeline.stopping:
+                self._finish(run, pipeline, S.STOPPED)
+            elif pipeline.exhausted:
+                # child failures do not end or fail a schedule (POLYFLOW §8.1)
+                self._finish(run, pipeline, S.SUCCEEDED, message=f"{len(children)} scheduled run(s)")
+            return
+        if pipeline.early_outcome:
+            status = pipeline.early_outcome
+        elif pipeline.stopping:
+            status = S.STOPPED
+        elif pipeline.n_children_failed:
+            status = S.FAILED
+        elif children and pipeline.n_children_stopped == len(children):
+            status = S.STOPPED
+        else:
+            status = S.SUCCEEDED
+        message = pipeline.message if pipeline.early_outcome else None
+        if status == S.FAILED and not message:
+            message = f"{pipeline.n_children_failed} op(s) failed"
+        self._finish(run, pipeline, status, message=message)
+
+    def _stop(self, run: RunState, node: Node, reason: str, *, early: bool = False) -> None:
+        if node.status in S.DONE:
+            return
+        if node.kind in PIPELINE_KINDS:
+            if node.status in S.SAFE_STOP:
+                self._finish(run, node, S.STOPPED, reason=reason)
+                return
+            node.stopping = True
+            if node.kind == "schedule":
+                node.exhausted = True
+                node.next_at = None
+                self._cancel_timer(run, f"tick:{node.path}#{len(node.children or ())}")
+            if not early:
+                node.reason = reason
+            node.status = S.STOPPING
+            self._emit_status(run, node)
+            for path in node.children or ():
+                self._stop(run, run.nodes[path], reason)
+            self._check_pipeline_end(run, node)
+            return
+        if node.status in S.SAFE_STOP or (node.status == S.RETRYING and f"retry:{node.path}#{node.attempt}" in run.timers):
+            self._finish(run, node, S.STOPPED, reason=reason)
+            return
+        if node.status == S.STOPPING:
+            return
+        node.status = S.STOPPING
+        node.reason = reason
+        self._emit_status(run, node)
+        self._out.append(StopOp(run.run_id, node.path, node.attempt, attempt_key(run, node), reason=reason))
+
+    def _limit(self, run: RunState, node: Node, value: Any, *, strict: bool = False) -> int | None:
+        """A pipeline's concurrency. Before the pipeline starts its params may not be known yet:
+        then a template gives no limit, and ``_start_pipeline`` evaluates it strictly."""
+        try:
+            limit = self._number(run, node, value, "concurrency")
+        except ResolveError:
+            if strict:
+                raise
+            return None
+        if limit is not None and limit <= 0:
+            if strict:
+                raise ResolveError(f"concurrency must be greater than 0, got {limit}")
+            return None
+        return limit
