@@ -58,6 +58,11 @@ def add_parser(subparsers: Any) -> None:
         help="time a stopped op gets between SIGTERM and SIGKILL (default 5)",
     )
     p.add_argument(
+        "--max-procs", metavar="N", type=int, default=DEFAULT_MAX_PROCS,
+        help=f"local executor: at most N job processes at once, the others wait (default {DEFAULT_MAX_PROCS}, "
+        "4 per CPU; 0 = no limit; services do not count)",
+    )
+    p.add_argument(
         "--executor", choices=("local", "k8s"), default="local",
         help="local: each job is a subprocess of this machine (default); k8s: each job is a pod "
         "(needs a cluster; see --kubeconfig, --namespace, --executor-config)",
@@ -69,6 +74,10 @@ def add_parser(subparsers: Any) -> None:
         help="with --executor k8s: executor settings (docs/kubernetes.md) as a JSON object or a JSON/TOML file",
     )
     p.set_defaults(func=run)
+
+
+# a wide fan-out without `concurrency` would otherwise start every process at once
+DEFAULT_MAX_PROCS = max(8, 4 * (os.cpu_count() or 1))
 
 
 def executor_factory(args: argparse.Namespace) -> Any:
@@ -145,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     if args.hub is not None and not os.path.isdir(args.hub):
         print(f"flowd run: error: --hub {args.hub!r} is not a directory", file=sys.stderr)
         return 2
+    if args.max_procs < 0:
+        print("flowd run: error: --max-procs must be 0 (no limit) or more", file=sys.stderr)
+        return 2
     try:
         executor = executor_factory(args)
     except (OSError, ValueError, msgspec.ValidationError) as exc:  # json and toml errors are ValueErrors
@@ -207,7 +219,7 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
     started = time.monotonic()
     with make_progress(sys.stdout if args.output == "text" else sys.stderr, pipeline=pipeline) as progress:
         driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace,
-                        approve=args.approve, executor=executor)
+                        approve=args.approve, executor=executor, max_procs=args.max_procs or None)
         view = anyio.run(driver.run, initial)
     if args.output == "json":
         sys.stdout.write(json.dumps(json_report(view), indent=2) + "\n")

@@ -99,6 +99,7 @@ class Driver:
         handle_signals: bool = True,
         approve: Collection[str] = (),
         executor: ExecutorFactory | None = None,
+        max_procs: int | None = None,
     ) -> None:
         self.engine = engine
         self.record = record
@@ -112,6 +113,7 @@ class Driver:
         self.approve = frozenset(approve)
         # builds the executor as an async context manager; default: local subprocesses
         self.executor_factory = executor
+        self.max_procs = max_procs
         self.done: PipelineDone | None = None
         self._keys: dict[tuple[str, int], str] = {k_path_attempt(c): k for k, c in record.attempts.items()}
         self._stopping = set(record.stopping)
@@ -136,7 +138,8 @@ class Driver:
             if self.executor_factory is not None:
                 opened = self.executor_factory(self.send, run_dir)
             else:
-                opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace)
+                opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace,
+                                       max_procs=self.max_procs)
             async with opened as executor:
                 async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
                     self._executor, self._timers = executor, timers

@@ -19,6 +19,7 @@ about retries, timeouts or what runs next.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shlex
@@ -74,7 +75,7 @@ def _tail(path: Path, lines: int) -> str:
 
 
 class _Attempt:
-    __slots__ = ("cmd", "dir", "process", "stop_reason", "stopping", "shutdown", "finished")
+    __slots__ = ("cmd", "dir", "process", "stop_reason", "stopping", "shutdown", "finished", "holds_slot", "note")
 
     def __init__(self, cmd: StartOp, directory: Path) -> None:
         self.cmd = cmd
@@ -85,6 +86,9 @@ class _Attempt:
         # stopped because flowd itself is going away, not by the engine: not a result to keep
         self.shutdown = False
         self.finished = anyio.Event()
+        # counts against max_procs while its process lives (services never do)
+        self.holds_slot = False
+        self.note: str | None = None
 
 
 class LocalExecutor:
@@ -99,8 +103,15 @@ class LocalExecutor:
         clock: Callable[[], float],
         grace: float = 5.0,
         workdir: Path | None = None,
+        max_procs: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        # at most this many job processes at once (None: no limit); the others wait in
+        # `_waiting`, in the order they were started, while the engine sees them `queued`.
+        # Services do not count: they live until the pipeline ends and could starve it.
+        self.max_procs = max_procs
+        self._waiting: collections.deque[_Attempt] = collections.deque()
+        self._running = 0
         self.workdir = workdir or self.run_dir / "work"
         self.send = send
         self.clock = clock
@@ -140,7 +151,21 @@ class LocalExecutor:
             return
         attempt = _Attempt(cmd, self.attempt_dir(cmd))
         self._attempts[cmd.key] = self._live[cmd.key] = attempt
-        await self._spawn(attempt)
+        await self._launch(attempt)
+
+    async def _launch(self, attempt: _Attempt, *, note: str | None = None) -> None:
+        """Spawn now if a process slot is free, else wait for one."""
+        attempt.note = note
+        if attempt.cmd.kind != "service" and self.max_procs is not None and self._running >= self.max_procs:
+            self._waiting.append(attempt)
+            return
+        await self._spawn(attempt, note=note)
+
+    async def _admit_waiting(self) -> None:
+        while self._waiting and (self.max_procs is None or self._running < self.max_procs):
+            attempt = self._waiting.popleft()
+            if not attempt.stopping and not attempt.finished.is_set():
+                await self._spawn(attempt, note=attempt.note)
 
     async def stop(self, cmd: StopOp) -> None:
         attempt = self._attempts.get(cmd.key)
@@ -197,7 +222,7 @@ class LocalExecutor:
             self._finished(attempt)
             self._report(cmd, "stopped", reason="Stopped", message="stopped (flowd was restarted while it stopped)")
             return
-        await self._spawn(attempt, note="flowd --resume: running this attempt again")
+        await self._launch(attempt, note="flowd --resume: running this attempt again")
 
     # ------------------------------------------------------------------------------ internals
 
@@ -275,6 +300,9 @@ class LocalExecutor:
             stdout.close()
             stderr.close()
         attempt.process = process
+        if attempt.cmd.kind != "service":
+            attempt.holds_slot = True
+            self._running += 1
         pid_record = {"pid": process.pid, "start_time": start_time(process.pid), "argv": argv}
         (directory / "pid.json").write_text(json.dumps(pid_record))
         self._report(cmd, "running")
@@ -312,6 +340,10 @@ class LocalExecutor:
             fields["outputs"] = outputs
         self._finish(attempt, **fields)
         self._finished(attempt)
+        if attempt.holds_slot:
+            attempt.holds_slot = False
+            self._running -= 1
+            await self._admit_waiting()
 
     def _finish(self, attempt: _Attempt, **fields: Any) -> None:
         cmd = attempt.cmd
@@ -335,6 +367,11 @@ class LocalExecutor:
     async def _terminate(self, attempt: _Attempt) -> None:
         process = attempt.process
         if process is None:
+            if attempt in self._waiting:  # never got a process: nothing to kill
+                self._waiting.remove(attempt)
+                self._finished(attempt)
+                reason = attempt.stop_reason or "Stopped"
+                self._finish(attempt, status="stopped", reason=reason, message=f"stopped before it started ({reason})")
             return
         signal_group(process.pid, signal.SIGTERM)
         with anyio.move_on_after(self.grace):

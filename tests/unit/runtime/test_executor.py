@@ -318,3 +318,40 @@ async def test_cancellation_kills_processes_and_does_not_hang(tmp_path: Path, re
             await anyio.sleep(0.02)
     # not a result to replay on --resume: flowd went away, the op did not end
     assert not (tmp_path / "run" / "attempts" / "long@1" / "result.json").exists()
+
+
+async def test_max_procs_caps_job_processes_but_not_services(tmp_path: Path, rec: Recorder) -> None:
+    marker = tmp_path / "running"
+    marker.mkdir()
+    # each job records how many jobs run alongside it, holds its slot briefly, then leaves
+    script = (
+        "import os, sys, time, pathlib; d = pathlib.Path(sys.argv[1]); me = d / sys.argv[2]; me.touch();"
+        "time.sleep(0.3); print(len(list(d.iterdir()))); me.unlink()"
+    )
+    async with LocalExecutor(run_dir=tmp_path / "run", send=rec, clock=time.time, max_procs=2) as ex:
+        await ex.start(start("svc", [PY, "-c", "import time; time.sleep(30)"], kind="service"))
+        jobs = [start(f"j{i}", [PY, "-c", script, str(marker), f"j{i}"]) for i in range(5)]
+        for cmd in jobs:
+            await ex.start(cmd)
+        assert ex.active == 6  # waiting attempts count: the driver must not think it is idle
+        assert rec.statuses("svc") == ["running"]  # the service did not take a job slot
+        results = [await rec.terminal(cmd.path, timeout=20) for cmd in jobs]
+        await ex.stop(stop_of(start("svc", [PY], kind="service")))
+        await rec.terminal("svc")
+    assert [r.status for r in results] == ["succeeded"] * 5
+    peaks = [int((tmp_path / "run" / "attempts" / f"j{i}@1" / "stdout.log").read_text()) for i in range(5)]
+    assert max(peaks) <= 2
+
+
+async def test_a_waiting_attempt_stops_without_ever_running(tmp_path: Path, rec: Recorder) -> None:
+    async with LocalExecutor(run_dir=tmp_path / "run", send=rec, clock=time.time, max_procs=1) as ex:
+        busy = start("busy", [PY, "-c", "import time; time.sleep(30)"])
+        queued = start("queued", [PY, "-c", "print('never')"])
+        await ex.start(busy)
+        await ex.start(queued)
+        await ex.stop(stop_of(queued, "StopRequested"))
+        stopped = await rec.terminal("queued")
+        assert stopped.status == "stopped" and "before it started" in (stopped.message or "")
+        assert rec.statuses("queued") == ["stopped"]
+        await ex.stop(stop_of(busy))
+        await rec.terminal("busy")
