@@ -116,12 +116,6 @@ async def throughput(brokers: str, runs: int, length: int, partitions: int, *, r
         if acc >= n_in / 2:
             med = bound
             break
-    print(f"input record timestamp -> processing: mean {1000 * m.input_delay._sum.get() / max(1, n_in):.1f} ms, "  # noqa: SLF001
-          f"median <= {1000 * med:.0f} ms")
-    lag_n = sum(b.get() for b in m.loop_lag._buckets)  # noqa: SLF001
-    print(f"event-loop lag: mean {1000 * m.loop_lag._sum.get() / max(1, lag_n):.1f} ms")  # noqa: SLF001
-    print(f"transactions: {txn_n[1]:.0f}, mean {1000 * txn_n[0] / max(1, txn_n[1]):.1f} ms, "
-          f"mean batch {batch[0] / max(1, batch[1]):.1f} records")
     lat = [starts[(r, f"c{i}")] - starts[(r, f"c{i-1}")] for r in run_ids for i in range(1, length)
            if (r, f"c{i}") in starts and (r, f"c{i-1}") in starts]
     ok = sum(1 for e in events.completions() if e.status == "succeeded")
@@ -132,6 +126,13 @@ async def throughput(brokers: str, runs: int, length: int, partitions: int, *, r
           f"in {t_done - t0:.2f}s, read_committed)")
     print(f"status event produced -> downstream start: p50 {pct(lat, .5) * 1000:.1f} ms, "
           f"p99 {pct(lat, .99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms ({len(lat):,} samples)")
+    # inside the daemon, for reading the figures above
+    print(f"  input record timestamp -> processing: mean {1000 * m.input_delay._sum.get() / max(1, n_in):.1f} ms, "  # noqa: SLF001
+          f"median <= {1000 * med:.0f} ms")
+    lag_n = sum(b.get() for b in m.loop_lag._buckets)  # noqa: SLF001
+    print(f"  event-loop lag: mean {1000 * m.loop_lag._sum.get() / max(1, lag_n):.1f} ms")  # noqa: SLF001
+    print(f"  transactions: {txn_n[1]:.0f}, mean {1000 * txn_n[0] / max(1, txn_n[1]):.1f} ms, "
+          f"mean batch {batch[0] / max(1, batch[1]):.1f} records")
 
 
 class NullExecutor:

@@ -4,7 +4,7 @@
 feeds the engine, and translates the engine's commands into what the serve loop must do:
 wire events to produce (``outcome.events``), subscriptions to register or end, dead letters,
 and side effects (``outcome.effects``: StartOp/StopOp/SetTimer/CancelTimer) to carry out
-*after* the transaction commits. No I/O, no clock: the same records give the same outcome,
+just before the transaction commits (they are idempotent by key). No I/O, no clock: the same records give the same outcome,
 which is what makes replay after a crash, and ``flowd replay``'s divergence report, possible.
 
 Beside the engine it keeps the daemon's own bookkeeping (``DaemonState``, snapshotted with the

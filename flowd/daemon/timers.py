@@ -1,6 +1,6 @@
 """The daemon's timers: one heap for every run of every owned partition, one task.
 
-``SetTimer``/``CancelTimer`` come in after their transaction commits; when a timer is due the
+``SetTimer``/``CancelTimer`` come in with their batch (just before its transaction commits); when a timer is due the
 wheel calls ``fire(run_id, timer_id, now)``, which the daemon turns into a ``TimerFiring`` on the
 run's partition of ``runs`` -- so a firing is part of the log like any other input. Timers are
 absolute epoch seconds and live in the engine's state (``RunState.timers``): after a restore the

@@ -12,7 +12,10 @@ Life of a worker (all driven by :mod:`flowd.daemon.serve`):
    and re-issue the attempts in flight to the (idempotent) executor.
 3. ``process(records)``: apply the batch to the state, then in one transaction produce the
    events, dead letters, subscription changes and (when due) a snapshot, and commit the input
-   offset with ``send_offsets_to_transaction``. Side effects run only after the commit.
+   offset with ``send_offsets_to_transaction``. Side effects (op starts/stops, timers) are carried
+   out just before the commit: they are idempotent by attempt key, and a failed transaction is
+   replayed from the log into the same commands, so nothing starts twice and no hop waits for
+   a transaction.
 4. ``close()`` (on revoke or shutdown): finish the batch in flight (the lock), write a final
    snapshot in a last transaction, stop the producer.
 
@@ -207,9 +210,13 @@ class PartitionWorker:
                 delay.observe(max(0.0, now_ms - r.timestamp) / 1000)
                 self.state.apply(_record(r), out)
             self.records_since_snapshot += len(live)
+            # Effects go out before the commit: they are idempotent by attempt key and the engine
+            # is deterministic, so if the transaction fails the partition is rebuilt from the log
+            # and re-derives the very same commands (the executor adopts, never starts twice).
+            # Waiting for the commit would add a whole transaction to every hop of a pipeline.
+            await self.daemon.carry_out(self.partition, out)
             await self._commit(out, live[-1].offset + 1, snapshot=self._snapshot_due())
             self.daemon.metrics.batch_records.observe(len(live))
-        await self.daemon.carry_out(self.partition, out)
 
     def _snapshot_due(self) -> bool:
         c = self.daemon.config
