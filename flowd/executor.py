@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from flowd.engine.messages import OpStatus, StartOp, StopOp
+from flowd.engine import OpStatus, StartOp, StopOp
 
 Send = Callable[[OpStatus], None]
 

@@ -12,9 +12,7 @@ import time
 from collections import Counter
 from typing import Any, TextIO
 
-from flowd.engine.messages import StatusChanged
-from flowd.engine.status import DONE
-from flowd.engine.view import RunView
+from flowd.engine import DONE, RunView, StatusChanged
 
 __all__ = ["PlainProgress", "LiveProgress", "make_progress", "summary"]
 

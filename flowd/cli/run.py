@@ -21,11 +21,16 @@ from typing import Any
 import anyio
 import msgspec
 
-from flowd.engine.messages import Submit
-from flowd.engine.view import RunView
+from flowd.engine import RunView, Submit
 from flowd.runtime.driver import Driver
 from flowd.runtime.processes import kill_leftovers
-from flowd.runtime.store import RunRecord, SnapshotStore, StoreError, default_state_dir, derive_run_id
+from flowd.runtime.store import (
+    RunRecord,
+    SnapshotStore,
+    StoreError,
+    default_state_dir,
+    derive_run_id,
+)
 
 __all__ = ["add_parser", "run", "json_report"]
 
@@ -177,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str], store: SnapshotStore, run_id: str,
                 executor: Any) -> int:
     from flowd.cli.progress import make_progress, summary
-    from flowd.engine.core import Engine
+    from flowd.engine import Engine
     from flowd.spec import compile_path
 
     # a flowd killed earlier (kill -9) may have left op processes of this run running: they

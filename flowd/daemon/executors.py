@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from flowd.engine.messages import OpStatus, StartOp, StopOp
+from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Executor, Send
 
 __all__ = ["InstantExecutor", "open_executor", "EXECUTORS", "ExecutorUnavailable"]

@@ -33,7 +33,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from flowd.engine.messages import OpStatus, StartOp, StopOp
+from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
 from flowd.runtime.executor import LocalExecutor, attempt_dir_name
 

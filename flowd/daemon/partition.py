@@ -20,11 +20,12 @@ from typing import Any, NamedTuple
 import msgspec
 
 from flowd.daemon import wire
-from flowd.engine.core import Engine
-from flowd.engine.messages import (
+from flowd.engine import (
+    DONE,
     Approve,
     CancelTimer,
     Command,
+    Engine,
     Event,
     OpStatus,
     PipelineDone,
@@ -37,7 +38,6 @@ from flowd.engine.messages import (
     Submit,
     TimerFired,
 )
-from flowd.engine.status import DONE
 from flowd.spec.compiled import Op
 
 __all__ = ["Record", "Outcome", "PartitionState", "Compiler", "subscription_refs"]

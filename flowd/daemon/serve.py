@@ -31,7 +31,9 @@ from typing import Any
 import anyio
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import (
+    StickyPartitionAssignor,
+)
 from aiokafka.errors import IllegalStateError, ProducerFenced
 
 from flowd.daemon import wire
@@ -39,12 +41,19 @@ from flowd.daemon.client import partition_for
 from flowd.daemon.compiler import make_compiler
 from flowd.daemon.config import DaemonConfig
 from flowd.daemon.executors import open_executor
-from flowd.daemon.kafka import SnapshotStore, check_topics, consumer, ensure_topics, map_errors, producer
+from flowd.daemon.kafka import (
+    SnapshotStore,
+    check_topics,
+    consumer,
+    ensure_topics,
+    map_errors,
+    producer,
+)
 from flowd.daemon.metrics import Metrics, phases
 from flowd.daemon.partition import Compiler, Outcome
 from flowd.daemon.timers import TimerWheel
 from flowd.daemon.worker import PartitionWorker
-from flowd.engine.messages import CancelTimer, OpStatus, SetTimer, StartOp, StopOp
+from flowd.engine import CancelTimer, OpStatus, SetTimer, StartOp, StopOp
 from flowd.executor import Executor
 
 __all__ = ["Daemon"]

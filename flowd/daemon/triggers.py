@@ -32,7 +32,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from flowd.daemon import wire
 from flowd.daemon.kafka import consumer, map_errors, stop_consumer
-from flowd.engine.status import DONE
+from flowd.engine import DONE
 
 if TYPE_CHECKING:
     from flowd.daemon.serve import Daemon

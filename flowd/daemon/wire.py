@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from flowd.engine.messages import StartOp
+from flowd.engine import StartOp
 from flowd.spec.compiled import Op
 
 __all__ = [

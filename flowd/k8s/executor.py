@@ -38,8 +38,8 @@ import anyio.abc
 import structlog
 from prometheus_client import CollectorRegistry
 
+from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.engine import status as S
-from flowd.engine.messages import OpStatus, StartOp, StopOp
 from flowd.k8s import naming as N
 from flowd.k8s.attempts import Attempt, FinishedKeys
 from flowd.k8s.client import ApiError, Kube, load_client
@@ -49,7 +49,14 @@ from flowd.k8s.limiter import CreateLimiter
 from flowd.k8s.metrics import K8sMetrics
 from flowd.k8s.objects import collection_path, delete, object_path, remove_finalizer
 from flowd.k8s.pod import ConversionError, build_pod, build_service, namespace_of
-from flowd.k8s.status import GONE, Observation, finished_at, identity, kubeflow_observe, observe
+from flowd.k8s.status import (
+    GONE,
+    Observation,
+    finished_at,
+    identity,
+    kubeflow_observe,
+    observe,
+)
 from flowd.k8s.watch import Backoff, watch_forever
 
 __all__ = ["KubernetesExecutor", "POD_KINDS", "KINDS", "MISSING_REASON"]

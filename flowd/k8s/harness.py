@@ -22,12 +22,13 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from flowd.engine.core import Engine
-from flowd.engine.messages import (
+from flowd.engine import (
     CancelTimer,
     Command,
+    Engine,
     Event,
     PipelineDone,
+    RunView,
     SetTimer,
     StartOp,
     StatusChanged,
@@ -35,7 +36,6 @@ from flowd.engine.messages import (
     StopOp,
     TimerFired,
 )
-from flowd.engine.view import RunView
 from flowd.executor import Executor
 
 __all__ = ["Harness"]

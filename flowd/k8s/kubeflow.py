@@ -16,10 +16,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flowd.engine.messages import StartOp
+from flowd.engine import StartOp
 from flowd.k8s import naming as N
 from flowd.k8s.config import Settings
-from flowd.k8s.pod import ConversionError, identity_annotations, identity_labels, namespace_of, pod_spec
+from flowd.k8s.pod import (
+    ConversionError,
+    identity_annotations,
+    identity_labels,
+    namespace_of,
+    pod_spec,
+)
 
 __all__ = ["KUBEFLOW_KINDS", "GROUP", "VERSION", "build_job", "resource_path"]
 

@@ -33,7 +33,7 @@ import math
 import shlex
 from typing import Any
 
-from flowd.engine.messages import StartOp
+from flowd.engine import StartOp
 from flowd.k8s import naming as N
 from flowd.k8s.config import Connection, ConnectionResource, Settings
 from flowd.partitioning import partition_for

@@ -30,13 +30,15 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from flowd.engine.messages import (
+from flowd.engine import (
+    DONE,
     Approve,
     CancelTimer,
     Command,
     Event,
     OpStatus,
     PipelineDone,
+    RunView,
     SetTimer,
     StartOp,
     StatusChanged,
@@ -44,8 +46,6 @@ from flowd.engine.messages import (
     StopOp,
     TimerFired,
 )
-from flowd.engine.status import DONE
-from flowd.engine.view import RunView
 from flowd.runtime.executor import LocalExecutor
 from flowd.runtime.store import RunRecord, SnapshotStore
 from flowd.runtime.timers import TimerService

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import msgspec
 
-from flowd.engine.messages import StartOp
+from flowd.engine import StartOp
 
 __all__ = ["RunRecord", "SnapshotStore", "StoreError", "default_state_dir", "derive_run_id"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from flowd.engine.messages import Event, TimerFired
+from flowd.engine import Event, TimerFired
 
 __all__ = ["TimerService"]
 

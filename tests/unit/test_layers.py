@@ -69,3 +69,15 @@ def test_the_engine_public_surface_is_pinned():
     ])
     for name in flowd.engine.__all__:
         assert getattr(flowd.engine, name) is not None
+
+
+def test_adapters_use_only_the_engine_public_surface():
+    """Adapters (daemon, Kubernetes, local runtime, CLI) import ``flowd.engine`` and nothing
+    below it, so the engine's internals can change without touching them."""
+    internal = {}
+    for package in ("daemon", "k8s", "runtime", "cli"):
+        for module, names in imports(package).items():
+            bad = sorted(n for n in names if n.startswith("flowd.engine."))
+            if bad:
+                internal[module] = bad
+    assert internal == {}
