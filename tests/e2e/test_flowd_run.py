@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.infra.common import pid_alive as alive
+
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ROOT / "examples" / "features"
 
@@ -60,16 +62,6 @@ def wait_for(predicate: Any, timeout: float = 15) -> None:
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 # ------------------------------------------------------------------------- feature examples

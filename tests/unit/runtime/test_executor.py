@@ -16,6 +16,7 @@ import pytest
 from flowd.engine.messages import Event, OpStatus, StartOp, StopOp
 from flowd.runtime.executor import LocalExecutor
 from flowd.runtime.processes import kill_leftovers
+from tests.infra.common import pid_alive as alive
 
 PY = sys.executable
 
@@ -74,17 +75,6 @@ def rec() -> Recorder:
 def executor(tmp_path: Path, rec: Recorder, grace: float = 2.0) -> LocalExecutor:
     return LocalExecutor(run_dir=tmp_path / "run", send=rec, clock=time.time, grace=grace)
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is as good as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 async def test_success_reports_running_then_succeeded_with_outputs(tmp_path: Path, rec: Recorder) -> None:
