@@ -23,6 +23,7 @@ without a new ``proto/vN`` and a new tag. Unknown fields are ignored by decoders
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import msgspec
@@ -277,9 +278,20 @@ def decode_snapshot(data: bytes) -> SnapshotRecord:
     return _snapshot_decoder.decode(data)
 
 
+def _normalise_descriptions(node: Any) -> Any:
+    # msgspec copies docstrings into "description" and its releases differ in how they clean them
+    # (0.23 dedents, earlier ones did not): the contract is our text, so we clean it ourselves
+    if isinstance(node, dict):
+        return {k: (inspect.cleandoc(v) if k == "description" and isinstance(v, str)
+                    else _normalise_descriptions(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_normalise_descriptions(v) for v in node]
+    return node
+
+
 def schema(topic: str) -> dict[str, Any]:
     """The JSON Schema of one topic's messages (``proto/v1/<topic>.schema.json``)."""
-    out = msgspec.json.schema(TOPIC_TYPES[topic])
+    out = _normalise_descriptions(msgspec.json.schema(TOPIC_TYPES[topic]))
     out = {"$schema": "https://json-schema.org/draft/2020-12/schema",
            "$id": f"https://flowd.dev/proto/v{WIRE_VERSION}/{topic}.schema.json",
            "title": f"flowd {topic} topic, v{WIRE_VERSION}", **out}
