@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowd.spec import compile_path, dump_text  # noqa: E402
+from flowd.spec import compile_path, dump_text
 
 
 def generate(n: int) -> dict:

@@ -31,17 +31,17 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import anyio  # noqa: E402
-from aiokafka import TopicPartition  # noqa: E402
+import anyio
+from aiokafka import TopicPartition
 
-from flowd.daemon import wire  # noqa: E402
-from flowd.daemon.executors import InstantExecutor  # noqa: E402
-from flowd.daemon.kafka import ensure_topics, producer  # noqa: E402
-from flowd.daemon.partition import Outcome, PartitionState, Record  # noqa: E402
-from flowd.daemon.serve import Daemon  # noqa: E402
-from flowd.daemon.testing import EventCollector, test_config  # noqa: E402
-from flowd.engine.messages import StartOp, StopOp  # noqa: E402
-from flowd.spec.compiled import Component, Dag, Op  # noqa: E402
+from flowd.daemon import wire
+from flowd.daemon.executors import InstantExecutor
+from flowd.daemon.kafka import ensure_topics, producer
+from flowd.daemon.partition import Outcome, PartitionState, Record
+from flowd.daemon.serve import Daemon
+from flowd.daemon.testing import EventCollector, test_config
+from flowd.engine.messages import StartOp, StopOp
+from flowd.spec.compiled import Component, Dag, Op
 
 RUN = {"container": {"image": "busybox", "command": ["true"]}}
 
@@ -108,7 +108,7 @@ async def throughput(brokers: str, runs: int, length: int, partitions: int, *, r
     m = daemon.metrics
     txn_n = m.transaction_seconds._sum.get(), sum(b.get() for b in m.transaction_seconds._buckets)  # noqa: SLF001
     batch = m.batch_records._sum.get(), sum(b.get() for b in m.batch_records._buckets)  # noqa: SLF001
-    hist = {float(b): c for b, c in zip(m.input_delay._upper_bounds, (x.get() for x in m.input_delay._buckets))}  # noqa: SLF001
+    hist = {float(b): c for b, c in zip(m.input_delay._upper_bounds, (x.get() for x in m.input_delay._buckets), strict=True)}  # noqa: SLF001
     n_in = sum(hist.values())
     acc, med = 0.0, 0.0
     for bound, c in hist.items():

@@ -7,9 +7,9 @@ Each shape is run in a fresh process so peak RSS is its own. Figures printed per
 op transitions/s (status changes the engine emitted per second of engine time), ops/s,
 p50/p99 latency from "upstream reported done" to "start command emitted" (the duration of the
 handle() call that received the report: in a fan-out one report starts every worker, so that
-single call is the whole burst), the same per start (call duration / starts it emitted), peak RSS, engine memory per op, snapshot size and
-snapshot+restore time. Targets (issue 3): >= 50,000 transitions/s on the 100k fan-out, p99 <= 1 ms,
-<= 2 KB per op, snapshot+restore of 100k ops <= 1 s.
+single call is the whole burst), the same per start (call duration / starts it emitted), peak RSS,
+engine memory per op, snapshot size and snapshot+restore time. Targets (issue 3): >= 50,000
+transitions/s on the 100k fan-out, p99 <= 1 ms, <= 2 KB per op, snapshot+restore of 100k ops <= 1 s.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from collections import deque
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from flowd.engine.core import Engine  # noqa: E402
-from flowd.engine.messages import OpStatus, StartOp, StatusChanged, Submit  # noqa: E402
-from flowd.spec.compiled import Component, Dag, IOSpec, Op, ParamSpec  # noqa: E402
+from flowd.engine.core import Engine
+from flowd.engine.messages import OpStatus, StartOp, StatusChanged, Submit
+from flowd.spec.compiled import Component, Dag, IOSpec, Op, ParamSpec
 
 RUN = {"container": {"image": "busybox", "command": ["true"]}}
 

@@ -118,7 +118,7 @@ async def flowd_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: 
     all_created = asyncio.Event()
 
     class Timed(Harness):
-        def send(self, event):  # noqa: ANN001
+        def send(self, event):
             if isinstance(event, OpStatus) and event.path == "seed" and event.status == "succeeded":
                 seed_done.append(time.monotonic())
             super().send(event)
@@ -157,7 +157,7 @@ async def flowd_chain(cluster: infra.K8sCluster, ns: str, length: int = 30) -> d
     done: dict[str, float] = {}
 
     class Timed(Harness):
-        def send(self, event):  # noqa: ANN001
+        def send(self, event):
             if isinstance(event, OpStatus) and event.status == "succeeded":
                 done[event.path] = time.monotonic()
             super().send(event)

@@ -93,10 +93,10 @@ async def run(cluster: k8s.K8sCluster, n: int, conc: int) -> None:
         print(f"create (with sched):   {n} pods in {dt_create:6.1f}s = {n / dt_create:7.1f} pods/s")
         try:
             await asyncio.wait_for(finished.wait(), timeout=150)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print(f"TIMEOUT: only {len(done)}/{n} Succeeded after {time.monotonic() - t0:.0f}s")
             wt.cancel()
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         dt = time.monotonic() - t0
         print(f"created->Succeeded:    {n} pods in {dt:6.1f}s = {n / dt:7.1f} pods/s")
         await wt

@@ -97,9 +97,9 @@ def ensure_peers() -> Path | None:
 
 def flowd_figure(shape: str, n: int) -> dict:
     code = (
-        "import json, sys, time; sys.path.insert(0, %r); import engine_bench as b\n"
-        "b.SHAPES['x'] = (lambda: b.fanout(%d)) if %r == 'fanout' else (lambda: b.chain(%d))\n"
-        "print(json.dumps(b.run_shape('x')))" % (str(HERE), n, shape, n)
+        f"import json, sys, time; sys.path.insert(0, {str(HERE)!r}); import engine_bench as b\n"
+        f"b.SHAPES['x'] = (lambda: b.fanout({n:d})) if {shape!r} == 'fanout' else (lambda: b.chain({n:d}))\n"
+        "print(json.dumps(b.run_shape('x')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)

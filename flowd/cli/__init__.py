@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flowd", description="A container-native flow engine for Polyaxonfile DAGs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name, module_name in COMMANDS.items():
+    for module_name in COMMANDS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

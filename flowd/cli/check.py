@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             result = compile_path(path, hub=hub, params=params or None, reference_compat=args.reference_compat)
-        except Exception as exc:  # a bug in flowd, not bad input: still no traceback for the user
+        except Exception as exc:  # noqa: BLE001 - a bug in flowd, not bad input: still no traceback for the user
             result = CompileResult(op=None, errors=[Diagnostic(
                 path=path, location="", message=f"internal error while checking ({type(exc).__name__}: {exc}); "
                                                 "please report it")])

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,10 @@ def add_parser(subparsers: Any) -> None:
         "--state-dir", metavar="DIR", default=None,
         help="where run state, logs and work dirs live (default: $FLOWD_STATE_DIR, else $XDG_CACHE_HOME/flowd/state)",
     )
-    p.add_argument("--output", "-o", choices=("text", "json"), default="text", help="text (progress) or json (one report on stdout)")
-    p.add_argument("--resume", action="store_true", help="continue the saved run of this FILE and params instead of starting afresh")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text",
+                   help="text (progress) or json (one report on stdout)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the saved run of this FILE and params instead of starting afresh")
     p.add_argument(
         "--approve", action="append", default=[], metavar="OP",
         help="approve the op at this path (isApproved: false) in advance (repeatable)",
@@ -72,7 +74,8 @@ def add_parser(subparsers: Any) -> None:
         help="local: each job is a subprocess of this machine (default); k8s: each job is a pod "
         "(needs a cluster; see --kubeconfig, --namespace, --executor-config)",
     )
-    p.add_argument("--kubeconfig", metavar="FILE", default=None, help="with --executor k8s (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    p.add_argument("--kubeconfig", metavar="FILE", default=None,
+                   help="with --executor k8s (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     p.add_argument("--namespace", metavar="NS", default=None, help="with --executor k8s: namespace of ops that set none")
     p.add_argument(
         "--executor-config", metavar="JSON|FILE", default=None,
@@ -114,7 +117,7 @@ def executor_factory(args: argparse.Namespace) -> Any:
 
 
 def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
 
 
 def json_report(view: RunView) -> dict[str, Any]:

@@ -82,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
         failures.extend((2, exc) for exc in _leaves(group))
     except* BusError as group:
         failures.extend((1, exc) for exc in _leaves(group))
-    except* Exception as group:  # a bug: say what it was, with its traceback, and fail
+    except* Exception as group:  # noqa: BLE001 - a bug: say what it was, with its traceback, and fail
         import traceback
 
         for exc in _leaves(group):
             traceback.print_exception(exc, file=sys.stderr)
             failures.append((1, exc))
-    for code, exc in failures:
+    for _code, exc in failures:
         print(f"flowd serve: {type(exc).__name__}: {exc}", file=sys.stderr)
     return max((code for code, _ in failures), default=0)
 

@@ -205,7 +205,7 @@ class DaemonLocalExecutor:
             rc = int((directory / "exit_code").read_text().strip())
         except (OSError, ValueError):
             return None
-        outputs, error = LocalExecutor._read_outputs(directory / "outputs.json")
+        outputs, error = LocalExecutor._read_outputs(directory / "outputs.json")  # noqa: SLF001 - same file format
         fields: dict[str, Any]
         if rc == 0 and error is None:
             fields = dict(status="succeeded", exit_code=0)

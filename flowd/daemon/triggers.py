@@ -126,7 +126,7 @@ class Router:
                     continue
                 await table.catch_up()
                 futures = []
-                for tp, records in batches.items():
+                for records in batches.values():
                     for rec in records:
                         futures.extend(await self._route(table, rec))
                 with map_errors("trigger submissions"):

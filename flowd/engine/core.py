@@ -44,7 +44,7 @@ from flowd.engine.messages import (
 )
 from flowd.engine.pipelines import PipelinesMixin
 from flowd.engine.recovery import RecoveryMixin
-from flowd.engine.resolve import Resolver, ResolveError, has_templates
+from flowd.engine.resolve import ResolveError, Resolver, has_templates
 from flowd.engine.state import (
     PIPELINE_KINDS,
     SNAPSHOT_VERSION,
@@ -55,12 +55,10 @@ from flowd.engine.state import (
     child_path,
     epoch_suffix,
 )
-from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
+from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
 from flowd.engine.view import OpView, RunView
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
-
-
 
 
 class _Specs(dict):
@@ -669,7 +667,8 @@ class Engine(PipelinesMixin, RecoveryMixin):
         for timer_id in list(run.timers):
             self._cancel_timer(run, timer_id)
         run.done = True
-        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=f"{run.run_id}:done{epoch_suffix(run)}"))
+        key = f"{run.run_id}:done{epoch_suffix(run)}"
+        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=key))
 
     # ---------------------------------------------------------------------------- output
 

@@ -146,7 +146,7 @@ def suggestions(matrix: Matrix, seed: int, values: Any = None) -> list[dict[str,
     if matrix.kind == "grid":
         names = list(params)
         axes = [expand(params[n]) for n in names]
-        out = [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+        out = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
         if matrix.num_runs:
             out = out[: matrix.num_runs]
         return out

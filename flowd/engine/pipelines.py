@@ -137,11 +137,11 @@ class PipelinesMixin(_Base):
                     fired = S.FAILED
             elif rule.kind == "metric_early_stopping" and rule.metric and rule.value is not None and not rule.policy:
                 value = (finished.outputs or {}).get(rule.metric) if finished.status == S.SUCCEEDED else None
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    if (rule.optimization == "minimize" and value <= rule.value) or (
-                        rule.optimization != "minimize" and value >= rule.value
-                    ):
-                        fired = S.SUCCEEDED
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                    (rule.optimization == "minimize" and value <= rule.value)
+                    or (rule.optimization != "minimize" and value >= rule.value)
+                ):
+                    fired = S.SUCCEEDED
             if fired is not None:
                 pipeline.early_outcome = fired
                 pipeline.reason = f"EarlyStopping:{rule.kind}"

@@ -115,4 +115,5 @@ class RecoveryMixin(_Base):
         root.message = f"flowd engine error while handling {type(event).__name__}: {type(exc).__name__}: {exc}"
         run.done = True
         self._emit_status(run, root)
-        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=f"{run.run_id}:done{epoch_suffix(run)}"))
+        key = f"{run.run_id}:done{epoch_suffix(run)}"
+        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=key))

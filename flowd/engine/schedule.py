@@ -54,7 +54,7 @@ def to_epoch(value: Any) -> float | None:
     else:
         raise ScheduleError(f"not a time: {value!r}")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
 
 
@@ -95,8 +95,8 @@ def to_seconds(value: Any) -> float:
 def _cron_after(expr: str, tz_name: str | None, after: float) -> float:
     expr = normalize(expr)
     try:
-        tz = ZoneInfo(tz_name) if tz_name else dt.timezone.utc
-    except Exception:
+        tz = ZoneInfo(tz_name) if tz_name else dt.UTC
+    except Exception:  # noqa: BLE001 - ZoneInfo raises several kinds for a bad name; all mean "unknown"
         raise ScheduleError(f"unknown timezone {tz_name!r}") from None
     if not croniter.is_valid(expr):
         raise ScheduleError(f"invalid cron expression {expr!r}")
@@ -107,7 +107,7 @@ def _cron_after(expr: str, tz_name: str | None, after: float) -> float:
 def _cron_before(expr: str, tz_name: str | None, moment: float) -> float:
     """The latest cron time at or before ``moment``."""
     expr = normalize(expr)
-    tz = ZoneInfo(tz_name) if tz_name else dt.timezone.utc
+    tz = ZoneInfo(tz_name) if tz_name else dt.UTC
     if croniter.match(expr, dt.datetime.fromtimestamp(moment, tz)):
         return moment
     return croniter(expr, dt.datetime.fromtimestamp(moment, tz)).get_prev(dt.datetime).timestamp()

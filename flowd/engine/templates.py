@@ -60,7 +60,7 @@ def render_text(source: str, context: dict[str, Any]) -> str:
         raise TemplateError(f"template {source!r} is not allowed: {exc}") from None
     except TemplateError:
         raise
-    except Exception as exc:  # undefined attribute access, type errors in expressions...
+    except Exception as exc:  # noqa: BLE001 - undefined attribute access, type errors in expressions...
         raise TemplateError(f"could not render {source!r}: {exc}") from None
 
 
@@ -90,7 +90,7 @@ def render_value(source: str, context: dict[str, Any]) -> Any:
                 value = compiled(**context)
             except SecurityError as exc:
                 raise TemplateError(f"template {source!r} is not allowed: {exc}") from None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any error in a user's expression is a TemplateError
                 raise TemplateError(f"could not render {source!r}: {exc}") from None
             if isinstance(value, jinja2.Undefined):
                 raise TemplateError(f"could not render {source!r}: {_undefined_name(value)} is undefined")

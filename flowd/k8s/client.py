@@ -13,7 +13,6 @@ module sees aiohttp errors.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -141,7 +140,7 @@ class Kube:
                 method, cfg.host + path, params=params,
                 data=_encode(body) if body is not None else None, headers=headers, timeout=timeout, **extra,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ApiError(0, type(exc).__name__, str(exc) or type(exc).__name__) from exc
 
     async def request(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
@@ -149,7 +148,7 @@ class Kube:
         resp = await self._call(method, path, query=query, body=body, content_type=content_type, timeout=timeout)
         try:
             data = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ApiError(0, type(exc).__name__, str(exc) or type(exc).__name__) from exc
         finally:
             resp.release()
@@ -169,7 +168,7 @@ class Kube:
             while True:
                 try:
                     line = await resp.content.readline()
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     raise ApiError(0, type(exc).__name__, str(exc) or "watch stream broken") from exc
                 if not line:
                     return

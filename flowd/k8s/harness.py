@@ -66,7 +66,7 @@ class Harness:
     async def run(self, executor: Executor, *initial: Event, wait_for: set[str] | None = None) -> dict[str, RunView]:
         """Feed ``initial`` and drive until every run in ``wait_for`` (default: the submitted
         ones) is done. Returns their final views."""
-        runs = set(wait_for or {getattr(e, "run_id") for e in initial})
+        runs = set(wait_for or {e.run_id for e in initial})
         for event in initial:
             self.send(event)
         async with anyio.create_task_group() as tg:

@@ -140,18 +140,17 @@ class Driver:
             else:
                 opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace,
                                        max_procs=self.max_procs)
-            async with opened as executor:
-                async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
-                    self._executor, self._timers = executor, timers
-                    if self.handle_signals:
-                        tg.start_soon(self._run_signals, name="signals")
-                    for event in initial:
-                        self.send(event)
-                    for timer_id, at in self.record.timers.items():
-                        timers.set(timer_id, at)
-                    for key, cmd in list(self.record.attempts.items()):
-                        await executor.adopt(cmd, stopping=key in self._stopping)
-                    await self._loop(tg)
+            async with opened as executor, TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
+                self._executor, self._timers = executor, timers
+                if self.handle_signals:
+                    tg.start_soon(self._run_signals, name="signals")
+                for event in initial:
+                    self.send(event)
+                for timer_id, at in self.record.timers.items():
+                    timers.set(timer_id, at)
+                for key, cmd in list(self.record.attempts.items()):
+                    await executor.adopt(cmd, stopping=key in self._stopping)
+                await self._loop(tg)
             tg.cancel_scope.cancel()
         return self.engine.view(self.run_id)
 
@@ -167,7 +166,7 @@ class Driver:
                     if not self._stalled():
                         return
                     continue
-                batch = [await self._receive.receive()] + self._drain()
+                batch = [await self._receive.receive(), *self._drain()]
             commands: list[Command] = []
             for event in batch:
                 self._note_event(event)

@@ -294,7 +294,8 @@ class LocalExecutor:
             )
         except OSError as exc:
             self._finished(attempt)
-            self._finish(attempt, status="failed", reason="CannotStart", message=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
+            self._finish(attempt, status="failed", reason="CannotStart",
+                         message=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
             return
         finally:
             stdout.close()

@@ -446,7 +446,7 @@ class Composer:
             if not image:
                 hint = ""
                 name = container.get("name")
-                if isinstance(name, str) and any(ch in name for ch in ":/") or (isinstance(name, str) and "image" in name):
+                if (isinstance(name, str) and any(ch in name for ch in ":/")) or (isinstance(name, str) and "image" in name):
                     hint = f" (`name: {name}` looks like an image: did you mean `image: {name}`?)"
                 self.emit("warning", where, "the container has no `image`: it can run locally but not on Kubernetes" + hint)
 

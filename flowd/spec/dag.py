@@ -265,7 +265,8 @@ class DagRules:
                                 ev_map[target].append(s)
                     else:
                         self.emit("warning", self.cmp.at(op, "events", i, "ref"),
-                                  f"event ref `{ev.ref}` does not start with `ops.`: it creates no edge and is ignored inside a DAG")
+                                  f"event ref `{ev.ref}` does not start with `ops.`: "
+                                  "it creates no edge and is ignored inside a DAG")
                 if ev_map:
                     event_edges[name] = {k: v for k, v in ev_map.items() if k in named}
             # [FLOWD] {{ ops.X.* }} / {{ dag.inputs.Z }} in params, the run section and conditions
@@ -294,7 +295,8 @@ class DagRules:
             user, where, how = users[0]
             hint = did_you_mean(target, named)
             more = f" (and {len(users) - 1} more reference(s))" if len(users) > 1 else ""
-            rule(where, f"DAG has orphan ops: `{target}` is referenced {how} of op `{user}` but is not an op of this DAG{hint}{more}")
+            rule(where, f"DAG has orphan ops: `{target}` is referenced {how} of op `{user}` "
+                        f"but is not an op of this DAG{hint}{more}")
         return edges, event_edges
 
     @staticmethod

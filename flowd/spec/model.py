@@ -451,10 +451,10 @@ class MetricEarlyStopping(_Tagged, tag="metric_early_stopping"):
     metric: str
     value: LaxFloat | Tpl
     optimization: Literal["maximize", "minimize"] | float
-    policy: Union[MedianPolicy, TruncationPolicy, DiffPolicy, None] = None
+    policy: MedianPolicy | TruncationPolicy | DiffPolicy | None = None
 
 
-EarlyStopping = Union[FailureEarlyStopping, MetricEarlyStopping]
+EarlyStopping = FailureEarlyStopping | MetricEarlyStopping
 
 # --- matrix (§6) ------------------------------------------------------------------------------
 
@@ -473,7 +473,7 @@ _hp_classes = tuple(
 )
 for _cls in _hp_classes:
     globals()[_cls.__name__] = _cls
-HpParam = Union[_hp_classes]  # type: ignore[valid-type]
+HpParam = Union[_hp_classes]  # type: ignore[valid-type]  # noqa: UP007 - built from a tuple of classes
 
 
 class MatrixMetric(_S):
@@ -576,7 +576,7 @@ class IterativeMatrix(_Tagged, tag="iterative"):
     early_stopping: list[EarlyStopping] | Tpl | None = None
 
 
-Matrix = Union[MappingMatrix, GridMatrix, RandomMatrix, HyperbandMatrix, BayesMatrix, TpeMatrix, IterativeMatrix]
+Matrix = MappingMatrix | GridMatrix | RandomMatrix | HyperbandMatrix | BayesMatrix | TpeMatrix | IterativeMatrix
 
 # --- schedules (§8.1) -----------------------------------------------------------------------
 
@@ -606,7 +606,7 @@ class DateTimeSchedule(_Tagged, tag="datetime"):
     start_at: When
 
 
-Schedule = Union[CronSchedule, IntervalSchedule, DateTimeSchedule]
+Schedule = CronSchedule | IntervalSchedule | DateTimeSchedule
 
 # --- DAG and the file itself -------------------------------------------------------------------
 
@@ -621,10 +621,10 @@ class DagRuntime(_Tagged, tag="dag"):
     early_stopping: list[EarlyStopping] | Tpl | None = None
 
 
-Runtime = Union[
-    JobRuntime, ServiceRuntime, DagRuntime, DaskClusterRuntime, RayClusterRuntime, MPIJobRuntime,
-    TFJobRuntime, PytorchJobRuntime, NotifierRuntime, CleanerRuntime, TunerRuntime,
-]
+Runtime = (
+    JobRuntime | ServiceRuntime | DagRuntime | DaskClusterRuntime | RayClusterRuntime | MPIJobRuntime
+    | TFJobRuntime | PytorchJobRuntime | NotifierRuntime | CleanerRuntime | TunerRuntime
+)
 RUN_KINDS = ("job", "service", "dag", "daskcluster", "raycluster", "mpijob", "tfjob", "pytorchjob",
              "notifier", "cleaner", "tuner")
 

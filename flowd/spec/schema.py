@@ -482,7 +482,8 @@ class Reader:
         st = by_tag.get(tag)
         if st is None:
             hint = did_you_mean(str(tag), list(by_tag))
-            label = "run.kind" if structs[0].cls in (m.JobRuntime, m.DagRuntime) or "Runtime" in structs[0].cls.__name__ else tag_field
+            runtime = structs[0].cls in (m.JobRuntime, m.DagRuntime) or "Runtime" in structs[0].cls.__name__
+            label = "run.kind" if runtime else tag_field
             if label == "run.kind":
                 msg = f"Unsupported run.kind: '{tag}'; expected one of {', '.join(by_tag)}{hint}"
             elif structs[0].cls.__name__.startswith("Hp"):
@@ -511,10 +512,9 @@ class Reader:
             if key == tag_field:
                 continue
             spec = fields.get(key)
-            if spec is not None and spec[2]:
-                if spec[2] == _FAST_ANY or val is None or type(val) is str:
-                    kwargs[spec[0]] = val
-                    continue
+            if spec is not None and spec[2] and (spec[2] == _FAST_ANY or val is None or type(val) is str):
+                kwargs[spec[0]] = val
+                continue
             if spec is None:
                 alias = info.aliases.get(key) if not strict_root else None
                 if alias is not None and alias not in v:
@@ -639,9 +639,11 @@ def _spec_hook(r: Reader, v: Any, path: tuple[Any, ...]) -> Any:
     kind = rest.get("kind")
     if kind is not None and kind not in ("component", "operation"):
         return v
-    spec = r._struct(type_of(m.PolyaxonfileSpec), rest, path, root=not path, strict_root=not path and kind is not None)
-    ops = r._conv(type_of(list[m.PolyaxonfileSpec] | None), v.get("ops"), (*path, "ops"))
-    comps = r._conv(type_of(list[m.PolyaxonfileSpec] | None), v.get("components"), (*path, "components"))
+    # this hook is part of the reader, kept outside the class only to sit next to its registration
+    spec = r._struct(  # noqa: SLF001
+        type_of(m.PolyaxonfileSpec), rest, path, root=not path, strict_root=not path and kind is not None)
+    ops = r._conv(type_of(list[m.PolyaxonfileSpec] | None), v.get("ops"), (*path, "ops"))  # noqa: SLF001
+    comps = r._conv(type_of(list[m.PolyaxonfileSpec] | None), v.get("components"), (*path, "components"))  # noqa: SLF001
     if spec is BAD or ops is BAD or comps is BAD:
         return BAD
     dag = m.DagRuntime(operations=ops, components=comps)

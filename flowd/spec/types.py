@@ -162,7 +162,7 @@ def _date(v: Any, compat: bool) -> _dt.date:
     if isinstance(v, _dt.date):
         return v
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return _dt.datetime.fromtimestamp(v, tz=_dt.timezone.utc).date()
+        return _dt.datetime.fromtimestamp(v, tz=_dt.UTC).date()
     if isinstance(v, str):
         try:
             return _dt.date.fromisoformat(v)
@@ -185,7 +185,7 @@ def _datetime(v: Any, compat: bool) -> Any:
     if isinstance(v, _dt.date):
         return _dt.datetime(v.year, v.month, v.day)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return _dt.datetime.fromtimestamp(v, tz=_dt.timezone.utc)
+        return _dt.datetime.fromtimestamp(v, tz=_dt.UTC)
     if isinstance(v, str):
         try:
             return _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))

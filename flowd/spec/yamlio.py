@@ -78,7 +78,7 @@ def _scalar(ev: Any) -> Any:
         raise YamlSyntaxError(f"unsupported YAML tag {tag!r}", mark.line + 1, mark.column + 1)
     try:
         return fn(yaml.ScalarNode(tag, value))  # type: ignore[no-untyped-call]
-    except Exception as exc:  # a bad !!int etc.
+    except Exception as exc:  # noqa: BLE001 - a bad !!int etc.: PyYAML raises many kinds
         mark = ev.start_mark
         raise YamlSyntaxError(f"cannot read {value!r} as {tag}: {exc}", mark.line + 1, mark.column + 1) from None
 

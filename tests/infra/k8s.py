@@ -24,8 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .common import (INFRA_DIR, InfraUnavailable, free_ports, log_tail, pid_alive, spawn,
-                     stop_pid, testbin, wait_until)
+from .common import INFRA_DIR, InfraUnavailable, free_ports, log_tail, pid_alive, spawn, stop_pid, testbin, wait_until
 
 K8S_VERSION = os.environ.get("FLOWD_K8S_VERSION", "v1.35.4")
 ETCD_VERSION = os.environ.get("FLOWD_ETCD_VERSION", "v3.6.14")
@@ -191,7 +190,7 @@ class K8sCluster:
         return _Api(self.server, self.pki)
 
     # -- lifecycle --------------------------------------------------------------------
-    async def start(self, *, timeout: float = 90.0) -> "K8sCluster":
+    async def start(self, *, timeout: float = 90.0) -> K8sCluster:
         miss = missing()
         if miss:
             raise InfraUnavailable(

@@ -17,8 +17,18 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import (INFRA_DIR, InfraUnavailable, free_ports, log_tail, pid_alive, port_open,
-                     spawn, stop_pid, testbin, wait_until)
+from .common import (
+    INFRA_DIR,
+    InfraUnavailable,
+    free_ports,
+    log_tail,
+    pid_alive,
+    port_open,
+    spawn,
+    stop_pid,
+    testbin,
+    wait_until,
+)
 
 KAFKA_VERSION = os.environ.get("FLOWD_KAFKA_VERSION", "4.1.1")
 # must match the log4j-core kafka_2.13 pulls in (4.1.x: 2.24.3, 4.2.x: 2.25.3)
@@ -181,7 +191,7 @@ class KafkaBroker:
         return self.run_dir / "broker.log"
 
     # -- lifecycle ------------------------------------------------------------------
-    async def start(self, *, timeout: float = 60.0) -> "KafkaBroker":
+    async def start(self, *, timeout: float = 60.0) -> KafkaBroker:
         t0 = time.monotonic()
         libs = ensure_libs(self.version)
         java = find_java()

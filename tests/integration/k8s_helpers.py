@@ -36,9 +36,9 @@ def untaint_nodes(cluster: Any) -> None:
 
 def ensure_nodes(cluster: Any, count: int) -> None:
     """At least ``count`` fake nodes (kwok adopts them by annotation)."""
-    from tests.infra.k8s import ASSETS
-
     import yaml
+
+    from tests.infra.k8s import ASSETS
 
     api = cluster.api()
     template = (ASSETS / "fake-node.yaml").read_text()

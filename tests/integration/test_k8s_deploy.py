@@ -18,8 +18,8 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
-from flowd.k8s.harness import Harness
 from flowd.k8s.executor import KubernetesExecutor
+from flowd.k8s.harness import Harness
 from tests.integration.k8s_helpers import dag, job, outcome, reports, submit, untaint_nodes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s, pytest.mark.asyncio(loop_scope="session")]
@@ -150,8 +150,8 @@ async def test_manifests_apply_and_rbac_is_exactly_enough(k8s_cluster):
             assert ex.stats["create_errors"] == 0
 
             def left() -> bool:
-                code, pods = admin.call("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector={MANAGED}")
-                code2, svcs = admin.call("GET", f"/api/v1/namespaces/{ns}/services?labelSelector={MANAGED}")
+                _, pods = admin.call("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector={MANAGED}")
+                _, svcs = admin.call("GET", f"/api/v1/namespaces/{ns}/services?labelSelector={MANAGED}")
                 return not pods["items"] and not svcs["items"]
 
             await wait_for(left, what="pods and services cleaned up with the SA's rights")
@@ -169,7 +169,8 @@ async def test_manifests_apply_and_rbac_is_exactly_enough(k8s_cluster):
         ("GET", f"/api/v1/namespaces/{ns}/configmaps", None),
         ("GET", f"/api/v1/namespaces/{ns}/services", None),
         ("GET", f"/api/v1/namespaces/{other}/pods", None),
-        ("POST", f"/api/v1/namespaces/{other}/pods", {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        ("POST", f"/api/v1/namespaces/{other}/pods",
+         {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
         ("GET", "/api/v1/nodes", None),
         ("GET", "/api/v1/namespaces", None),
         ("DELETE", f"/api/v1/namespaces/{ns}", None),

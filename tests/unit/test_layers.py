@@ -30,7 +30,8 @@ def imports(package: str) -> dict[str, set[str]]:
 
 def offending(found: dict[str, set[str]], forbidden: set[str]) -> dict[str, list[str]]:
     return {
-        module: sorted(n for n in names if n.split(".")[0] in forbidden or any(n == f or n.startswith(f + ".") for f in forbidden))
+        module: sorted(n for n in names
+                       if n.split(".")[0] in forbidden or any(n == f or n.startswith(f + ".") for f in forbidden))
         for module, names in found.items()
         if any(n.split(".")[0] in forbidden or any(n == f or n.startswith(f + ".") for f in forbidden) for n in names)
     }
@@ -46,12 +47,12 @@ def test_the_engine_draws_randomness_only_from_seeded_generators():
     unseeded = []
     for path in (ROOT / "engine").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "random":
-                if node.attr != "Random":
-                    unseeded.append(f"{path.name}:{node.lineno} random.{node.attr}")
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Random":
-                if not node.args:
-                    unseeded.append(f"{path.name}:{node.lineno} Random() without a seed")
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "random"
+                    and node.attr != "Random"):
+                unseeded.append(f"{path.name}:{node.lineno} random.{node.attr}")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Random"
+                    and not node.args):
+                unseeded.append(f"{path.name}:{node.lineno} Random() without a seed")
     assert unseeded == []
 
 

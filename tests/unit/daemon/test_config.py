@@ -47,7 +47,7 @@ def test_k8s_executor_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
         async with open_executor("k8s", send=lambda s: None, state_dir=Path(".")):
             pass
 
-    with pytest.raises(ExecutorUnavailable, match="flowd.k8s.executor"):
+    with pytest.raises(ExecutorUnavailable, match=r"flowd\.k8s\.executor"):
         anyio.run(main)
 
 

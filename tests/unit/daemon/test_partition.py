@@ -20,7 +20,7 @@ run:
   operations:
     - {name: a, component: {run: {kind: job, container: {image: x, command: [sh, -c, "true"]}}}}
     - {name: b, dependencies: [a], termination: {timeout: 30}, component: {run: {kind: job, container: {image: x, command: [sh, -c, "true"]}}}}
-"""
+"""  # noqa: E501 - flow-style YAML ops, one per line
 
 
 def pipeline(text: str = CHAIN) -> Op:
@@ -29,7 +29,7 @@ def pipeline(text: str = CHAIN) -> Op:
     return result.op  # type: ignore[return-value]
 
 
-def no_compiler(msg: wire.Submission):  # noqa: ANN201
+def no_compiler(msg: wire.Submission):
     return None, [wire.Diagnostic(path="t.yaml", location="run", message="boom")]
 
 

@@ -22,7 +22,7 @@ def pipeline(width: int, retries: int) -> Op:
     return Op(name="p", component=Component(kind="dag", dag=Dag(ops=ops)))
 
 
-def no_compiler(msg: wire.Submission):  # noqa: ANN201
+def no_compiler(msg: wire.Submission):
     return None, []
 
 

@@ -11,7 +11,7 @@ from flowd.engine.messages import OpStatus, SetTimer, StartOp, Stop, Submit, Tim
 from flowd.engine.schedule import ScheduleError, next_tick, to_seconds
 from tests.unit.engine.build import dag, job
 
-T0 = dt.datetime(2026, 3, 28, 23, 30, tzinfo=dt.timezone.utc).timestamp()
+T0 = dt.datetime(2026, 3, 28, 23, 30, tzinfo=dt.UTC).timestamp()
 
 
 def scheduled(schedule: dict):
@@ -33,20 +33,20 @@ def test_cron_respects_timezone_and_dst():
     # Europe/Paris switches to summer time on 2026-03-29: 02:30 local does not exist that night
     s = {"kind": "cron", "cron": "30 2 * * *", "timezone": "Europe/Paris"}
     first = next_tick(s, created_at=T0, last=None, count=0, now=T0)
-    assert dt.datetime.fromtimestamp(first, dt.timezone.utc) >= dt.datetime(2026, 3, 29, 0, 30, tzinfo=dt.timezone.utc)
+    assert dt.datetime.fromtimestamp(first, dt.UTC) >= dt.datetime(2026, 3, 29, 0, 30, tzinfo=dt.UTC)
     utc = next_tick({"kind": "cron", "cron": "30 2 * * *"}, created_at=T0, last=None, count=0, now=T0)
-    assert utc == dt.datetime(2026, 3, 29, 2, 30, tzinfo=dt.timezone.utc).timestamp()
+    assert utc == dt.datetime(2026, 3, 29, 2, 30, tzinfo=dt.UTC).timestamp()
     assert first != utc
 
 
 def test_max_runs_end_at_and_datetime():
     s = {"kind": "interval", "frequency": 60, "maxRuns": 2}
     assert next_tick(s, created_at=T0, last=T0 + 60, count=2, now=T0) is None
-    s = {"kind": "interval", "frequency": 60, "endAt": dt.datetime.fromtimestamp(T0 + 90, dt.timezone.utc)}
+    s = {"kind": "interval", "frequency": 60, "endAt": dt.datetime.fromtimestamp(T0 + 90, dt.UTC)}
     assert next_tick(s, created_at=T0, last=T0 + 60, count=2, now=T0 + 61) is None
     s = {"kind": "datetime", "startAt": "2026-04-01T10:00:00Z"}
     at = next_tick(s, created_at=T0, last=None, count=0, now=T0)
-    assert at == dt.datetime(2026, 4, 1, 10, tzinfo=dt.timezone.utc).timestamp()
+    assert at == dt.datetime(2026, 4, 1, 10, tzinfo=dt.UTC).timestamp()
     assert next_tick(s, created_at=T0, last=at, count=1, now=at) is None
 
 

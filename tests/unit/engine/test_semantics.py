@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from flowd.engine.core import Engine
-from flowd.engine.triggers import decide
 from flowd.engine.messages import Approve, OpStatus, Stop, StopOp, Submit
+from flowd.engine.triggers import decide
 from flowd.spec.compiled import Backoff, EarlyStopping, HpParam, IOSpec, Matrix, Termination
 from tests.unit.engine.build import dag, job, ref
 from tests.unit.engine.sim import Sim
-
 
 # ------------------------------------------------------------------------------ trigger table
 
@@ -103,7 +102,8 @@ def test_falsy_outputs_pass_through():
 
 
 def test_dag_inputs_reach_children_and_defaults_apply():
-    ops = [job("a", params={"src": ref("dag", "inputs.dataset")}, inputs=[IOSpec("src"), IOSpec("n", type="int", value=3, is_optional=True)])]
+    ops = [job("a", params={"src": ref("dag", "inputs.dataset")},
+               inputs=[IOSpec("src"), IOSpec("n", type="int", value=3, is_optional=True)])]
     sim = Sim(dag("p", ops, inputs=[IOSpec("dataset", type="str")], params={"dataset": "s3://x"}))
     sim.run()
     assert sim.started[0].params == {"src": "s3://x", "n": 3}
@@ -302,7 +302,8 @@ def shard_pipeline():
     inner = [
         job("extract", params={"shard": ref("dag", "inputs.shard")}, inputs=[IOSpec("shard", type="int")],
             outputs=[IOSpec("rows", type="int")]),
-        job("load", upstream=["extract"], params={"rows": ref("ops.extract", "outputs.rows")}, inputs=[IOSpec("rows", type="int")]),
+        job("load", upstream=["extract"], params={"rows": ref("ops.extract", "outputs.rows")},
+            inputs=[IOSpec("rows", type="int")]),
     ]
     return dag("shard-pipeline", inner, inputs=[IOSpec("shard", type="int")])
 
@@ -331,7 +332,8 @@ def test_mapping_matrix_over_nested_dag_example_9_4():
 def test_nested_failure_propagates_to_matrix_and_parent():
     per_shard = shard_pipeline()
     per_shard = per_shard.__class__(**{**{f: getattr(per_shard, f) for f in per_shard.__struct_fields__},
-                                        "name": "per-shard", "matrix": Matrix(kind="mapping", values=[{"shard": i} for i in range(3)])})
+                                        "name": "per-shard",
+                                        "matrix": Matrix(kind="mapping", values=[{"shard": i} for i in range(3)])})
     sim = Sim(dag("etl", [per_shard, job("merge", upstream=["per-shard"])]), script={"per-shard[1]/load": ["fail"]},
               outputs=lambda s: {"rows": 1} if s.path.endswith("extract") else None)
     sim.run()
@@ -388,8 +390,8 @@ def test_single_job_pipeline():
 def test_invalid_nested_dag_fails_when_its_run_starts():
     from flowd.spec.compiled import Component, Dag, Op
 
-    broken = Op(name="inner", component=Component(kind="dag", dag=Dag(ops=[job("x", upstream=["y"])],
-                                                                      errors=["dependency 'y' of op 'x' is not an op of this DAG"])))
+    errors = ["dependency 'y' of op 'x' is not an op of this DAG"]
+    broken = Op(name="inner", component=Component(kind="dag", dag=Dag(ops=[job("x", upstream=["y"])], errors=errors)))
     sim = Sim(dag("p", [job("before"), broken.__class__(**{**{f: getattr(broken, f) for f in broken.__struct_fields__},
                                                             "upstream": ["before"]})]))
     sim.run()

@@ -9,9 +9,8 @@ pods seen before any StartOp, and the partition filter."""
 from __future__ import annotations
 
 import copy
-from typing import Any
-
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from kubernetes_asyncio import client
@@ -19,9 +18,9 @@ from kubernetes_asyncio import client
 from flowd.engine.messages import OpStatus, StartOp, StopOp
 from flowd.k8s import naming as N
 from flowd.k8s.client import ApiError
+from flowd.k8s.config import Settings
 from flowd.k8s.executor import MISSING_REASON, KubernetesExecutor
 from flowd.k8s.pod import build_pod
-from flowd.k8s.config import Settings
 
 
 class Store:
@@ -51,7 +50,7 @@ class Store:
     async def close(self) -> None:
         pass
 
-    async def lines(self, path: str, *, query: Any, inactivity: float):  # noqa: ANN201 - never yields
+    async def lines(self, path: str, *, query: Any, inactivity: float):
         await anyio.sleep_forever()
         yield {}
 
@@ -82,7 +81,7 @@ async def running():
         # the test feeds the watch sink itself: no watcher task
         ready = anyio.Event()
         ready.set()
-        executor._watches[("ns", "pods")] = ready  # noqa: SLF001
+        executor._watches[("ns", "pods")] = ready
         executor.reports = reports  # type: ignore[attr-defined]
         executor.store = store  # type: ignore[attr-defined]
         yield executor
@@ -92,7 +91,7 @@ async def running():
 async def created(ex: KubernetesExecutor, c: StartOp) -> dict[str, Any]:
     await ex.start(c)
     with anyio.fail_after(5):
-        while ex.stats["created"] < sum(1 for k in ex._attempts):  # noqa: SLF001
+        while ex.stats["created"] < sum(1 for k in ex._attempts):
             await anyio.sleep(0.01)
     return ex.store.objects[f"/api/v1/namespaces/ns/pods/{N.pod_name(c.run_id, c.path, c.attempt)}"]
 

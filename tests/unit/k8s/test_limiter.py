@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-
 from prometheus_client import CollectorRegistry
 
 from flowd.k8s.limiter import CreateLimiter, FairQueue, TokenBucket

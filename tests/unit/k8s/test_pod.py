@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from flowd.engine.messages import StartOp
-from flowd.spec.compiled import Termination
 from flowd.k8s import naming as N
 from flowd.k8s.config import Connection, ConnectionResource, Settings
 from flowd.k8s.kubeflow import build_job
 from flowd.k8s.pod import ConversionError, build_pod, build_service
+from flowd.spec.compiled import Termination
 
 
 def op(run: dict[str, Any] | None = None, **fields: Any) -> StartOp:
@@ -179,7 +179,8 @@ def test_service() -> None:
     [
         pytest.param("tfjob", {"chief": {"container": {"image": "tf"}}, "worker": {"replicas": 3, "container": {"image": "tf"}}},
                      "tfReplicaSpecs", {"Chief": 1, "Worker": 3}, "tensorflow", id="tfjob"),
-        pytest.param("pytorchjob", {"master": {"container": {"image": "pt"}}, "worker": {"replicas": 2, "container": {"image": "pt"}}},
+        pytest.param("pytorchjob",
+                     {"master": {"container": {"image": "pt"}}, "worker": {"replicas": 2, "container": {"image": "pt"}}},
                      "pytorchReplicaSpecs", {"Master": 1, "Worker": 2}, "pytorch", id="pytorchjob"),
         pytest.param("mpijob", {"launcher": {"container": {"image": "m"}}, "worker": {"replicas": 4, "container": {"image": "m"}},
                                 "slotsPerWorker": 2}, "mpiReplicaSpecs", {"Launcher": 1, "Worker": 4}, "mpi", id="mpijob"),

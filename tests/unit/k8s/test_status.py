@@ -47,7 +47,8 @@ def test_failed_with_exit_code_and_reason() -> None:
 
 def test_deadline_exceeded_is_the_pods_reason() -> None:
     p = pod("hang")
-    p["status"].update(phase="Failed", reason="DeadlineExceeded", message="Pod was active on the node longer than the specified deadline")
+    p["status"].update(phase="Failed", reason="DeadlineExceeded",
+                       message="Pod was active on the node longer than the specified deadline")
     obs = observe(p, now=NOW)
     assert (obs.status, obs.reason) == ("failed", "DeadlineExceeded")
     assert "deadline" in (obs.message or "")
@@ -133,7 +134,8 @@ def cond(type_: str, at: str, reason: str = "", message: str = "") -> dict[str, 
                      ("running", "Restarting"), id="restarting"),
         pytest.param([cond("Running", "2026-01-01T00:00:05Z"), cond("Succeeded", "2026-01-01T00:01:00Z", "JobSucceeded")],
                      ("succeeded", "JobSucceeded"), id="succeeded"),
-        pytest.param([cond("Running", "2026-01-01T00:00:05Z"), cond("Failed", "2026-01-01T00:01:00Z", "JobFailed", "worker 1 exited 2")],
+        pytest.param([cond("Running", "2026-01-01T00:00:05Z"),
+                      cond("Failed", "2026-01-01T00:01:00Z", "JobFailed", "worker 1 exited 2")],
                      ("failed", "JobFailed"), id="failed"),
     ],
 )

@@ -62,7 +62,7 @@ def test_a_corrupt_snapshot_is_a_clear_error(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     store.save(record())
     (store.run_dir("flowd-abc") / "snapshot.bin").write_bytes(b"\x00garbage")
-    with pytest.raises(StoreError, match="unreadable.*without --resume"):
+    with pytest.raises(StoreError, match=r"unreadable.*without --resume"):
         store.load("flowd-abc")
 
 
@@ -95,9 +95,8 @@ def test_default_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_a_run_is_held_by_one_process_at_a_time(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     with store.lock("flowd-abc"):
-        with pytest.raises(StoreError, match=f"another flowd process \\(pid {os.getpid()}\\)"):
-            with store.lock("flowd-abc"):
-                pass
+        with pytest.raises(StoreError, match=f"another flowd process \\(pid {os.getpid()}\\)"), store.lock("flowd-abc"):
+            pass
         with store.lock("flowd-other"):
             pass
     with store.lock("flowd-abc"):

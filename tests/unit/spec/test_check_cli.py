@@ -50,7 +50,8 @@ def test_founding_without_hub_names_the_fix(capsys: pytest.CaptureFixture[str], 
     monkeypatch.delenv("FLOWD_HUB", raising=False)
     code, out, _ = run(capsys, str(FIX / "founding_literal.yaml"))
     assert code == 1
-    assert "hubRef `deep-wide-model` could not be resolved: no component hub is configured (use `--hub DIR` or set FLOWD_HUB)" in out
+    assert ("hubRef `deep-wide-model` could not be resolved: no component hub is configured "
+            "(use `--hub DIR` or set FLOWD_HUB)") in out
 
 
 def test_hub_from_environment(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,7 +148,8 @@ def test_text_output_shows_the_source_line(capsys: pytest.CaptureFixture[str]) -
     _, out, _ = run(capsys, path)
     lines = out.splitlines()
     i = next(n for n, line in enumerate(lines) if "orphan ops" in line)
-    assert lines[i + 1] == "    |     - {name: train, dependencies: [prepar], component: {run: {kind: job, container: {image: busybox}}}}"
+    snippet = "    |     - {name: train, dependencies: [prepar], component: {run: {kind: job, container: {image: busybox}}}}"
+    assert lines[i + 1] == snippet
     assert lines[i + 2] == "    | " + " " * 35 + "^"
     _, out, _ = run(capsys, path, "--no-snippets")
     assert "    |" not in out

@@ -45,7 +45,7 @@ def dags(draw: Any) -> dict[str, Any]:
             inputs.append({"name": "y", "type": t})
             params["y"] = draw(VALUES[t])
         if earlier and draw(st.booleans()):
-            params["z"] = {"value": "{{ ops['%s'].status }}" % draw(st.sampled_from(earlier)), "contextOnly": True}
+            params["z"] = {"value": "{{ ops['" + draw(st.sampled_from(earlier)) + "'].status }}", "contextOnly": True}
         if draw(st.booleans()):
             op["conditions"] = "{{ 1 == 1 }}"
         if params:

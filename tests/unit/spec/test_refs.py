@@ -6,6 +6,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -25,13 +26,13 @@ run: {kind: job, container: {image: busybox, command: [echo, "{{ n }}"]}}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    routes = {
+    routes: ClassVar[dict[str, tuple[int, bytes]]] = {
         "/step.yaml": (200, STEP),
         "/bad.yaml": (200, b"kind: component\nrun: {kind: job, container: [nope\n"),
         "/self.yaml": (200, b""),
     }
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         status, body = self.routes.get(self.path, (404, b"not found"))
         if self.path == "/self.yaml":
             body = f"kind: operation\nurlRef: http://127.0.0.1:{self.server.server_port}/self.yaml\n".encode()
