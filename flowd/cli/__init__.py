@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 # sub-command name -> module that provides add_parser(subparsers) and run(args) -> int
 COMMANDS = {
@@ -27,7 +28,7 @@ COMMANDS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors exit 2, as argparse does, but briefly
+    def error(self, message: str) -> NoReturn:  # usage errors exit 2, as argparse does, but briefly
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 

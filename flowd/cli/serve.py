@@ -79,17 +79,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         anyio.run(main)
     except* ExecutorUnavailable as group:
-        failures.extend((2, exc) for exc in _leaves(group))
+        failures.extend((2, leaf) for leaf in _leaves(group))
     except* BusError as group:
-        failures.extend((1, exc) for exc in _leaves(group))
+        failures.extend((1, leaf) for leaf in _leaves(group))
     except* Exception as group:  # noqa: BLE001 - a bug: say what it was, with its traceback, and fail
         import traceback
 
-        for exc in _leaves(group):
-            traceback.print_exception(exc, file=sys.stderr)
-            failures.append((1, exc))
-    for _code, exc in failures:
-        print(f"flowd serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for leaf in _leaves(group):
+            traceback.print_exception(leaf, file=sys.stderr)
+            failures.append((1, leaf))
+    for _code, failure in failures:
+        print(f"flowd serve: {type(failure).__name__}: {failure}", file=sys.stderr)
     return max((code for code, _ in failures), default=0)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,12 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class Topics:
     __slots__ = ("runs", "events", "external", "subscriptions", "snapshots", "deadletter")
+    runs: str
+    events: str
+    external: str
+    subscriptions: str
+    snapshots: str
+    deadletter: str
 
     def __init__(self, prefix: str) -> None:
         for name in self.__slots__:
@@ -100,7 +107,7 @@ def _coerce(field: str, raw: str) -> Any:
     return raw
 
 
-def load_config(*, file: str | None = None, env: dict[str, str] | None = None,
+def load_config(*, file: str | None = None, env: Mapping[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> DaemonConfig:
     values: dict[str, Any] = {}
     if file:

@@ -47,7 +47,7 @@ _S = dict(tag_field="type", omit_defaults=True, kw_only=True, forbid_unknown_fie
 # ------------------------------------------------------------------------------- runs (input)
 
 
-class Submission(msgspec.Struct, tag="submit", **_S):  # type: ignore[call-arg]
+class Submission(msgspec.Struct, tag="submit", **_S):
     """Start a pipeline run. Give either ``spec`` (the Polyaxonfile text, compiled by the daemon:
     what a producer in another language sends) or ``pipeline`` (already compiled by
     ``flowd submit``). Key: ``run_id``."""
@@ -63,7 +63,7 @@ class Submission(msgspec.Struct, tag="submit", **_S):  # type: ignore[call-arg]
     seed: int = 0
 
 
-class StopCommand(msgspec.Struct, tag="stop", **_S):  # type: ignore[call-arg]
+class StopCommand(msgspec.Struct, tag="stop", **_S):
     """Stop a run (``path == ""``) or one op of it; also ends a trigger subscription."""
 
     run_id: str
@@ -72,20 +72,20 @@ class StopCommand(msgspec.Struct, tag="stop", **_S):  # type: ignore[call-arg]
     reason: str | None = None
 
 
-class ApproveCommand(msgspec.Struct, tag="approve", **_S):  # type: ignore[call-arg]
+class ApproveCommand(msgspec.Struct, tag="approve", **_S):
     run_id: str
     path: str
     time: float
 
 
-class ResumeCommand(msgspec.Struct, tag="resume", **_S):  # type: ignore[call-arg]
+class ResumeCommand(msgspec.Struct, tag="resume", **_S):
     """Run a finished, unsuccessful run again from where it ended."""
 
     run_id: str
     time: float
 
 
-class OpReport(msgspec.Struct, tag="op_status", **_S):  # type: ignore[call-arg]
+class OpReport(msgspec.Struct, tag="op_status", **_S):
     """An executor's report on one attempt (produced by the daemon's executors)."""
 
     run_id: str
@@ -99,7 +99,7 @@ class OpReport(msgspec.Struct, tag="op_status", **_S):  # type: ignore[call-arg]
     outputs: dict[str, Any] | None = None
 
 
-class TimerFiring(msgspec.Struct, tag="timer", **_S):  # type: ignore[call-arg]
+class TimerFiring(msgspec.Struct, tag="timer", **_S):
     """A timer the engine set came due (produced by the daemon's timer service)."""
 
     run_id: str
@@ -112,7 +112,7 @@ RunsMessage = Submission | StopCommand | ApproveCommand | ResumeCommand | OpRepo
 # ---------------------------------------------------------------------------- events (output)
 
 
-class StatusEvent(msgspec.Struct, tag="status", **_S):  # type: ignore[call-arg]
+class StatusEvent(msgspec.Struct, tag="status", **_S):
     """A status change of a pipeline (``path == ""``) or of one of its ops. ``key`` is
     deterministic (run, path, attempt, status): consumers dedupe on it. Key: ``run_id``."""
 
@@ -139,7 +139,7 @@ class Diagnostic(msgspec.Struct, omit_defaults=True, kw_only=True):
     severity: str = "error"
 
 
-class CompletionEvent(msgspec.Struct, tag="done", **_S):  # type: ignore[call-arg]
+class CompletionEvent(msgspec.Struct, tag="done", **_S):
     """The final status of a pipeline run; emitted exactly once per run (``key = RUN:done``)."""
 
     run_id: str
@@ -157,7 +157,7 @@ EventsMessage = StatusEvent | CompletionEvent
 # --------------------------------------------------------------------------- external (input)
 
 
-class ExternalEvent(msgspec.Struct, tag="external", **_S):  # type: ignore[call-arg]
+class ExternalEvent(msgspec.Struct, tag="external", **_S):
     """An event from outside flowd, e.g. a git push: ``ref="connections.repo"``,
     ``kind="connection_git_commit"``. ``key`` is the producer's idempotency key: the same key
     never triggers a subscribed pipeline twice. Kafka key: ``ref``."""
@@ -172,7 +172,7 @@ class ExternalEvent(msgspec.Struct, tag="external", **_S):  # type: ignore[call-
 # ----------------------------------------------------------------- subscriptions (compacted)
 
 
-class Subscription(msgspec.Struct, tag="subscription", **_S):  # type: ignore[call-arg]
+class Subscription(msgspec.Struct, tag="subscription", **_S):
     """A pipeline waiting for events (top-level ``events:``). Written by the daemon owning the
     submission; a tombstone (null value) ends it. Key: ``id`` (the submission's run id)."""
 
@@ -187,7 +187,7 @@ class Subscription(msgspec.Struct, tag="subscription", **_S):  # type: ignore[ca
 # -------------------------------------------------------------------------------- deadletter
 
 
-class DeadLetter(msgspec.Struct, tag="deadletter", **_S):  # type: ignore[call-arg]
+class DeadLetter(msgspec.Struct, tag="deadletter", **_S):
     """An input the daemon could not use, kept verbatim with where it came from."""
 
     reason: str  # undecodable | invalid | unsupported

@@ -139,6 +139,7 @@ class PartitionWorker:
         self.committed = max(start, committed if committed is not None else start)
         d.consumer.seek(self.tp, start)
         self.last_snapshot = time.monotonic()
+        assert self.state is not None
         self.log.info("partition_assigned", snapshot_offset=start if snap else None, committed=self.committed,
                       snapshot_bytes=size, runs=len(self.state.engine.runs),
                       load_seconds=round(t_restore - t_load, 3), restore_seconds=round(t_done - t_restore, 3))

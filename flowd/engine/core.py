@@ -61,7 +61,7 @@ from flowd.engine.view import OpView, RunView
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
 
 
-class _Specs(dict):
+class _Specs(dict[str, Op]):
     """path -> Op spec of that node, computed on first use (restore stays cheap)."""
 
     def __init__(self, compute: Callable[[str], Op]) -> None:
@@ -394,7 +394,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
 
     @staticmethod
     def _backoff(run: RunState, node: Node, backoff: Any) -> float:
-        delay = min(backoff.max, backoff.base * backoff.factor ** (node.attempt - 1))
+        delay: float = min(backoff.max, backoff.base * backoff.factor ** (node.attempt - 1))
         if backoff.jitter:
             rng = random.Random(run.seed ^ zlib.crc32(f"{node.path}#{node.attempt}".encode()))
             delay += delay * backoff.jitter * rng.random()
@@ -631,9 +631,9 @@ class Engine(PipelinesMixin, RecoveryMixin):
         if up.status == S.SKIPPED and spec.skip_on_upstream_skip:
             self._finish(run, down, S.SKIPPED, reason="UpstreamSkipped", message=f"upstream op {up.name!r} was skipped")
             return
-        policy = spec.trigger
+        policy: str | None = spec.trigger
         if policy not in TRIGGER_POLICIES:
-            policy = self._render_trigger(run, down, policy)
+            policy = self._render_trigger(run, down, spec.trigger)
             if policy is None:
                 return
         decision = decide(policy, down.n_up, down.n_done, down.n_ok, down.n_bad)

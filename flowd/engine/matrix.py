@@ -27,7 +27,7 @@ def _spec(value: Any, names: tuple[str, ...]) -> list[Any]:
     """Range-like specs come as a list, a map with named keys, or a ``"a:b:c"`` string."""
     if isinstance(value, str):
         parts: list[Any] = value.split(":")
-        out = []
+        out: list[Any] = []
         for part in parts:
             try:
                 out.append(int(part))
@@ -146,10 +146,10 @@ def suggestions(matrix: Matrix, seed: int, values: Any = None) -> list[dict[str,
     if matrix.kind == "grid":
         names = list(params)
         axes = [expand(params[n]) for n in names]
-        out = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+        grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
         if matrix.num_runs:
-            out = out[: matrix.num_runs]
-        return out
+            grid = grid[: matrix.num_runs]
+        return grid
     # random: independent draws, duplicates rejected, capped by the discrete space size
     rng = random.Random(matrix.seed if matrix.seed else seed)
     names = list(params)

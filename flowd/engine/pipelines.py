@@ -5,7 +5,7 @@ early stopping, stopping, and deciding its final status when its children are do
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -13,18 +13,12 @@ from flowd.engine import matrix as matrix_mod
 from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
 from flowd.engine.messages import StopOp
+from flowd.engine.parts import EngineParts
 from flowd.engine.resolve import ResolveError
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path
 
-if TYPE_CHECKING:
-    from flowd.engine.core import Engine
 
-    _Base = Engine
-else:
-    _Base = object
-
-
-class PipelinesMixin(_Base):
+class PipelinesMixin(EngineParts):
     def _start_pipeline(self, run: RunState, node: Node) -> None:
         index = self._index[run.run_id]
         spec = index.specs[node.path]
@@ -218,7 +212,7 @@ class PipelinesMixin(_Base):
         """A pipeline's concurrency. Before the pipeline starts its params may not be known yet:
         then a template gives no limit, and ``_start_pipeline`` evaluates it strictly."""
         try:
-            limit = self._number(run, node, value, "concurrency")
+            limit: int | None = self._number(run, node, value, "concurrency")
         except ResolveError:
             if strict:
                 raise

@@ -4,23 +4,15 @@ quarantine of a run an engine error may have left inconsistent. Part of
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from flowd.engine import status as S
 from flowd.engine.messages import Event, PipelineDone, StopOp
+from flowd.engine.parts import EngineParts
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path, epoch_suffix
 from flowd.engine.triggers import START, decide
 from flowd.spec.compiled import TRIGGER_POLICIES
 
-if TYPE_CHECKING:
-    from flowd.engine.core import Engine
 
-    _Base = Engine
-else:
-    _Base = object
-
-
-class RecoveryMixin(_Base):
+class RecoveryMixin(EngineParts):
     def _resume(self, run: RunState) -> None:
         """Reset what did not succeed and run it again (see ``Resume``)."""
         root = run.nodes[""]
@@ -85,8 +77,8 @@ class RecoveryMixin(_Base):
         for node in reset:
             if node.status != S.CREATED:
                 continue
-            parent = run.nodes.get(node.parent) if node.parent is not None else None
-            if parent is not None and parent.status != S.RUNNING:
+            owner = run.nodes.get(node.parent) if node.parent is not None else None
+            if owner is not None and owner.status != S.RUNNING:
                 continue  # its pipeline starts it when it starts
             if node.n_up == 0:
                 self._ready(run, node)

@@ -16,12 +16,7 @@ import msgspec
 from flowd.engine import templates
 from flowd.engine.state import Node
 from flowd.spec.compiled import IOSpec, Op
-
-try:  # the spec layer owns IO typing; it is optional only while the two are developed apart
-    from flowd.spec.types import coerce as _coerce
-except ImportError:  # pragma: no cover
-    def _coerce(io: IOSpec, value: Any) -> Any:
-        return value
+from flowd.spec.types import coerce as _coerce  # the spec layer owns IO typing
 
 
 class ResolveError(ValueError):

@@ -101,7 +101,8 @@ def _cron_after(expr: str, tz_name: str | None, after: float) -> float:
     if not croniter.is_valid(expr):
         raise ScheduleError(f"invalid cron expression {expr!r}")
     start = dt.datetime.fromtimestamp(after, tz)
-    return croniter(expr, start).get_next(dt.datetime).timestamp()
+    following: dt.datetime = croniter(expr, start).get_next(dt.datetime)
+    return following.timestamp()
 
 
 def _cron_before(expr: str, tz_name: str | None, moment: float) -> float:
@@ -110,7 +111,8 @@ def _cron_before(expr: str, tz_name: str | None, moment: float) -> float:
     tz = ZoneInfo(tz_name) if tz_name else dt.UTC
     if croniter.match(expr, dt.datetime.fromtimestamp(moment, tz)):
         return moment
-    return croniter(expr, dt.datetime.fromtimestamp(moment, tz)).get_prev(dt.datetime).timestamp()
+    previous: dt.datetime = croniter(expr, dt.datetime.fromtimestamp(moment, tz)).get_prev(dt.datetime)
+    return previous.timestamp()
 
 
 def next_tick(schedule: dict[str, Any], *, created_at: float, last: float | None, count: int,

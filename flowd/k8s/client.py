@@ -124,6 +124,8 @@ class Kube:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         await self.api.update_params_for_auth(headers, [], ["BearerToken"])
         cfg = self.api.configuration
+        if cfg.host is None:  # the config loaders always set it; only a hand-made Configuration lacks it
+            raise ApiError(0, "NoHost", "the Kubernetes client configuration has no host")
         params = [(k, v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v))
                   for k, v in (query or {}).items() if v is not None]
         extra: dict[str, Any] = {}

@@ -518,8 +518,8 @@ class KubernetesExecutor:
                 att = self._attempts.get(key)
                 if att is not None:
                     self._spawn(self._delete, att)
-            for att in [a for a in self._attempts.values() if a.stuck is not None]:
-                self._observe(att.resource, att.stuck)  # re-judged with the current time
+            for att, stuck in [(a, a.stuck) for a in self._attempts.values() if a.stuck is not None]:
+                self._observe(att.resource, stuck)  # re-judged with the current time
             if now >= next_reconcile:
                 next_reconcile = now + self.settings.reconcile_interval
                 await self.reconcile()
@@ -528,9 +528,9 @@ class KubernetesExecutor:
         """Check with a GET every attempt a relist did not show, and every created attempt no
         watch has shown for a whole reconcile interval; a 404 -> ``failed`` (pod missing)."""
         horizon = time.monotonic() - self.settings.reconcile_interval
-        for att in self._attempts.values():
-            if att.state == "created" and not att.seen and att.created_at and att.created_at < horizon:
-                self._verify.add(att.key)
+        for known in self._attempts.values():
+            if known.state == "created" and not known.seen and known.created_at and known.created_at < horizon:
+                self._verify.add(known.key)
         keys, self._verify = self._verify, set()
         for key in keys:
             att = self._attempts.get(key)

@@ -67,8 +67,8 @@ def build_job(cmd: StartOp, settings: Settings) -> dict[str, Any]:
             continue
         if not isinstance(replica, dict):
             raise ConversionError(f"run.{field} must be a mapping")
-        body = {key: v for key, v in replica.items() if key != "replicas"}
-        spec, _ = pod_spec(body, cmd, settings, main_name=k.container)
+        replica_run = {key: v for key, v in replica.items() if key != "replicas"}
+        spec, _ = pod_spec(replica_run, cmd, settings, main_name=k.container)
         env = replica.get("environment") or {}
         template_meta = {
             "labels": {**{str(a): str(b) for a, b in (env.get("labels") or {}).items()}, **labels},

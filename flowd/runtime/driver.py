@@ -70,7 +70,8 @@ class DrivenExecutor(Protocol):
     """What the driver needs of an executor besides flowd.executor.Executor's start/stop:
     adopting in-flight attempts on --resume, stopping everything, and a live count."""
 
-    active: int
+    @property
+    def active(self) -> int: ...
 
     async def start(self, cmd: StartOp) -> None: ...
     async def stop(self, cmd: StopOp) -> None: ...
