@@ -12,6 +12,8 @@ import importlib
 import sys
 from typing import NoReturn
 
+from flowd import __version__
+
 # sub-command name -> module that provides add_parser(subparsers) and run(args) -> int
 COMMANDS = {
     "check": "flowd.cli.check",
@@ -35,6 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flowd", description="A container-native flow engine for Polyaxonfile DAGs.")
+    parser.add_argument("--version", action="version", version=f"flowd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module_name in COMMANDS.values():

@@ -7,17 +7,47 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.core import GaugeMetricFamily
+
+from flowd import __version__ as _VERSION
 
 __all__ = ["Metrics"]
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+# HELP texts of the gauges computed at scrape time (add_state_collector)
+STATE_HELP = {
+    "flowd_runs": "Pipeline runs held by this daemon's partitions, by phase",
+    "flowd_ops": "Ops (every node below a run's root) held by this daemon's partitions, by phase",
+    "flowd_partitions_owned": "Runs partitions this daemon owns",
+    "flowd_timers_pending": "Timers (retries, schedules, timeouts) armed and not yet fired",
+    "flowd_snapshot_age_seconds": "Seconds since the last snapshot of each owned partition",
+}
+# outcomes and reasons known in advance: their series exist (at 0) from the start, so rate()
+# and alerts see them before the first occurrence
+TRANSACTION_OUTCOMES = ("committed", "aborted", "failed")
+DEAD_LETTER_REASONS = ("undecodable", "invalid", "rejected")
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # process (CPU, memory, fds), Python GC and platform metrics, as prometheus_client's
+        # default registry has them; this registry is the daemon's own
+        for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            r.register(collector)
+        self.build_info = Gauge("flowd_build_info", "Always 1; the flowd version in a label", ["version"], registry=r)
+        self.build_info.labels(_VERSION).set(1)
         self.consumed = Counter("flowd_events_consumed", "Input records consumed", ["topic"], registry=r)
         self.produced = Counter("flowd_events_produced", "Records produced", ["topic"], registry=r)
         self.dead_lettered = Counter("flowd_events_dead_lettered", "Input records sent to the dead-letter topic",
@@ -48,6 +78,19 @@ class Metrics:
         self.lag = Gauge("flowd_consumer_lag", "Records behind the end of each owned runs partition", ["partition"], registry=r)
         self.ready = Gauge("flowd_ready", "1 when every assigned partition is restored", registry=r)
         self.triggered = Counter("flowd_triggered_runs", "Runs submitted by event subscriptions", registry=r)
+        for outcome in TRANSACTION_OUTCOMES:
+            self.transactions.labels(outcome)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_lettered.labels(reason)
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop the per-partition series of a partition this daemon no longer owns (after a
+        rebalance): its new owner reports them now, and sums must not count them twice."""
+        for gauge in (self.lag, self.snapshot_bytes, self.recovery_seconds):
+            try:
+                gauge.remove(str(partition))
+            except KeyError:  # never set on this daemon
+                pass
 
     def add_state_collector(self, collect: Callable[[], Iterable[tuple[str, Any]]]) -> None:
         """Gauges computed at scrape time from the partitions' state (runs/ops by phase, snapshot
@@ -66,11 +109,11 @@ class _StateCollector:
         for name, value in self._collect():
             if isinstance(value, dict):
                 label = "phase" if name in ("flowd_runs", "flowd_ops") else "partition"
-                fam = GaugeMetricFamily(name, name.replace("_", " "), labels=[label])
+                fam = GaugeMetricFamily(name, STATE_HELP.get(name, name), labels=[label])
                 for k, v in sorted(value.items()):
                     fam.add_metric([str(k)], float(v))
             else:
-                fam = GaugeMetricFamily(name, name.replace("_", " "), value=float(value))
+                fam = GaugeMetricFamily(name, STATE_HELP.get(name, name), value=float(value))
             yield fam
 
 

@@ -234,6 +234,7 @@ class Daemon:
             worker = self.workers.pop(p, None)
             if worker is not None:
                 await worker.close()
+            self.metrics.forget_partition(p)
         self.changed()
 
     async def assign(self, partitions: list[int]) -> None:

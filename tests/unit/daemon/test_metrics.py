@@ -1,0 +1,62 @@
+"""The daemon's metrics registry as a scrape shows it (prometheus_client's own text format)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import flowd
+from flowd.daemon.metrics import STATE_HELP, Metrics
+
+
+def scrape(m: Metrics) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(generate_latest(m.registry).decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def test_a_revoked_partition_stops_reporting_its_series() -> None:
+    m = Metrics()
+    for p in (0, 1):
+        m.lag.labels(str(p)).set(5)
+        m.snapshot_bytes.labels(str(p)).set(100)
+        m.recovery_seconds.labels(str(p)).set(0.5)
+    m.forget_partition(1)
+    m.forget_partition(7)  # never owned: nothing to drop, no error
+    got = scrape(m)
+    for name in ("flowd_consumer_lag", "flowd_snapshot_bytes", "flowd_recovery_duration_seconds"):
+        assert [labels["partition"] for labels, _ in got[name]] == ["0"], name
+
+
+def test_outcome_and_reason_series_exist_at_zero_before_the_first_event() -> None:
+    got = scrape(Metrics())
+    outcomes = {labels["outcome"]: v for labels, v in got["flowd_transactions_total"]}
+    assert outcomes == {"committed": 0.0, "aborted": 0.0, "failed": 0.0}
+    reasons = {labels["reason"]: v for labels, v in got["flowd_events_dead_lettered_total"]}
+    assert reasons == {"undecodable": 0.0, "invalid": 0.0, "rejected": 0.0}
+
+
+def test_process_gc_and_build_info_are_exposed() -> None:
+    got = scrape(Metrics())
+    assert "process_resident_memory_bytes" in got
+    assert "python_gc_collections_total" in got
+    assert got["flowd_build_info"] == [({"version": flowd.__version__}, 1.0)]
+
+
+def test_scrape_time_gauges_have_real_help_texts() -> None:
+    m = Metrics()
+    m.add_state_collector(lambda: [("flowd_runs", {"running": 2}), ("flowd_partitions_owned", 3)])
+    text = generate_latest(m.registry).decode()
+    assert f"# HELP flowd_runs {STATE_HELP['flowd_runs']}" in text
+    assert f"# HELP flowd_partitions_owned {STATE_HELP['flowd_partitions_owned']}" in text
+
+
+def test_flowd_version_prints_the_package_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "flowd", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"flowd {flowd.__version__}"
+    assert flowd.__version__ != "0+unknown"
