@@ -34,6 +34,7 @@ PATHS = {
     "ConfigMap": ("/api/v1", "configmaps", True),
     "Service": ("/api/v1", "services", True),
     "Deployment": ("/apis/apps/v1", "deployments", True),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
     "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
@@ -102,7 +103,12 @@ def test_kustomize_layout() -> None:
         for rel in kust.get("resources", []) + kust.get("components", []):
             assert (kust_file.parent / rel).exists(), f"{kust_file}: {rel} missing"
     kinds = {d["kind"] for d in render(DEPLOY / "base", "x")}
-    assert kinds == {"Namespace", "ServiceAccount", "ClusterRole", "RoleBinding", "ConfigMap", "Deployment", "Service"}
+    assert kinds == {"Namespace", "ServiceAccount", "ClusterRole", "RoleBinding", "ConfigMap", "Deployment", "Service",
+                     "PodDisruptionBudget"}
+    # the budget covers exactly the daemon's pods
+    by_kind = {d["kind"]: d for d in render(DEPLOY / "base", "x")}
+    pod_labels = by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == pod_labels
 
 
 async def test_manifests_apply_and_rbac_is_exactly_enough(k8s_cluster):
