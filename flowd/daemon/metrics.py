@@ -19,6 +19,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from flowd import __version__ as _VERSION
+from flowd.engine import STATUSES
 
 __all__ = ["Metrics"]
 
@@ -119,8 +120,10 @@ class _StateCollector:
 
 def phases(states: Iterable[Any]) -> tuple[Tally[str], Tally[str]]:
     """Runs and ops of these partition states counted by status."""
-    runs: Tally[str] = Tally()
-    ops: Tally[str] = Tally()
+    # every phase is reported, at 0 when nothing is in it: a series that appears only with its
+    # first run would hide "no runs failed" from rate() and alerts
+    runs: Tally[str] = Tally(dict.fromkeys(STATUSES, 0))
+    ops: Tally[str] = Tally(dict.fromkeys(STATUSES, 0))
     for state in states:
         for run in state.engine.runs.values():
             for path, node in run.nodes.items():

@@ -206,6 +206,9 @@ class PartitionState:
                                   key=f"{msg.run_id}/#0:failed", message=text, reason="InvalidSpec")
         done = wire.CompletionEvent(run_id=msg.run_id, pipeline=name, status="failed", time=msg.time,
                                     key=f"{msg.run_id}:done", message=text, diagnostics=diagnostics)
+        # a run that failed before it started: counted like any failed run (flowd_transitions_total)
+        out.transitions.append(StatusChanged(run_id=msg.run_id, path="", status="failed", time=msg.time,
+                                             key=status.key, message=text, reason="InvalidSpec"))
         out.events.append((msg.run_id, status))
         out.events.append((msg.run_id, done))
         out.finished.append(done)

@@ -21,11 +21,13 @@ from flowd.engine.messages import (
     Submit,
     TimerFired,
 )
+from flowd.engine.status import ALL as STATUSES
 from flowd.engine.status import DONE
 from flowd.engine.view import OpView, RunView
 
 __all__ = [
     "DONE",
+    "STATUSES",
     "Approve",
     "CancelTimer",
     "Command",

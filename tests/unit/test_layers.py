@@ -65,7 +65,7 @@ def test_the_spec_layer_knows_neither_engine_nor_adapters():
 
 def test_the_engine_public_surface_is_pinned():
     assert sorted(flowd.engine.__all__) == sorted([
-        "DONE", "Approve", "CancelTimer", "Command", "Engine", "Event", "OpStatus", "OpView", "PipelineDone",
+        "DONE", "STATUSES", "Approve", "CancelTimer", "Command", "Engine", "Event", "OpStatus", "OpView", "PipelineDone",
         "Resume", "RunView", "SetTimer", "StartOp", "StatusChanged", "Stop", "StopOp", "Submit", "TimerFired",
     ])
     for name in flowd.engine.__all__:

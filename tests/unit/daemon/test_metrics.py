@@ -9,7 +9,28 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import flowd
-from flowd.daemon.metrics import STATE_HELP, Metrics
+from flowd.daemon import wire
+from flowd.daemon.metrics import STATE_HELP, Metrics, phases
+from flowd.daemon.partition import Outcome, PartitionState, Record
+from flowd.engine import STATUSES
+from flowd.spec import compile_text
+from flowd.spec.compiled import Op
+
+ONE_OP = """
+version: 1.1
+kind: component
+name: one
+run:
+  kind: dag
+  operations:
+    - {name: a, component: {run: {kind: job, container: {image: x, command: [sh, -c, "true"]}}}}
+"""
+
+
+def one_op() -> Op:
+    result = compile_text(ONE_OP)
+    assert result.op is not None, result.errors
+    return result.op
 
 
 def scrape(m: Metrics) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -60,3 +81,13 @@ def test_flowd_version_prints_the_package_version() -> None:
     out = subprocess.run([sys.executable, "-m", "flowd", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"flowd {flowd.__version__}"
     assert flowd.__version__ != "0+unknown"
+
+
+def test_every_phase_is_counted_from_zero() -> None:
+    state = PartitionState(0, compiler=lambda msg: (None, []))
+    state.apply(Record("t", 0, 0, b"r", wire.encode(wire.Submission(run_id="r", time=1.0, pipeline=one_op())), 1.0),
+                Outcome())
+    runs, ops = phases([state])
+    assert set(runs) == set(ops) == set(STATUSES)
+    assert runs["running"] == 1 and runs["failed"] == 0
+    assert sum(ops.values()) == 1 and ops["failed"] == 0

@@ -104,6 +104,8 @@ def test_invalid_spec_fails_the_run_with_diagnostics() -> None:
     done = [e for _, e in out.events if isinstance(e, wire.CompletionEvent)]
     assert done[0].status == "failed" and done[0].diagnostics[0].message == "boom"
     assert "boom" in (done[0].message or "")
+    # counted as a failed run (the daemon turns out.transitions into flowd_transitions_total)
+    assert [(t.path, t.status, t.reason) for t in out.transitions] == [("", "failed", "InvalidSpec")]
 
 
 def test_snapshot_then_replay_equals_an_uninterrupted_run() -> None:
