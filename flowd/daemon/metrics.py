@@ -19,10 +19,12 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from flowd import __version__ as _VERSION
-from flowd.engine import STATUSES
+from flowd.engine import DONE, STATUSES, StatusChanged
 
 __all__ = ["Metrics"]
 
+# runs and ops last from a second to a day
+_DURATION = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -79,10 +81,27 @@ class Metrics:
         self.lag = Gauge("flowd_consumer_lag", "Records behind the end of each owned runs partition", ["partition"], registry=r)
         self.ready = Gauge("flowd_ready", "1 when every assigned partition is restored", registry=r)
         self.triggered = Counter("flowd_triggered_runs", "Runs submitted by event subscriptions", registry=r)
+        self.run_seconds = Histogram("flowd_run_duration_seconds", "From a run's start to its end, by final status",
+                                     ["status"], buckets=_DURATION, registry=r)
+        self.op_seconds = Histogram("flowd_op_duration_seconds",
+                                    "From an op's start to its end, by final status (ops that started)",
+                                    ["status"], buckets=_DURATION, registry=r)
         for outcome in TRANSACTION_OUTCOMES:
             self.transactions.labels(outcome)
         for reason in DEAD_LETTER_REASONS:
             self.dead_lettered.labels(reason)
+
+    def observe_done(self, change: StatusChanged, engine: Any) -> None:
+        """Observe the duration of the run or op this transition ended (``engine``: the
+        partition's engine, which still holds the node and its start time)."""
+        if change.status not in DONE:
+            return
+        run = engine.runs.get(change.run_id)
+        node = run.nodes.get(change.path) if run is not None else None
+        if node is None or node.started_at is None:
+            return  # ended before it started (skipped, upstream failed, stopped early)
+        histogram = self.run_seconds if change.path == "" else self.op_seconds
+        histogram.labels(change.status).observe(max(0.0, change.time - node.started_at))
 
     def forget_partition(self, partition: int) -> None:
         """Drop the per-partition series of a partition this daemon no longer owns (after a

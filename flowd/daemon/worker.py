@@ -286,6 +286,8 @@ class PartitionWorker:
                 counter = counters[label] = m.transitions.labels(*label)
             counter.inc()
             m.transition_latency.observe(max(0.0, now - change.time))
+            if self.state is not None:
+                m.observe_done(change, self.state.engine)
         for done_event in out.finished:
             log.info("pipeline_done", run_id=done_event.run_id, status=done_event.status, partition=self.partition)
         if snap_bytes is not None:

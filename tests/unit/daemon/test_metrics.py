@@ -12,7 +12,7 @@ import flowd
 from flowd.daemon import wire
 from flowd.daemon.metrics import STATE_HELP, Metrics, phases
 from flowd.daemon.partition import Outcome, PartitionState, Record
-from flowd.engine import STATUSES
+from flowd.engine import STATUSES, StartOp
 from flowd.spec import compile_text
 from flowd.spec.compiled import Op
 
@@ -91,3 +91,23 @@ def test_every_phase_is_counted_from_zero() -> None:
     assert set(runs) == set(ops) == set(STATUSES)
     assert runs["running"] == 1 and runs["failed"] == 0
     assert sum(ops.values()) == 1 and ops["failed"] == 0
+
+
+def test_run_and_op_durations_are_observed_when_they_end() -> None:
+    state = PartitionState(0, compiler=lambda msg: (None, []))
+    out = Outcome()
+    state.apply(Record("t", 0, 0, b"r", wire.encode(wire.Submission(run_id="r", time=10.0, pipeline=one_op())), 10.0),
+                out)
+    start = next(c for c in out.effects if isinstance(c, StartOp))
+    report = wire.OpReport(run_id="r", path=start.path, attempt=start.attempt, status="running", time=12.0)
+    state.apply(Record("t", 0, 1, b"r", wire.encode(report), 12.0), out)
+    report = wire.OpReport(run_id="r", path=start.path, attempt=start.attempt, status="succeeded", time=42.0)
+    state.apply(Record("t", 0, 2, b"r", wire.encode(report), 42.0), out)
+    m = Metrics()
+    for change in out.transitions:
+        m.observe_done(change, state.engine)
+    got = scrape(m)
+    op_sum = {labels["status"]: v for labels, v in got["flowd_op_duration_seconds_sum"]}
+    run_sum = {labels["status"]: v for labels, v in got["flowd_run_duration_seconds_sum"]}
+    assert op_sum == {"succeeded": 30.0}
+    assert run_sum == {"succeeded": 32.0}
