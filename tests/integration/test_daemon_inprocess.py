@@ -95,6 +95,14 @@ async def test_pipeline_completes_with_one_completion_event(kafka_broker, tmp_pa
         assert b"flowd_transitions_total" in body and b"flowd_transactions_total" in body
         assert b'flowd_runs{phase="succeeded"} 5.0' in body
         assert b"run_id" not in body
+        # phases and outcomes at 0, durations, process metrics, build info, real HELP texts
+        assert b'flowd_runs{phase="failed"} 0.0' in body and b'flowd_transactions_total{outcome="aborted"} 0.0' in body
+        assert b'flowd_run_duration_seconds_count{status="succeeded"} 5.0' in body
+        # the instant executor reports ops done without a running phase: no op start, no duration
+        assert b"# TYPE flowd_op_duration_seconds histogram" in body
+        assert b"process_resident_memory_bytes" in body and b"python_gc_collections_total" in body
+        assert b'flowd_build_info{version="' in body
+        assert b"# HELP flowd_runs Pipeline runs held" in body
 
 
 async def test_poison_message_is_dead_lettered_and_the_partition_keeps_flowing(kafka_broker, tmp_path: Path) -> None:
