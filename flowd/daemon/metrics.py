@@ -86,6 +86,9 @@ class Metrics:
         self.op_seconds = Histogram("flowd_op_duration_seconds",
                                     "From an op's start to its end, by final status (ops that started)",
                                     ["status"], buckets=_DURATION, registry=r)
+        for status in DONE:  # final statuses are bounded: their series exist from the start
+            self.run_seconds.labels(status)
+            self.op_seconds.labels(status)
         for outcome in TRANSACTION_OUTCOMES:
             self.transactions.labels(outcome)
         for reason in DEAD_LETTER_REASONS:

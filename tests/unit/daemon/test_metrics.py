@@ -12,7 +12,7 @@ import flowd
 from flowd.daemon import wire
 from flowd.daemon.metrics import STATE_HELP, Metrics, phases
 from flowd.daemon.partition import Outcome, PartitionState, Record
-from flowd.engine import STATUSES, StartOp
+from flowd.engine import DONE, STATUSES, StartOp
 from flowd.spec import compile_text
 from flowd.spec.compiled import Op
 
@@ -109,5 +109,5 @@ def test_run_and_op_durations_are_observed_when_they_end() -> None:
     got = scrape(m)
     op_sum = {labels["status"]: v for labels, v in got["flowd_op_duration_seconds_sum"]}
     run_sum = {labels["status"]: v for labels, v in got["flowd_run_duration_seconds_sum"]}
-    assert op_sum == {"succeeded": 30.0}
-    assert run_sum == {"succeeded": 32.0}
+    assert op_sum == {s: 30.0 if s == "succeeded" else 0.0 for s in DONE}
+    assert run_sum == {s: 32.0 if s == "succeeded" else 0.0 for s in DONE}
