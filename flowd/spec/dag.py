@@ -93,6 +93,9 @@ class DagRules:
     def _component(self, eff: Effective, inherit: Inherit, *, nested: bool) -> c.Component | None:
         raise NotImplementedError
 
+    def count_op(self, where: tuple[str, tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
     def _op(self, op: m.PolyaxonfileSpec, eff: Effective, component: c.Component, *, name: str,
             params: dict[str, m.Param], upstream: list[str], event_edges: dict[str, list[str]], inherit: Inherit,
             root: bool) -> c.Op:
@@ -144,6 +147,7 @@ class DagRules:
         order: list[str] = []
         for op in ops:
             where = self.cmp.at(op)
+            self.count_op(where)
             if not isinstance(op.name, str) or not op.name:
                 if not self.broken((where[0], (*where[1], "name"))):
                     rule(where, "op requires a name (every operation of a DAG needs a `name`)")
