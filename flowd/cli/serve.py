@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import structlog
 
+from flowd.cli._limits import add_limit_args
 from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config
 
 __all__ = ["add_parser", "run", "configure_logging"]
@@ -30,6 +31,7 @@ def add_parser(subparsers: Any) -> None:
         p.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, type=kind,
                        help=f"{text} (env FLOWD_{field.upper()}, default {default!r})")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_limit_args(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     overrides = {f: getattr(args, f, None) for f in FIELDS_HELP}
     try:
-        config = load_config(file=args.config, overrides=overrides)
+        config = load_config(file=args.config, overrides=overrides, limit_items=args.limit)
     except Exception as exc:  # noqa: BLE001 - a bad config file or value: say so, no traceback
         print(f"flowd serve: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -100,8 +100,10 @@ class Driver:
         approve: Collection[str] = (),
         executor: ExecutorFactory | None = None,
         max_procs: int | None = None,
+        max_outputs_bytes: int | None = None,
     ) -> None:
         self.engine = engine
+        self.max_outputs_bytes = max_outputs_bytes
         self.record = record
         self.run_id = record.run_id
         self.store = store
@@ -139,7 +141,9 @@ class Driver:
                 opened = self.executor_factory(self.send, run_dir)
             else:
                 opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace,
-                                       max_procs=self.max_procs)
+                                       max_procs=self.max_procs, **(
+                                           {"max_outputs_bytes": self.max_outputs_bytes}
+                                           if self.max_outputs_bytes is not None else {}))
             async with opened as executor:
                 async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
                     self._executor, self._timers = executor, timers
