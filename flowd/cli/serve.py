@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 import anyio
-import structlog
 
 from flowd.cli._limits import add_limit_args
 from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config
@@ -36,6 +35,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def configure_logging(level: str = "info") -> None:
+    import structlog  # here, not at the top: every `flowd` command builds this parser (~0.3 s)
+
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     structlog.configure(
         processors=[
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             async def stop_on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for _ in signals:
-                        structlog.get_logger("flowd.daemon").info("signal_received")
+                        _log().info("signal_received")
                         tg.cancel_scope.cancel()
                         return
 
@@ -99,10 +100,16 @@ def _detach() -> None:
     """Every partition is released (final snapshots committed, offsets too): exit now, before
     the local executor would stop the op processes. They run on in their own sessions and the
     daemon that takes their partitions over adopts them, exactly as after a crash."""
-    structlog.get_logger("flowd.daemon").info("detached_from_local_ops")
+    _log().info("detached_from_local_ops")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("flowd.daemon")
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
