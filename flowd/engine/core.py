@@ -56,7 +56,7 @@ from flowd.engine.state import (
     epoch_suffix,
 )
 from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
-from flowd.engine import templates
+from flowd.engine import template_bounds
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
 from flowd.engine.view import OpView, RunView
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
@@ -108,7 +108,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
         self._out = []
         self._finished = []
         self._now = event.time
-        bound = templates.bound_output(self.limits.max_template_bytes)
+        bound = template_bounds.bind(self.limits.max_template_bytes)
         try:
             if isinstance(event, Submit):
                 self._submit(event)
@@ -134,7 +134,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
                 raise
             self._quarantine(run, event, exc)
         finally:
-            templates.unbound_output(bound)
+            template_bounds.unbind(bound)
         out, self._out = self._out, []
         return out
 

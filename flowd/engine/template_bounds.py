@@ -18,9 +18,9 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from flowd.spec.limits import Limits, LimitError, json_size, over
+from flowd.spec.limits import LimitError, Limits, json_size, over
 
-__all__ = ["BoundedSandbox", "TemplateTooBig", "bind", "unbind", "render", "check_value"]
+__all__ = ["BoundedSandbox", "TemplateTooBig", "bind", "check_value", "render", "unbind"]
 
 _DEFAULT = Limits().max_template_bytes
 _bound: contextvars.ContextVar[int] = contextvars.ContextVar("flowd_max_template_bytes", default=_DEFAULT)

@@ -20,9 +20,7 @@ import jinja2
 from jinja2.sandbox import SecurityError
 
 from flowd.engine.template_bounds import BoundedSandbox, check_value
-from flowd.engine.template_bounds import bind as bound_output
 from flowd.engine.template_bounds import render as _render
-from flowd.engine.template_bounds import unbind as unbound_output
 
 TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
 FALSE_WORDS = frozenset({"n", "no", "f", "false", "off", "0"})

@@ -22,7 +22,7 @@ from flowd.spec import compiled as c
 from flowd.spec.limits import LimitError, over
 from flowd.spec.types import is_template
 
-__all__ = ["axis_length", "matrix_runs", "Counter", "check_ops"]
+__all__ = ["Counter", "axis_length", "check_ops", "matrix_runs"]
 
 _NAMES = {
     "range": ("start", "stop", "step"),
@@ -88,21 +88,21 @@ def axis_length(hp: c.HpParam) -> int | None:
     if len(parts) < 3:
         return None
     if kind in ("daterange", "datetimerange"):
-        start, stop, step = _when(parts[0]), _when(parts[1]), _number(parts[2])
-        if start is None or stop is None or not step or step <= 0:
+        first, last, step = _when(parts[0]), _when(parts[1]), _number(parts[2])
+        if first is None or last is None or not step or step <= 0:
             return None
         seconds = step * (86400 if kind == "daterange" else 1)
-        return max(0, math.ceil((stop - start).total_seconds() / seconds))
-    nums = [_number(p) for p in parts[:3]]
-    if any(n is None for n in nums):
+        return max(0, math.ceil((last - first).total_seconds() / seconds))
+    nums = [n for n in (_number(p) for p in parts[:3]) if n is not None]
+    if len(nums) < 3:
         return None
-    start, stop, third = nums  # type: ignore[misc]
+    start, stop, third = nums
     if kind == "range":
         if third == 0:
             return None
-        length = (stop - start) / third  # type: ignore[operator]
+        length = (stop - start) / third
         return max(0, math.ceil(length)) if math.isfinite(length) else None
-    return max(0, int(third)) if math.isfinite(third) else None  # type: ignore[arg-type]
+    return max(0, int(third)) if math.isfinite(third) else None
 
 
 def matrix_runs(matrix: c.Matrix, values: Any = None) -> int | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Limits", "LimitError", "over", "limits_from", "parse_size", "LIMIT_NAMES", "json_size"]
+__all__ = ["LIMIT_NAMES", "LimitError", "Limits", "json_size", "limits_from", "over", "parse_size"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -132,7 +132,7 @@ def _known(name: str, where: str) -> str:
 
 def _value(name: str, raw: Any) -> int:
     if isinstance(raw, bool):
-        raise ValueError(f"{name}: expected a number, got {raw!r}")
+        raw = repr(raw)  # not a number: said below
     try:
         value = raw if isinstance(raw, int) else parse_size(str(raw))
     except ValueError:
