@@ -40,7 +40,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     # DAGs inside DAGs (a pipeline is depth 1)
     max_dag_depth: int = 16
     # ops of one pipeline run after every matrix and nested DAG is expanded
-    max_ops: int = 100_000
+    max_ops: int = 250_000
     # text (or value) one template renders to
     max_template_bytes: int = 1 * MiB
     # JSON outputs one op attempt reports (the $FLOWD_OUTPUTS file, a report on the bus)
@@ -76,7 +76,7 @@ class LimitError(ValueError):
 
 def over(what: str, measured: int, unit: str, *, setting: str, limit: int, at_least: bool = False) -> LimitError:
     """``"{what} {measured} {unit}; the limit is {limit} (setting {setting})"``, e.g. ``over("this
-    matrix expands to", 10**9, "runs", setting="max_ops", limit=100_000)``. ``at_least``: the
+    matrix expands to", 10**9, "runs", setting="max_ops", limit=250_000)``. ``at_least``: the
     measure stopped as soon as it passed the limit, so ``measured`` is a lower bound."""
     more = "at least " if at_least else ""
     unit = f" {unit}" if unit else ""

@@ -78,13 +78,13 @@ async def test_over_limit_submissions_fail_and_the_partition_goes_on(kafka_broke
 
         done = await events.wait_done(grid)
         assert done.status == "failed"
-        expected = "this matrix expands to 1,000,000,000 runs; the limit is 100,000 (setting max_ops)"
+        expected = "this matrix expands to 1,000,000,000 runs; the limit is 250,000 (setting max_ops)"
         assert [(d.location, d.message) for d in done.diagnostics] == [("run.operations[0].matrix", expected)]
         assert "1,000,000,000 runs" in (done.message or "")
 
         done = await events.wait_done(compiled)
         assert done.status == "failed"
-        assert done.message == "the pipeline expands to 1,000,000,002 ops; the limit is 100,000 (setting max_ops)"
+        assert done.message == "the pipeline expands to 1,000,000,002 ops; the limit is 250,000 (setting max_ops)"
 
         assert (await events.wait_done(ok)).status == "succeeded"
         for run_id in (bomb, grid, compiled, ok):

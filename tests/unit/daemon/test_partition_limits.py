@@ -49,11 +49,11 @@ def test_over_limit_submissions_fail_with_diagnostics_and_the_partition_goes_on(
     grid = completion(outs, "grid")
     [diag] = grid.diagnostics
     assert grid.status == "failed" and diag.location == "run.operations[0].matrix"
-    assert diag.message == "this matrix expands to 1,000,000,000 runs; the limit is 100,000 (setting max_ops)"
+    assert diag.message == "this matrix expands to 1,000,000,000 runs; the limit is 250,000 (setting max_ops)"
 
     compiled = completion(outs, "compiled")
     assert compiled.status == "failed"
-    assert compiled.message == "the pipeline expands to 1,000,000,002 ops; the limit is 100,000 (setting max_ops)"
+    assert compiled.message == "the pipeline expands to 1,000,000,002 ops; the limit is 250,000 (setting max_ops)"
     assert len(state.engine.runs["compiled"].nodes) == 1
 
     assert completion(outs, "ok").status == "succeeded"

@@ -81,7 +81,7 @@ def test_a_compiled_pipeline_from_elsewhere_is_counted_on_submit() -> None:
     assert peak < 2_000_000, peak
     root = engine.runs["r"].nodes[""]
     assert (root.status, root.reason) == ("failed", "LimitExceeded")
-    assert root.message == "the pipeline expands to 1,000,000,002 ops; the limit is 100,000 (setting max_ops)"
+    assert root.message == "the pipeline expands to 1,000,000,002 ops; the limit is 250,000 (setting max_ops)"
     assert len(engine.runs["r"].nodes) == 1 and not any(isinstance(c, StartOp) for c in commands)
 
 

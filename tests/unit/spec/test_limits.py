@@ -147,7 +147,7 @@ def test_the_1000_cubed_grid_is_refused_without_enumerating_it() -> None:
     assert peak < 5_000_000, peak  # a billion suggestions would need hundreds of GB
     [err] = result[0].errors
     assert err.location == "run.operations[0].matrix"
-    assert err.message == "this matrix expands to 1,000,000,000 runs; the limit is 100,000 (setting max_ops)"
+    assert err.message == "this matrix expands to 1,000,000,000 runs; the limit is 250,000 (setting max_ops)"
     assert err.line == 9
 
 
@@ -193,14 +193,14 @@ run:
   kind: dag
   operations:
     - name: outer
-      matrix: {kind: grid, params: {i: {kind: range, value: [0, 400, 1]}}}
+      matrix: {kind: grid, params: {i: {kind: range, value: [0, 600, 1]}}}
       component:
         inputs: [{name: i, type: int}]
         run:
           kind: dag
           operations:
             - name: inner
-              matrix: {kind: grid, params: {j: {kind: range, value: [0, 400, 1]}}}
+              matrix: {kind: grid, params: {j: {kind: range, value: [0, 600, 1]}}}
               component:
                 inputs: [{name: j, type: int}]
                 run: {kind: job, container: {image: x}}
@@ -209,9 +209,9 @@ run:
 
 def test_nested_matrices_multiply_along_the_path() -> None:
     [err] = errors(NESTED)
-    assert "run.operations[0].component.run.operations[0].matrix: this matrix expands to 400 runs, and inside the " \
-           "matrices around it to 160,000 runs; the limit is 100,000 (setting max_ops)" in err
-    assert errors(NESTED, Limits(max_ops=200_000)) == []
+    assert "run.operations[0].component.run.operations[0].matrix: this matrix expands to 600 runs, and inside the " \
+           "matrices around it to 360,000 runs; the limit is 250,000 (setting max_ops)" in err
+    assert errors(NESTED, Limits(max_ops=400_000)) == []
 
 
 def test_a_wide_shared_component_tree_is_counted_not_walked() -> None:

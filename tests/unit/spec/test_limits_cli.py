@@ -12,7 +12,7 @@ import pytest
 from flowd.cli import main
 from tests.unit.spec.test_limits import GRID, alias_bomb
 
-GRID_ERROR = "this matrix expands to 1,000,000,000 runs; the limit is 100,000 (setting max_ops)"
+GRID_ERROR = "this matrix expands to 1,000,000,000 runs; the limit is 250,000 (setting max_ops)"
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
