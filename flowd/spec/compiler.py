@@ -82,6 +82,7 @@ class _Compiler(DagRules):
                             url_timeout=url_timeout, reference_compat=reference_compat, limits=limits)
         self._components: dict[Any, c.Component] = {}
         self._run_refs: dict[int, list[Any]] = {}
+        self._dags: dict[Any, c.Dag] = {}
         # limits while compiling (docs/limits.md): ops read so far (shared components are
         # compiled once per place they are used, so this bounds the compiler's own work) and
         # how many DAGs enclose the one being compiled
