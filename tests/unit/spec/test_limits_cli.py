@@ -4,6 +4,7 @@ the file, the place, the size and the setting; exit codes stay 1 (check) and 2 (
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -75,3 +76,44 @@ def test_run_refuses_with_exit_2_and_starts_nothing(capsys, files, tmp_path: Pat
                        "--limit", "max_params_bytes=100")
     assert code == 2 and "the submission params (--param) are 308 bytes as JSON; the limit is 100 " \
                          "(setting max_params_bytes)" in err
+
+
+RUNTIME = """
+version: 1.1
+kind: component
+name: fan
+run:
+  kind: dag
+  operations:
+    - name: gen
+      component:
+        outputs: [{name: rows, type: list}]
+        run:
+          kind: job
+          container:
+            image: python:3.12-slim
+            command: [python3, -c]
+            args: ["import json, os; json.dump({'rows': [{'i': i} for i in range(30)]}, open(os.environ['FLOWD_OUTPUTS'], 'w'))"]
+    - name: each
+      dependencies: [gen]
+      matrix: {kind: mapping, values: "{{ ops.gen.outputs.rows }}"}
+      component:
+        inputs: [{name: i, type: int}]
+        run: {kind: job, container: {image: x, command: ["true"]}}
+"""
+
+
+def test_run_refuses_a_templated_matrix_when_it_starts(capsys, tmp_path: Path) -> None:
+    """Its size is known only once `gen` has run: `flowd check` passes, `flowd run` fails the
+    matrix (exit 1, as any failed pipeline) before creating a child."""
+    spec = tmp_path / "fan.yaml"
+    spec.write_text(textwrap.dedent(RUNTIME).replace("python3", sys.executable))
+    assert cli(capsys, "check", str(spec), "--limit", "max_ops=20")[0] == 0
+    code, out, _ = cli(capsys, "run", str(spec), "--state-dir", str(tmp_path / "s"), "--output", "json",
+                       "--limit", "max_ops=20")
+    assert code == 1
+    report = json.loads(out)
+    assert report["status"] == "failed" and report["ops"]["gen"]["status"] == "succeeded"
+    assert report["ops"]["each"]["status"] == "failed"
+    assert report["ops"]["each"]["message"] == "this matrix expands to 30 runs; the limit is 20 (setting max_ops)"
+    assert not any(path.startswith("each[") for path in report["ops"])
