@@ -339,10 +339,14 @@ class Engine(PipelinesMixin, RecoveryMixin):
                               approved=op.is_approved is not False)
         # a pipeline compiled elsewhere (a `pipeline` on the bus) was not checked against this
         # engine's limit: count it (matrices of known size included) before anything starts
-        total = Counter().op(op)
-        if total > self.limits.max_ops:
-            self._finish(run, root, S.FAILED, reason="LimitExceeded", message=str(over(
-                "the pipeline expands to", total, "ops", setting="max_ops", limit=self.limits.max_ops)))
+        count = Counter()
+        total = count.op(op)
+        depth = count.depth(op.component)
+        if total > self.limits.max_ops or depth > self.limits.max_dag_depth:
+            error = over("the pipeline expands to", total, "ops", setting="max_ops", limit=self.limits.max_ops) \
+                if total > self.limits.max_ops else over("DAGs are nested", depth, "levels deep",
+                                                         setting="max_dag_depth", limit=self.limits.max_dag_depth)
+            self._finish(run, root, S.FAILED, reason="LimitExceeded", message=str(error))
             return
         self._ready(run, root)
 

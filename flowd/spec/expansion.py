@@ -132,6 +132,18 @@ class Counter:
 
     def __init__(self) -> None:
         self._components: dict[int, int] = {}
+        self._depths: dict[int, int] = {}
+
+    def depth(self, comp: c.Component) -> int:
+        """DAGs nested in ``comp``, itself included (0 for a job or service)."""
+        hit = self._depths.get(id(comp))
+        if hit is not None:
+            return hit
+        depth = 0
+        if comp.dag is not None:
+            depth = 1 + max((self.depth(child.component) for child in comp.dag.ops), default=0)
+        self._depths[id(comp)] = depth
+        return depth
 
     def component(self, comp: c.Component) -> int:
         """Nodes one run of ``comp`` creates: 1 for a job or service, 1 + its ops for a DAG."""

@@ -174,3 +174,15 @@ def test_a_template_rendering_past_the_limit_fails_the_op() -> None:
     ok = Sim(compiled(text), limits=Limits(max_template_bytes=2_000_000))
     ok.run()
     assert ok.done is not None and ok.done.status == "succeeded"
+
+
+def test_a_compiled_pipeline_nested_too_deep_is_refused_on_submit() -> None:
+    op = job("leaf")
+    for level in range(5):
+        op = dag(f"d{level}", [op])
+    sim = Sim(op, limits=Limits(max_dag_depth=4))
+    assert sim.node("").message == "DAGs are nested 5 levels deep; the limit is 4 (setting max_dag_depth)"
+    assert sim.started == []
+    ok = Sim(op, limits=Limits(max_dag_depth=5))
+    ok.run()
+    assert ok.done is not None and ok.done.status == "succeeded"
