@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from flowd.cli._limits import add_limit_args, limits_of
 from flowd.spec import CompileResult, Diagnostic, compile_path
 
 
@@ -35,6 +36,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="type params like Polyaxon 2.18 (datetime as a date, float and metric refs incompatible)")
     parser.add_argument("--no-snippets", action="store_true",
                         help="text output: do not show the offending source line under each finding")
+    add_limit_args(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -94,10 +96,15 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(params, str):
         print(f"flowd check: error: {params}", file=sys.stderr)
         return 2
+    limits = limits_of(args)
+    if isinstance(limits, str):
+        print(f"flowd check: error: {limits}", file=sys.stderr)
+        return 2
     results: list[tuple[str, CompileResult]] = []
     for path in args.paths:
         try:
-            result = compile_path(path, hub=hub, params=params or None, reference_compat=args.reference_compat)
+            result = compile_path(path, hub=hub, params=params or None, reference_compat=args.reference_compat,
+                                  limits=limits)
         except Exception as exc:  # noqa: BLE001 - a bug in flowd, not bad input: still no traceback for the user
             result = CompileResult(op=None, errors=[Diagnostic(
                 path=path, location="", message=f"internal error while checking ({type(exc).__name__}: {exc}); "

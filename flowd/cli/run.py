@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from flowd.cli._limits import add_limit_args, limits_of
 from flowd.engine import RunView, Submit
 from flowd.runtime.driver import Driver
 from flowd.runtime.processes import kill_leftovers
@@ -81,6 +82,7 @@ def add_parser(subparsers: Any) -> None:
         "--executor-config", metavar="JSON|FILE", default=None,
         help="with --executor k8s: executor settings (docs/kubernetes.md) as a JSON object or a JSON/TOML file",
     )
+    add_limit_args(p)
     p.set_defaults(func=run)
 
 
@@ -162,6 +164,11 @@ def run(args: argparse.Namespace) -> int:
     if args.hub is not None and not os.path.isdir(args.hub):
         print(f"flowd run: error: --hub {args.hub!r} is not a directory", file=sys.stderr)
         return 2
+    limits = limits_of(args)
+    if isinstance(limits, str):
+        print(f"flowd run: error: {limits}", file=sys.stderr)
+        return 2
+    args.limits = limits
     if args.max_procs < 0:
         print("flowd run: error: --max-procs must be 0 (no limit) or more", file=sys.stderr)
         return 2
@@ -200,14 +207,14 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         file_sha = ""  # compile_path says what is wrong with it
     initial: list[Submit] = []
     if record is None:
-        result = compile_path(file, params=params or None, hub=args.hub)
+        result = compile_path(file, params=params or None, hub=args.hub, limits=args.limits)
         _print_diagnostics(result)
         if not result.valid or result.op is None:
             return 2
         if args.resume:
             print(f"flowd run: no saved state for this run in {store.root}; starting a fresh run", file=sys.stderr)
         store.discard(run_id)
-        engine = Engine()
+        engine = Engine(args.limits)
         record = RunRecord(run_id=run_id, file=str(file.resolve()), file_sha256=file_sha, params=params, engine=b"")
         # the run id seeds the run's random choices: the same run draws the same values
         seed = int(run_id.rsplit("-", 1)[-1][:8], 16)
@@ -215,7 +222,7 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         pipeline = result.op.name
     else:
         try:
-            engine = Engine.restore(record.engine)
+            engine = Engine.restore(record.engine, limits=args.limits)
         except (ValueError, msgspec.DecodeError) as exc:
             raise StoreError(f"cannot resume run {run_id}: {exc}; run without --resume to start afresh") from exc
         if file_sha and file_sha != record.file_sha256:
@@ -227,7 +234,8 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
     started = time.monotonic()
     with make_progress(sys.stdout if args.output == "text" else sys.stderr, pipeline=pipeline) as progress:
         driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace,
-                        approve=args.approve, executor=executor, max_procs=args.max_procs or None)
+                        approve=args.approve, executor=executor, max_procs=args.max_procs or None,
+                        max_outputs_bytes=args.limits.max_outputs_bytes)
         view = anyio.run(driver.run, initial)
     if args.output == "json":
         sys.stdout.write(json.dumps(json_report(view), indent=2) + "\n")

@@ -11,8 +11,8 @@ import sys
 from typing import Any
 
 import anyio
-import structlog
 
+from flowd.cli._limits import add_limit_args
 from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config
 
 __all__ = ["add_parser", "run", "configure_logging"]
@@ -30,10 +30,13 @@ def add_parser(subparsers: Any) -> None:
         p.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, type=kind,
                        help=f"{text} (env FLOWD_{field.upper()}, default {default!r})")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_limit_args(p)
     p.set_defaults(func=run)
 
 
 def configure_logging(level: str = "info") -> None:
+    import structlog  # here, not at the top: every `flowd` command builds this parser (~0.3 s)
+
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     structlog.configure(
         processors=[
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     overrides = {f: getattr(args, f, None) for f in FIELDS_HELP}
     try:
-        config = load_config(file=args.config, overrides=overrides)
+        config = load_config(file=args.config, overrides=overrides, limit_items=args.limit)
     except Exception as exc:  # noqa: BLE001 - a bad config file or value: say so, no traceback
         print(f"flowd serve: invalid configuration: {exc}", file=sys.stderr)
         return 2
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             async def stop_on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for _ in signals:
-                        structlog.get_logger("flowd.daemon").info("signal_received")
+                        _log().info("signal_received")
                         tg.cancel_scope.cancel()
                         return
 
@@ -97,10 +100,16 @@ def _detach() -> None:
     """Every partition is released (final snapshots committed, offsets too): exit now, before
     the local executor would stop the op processes. They run on in their own sessions and the
     daemon that takes their partitions over adopts them, exactly as after a crash."""
-    structlog.get_logger("flowd.daemon").info("detached_from_local_ops")
+    _log().info("detached_from_local_ops")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("flowd.daemon")
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from flowd.cli._limits import add_limit_args, limits_of
 from flowd.daemon.config import add_bus_args, bus_config
 
 __all__ = ["add_parser", "run"]
@@ -32,6 +33,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--run-id", default=None, help="use this run id (default: a new UUID)")
     p.add_argument("--send-spec", action="store_true", help="send the YAML text; the daemon compiles it")
     p.add_argument("--wait", action="store_true", help="follow the run until it completes")
+    add_limit_args(p)
     add_bus_args(p)
     p.set_defaults(func=run)
 
@@ -64,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         from flowd.spec import compile_path
 
-        result = compile_path(file, params=params, hub=args.hub or os.environ.get("FLOWD_HUB") or None)
+        limits = limits_of(args)
+        if isinstance(limits, str):
+            print(f"flowd submit: error: {limits}", file=sys.stderr)
+            return 2
+        result = compile_path(file, params=params, hub=args.hub or os.environ.get("FLOWD_HUB") or None, limits=limits)
         for diag in [*result.errors, *result.warnings]:
             print(diag.format(), file=sys.stderr)
         if not result.valid or result.op is None:

@@ -10,17 +10,22 @@ from __future__ import annotations
 from flowd.daemon import wire
 from flowd.daemon.partition import Compiler
 from flowd.spec.compiled import Op
+from flowd.spec.limits import Limits
 
 __all__ = ["make_compiler"]
 
 
-def make_compiler(hub: str | None) -> Compiler:
+def make_compiler(hub: str | None, limits: Limits | None = None) -> Compiler:
+    """``limits`` (the daemon's ``[limits]``) are checked before the work they bound: the spec's
+    size before it is parsed, aliases while it is, ops before a matrix is expanded."""
+
     def compile_submission(msg: wire.Submission) -> tuple[Op | None, list[wire.Diagnostic]]:
         from flowd.spec import compile_text
 
         source = msg.source or "<submission>"
         try:
-            result = compile_text(msg.spec or "", source=source, base_dir=None, params=dict(msg.params), hub=hub)
+            result = compile_text(msg.spec or "", source=source, base_dir=None, params=dict(msg.params), hub=hub,
+                                  limits=limits)
         except Exception as exc:  # noqa: BLE001 - a compiler bug must not stop the partition
             return None, [wire.Diagnostic(path=source, location="", message=f"internal compiler error: {exc!r}")]
         diagnostics = [

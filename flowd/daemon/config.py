@@ -2,7 +2,9 @@
 
 Every field can be set in a TOML file (``--config FILE``, top-level keys as below), by an
 environment variable ``FLOWD_<FIELD>`` (upper case, e.g. ``FLOWD_BROKERS``,
-``FLOWD_SNAPSHOT_INTERVAL``) or by a flag ``--<field-with-dashes>``.
+``FLOWD_SNAPSHOT_INTERVAL``) or by a flag ``--<field-with-dashes>``. The limits on what a
+submission may make the daemon build (docs/limits.md) are a ``[limits]`` table in the file,
+``FLOWD_<NAME>`` (e.g. ``FLOWD_MAX_OPS``) and ``--limit NAME=VALUE``, layered the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from flowd.spec.limits import Limits, limits_from
 
 __all__ = ["DaemonConfig", "Topics", "load_config", "FIELDS_HELP"]
 
@@ -52,6 +56,8 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     heartbeat_interval_ms: int = 2000
     max_batch: int = 2000
     client_id: str = ""
+    # what one submission may make the daemon build (docs/limits.md)
+    limits: Limits = Limits()
 
     @property
     def topics(self) -> Topics:
@@ -108,12 +114,18 @@ def _coerce(field: str, raw: str) -> Any:
 
 
 def load_config(*, file: str | None = None, env: Mapping[str, str] | None = None,
-                overrides: dict[str, Any] | None = None) -> DaemonConfig:
+                overrides: dict[str, Any] | None = None, limit_items: list[str] | None = None) -> DaemonConfig:
     values: dict[str, Any] = {}
     if file:
         values.update(tomllib.loads(Path(file).read_text()))
     env = os.environ if env is None else env
+    table = values.pop("limits", None)
+    if table is not None and not isinstance(table, dict):
+        raise ValueError("`limits` must be a table: [limits] with max_ops = ... (docs/limits.md)")
+    values["limits"] = msgspec.structs.asdict(limits_from(env=env, table=table, items=limit_items or ()))
     for field in DaemonConfig.__struct_fields__:
+        if field == "limits":
+            continue
         raw = env.get(f"FLOWD_{field.upper()}")
         if raw not in (None, ""):
             values[field] = _coerce(field, raw)

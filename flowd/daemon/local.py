@@ -35,6 +35,7 @@ import msgspec
 
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
+from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.runtime.executor import LocalExecutor, attempt_dir_name
 
 __all__ = ["DaemonLocalExecutor", "WRAPPER"]
@@ -60,8 +61,10 @@ def _argv_part(value: Any, *, split: bool) -> list[str]:
 
 
 class DaemonLocalExecutor:
-    def __init__(self, *, send: Send, state_dir: Path, clock: Callable[[], float] = time.time, grace: float = 5.0) -> None:
+    def __init__(self, *, send: Send, state_dir: Path, clock: Callable[[], float] = time.time, grace: float = 5.0,
+                 max_outputs_bytes: int = DEFAULT_MAX_OUTPUTS) -> None:
         self.send = send
+        self.max_outputs_bytes = max_outputs_bytes
         self.state_dir = Path(state_dir)
         self.clock = clock
         self.grace = grace
@@ -107,7 +110,7 @@ class DaemonLocalExecutor:
         scope = self._scopes[run_id] = anyio.CancelScope(shield=True)
         with scope:
             async with LocalExecutor(run_dir=self.run_dir(run_id), send=self.send, clock=self.clock,
-                                     grace=self.grace) as ex:
+                                     grace=self.grace, max_outputs_bytes=self.max_outputs_bytes) as ex:
                 task_status.started(ex)
                 await done.wait()
                 while ex.active:  # the engine stops what is left; wait for it to go
@@ -205,7 +208,7 @@ class DaemonLocalExecutor:
             rc = int((directory / "exit_code").read_text().strip())
         except (OSError, ValueError):
             return None
-        outputs, error = LocalExecutor._read_outputs(directory / "outputs.json")  # noqa: SLF001 - same file format
+        outputs, error = LocalExecutor._read_outputs(directory / "outputs.json", self.max_outputs_bytes)  # noqa: SLF001 - same file format
         fields: dict[str, Any]
         if rc == 0 and error is None:
             fields = dict(status="succeeded", exit_code=0)

@@ -39,6 +39,7 @@ from flowd.engine import (
     TimerFired,
 )
 from flowd.spec.compiled import Op
+from flowd.spec.limits import Limits
 
 __all__ = ["Record", "Outcome", "PartitionState", "Compiler", "subscription_refs"]
 
@@ -84,10 +85,10 @@ def subscription_refs(op: Op) -> list[dict[str, Any]]:
 
 class PartitionState:
     def __init__(self, partition: int, *, compiler: Compiler, engine: Engine | None = None,
-                 daemon: wire.DaemonState | None = None) -> None:
+                 daemon: wire.DaemonState | None = None, limits: Limits | None = None) -> None:
         self.partition = partition
         self.compiler = compiler
-        self.engine = engine or Engine()
+        self.engine = engine or Engine(limits)
         self.daemon = daemon or wire.DaemonState(inflight={}, stopping=[], finished={}, subscriptions={})
         self._stopping = set(self.daemon.stopping)
         self._attempt_keys: dict[tuple[str, str, int], str] = {
@@ -102,8 +103,9 @@ class PartitionState:
                                    engine=self.engine.snapshot(), daemon=self.daemon)
 
     @classmethod
-    def restore(cls, record: wire.SnapshotRecord, *, compiler: Compiler) -> PartitionState:
-        return cls(record.partition, compiler=compiler, engine=Engine.restore(record.engine), daemon=record.daemon)
+    def restore(cls, record: wire.SnapshotRecord, *, compiler: Compiler, limits: Limits | None = None) -> PartitionState:
+        return cls(record.partition, compiler=compiler, engine=Engine.restore(record.engine, limits=limits),
+                   daemon=record.daemon)
 
     def compact(self, *, now: float, retention: float) -> int:
         """Forget runs finished more than ``retention`` seconds before ``now`` (remembering their

@@ -71,9 +71,9 @@ async def replay(config: DaemonConfig, *, partition: int | None = None, run_id: 
         assert run_id is not None
         partition = partition_for(run_id, n)
     _, end = await _group_position(config, partition)
-    compiler = make_compiler(config.hub)
+    compiler = make_compiler(config.hub, config.limits)
     start_offset: int | None = None
-    state = PartitionState(partition, compiler=compiler)
+    state = PartitionState(partition, compiler=compiler, limits=config.limits)
     start = "beginning"
     if from_snapshot:
         store = SnapshotStore(config)
@@ -83,7 +83,7 @@ async def replay(config: DaemonConfig, *, partition: int | None = None, run_id: 
         finally:
             await store.stop()
         if snap is not None:
-            state = PartitionState.restore(snap, compiler=compiler)
+            state = PartitionState.restore(snap, compiler=compiler, limits=config.limits)
             start_offset = snap.offset
             start = f"snapshot@{snap.offset}"
     expected: list[tuple[str, str]] = []  # (run id, key)

@@ -80,7 +80,7 @@ class Daemon:
         self.config = config
         self.topics = config.topics
         self.metrics = Metrics()
-        self.compiler = compiler or make_compiler(config.hub)
+        self.compiler = compiler or make_compiler(config.hub, config.limits)
         self.on_start = on_start
         # benchmarks plug their own executor in: ``factory(send) -> Executor``
         self.executor_factory = executor_factory
@@ -166,6 +166,8 @@ class Daemon:
                 self.executor = self.executor_factory(self.report)
             else:
                 config = dict(c.executor_config or {})
+                if c.executor == "local":
+                    config.setdefault("max_outputs_bytes", c.limits.max_outputs_bytes)
                 if c.executor == "k8s":
                     # label pods with the runs partition that owns them (so after a rebalance each
                     # replica follows only its own pods) and serve the executor's metrics here

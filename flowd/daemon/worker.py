@@ -123,7 +123,7 @@ class PartitionWorker:
         if data is not None:
             # decode + restore in a thread: a big partition takes seconds of CPU, and the event
             # loop must keep heartbeating the group meanwhile (or we would be declared dead)
-            snap, self.state = await anyio.to_thread.run_sync(_restore, data, d.compiler)
+            snap, self.state = await anyio.to_thread.run_sync(_restore, data, d.compiler, d.config.limits)
         t_done = time.monotonic()
         if snap is not None:
             # long-lived now: keep them out of future full collections
@@ -133,7 +133,7 @@ class PartitionWorker:
             self.snapshot_time = snap.time
             d.metrics.snapshot_bytes.labels(str(self.partition)).set(size)
         else:
-            self.state = PartitionState(self.partition, compiler=d.compiler)
+            self.state = PartitionState(self.partition, compiler=d.compiler, limits=d.config.limits)
             start = (await d.consumer.beginning_offsets([self.tp]))[self.tp]
         committed = await d.consumer.committed(self.tp)
         self.committed = max(start, committed if committed is not None else start)
@@ -298,14 +298,14 @@ class PartitionWorker:
             m.snapshot_bytes.labels(str(self.partition)).set(len(snap_bytes))
 
 
-def _restore(data: bytes, compiler: Any) -> tuple[wire.SnapshotRecord, PartitionState]:
+def _restore(data: bytes, compiler: Any, limits: Any = None) -> tuple[wire.SnapshotRecord, PartitionState]:
     # decoding and restoring allocate millions of small acyclic objects: a collection pass
     # every few thousand allocations would make this several times slower
     paused = gc.isenabled()
     gc.disable()
     try:
         snap = wire.decode_snapshot(data)
-        return snap, PartitionState.restore(snap, compiler=compiler)
+        return snap, PartitionState.restore(snap, compiler=compiler, limits=limits)
     finally:
         if paused:
             gc.enable()

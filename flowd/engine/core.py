@@ -55,10 +55,13 @@ from flowd.engine.state import (
     child_path,
     epoch_suffix,
 )
+from flowd.engine import template_bounds
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
 from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
 from flowd.engine.view import OpView, RunView
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
+from flowd.spec.expansion import Counter
+from flowd.spec.limits import Limits, json_size, over
 
 
 class _Specs(dict[str, Op]):
@@ -86,7 +89,10 @@ class _Index:
 
 
 class Engine(PipelinesMixin, RecoveryMixin):
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        # what a run may make the engine build (ops, rendered templates, reported outputs):
+        # plain config from the adapter, never read from the environment (docs/limits.md)
+        self.limits = limits or Limits()
         self.runs: dict[str, RunState] = {}
         self._index: dict[str, _Index] = {}
         # per handle() call
@@ -100,6 +106,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
         self._out = []
         self._finished = []
         self._now = event.time
+        bound = template_bounds.bind(self.limits.max_template_bytes)
         try:
             if isinstance(event, Submit):
                 self._submit(event)
@@ -124,6 +131,8 @@ class Engine(PipelinesMixin, RecoveryMixin):
             if run is None:
                 raise
             self._quarantine(run, event, exc)
+        finally:
+            template_bounds.unbind(bound)
         out, self._out = self._out, []
         return out
 
@@ -143,7 +152,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
         return msgspec.msgpack.encode(Snapshot(version=SNAPSHOT_VERSION, runs=list(self.runs.values())))
 
     @classmethod
-    def restore(cls, data: bytes) -> Engine:
+    def restore(cls, data: bytes, *, limits: Limits | None = None) -> Engine:
         # decoding and re-indexing allocate millions of small containers; a collection pass every
         # few thousand allocations would scan the whole growing heap again and again (3x slower)
         # and there are no cycles to find
@@ -153,7 +162,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
             snap = msgspec.msgpack.decode(data, type=Snapshot)
             if snap.version != SNAPSHOT_VERSION:
                 raise ValueError(f"snapshot version {snap.version} is not supported (expected {SNAPSHOT_VERSION})")
-            engine = cls()
+            engine = cls(limits)
             for run in snap.runs:
                 engine.runs[run.run_id] = run
                 index = engine._new_index(run)
@@ -326,6 +335,17 @@ class Engine(PipelinesMixin, RecoveryMixin):
         op = event.pipeline
         root = self._new_node(run, index, "", None, op.name, 0, self._kind_of(op, root=True),
                               approved=op.is_approved is not False)
+        # a pipeline compiled elsewhere (a `pipeline` on the bus) was not checked against this
+        # engine's limit: count it (matrices of known size included) before anything starts
+        count = Counter()
+        total = count.op(op)
+        depth = count.depth(op.component)
+        if total > self.limits.max_ops or depth > self.limits.max_dag_depth:
+            error = over("the pipeline expands to", total, "ops", setting="max_ops", limit=self.limits.max_ops) \
+                if total > self.limits.max_ops else over("DAGs are nested", depth, "levels deep",
+                                                         setting="max_dag_depth", limit=self.limits.max_dag_depth)
+            self._finish(run, root, S.FAILED, reason="LimitExceeded", message=str(error))
+            return
         self._ready(run, root)
 
     def _op_status(self, run: RunState, event: OpStatus) -> None:
@@ -334,6 +354,16 @@ class Engine(PipelinesMixin, RecoveryMixin):
             return
         if event.attempt != node.attempt:
             return  # a report about an attempt that was replaced (retried or timed out)
+        if event.outputs:
+            size = json_size(event.outputs)
+            if size > self.limits.max_outputs_bytes:
+                # kept out of the state (and every snapshot): the attempt fails as the local
+                # executor fails one whose outputs file is not valid
+                event = msgspec.structs.replace(
+                    event, status=S.FAILED if event.status == S.SUCCEEDED else event.status, outputs=None,
+                    reason="InvalidOutputs", message=str(over("the outputs are", size, "bytes as JSON",
+                                                              setting="max_outputs_bytes",
+                                                              limit=self.limits.max_outputs_bytes)))
         status = event.status
         if node.status == S.STOPPING:
             if status not in S.DONE:

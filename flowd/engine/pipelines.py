@@ -16,6 +16,8 @@ from flowd.engine.messages import StopOp
 from flowd.engine.parts import EngineParts
 from flowd.engine.resolve import ResolveError
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path
+from flowd.spec.expansion import Counter, matrix_runs
+from flowd.spec.limits import over
 
 
 class PipelinesMixin(EngineParts):
@@ -64,6 +66,11 @@ class PipelinesMixin(EngineParts):
                 matrix = spec.matrix
                 if isinstance(matrix.seed, str):
                     matrix = msgspec.structs.replace(matrix, seed=self._number(run, node, matrix.seed, "matrix.seed"))
+                too_big = self._over_max_ops(run, matrix, values, spec.component)
+                if too_big is not None:
+                    node.message = too_big
+                    self._finish(run, node, S.FAILED, reason="LimitExceeded", message=too_big)
+                    return
                 suggestions = matrix_mod.suggestions(matrix, seed, values)
             except (ResolveError, matrix_mod.MatrixError, ValueError, TypeError, KeyError, IndexError) as exc:
                 node.message = f"matrix: {exc}"
@@ -77,6 +84,24 @@ class PipelinesMixin(EngineParts):
             for child in children:
                 self._ready(run, child)
         self._check_pipeline_end(run, node)
+
+    def _over_max_ops(self, run: RunState, matrix: Any, values: Any, component: Any) -> str | None:
+        """Why starting this matrix would take the run over ``max_ops``, or None. Counted before
+        a single suggestion exists: a templated ``values`` is known only now, and a compiled
+        pipeline may come from elsewhere (docs/limits.md)."""
+        runs = matrix_runs(matrix, values)
+        if runs is None:
+            return None
+        limit = self.limits.max_ops
+        if runs > limit:
+            return str(over("this matrix expands to", runs, "runs", setting="max_ops", limit=limit))
+        inner = Counter().component(component)
+        total = len(run.nodes) + runs * inner
+        if total <= limit:
+            return None
+        each = f" of {inner:,} ops each" if inner > 1 else ""
+        return str(over(f"this matrix expands to {runs:,} runs{each}, which takes the run to", total, "ops",
+                        setting="max_ops", limit=limit))
 
     def _schedule_ticks(self, run: RunState, node: Node) -> None:
         """Create the children that are due and arm a timer for the next tick (POLYFLOW §8.1)."""

@@ -18,7 +18,9 @@ from typing import Any
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from flowd.engine.template_bounds import BoundedSandbox, check_value
+from flowd.engine.template_bounds import render as _render
 
 TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
 FALSE_WORDS = frozenset({"n", "no", "f", "false", "off", "0"})
@@ -32,7 +34,7 @@ def _map_format(values: Any, fmt: str) -> list[str]:
     return [fmt.format(v) for v in values]
 
 
-_env = ImmutableSandboxedEnvironment(
+_env = BoundedSandbox(  # an ImmutableSandboxedEnvironment that bounds sizes (template_bounds.py)
     undefined=jinja2.Undefined,
     autoescape=False,
     keep_trailing_newline=True,
@@ -56,7 +58,7 @@ def _compile(source: str) -> jinja2.Template:
 def render_text(source: str, context: dict[str, Any]) -> str:
     """Render ``source`` to text."""
     try:
-        return _compile(source).render(context)
+        return _render(_compile(source), context)
     except SecurityError as exc:
         raise TemplateError(f"template {source!r} is not allowed: {exc}") from None
     except TemplateError:
@@ -95,7 +97,10 @@ def render_value(source: str, context: dict[str, Any]) -> Any:
                 raise TemplateError(f"could not render {source!r}: {exc}") from None
             if isinstance(value, jinja2.Undefined):
                 raise TemplateError(f"could not render {source!r}: {_undefined_name(value)} is undefined")
-            return value
+            try:
+                return check_value(value)
+            except ValueError as exc:
+                raise TemplateError(f"could not render {source!r}: {exc}") from None
     text = render_text(source, context)
     try:
         return ast.literal_eval(text)

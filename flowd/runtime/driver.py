@@ -101,8 +101,10 @@ class Driver:
         approve: Collection[str] = (),
         executor: ExecutorFactory | None = None,
         max_procs: int | None = None,
+        max_outputs_bytes: int | None = None,
     ) -> None:
         self.engine = engine
+        self.max_outputs_bytes = max_outputs_bytes
         self.record = record
         self.run_id = record.run_id
         self.store = store
@@ -140,18 +142,21 @@ class Driver:
                 opened = self.executor_factory(self.send, run_dir)
             else:
                 opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace,
-                                       max_procs=self.max_procs)
-            async with opened as executor, TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
-                self._executor, self._timers = executor, timers
-                if self.handle_signals:
-                    tg.start_soon(self._run_signals, name="signals")
-                for event in initial:
-                    self.send(event)
-                for timer_id, at in self.record.timers.items():
-                    timers.set(timer_id, at)
-                for key, cmd in list(self.record.attempts.items()):
-                    await executor.adopt(cmd, stopping=key in self._stopping)
-                await self._loop(tg)
+                                       max_procs=self.max_procs, **(
+                                           {"max_outputs_bytes": self.max_outputs_bytes}
+                                           if self.max_outputs_bytes is not None else {}))
+            async with opened as executor:
+                async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
+                    self._executor, self._timers = executor, timers
+                    if self.handle_signals:
+                        tg.start_soon(self._run_signals, name="signals")
+                    for event in initial:
+                        self.send(event)
+                    for timer_id, at in self.record.timers.items():
+                        timers.set(timer_id, at)
+                    for key, cmd in list(self.record.attempts.items()):
+                        await executor.adopt(cmd, stopping=key in self._stopping)
+                    await self._loop(tg)
             tg.cancel_scope.cancel()
         return self.engine.view(self.run_id)
 

@@ -35,7 +35,8 @@ import msgspec
 
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
-from flowd.outputs import parse_outputs
+from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
+from flowd.outputs import read_outputs_file
 from flowd.runtime.processes import signal_group, start_time
 
 __all__ = ["LocalExecutor", "attempt_dir_name", "LOCAL_KINDS"]
@@ -104,8 +105,10 @@ class LocalExecutor:
         grace: float = 5.0,
         workdir: Path | None = None,
         max_procs: int | None = None,
+        max_outputs_bytes: int = DEFAULT_MAX_OUTPUTS,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.max_outputs_bytes = max_outputs_bytes  # a larger outputs file fails its attempt
         # at most this many job processes at once (None: no limit); the others wait in
         # `_waiting`, in the order they were started, while the engine sees them `queued`.
         # Services do not count: they live until the pipeline ends and could starve it.
@@ -320,7 +323,7 @@ class LocalExecutor:
             raise
         # stragglers of a finished main process go with it, as in a container
         signal_group(attempt.process.pid, signal.SIGKILL)
-        outputs, outputs_error = self._read_outputs(attempt.dir / "outputs.json")
+        outputs, outputs_error = self._read_outputs(attempt.dir / "outputs.json", self.max_outputs_bytes)
         logs = f"logs: {attempt.dir}"
         if attempt.stopping:
             reason = attempt.stop_reason or "Stopped"
@@ -358,12 +361,8 @@ class LocalExecutor:
         self.send(event)
 
     @staticmethod
-    def _read_outputs(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-        try:
-            text = path.read_text()
-        except OSError:
-            return None, None
-        return parse_outputs(text, f"$FLOWD_OUTPUTS ({path})")
+    def _read_outputs(path: Path, max_bytes: int = DEFAULT_MAX_OUTPUTS) -> tuple[dict[str, Any] | None, str | None]:
+        return read_outputs_file(path, f"$FLOWD_OUTPUTS ({path})", max_bytes=max_bytes)
 
     async def _terminate(self, attempt: _Attempt) -> None:
         process = attempt.process

@@ -25,6 +25,8 @@ from flowd.spec import model as m
 from flowd.spec.compose import Composer, Effective, default_hub
 from flowd.spec.dag import DagRules, Inherit, builtins_of, deep_merge, joins_of, param_template_refs
 from flowd.spec.diagnostics import Diagnostic, Finding, Sources
+from flowd.spec.expansion import check_ops
+from flowd.spec.limits import LimitError, Limits, json_size, over
 from flowd.spec.matrix import compile_matrix
 from flowd.spec.params import check_params
 from flowd.spec.types import CoercionError, coerce, is_template
@@ -60,16 +62,39 @@ def _termination(raw: Any) -> c.Termination:
     )
 
 
+class _OverLimit(Exception):
+    """Compiling further would do work a limit forbids: stop, report ``where``/``error``."""
+
+    def __init__(self, where: tuple[str, tuple[Any, ...]], error: LimitError) -> None:
+        super().__init__(str(error))
+        self.where = where
+        self.error = error
+
+
 class _Compiler(DagRules):
-    def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float) -> None:
+    def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float, limits: Limits) -> None:
         self.findings: list[Finding] = []
         self.where: dict[int, Any] = {}
         self.sources = Sources()
         self.compat = reference_compat
+        self.limits = limits
         self.cmp = Composer(hub=hub, findings=self.findings, where=self.where, sources=self.sources,
-                            url_timeout=url_timeout, reference_compat=reference_compat)
+                            url_timeout=url_timeout, reference_compat=reference_compat, limits=limits)
         self._components: dict[Any, c.Component] = {}
         self._run_refs: dict[int, list[Any]] = {}
+        self._dags: dict[Any, c.Dag] = {}
+        # limits while compiling (docs/limits.md): ops read so far (shared components are
+        # compiled once per place they are used, so this bounds the compiler's own work) and
+        # how many DAGs enclose the one being compiled
+        self.ops_read = 1
+        self.dag_depth = 0
+        self.op_where: dict[int, tuple[str, tuple[Any, ...]]] = {}
+
+    def count_op(self, where: tuple[str, tuple[Any, ...]]) -> None:
+        self.ops_read += 1
+        if self.ops_read > self.limits.max_ops:
+            raise _OverLimit(where, over("the pipeline expands to", self.ops_read, "ops", setting="max_ops",
+                                         limit=self.limits.max_ops, at_least=True))
 
     def emit(self, sev: str, where: tuple[str, tuple[Any, ...]], msg: str) -> None:
         self.findings.append(Finding(sev, where[0], where[1], msg))  # type: ignore[arg-type]
@@ -132,6 +157,13 @@ class _Compiler(DagRules):
             all_params[name] = m.Param(value=value)
             literal_paths[name] = (f"--param {name}",)
         cli = set(literal_paths)
+        if params:
+            size = json_size(params)
+            if size > self.limits.max_params_bytes:
+                self.findings.append(Finding("error", source, (), str(over(
+                    "the submission params (--param) are", size, "bytes as JSON", setting="max_params_bytes",
+                    limit=self.limits.max_params_bytes)), locate=False))
+                return None
 
         def emit(sev: str, path: tuple[Any, ...], msg: str) -> None:
             if path and isinstance(path[0], str) and path[0].startswith("--param "):
@@ -160,8 +192,13 @@ class _Compiler(DagRules):
         component = self._component(eff, Inherit(), nested=False)
         if component is None:
             return None
-        return self._op(spec, eff, component, name=root_name, params=all_params, upstream=[], event_edges={},
+        root = self._op(spec, eff, component, name=root_name, params=all_params, upstream=[], event_edges={},
                         inherit=Inherit(), root=True)
+        self.op_where[id(root)] = (source, ())
+        for op, field, error in check_ops(root, self.limits.max_ops):
+            src, path = self.op_where.get(id(op), (source, ()))
+            self.emit("error", (src, (*path, field) if field else path), str(error))
+        return root
 
     # -- shared per-op pieces ----------------------------------------------------------------------
 
@@ -176,7 +213,16 @@ class _Compiler(DagRules):
         dag = None
         body: dict[str, Any] = {}
         if isinstance(run, m.DagRuntime):
-            dag = self._dag(eff, run, inherit=inherit, nested=nested)
+            if self.dag_depth >= self.limits.max_dag_depth:
+                where = self.cmp.where.get(id(run), (eff.source, ()))
+                self.emit("error", where, str(over("DAGs are nested", self.dag_depth + 1, "levels deep",
+                                                   setting="max_dag_depth", limit=self.limits.max_dag_depth)))
+                return None
+            self.dag_depth += 1
+            try:
+                dag = self._dag(eff, run, inherit=inherit, nested=nested)
+            finally:
+                self.dag_depth -= 1
         elif run is not None:
             body = msgspec.to_builtins(run)
             body.pop("kind", None)
@@ -201,7 +247,7 @@ class _Compiler(DagRules):
         term = deep_merge(inherit.termination, builtins_of(spec.termination))
         cache = deep_merge(inherit.cache, builtins_of(spec.cache))
         approved: Any = spec.is_approved if spec.is_approved is not None else True
-        return c.Op(
+        compiled = c.Op(
             name=name,
             component=component,
             params={k: c.ParamSpec(value=p.value, ref=p.ref, context_only=p.context_only, to_env=p.to_env,
@@ -220,15 +266,23 @@ class _Compiler(DagRules):
             hooks=builtins_of(spec.hooks) if isinstance(spec.hooks, list) else [],
             joins=builtins_of(op.joins) if isinstance(op.joins, list) else [],
         )
+        self.op_where[id(compiled)] = self.cmp.at(op)
+        return compiled
 
 def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.PathLike[str] | None = ".",
                  params: dict[str, Any] | None = None, hub: str | None = None, reference_compat: bool = False,
-                 url_timeout: float = 10.0) -> CompileResult:
-    """Validate and compile one Polyaxonfile given as text. Never raises for bad input."""
+                 url_timeout: float = 10.0, limits: Limits | None = None) -> CompileResult:
+    """Validate and compile one Polyaxonfile given as text. Never raises for bad input.
+
+    ``limits`` (default: :class:`Limits` defaults) bound what the text may make flowd build;
+    going over one is an error naming the setting (docs/limits.md)."""
     comp = _Compiler(hub=hub if hub is not None else default_hub(), reference_compat=reference_compat,
-                     url_timeout=url_timeout)
+                     url_timeout=url_timeout, limits=limits or Limits())
     try:
         op = comp.compile_root(text, source, None if base_dir is None else str(base_dir), params)
+    except _OverLimit as exc:
+        comp.findings.append(Finding("error", exc.where[0], exc.where[1], str(exc.error)))
+        op = None
     except RecursionError:  # absurdly deep nesting (over ~100 nested components): an error, not a crash
         return CompileResult(op=None, errors=[Diagnostic(
             path=source, location="", message="the document is nested too deeply to be checked")])
@@ -240,10 +294,15 @@ def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.Path
 
 
 def compile_path(path: str | os.PathLike[str], *, params: dict[str, Any] | None = None, hub: str | None = None,
-                 reference_compat: bool = False, url_timeout: float = 10.0) -> CompileResult:
+                 reference_compat: bool = False, url_timeout: float = 10.0, limits: Limits | None = None) -> CompileResult:
     """Validate and compile the Polyaxonfile at ``path`` (its ``pathRef``s are relative to it)."""
     p = Path(path)
+    limits = limits or Limits()
     try:
+        size = p.stat().st_size
+        if size > limits.max_spec_bytes and p.is_file():  # refused before it is read
+            return CompileResult(op=None, errors=[Diagnostic(path=str(path), location="", message=str(over(
+                "the file is", size, "bytes", setting="max_spec_bytes", limit=limits.max_spec_bytes)))])
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         return CompileResult(op=None, errors=[Diagnostic(path=str(path), location="", message="no such file")])
@@ -254,4 +313,4 @@ def compile_path(path: str | os.PathLike[str], *, params: dict[str, Any] | None 
     except OSError as exc:
         return CompileResult(op=None, errors=[Diagnostic(path=str(path), location="", message=f"cannot read: {exc.strerror}")])
     return compile_text(text, source=str(path), base_dir=str(p.resolve().parent), params=params, hub=hub,
-                        reference_compat=reference_compat, url_timeout=url_timeout)
+                        reference_compat=reference_compat, url_timeout=url_timeout, limits=limits)

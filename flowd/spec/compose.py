@@ -21,10 +21,11 @@ from flowd.spec import model as m
 from flowd.spec import refs
 from flowd.spec.compiled import IOSpec
 from flowd.spec.diagnostics import Finding, Sources, did_you_mean
+from flowd.spec.limits import Limits, over
 from flowd.spec.schema import BAD, Reader
 from flowd.spec.shortcuts import lower_resources
 from flowd.spec.types import CoercionError, coerce, known_type, type_names
-from flowd.spec.yamlio import YamlSyntaxError, load_text
+from flowd.spec.yamlio import YamlLimitError, YamlSyntaxError, load_text
 
 __all__ = ["Composer", "Effective", "Doc", "PATCHED"]
 
@@ -102,8 +103,10 @@ def _merge(base: Any, over: Any, strategy: str) -> Any:
 
 class Composer:
     def __init__(self, *, hub: str | None, findings: list[Finding], where: dict[int, Any], sources: Sources,
-                 url_timeout: float = refs.URL_TIMEOUT, reference_compat: bool = False) -> None:
+                 url_timeout: float = refs.URL_TIMEOUT, reference_compat: bool = False,
+                 limits: Limits | None = None) -> None:
         self.hub = hub
+        self.limits = limits or Limits()
         self.findings = findings
         self.where = where
         self.sources = sources
@@ -143,8 +146,18 @@ class Composer:
 
     def parse(self, text: str, source: str, base_dir: str | None) -> Doc:
         self.sources.add(source, text)
+        size = text_bytes(text, self.limits.max_spec_bytes)
+        if size > self.limits.max_spec_bytes:
+            self.findings.append(Finding("error", source, (), str(over(
+                "the file is", size, "bytes", setting="max_spec_bytes", limit=self.limits.max_spec_bytes)),
+                locate=False))
+            return Doc(source, base_dir, None)
         try:
-            data = load_text(text)
+            data = load_text(text, self.limits)
+        except YamlLimitError as exc:
+            self.findings.append(Finding("error", source, (), exc.message, line=exc.line, column=exc.column,
+                                         locate=exc.line is not None))
+            return Doc(source, base_dir, None)
         except YamlSyntaxError as exc:
             hint = " (check the indentation)" if "expected key" in exc.message or "not allowed here" in exc.message \
                 or "mapping values are not allowed" in exc.message else ""
@@ -157,12 +170,13 @@ class Composer:
     def _load_ref(self, kind: str, ref: str, op: m.PolyaxonfileSpec, base_dir: str | None) -> tuple[Doc, str] | None:
         where = self.at(op, {"path_ref": "pathRef", "url_ref": "urlRef", "hub_ref": "hubRef"}[kind])
         try:
+            max_bytes = self.limits.max_spec_bytes
             if kind == "path_ref":
-                loc = refs.locate_path(ref, base_dir)
+                loc = refs.locate_path(ref, base_dir, max_bytes=max_bytes)
             elif kind == "hub_ref":
-                loc = refs.locate_hub(ref, self.hub)
+                loc = refs.locate_hub(ref, self.hub, max_bytes=max_bytes)
             else:
-                loc = refs.fetch_url(ref, timeout=self.url_timeout)
+                loc = refs.fetch_url(ref, timeout=self.url_timeout, max_bytes=max_bytes)
         except refs.RefError as exc:
             self.emit("error", where, str(exc))
             return None
@@ -464,6 +478,13 @@ def _containers(run: Any) -> list[tuple[tuple[Any, ...], dict[str, Any] | None]]
                 if isinstance(rep, m.Replica) and rep.container is not None:
                     out.append(((f.encode_name, k, "container"), rep.container))
     return out
+
+
+def text_bytes(text: str, limit: int) -> int:
+    """UTF-8 size of ``text``, encoding it only when the character count cannot decide."""
+    if len(text) * 4 <= limit:
+        return len(text)  # certainly under it
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def default_hub() -> str | None:

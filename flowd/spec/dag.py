@@ -81,6 +81,8 @@ class DagRules:
     cmp: Composer
     compat: bool
     _run_refs: dict[int, list[Any]]
+    _dags: dict[Any, c.Dag]
+    dag_depth: int  # how many DAGs enclose the one being compiled (max_dag_depth)
 
     def emit(self, sev: str, where: tuple[str, tuple[Any, ...]], msg: str) -> None:
         raise NotImplementedError
@@ -91,6 +93,9 @@ class DagRules:
         return where in self.cmp.error_prefixes()
 
     def _component(self, eff: Effective, inherit: Inherit, *, nested: bool) -> c.Component | None:
+        raise NotImplementedError
+
+    def count_op(self, where: tuple[str, tuple[Any, ...]]) -> None:
         raise NotImplementedError
 
     def _op(self, op: m.PolyaxonfileSpec, eff: Effective, component: c.Component, *, name: str,
@@ -108,6 +113,18 @@ class DagRules:
     # -- DAGs (§4) -------------------------------------------------------------------------------
 
     def _dag(self, eff: Effective, dag: m.DagRuntime, *, inherit: Inherit, nested: bool) -> c.Dag:
+        # A DAG body is compiled once per distinct context: ops that use one component but patch
+        # a field its body does not read (``description``, ``tags``, params...) share it. Else ten
+        # ops per level over six levels would compile 10^6 ops from a 4 KB file (docs/limits.md).
+        key = (id(dag), id(eff.inputs), eff.source, eff.base_dir, nested, self.dag_depth, msgspec.json.encode((
+            deep_merge(inherit.termination, builtins_of(eff.spec.termination)),
+            deep_merge(inherit.cache, builtins_of(eff.spec.cache)), eff.spec.queue or inherit.queue)))
+        cached = self._dags.get(key)
+        if cached is None:
+            cached = self._dags[key] = self._compile_dag(eff, dag, inherit=inherit, nested=nested)
+        return cached
+
+    def _compile_dag(self, eff: Effective, dag: m.DagRuntime, *, inherit: Inherit, nested: bool) -> c.Dag:
         deferred: list[str] = []
         sev = "warning" if nested else "error"
         dag_where = self.cmp.where.get(id(dag), (eff.source, ()))
@@ -144,6 +161,7 @@ class DagRules:
         order: list[str] = []
         for op in ops:
             where = self.cmp.at(op)
+            self.count_op(where)
             if not isinstance(op.name, str) or not op.name:
                 if not self.broken((where[0], (*where[1], "name"))):
                     rule(where, "op requires a name (every operation of a DAG needs a `name`)")

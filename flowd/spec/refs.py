@@ -22,9 +22,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from flowd.spec.limits import Limits, over
+
 __all__ = ["RefError", "Located", "locate_path", "locate_hub", "fetch_url", "URL_TIMEOUT"]
 
 URL_TIMEOUT = 10.0
+DEFAULT_MAX_BYTES = Limits().max_spec_bytes
 _HUB_NAME = re.compile(r"^(?:(?P<owner>[-\w.]+)/)?(?P<name>[-\w.]+)(?::(?P<tag>[-\w.]+))?$")
 
 
@@ -54,8 +57,12 @@ def display(path: Path) -> str:
     return relative if len(relative) < len(absolute) else absolute
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, max_bytes: int) -> str:
     try:
+        size = path.stat().st_size
+        if size > max_bytes:  # refused before it is read (docs/limits.md)
+            raise RefError(f"`{path}`: " + str(over("the file is", size, "bytes", setting="max_spec_bytes",
+                                                     limit=max_bytes)))
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RefError(f"`{path}` is not UTF-8 text: {exc}") from None
@@ -63,7 +70,7 @@ def _read(path: Path) -> str:
         raise RefError(f"cannot read `{path}`: {exc.strerror or exc}") from None
 
 
-def locate_path(ref: str, base_dir: str | None) -> Located:
+def locate_path(ref: str, base_dir: str | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Located:
     """``pathRef``: relative to the directory of the referring file."""
     if base_dir is None:
         raise RefError(f"pathRef `{ref}` cannot be resolved: the referring document has no directory "
@@ -83,7 +90,7 @@ def locate_path(ref: str, base_dir: str | None) -> Located:
         else:
             raise RefError(f"pathRef `{ref}` could not be resolved: `{path}` does not exist")
     resolved = path.resolve()
-    return Located(display(path), f"path:{resolved}", _read(path), str(resolved.parent))
+    return Located(display(path), f"path:{resolved}", _read(path, max_bytes), str(resolved.parent))
 
 
 def hub_candidates(ref: str, hub: str) -> list[Path]:
@@ -99,7 +106,7 @@ def hub_candidates(ref: str, hub: str) -> list[Path]:
     return [root / f"{name}.yaml", root / f"{name}.yml", root / name / "latest.yaml", root / name / "latest.yml"]
 
 
-def locate_hub(ref: str, hub: str | None) -> Located:
+def locate_hub(ref: str, hub: str | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Located:
     """``hubRef`` against a hub directory."""
     if not hub:
         raise RefError(
@@ -109,12 +116,12 @@ def locate_hub(ref: str, hub: str | None) -> Located:
     for path in candidates:
         if path.is_file():
             resolved = path.resolve()
-            return Located(display(path), f"path:{resolved}", _read(path), str(resolved.parent))
+            return Located(display(path), f"path:{resolved}", _read(path, max_bytes), str(resolved.parent))
     tried = ", ".join(f"`{p}`" for p in candidates)
     raise RefError(f"hubRef `{ref}` could not be resolved in the hub `{hub}`: tried {tried}")
 
 
-def fetch_url(url: str, *, timeout: float = URL_TIMEOUT) -> Located:
+def fetch_url(url: str, *, timeout: float = URL_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES) -> Located:
     """``urlRef``: one HTTP(S) GET with a timeout."""
     if not re.match(r"^https?://", url):
         raise RefError(f"urlRef `{url}` could not be resolved: only http:// and https:// URLs are supported")
@@ -122,15 +129,16 @@ def fetch_url(url: str, *, timeout: float = URL_TIMEOUT) -> Located:
     request = urllib.request.Request(url, headers=accept)  # noqa: S310 - scheme checked above
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
-            body: Any = response.read(16 * 1024 * 1024 + 1)
+            body: Any = response.read(max_bytes + 1)
     except urllib.error.HTTPError as exc:
         raise RefError(f"urlRef `{url}` could not be resolved: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise RefError(f"urlRef `{url}` could not be resolved: {exc.reason}") from None
     except (TimeoutError, OSError) as exc:
         raise RefError(f"urlRef `{url}` could not be resolved: {exc or 'timed out'} (timeout {timeout:g} s)") from None
-    if len(body) > 16 * 1024 * 1024:
-        raise RefError(f"urlRef `{url}`: the document is larger than 16 MiB")
+    if len(body) > max_bytes:
+        raise RefError(f"urlRef `{url}`: " + str(over("the document is", len(body), "bytes", setting="max_spec_bytes",
+                                                       limit=max_bytes, at_least=True)))
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -13,13 +13,14 @@ from typing import Any
 from flowd.engine.core import Engine
 from flowd.engine.messages import OpStatus, PipelineDone, SetTimer, StartOp, StatusChanged, Submit, TimerFired
 from flowd.spec.compiled import Op
+from flowd.spec.limits import Limits
 
 
 class Sim:
     def __init__(self, pipeline: Op, *, script: dict[str, list[Any]] | None = None,
                  outputs: Callable[[StartOp], dict[str, Any] | None] | None = None, run_id: str = "run1",
-                 seed: int = 7, hold: set[str] | None = None) -> None:
-        self.engine = Engine()
+                 seed: int = 7, hold: set[str] | None = None, limits: Limits | None = None) -> None:
+        self.engine = Engine(limits)
         self.run_id = run_id
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.outputs = outputs or (lambda start: None)
