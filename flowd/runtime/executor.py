@@ -35,6 +35,7 @@ import msgspec
 
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
+from flowd.faults import crash_point
 from flowd.outputs import parse_outputs
 from flowd.runtime.processes import signal_group, start_time
 
@@ -299,6 +300,7 @@ class LocalExecutor:
         finally:
             stdout.close()
             stderr.close()
+        crash_point("local.spawned", cmd.key)  # tests only: a kill before pid.json exists
         attempt.process = process
         if attempt.cmd.kind != "service":
             attempt.holds_slot = True
@@ -317,6 +319,7 @@ class LocalExecutor:
             signal_group(attempt.process.pid, signal.SIGKILL)
             self._finished(attempt)
             raise
+        crash_point("local.exited", attempt.cmd.key)  # tests only: reaped, no result.json yet
         # stragglers of a finished main process go with it, as in a container
         signal_group(attempt.process.pid, signal.SIGKILL)
         outputs, outputs_error = self._read_outputs(attempt.dir / "outputs.json")
