@@ -20,7 +20,7 @@ import hashlib
 import os
 import signal
 
-__all__ = ["crash_point", "CRASH_AT", "CRASH_DIR"]
+__all__ = ["CRASH_AT", "CRASH_DIR", "crash_point"]
 
 CRASH_AT = "FLOWD_TEST_CRASH_AT"
 CRASH_DIR = "FLOWD_TEST_CRASH_DIR"

@@ -56,7 +56,7 @@ from pathlib import Path
 
 from flowd.runtime.processes import start_time
 
-__all__ = ["Found", "Judgement", "SHIM", "VOID_EXIT", "claim", "current_launch", "inspect", "is_void"]
+__all__ = ["SHIM", "VOID_EXIT", "Found", "Judgement", "claim", "current_launch", "inspect", "is_void"]
 
 VOID_EXIT = 75  # EX_TEMPFAIL: this launch was voided by another owner before it started
 

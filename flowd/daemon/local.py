@@ -235,11 +235,11 @@ class DaemonLocalExecutor:
         outputs, error = LocalExecutor._read_outputs(directory / "outputs.json")
         fields: dict[str, Any]
         if rc == 0 and error is None:
-            fields = dict(status="succeeded", exit_code=0)
+            fields = {"status": "succeeded", "exit_code": 0}
         elif rc == 0:
-            fields = dict(status="failed", exit_code=0, reason="InvalidOutputs", message=error)
+            fields = {"status": "failed", "exit_code": 0, "reason": "InvalidOutputs", "message": error}
         else:
-            fields = dict(status="failed", exit_code=rc, reason="Error", message=f"exit code {rc} (logs: {directory})")
+            fields = {"status": "failed", "exit_code": rc, "reason": "Error", "message": f"exit code {rc} (logs: {directory})"}
         if outputs and error is None:
             fields["outputs"] = outputs
         return OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, time=self.clock(), **fields)

@@ -43,7 +43,7 @@ from flowd.engine import DONE
 if TYPE_CHECKING:
     from flowd.daemon.serve import Daemon
 
-__all__ = ["Router", "SubscriptionTable", "matches", "derived_run_id", "routed_partitions"]
+__all__ = ["Router", "SubscriptionTable", "derived_run_id", "matches", "routed_partitions"]
 
 log = structlog.get_logger("flowd.daemon")
 _NAMESPACE = uuid.UUID("6f1d3c1e-5b8a-4f59-9a57-0c1f1f0d7a11")

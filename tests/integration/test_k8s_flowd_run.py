@@ -98,7 +98,7 @@ def cleanup_spec() -> tuple[str, dict[str, float | None]]:
         ttl = (0, None, 3600)[i % 3]
         name = f"op-{i}"
         ttls[name] = ttl
-        termination = "{ttl: %d}" % ttl if ttl is not None else "{}"
+        termination = f"{{ttl: {ttl}}}" if ttl is not None else "{}"
         ops.append(CLEANUP_OP.format(name=name, termination=termination, run_for=f"{0.5 + 0.7 * i:.1f}s", i=i))
     return CLEANUP.format(ops="".join(ops)), ttls
 
