@@ -26,7 +26,7 @@ Files of ``attempts/<op>@<n>/`` (``g`` = launch generation 1, 2, ...)::
 What the next owner concludes (:func:`inspect`), first match wins::
 
     no launch.*                         FRESH      claim launch.1, spawn
-    result.json                         RESULT     report it again (the engine dedupes)
+    result.json (not a voided shim's)   RESULT     report it again (the engine dedupes)
     exit_code                           EXITED     report exit code + outputs.json
     started.<g> = void                  UNSTARTED  provably never ran: claim launch.<g+1>, spawn
     no started.<g>                      -> write "void" into started.<g>; won: UNSTARTED;
@@ -56,7 +56,7 @@ from pathlib import Path
 
 from flowd.runtime.processes import start_time
 
-__all__ = ["SHIM", "VOID_EXIT", "Found", "Judgement", "claim", "current_launch", "inspect", "is_void"]
+__all__ = ["SHIM", "VOID_EXIT", "Found", "Judgement", "claim", "current_launch", "inspect", "is_void", "recorded_result"]
 
 VOID_EXIT = 75  # EX_TEMPFAIL: this launch was voided by another owner before it started
 
@@ -160,13 +160,27 @@ def _legacy(directory: Path) -> Judgement:
     return Judgement(Found.VANISHED)
 
 
+def recorded_result(directory: Path) -> bytes | None:
+    """``result.json``, unless it is the report of a voided launch's shim (exit 75, nothing ran):
+    a daemon that was presumed dead may write that after another owner relaunched the attempt.
+    A command that really exits 75 is still reported, from the ``exit_code`` its shim wrote."""
+    try:
+        data = (directory / "result.json").read_bytes()
+        record = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    if isinstance(record, dict) and record.get("exit_code") == VOID_EXIT:
+        return None
+    return data
+
+
 def inspect(directory: Path, *, void: bool = True) -> Judgement:
     """What the files of an attempt prove (see the module doc). With ``void``, a claimed but
     unstarted launch is voided so that it can never start (that makes UNSTARTED a proof)."""
     launch = current_launch(directory)
     if launch == 0 and not (directory / "claimed").exists():
         return Judgement(Found.FRESH)
-    if (directory / "result.json").exists():
+    if recorded_result(directory) is not None:
         return Judgement(Found.RESULT, launch)
     if (directory / "exit_code").exists():
         return Judgement(Found.EXITED, launch)

@@ -226,8 +226,10 @@ class DaemonLocalExecutor:
             f"and left no exit code ({directory})"))
 
     def _recorded(self, cmd: StartOp | StopOp, directory: Path) -> OpStatus | None:
-        with contextlib.suppress(OSError, msgspec.DecodeError):
-            return msgspec.json.decode((directory / "result.json").read_bytes(), type=OpStatus)
+        data = launch.recorded_result(directory)
+        if data is not None:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                return msgspec.json.decode(data, type=OpStatus)
         try:
             rc = int((directory / "exit_code").read_text().strip())
         except (OSError, ValueError):

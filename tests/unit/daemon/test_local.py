@@ -140,3 +140,19 @@ def test_only_one_of_two_owners_claims_a_relaunch(tmp_path: Path, anyio_backend:
     assert launch.inspect(tmp_path).found is Found.UNSTARTED
     assert launch.claim(tmp_path, "k", 2) and not launch.claim(tmp_path, "k", 2)
     assert launch.current_launch(tmp_path) == 2
+
+
+async def test_the_result_of_a_voided_launch_is_not_taken_for_the_attempts(tmp_path: Path, anyio_backend: str) -> None:
+    """A daemon presumed dead spawned launch 1 after another owner voided it: its shim exits 75
+    without running anything, and that daemon's executor records it. The attempt's real launch
+    (2) decides."""
+    attempt = attempt_dir(tmp_path / "s")
+    assert launch.claim(attempt, "k1", 1)
+    assert launch.inspect(attempt).found is Found.UNSTARTED
+    assert run_shim(attempt, 1, f"echo late >> {tmp_path}/a").returncode == launch.VOID_EXIT
+    (attempt / "result.json").write_text(json.dumps({"type": "op_status", "run_id": "r1", "path": "a", "attempt": 1,
+                                                     "status": "failed", "time": 1.0, "exit_code": launch.VOID_EXIT}))
+    assert launch.inspect(attempt).found is Found.UNSTARTED
+    got = await collect(tmp_path / "s", cmd(tmp_path), until=1)
+    assert [g.status for g in got] == ["running", "succeeded"]
+    assert (tmp_path / "a").read_text() == "x\n"
