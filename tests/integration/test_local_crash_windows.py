@@ -51,8 +51,9 @@ STEPS = [
     pytest.param("local.claimed", {}, 1, id="claimed"),
     pytest.param("local.claimed,local.voided", {}, 2, id="claimed+voided"),
     pytest.param("local.spawned", {}, 1, id="spawned"),
-    # the shim starts late: it wins the start record before the restarted daemon looks (1.5 s),
-    # or the restarted daemon voids the launch first and starts it again (6 s)
+    # the shim starts late: at 1.5 s it may win the start record before the restarted daemon
+    # looks, or lose it (timing); at 6 s the restarted daemon voids the launch first and
+    # starts it again
     pytest.param("local.spawned", {"FLOWD_TEST_SHIM_DELAY": "1.5"}, 1, id="spawned-shim-late"),
     pytest.param("local.spawned", {"FLOWD_TEST_SHIM_DELAY": "6"}, 1, id="spawned-shim-later"),
     pytest.param("local.pid_recorded", {}, 1, id="pid_recorded"),
