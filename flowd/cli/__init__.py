@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # logs go to stderr in every command: stdout is the command's output (one JSON document
+    # with --output json); `flowd serve` reconfigures with its --log-level
+    from flowd.cli.logs import configure_logging
+
+    configure_logging("warning")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

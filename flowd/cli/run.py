@@ -112,10 +112,12 @@ def executor_factory(args: argparse.Namespace) -> Any:
     if args.namespace:
         config["namespace"] = args.namespace
     from flowd.k8s.config import Settings
+    from flowd.k8s.drain import draining
     from flowd.k8s.executor import KubernetesExecutor
 
-    Settings.from_config(config)  # report bad settings now, before anything runs
-    return lambda send, run_dir: KubernetesExecutor(send=send, **config)
+    settings = Settings.from_config(config)  # report bad settings now, before anything runs
+    # exits only once finished pods are deleted or kept as their termination.ttl says
+    return lambda send, run_dir: draining(KubernetesExecutor(send=send, **config), exit_wait=settings.exit_wait)
 
 
 def _iso(t: float | None) -> str | None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 import anyio
 
 from flowd.cli._limits import add_limit_args
+from flowd.cli.logs import configure_logging
 from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config
 
 __all__ = ["add_parser", "run", "configure_logging"]
@@ -34,30 +34,12 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def configure_logging(level: str = "info") -> None:
-    import structlog  # here, not at the top: every `flowd` command builds this parser (~0.3 s)
-
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from flowd.daemon.executors import ExecutorUnavailable
     from flowd.daemon.kafka import BusError
     from flowd.daemon.serve import Daemon
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, cache=True)
     overrides = {f: getattr(args, f, None) for f in FIELDS_HELP}
     try:
         config = load_config(file=args.config, overrides=overrides, limit_items=args.limit)

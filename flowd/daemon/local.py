@@ -3,19 +3,24 @@
 It wraps :class:`flowd.runtime.executor.LocalExecutor` (one per run, under
 ``<state_dir>/runs/<run_id>/``) and adds what a daemon needs that ``flowd run`` does not:
 
-* **A claim before the start.** ``attempts/<op>@<n>/claimed`` is written before the process is
-  spawned. A ``StartOp`` whose attempt is already claimed (re-issued after a restore, or by the
-  daemon that adopted this partition) is *adopted*, never started again.
-* **An exit-code file.** The op's command runs under a tiny ``sh`` wrapper that writes
-  ``exit_code`` when the command ends. Processes lead their own session, so a ``kill -9`` of the
-  daemon leaves them running; the wrapper still records how they ended.
-* **Adoption:** a recorded ``result.json`` is reported again; else an ``exit_code`` file becomes
-  the report (outputs read from ``outputs.json``); else a live process is polled until it ends;
-  else the attempt is reported ``failed`` with reason ``Lost`` (the engine's retry policy decides).
+* **A claim before the start, and a start the process records itself.** ``launch.<g>`` is
+  claimed (exclusively) before the process is spawned; the op command runs under a tiny ``sh``
+  shim (:data:`flowd.daemon.launch.SHIM`) that records its own pid and start time in
+  ``started.<g>`` before it runs the command, and the exit code after it. Neither record needs
+  the daemon to be alive, so whatever step a ``kill -9`` of the daemon interrupts, the attempt
+  directory says what happened. :mod:`flowd.daemon.launch` holds the state machine of these
+  files.
+* **Adoption.** A ``StartOp`` for a claimed attempt (re-issued after a restore, or by the daemon
+  that took this partition over) is judged by :func:`flowd.daemon.launch.inspect`: a recorded
+  result is reported again; an exit code becomes the report (outputs read from
+  ``outputs.json``); a live process (same pid *and* start time) is polled until it ends; a launch
+  that provably never started (voided, so that its shim can no longer start) is launched again;
+  only a process that vanished without an exit code is reported ``failed`` with reason ``Lost``.
 
-Leaving the context stops the processes of this daemon (LocalExecutor's contract); ``flowd serve``
-exits before that on a graceful stop (``local_detach``, default on) so the next daemon adopts them
-as after a crash. Daemons of one group must share ``--state-dir``.
+Processes lead their own session, so a ``kill -9`` of the daemon leaves them running. Leaving the
+context stops the processes of this daemon (LocalExecutor's contract); ``flowd serve`` exits
+before that on a graceful stop (``local_detach``, default on) so the next daemon adopts them as
+after a crash. Daemons of one group must share ``--state-dir``.
 """
 
 from __future__ import annotations
@@ -32,24 +37,20 @@ from typing import Any
 import anyio
 import anyio.abc
 import msgspec
+import structlog
 
+from flowd.daemon import launch
+from flowd.daemon.launch import Found
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
+from flowd.faults import crash_point
 from flowd.runtime.executor import LocalExecutor, attempt_dir_name
 
-__all__ = ["DaemonLocalExecutor", "WRAPPER"]
+__all__ = ["DaemonLocalExecutor"]
 
-# runs "$@", then records its exit code atomically next to $FLOWD_OUTPUTS
-WRAPPER = '"$@"; rc=$?; printf %s "$rc" > "$FLOWD_EXIT_FILE.tmp" && mv -f "$FLOWD_EXIT_FILE.tmp" "$FLOWD_EXIT_FILE"; exit $rc'
 POLL_SECONDS = 0.2
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+log = structlog.get_logger("flowd.daemon")
 
 
 def _argv_part(value: Any, *, split: bool) -> list[str]:
@@ -72,6 +73,11 @@ class DaemonLocalExecutor:
         self._done: dict[str, anyio.Event] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._started: set[str] = set()
+        # attempts this daemon watches without owning their process (started by a dead daemon)
+        self._adopted: set[str] = set()
+        self._stopping: set[str] = set()
+        # (run id, op path, attempt) -> launch generation this daemon spawned
+        self._launches: dict[tuple[str, str, int], int] = {}
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> DaemonLocalExecutor:
@@ -109,7 +115,7 @@ class DaemonLocalExecutor:
         # (they kill their process when cancelled); only __aexit__ ends it, by this scope
         scope = self._scopes[run_id] = anyio.CancelScope(shield=True)
         with scope:
-            async with LocalExecutor(run_dir=self.run_dir(run_id), send=self.send, clock=self.clock,
+            async with LocalExecutor(run_dir=self.run_dir(run_id), send=self._relay, clock=self.clock,
                                      grace=self.grace, max_outputs_bytes=self.max_outputs_bytes) as ex:
                 task_status.started(ex)
                 await done.wait()
@@ -130,92 +136,115 @@ class DaemonLocalExecutor:
             return
         self._started.add(cmd.key)
         directory = self.attempt_dir(cmd)
-        claim = directory / "claimed"
-        if claim.exists():
-            await self._adopt(cmd, directory)
-            return
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, cmd.key.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        for _ in range(8):  # each pass loses a race to another owner at most once
+            judged = launch.inspect(directory)
+            if judged.found not in (Found.FRESH, Found.UNSTARTED):
+                self._adopt(cmd, directory, judged)
+                return
+            generation = judged.launch + 1
+            if judged.found is Found.UNSTARTED:
+                log.info("relaunching_unstarted_attempt", key=cmd.key, voided_launch=judged.launch)
+            if launch.claim(directory, cmd.key, generation):
+                break
+        else:
+            raise RuntimeError(f"cannot claim attempt {cmd.key}: other owners keep claiming it")
+        crash_point("local.claimed", cmd.key)
+        self._launches[(cmd.run_id, cmd.path, cmd.attempt)] = generation
         ex = await self._executor(cmd.run_id)
-        await ex.start(self._wrapped(cmd, directory))
+        await ex.start(self._wrapped(cmd, directory, generation))
 
     async def stop(self, cmd: StopOp) -> None:
         ex = self._executors.get(cmd.run_id)
-        if ex is not None and cmd.key in self._started:
+        if ex is not None and (cmd.run_id, cmd.path, cmd.attempt) in self._launches:
             await ex.stop(cmd)
             return
+        self._started.add(cmd.key)  # stopped: never (re)launch it after this
+        self._stopping.add(cmd.key)
         directory = self.attempt_dir(cmd)
-        pid = self._live_pid(directory)
-        if pid is not None:  # adopted and still running: stop the whole group
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, 15)
+        if cmd.key in self._adopted:  # its watcher reports how it ends
+            judged = launch.inspect(directory, void=False)
+            if judged.found is Found.RUNNING and judged.pid is not None:
+                self._kill_group(judged.pid)
             return
-        self.send(OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="stopped",
-                           time=self.clock(), reason=cmd.reason or "Stopped", message="not running"))
+        judged = launch.inspect(directory)  # voids a launch that has not started: it never will
+        if judged.found in (Found.FRESH, Found.UNSTARTED):
+            self.send(OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="stopped",
+                               time=self.clock(), reason=cmd.reason or "Stopped", message="not running"))
+            return
+        self._adopt(cmd, directory, judged)
+        if judged.found is Found.RUNNING and judged.pid is not None:
+            self._kill_group(judged.pid)
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, 15)
 
     # ---------------------------------------------------------------------------- internals
 
-    def _wrapped(self, cmd: StartOp, directory: Path) -> StartOp:
+    def _relay(self, status: OpStatus) -> None:
+        """The LocalExecutor's reports, with the crash points of the steps they follow, minus the
+        report of a launch another owner voided before it started (that owner runs the op)."""
+        key = f"{status.run_id}/{status.path}#{status.attempt}"
+        if status.status == "running":
+            crash_point("local.pid_recorded", key)
+        elif status.exit_code == launch.VOID_EXIT:
+            directory = self.run_dir(status.run_id) / "attempts" / attempt_dir_name(status.path, status.attempt)
+            generation = self._launches.get((status.run_id, status.path, status.attempt))
+            if generation is not None and launch.is_void(directory, generation):
+                log.warning("launch_voided_by_another_owner", run_id=status.run_id, op_path=status.path,
+                            attempt=status.attempt, launch=generation)
+                return
+        elif status.status in ("succeeded", "failed", "stopped"):
+            crash_point("local.result_recorded", key)
+        self.send(status)
+
+    def _wrapped(self, cmd: StartOp, directory: Path, generation: int) -> StartOp:
         container = dict(cmd.run.get("container") or {})
         if not container.get("command"):
             return cmd  # LocalExecutor reports why it cannot start
-        container["command"] = ["sh", "-c", WRAPPER, "flowd-attempt", *_argv_part(container["command"], split=True)]
+        container["command"] = ["sh", "-c", launch.SHIM, "flowd-attempt", str(generation),
+                                *_argv_part(container["command"], split=True)]
         env = dict(cmd.env)
-        env["FLOWD_EXIT_FILE"] = str(directory / "exit_code")
+        env["FLOWD_ATTEMPT_DIR"] = str(directory)
         return msgspec.structs.replace(cmd, run={**cmd.run, "container": container}, env=env)
 
-    @staticmethod
-    def _live_pid(directory: Path) -> int | None:
-        try:
-            record = json.loads((directory / "pid.json").read_text())
-        except (OSError, ValueError):
-            return None
-        pid = int(record["pid"])
-        now = _start_time(pid)
-        if now is None or (record.get("start_time") and now != record["start_time"]):
-            return None
-        return pid
-
-    async def _adopt(self, cmd: StartOp, directory: Path) -> None:
+    def _adopt(self, cmd: StartOp | StopOp, directory: Path, judged: launch.Judgement) -> None:
         assert self._tg is not None
-        self._tg.start_soon(self._watch_orphan, cmd, directory, name=f"adopt {cmd.key}")
+        self._adopted.add(cmd.key)
+        log.info("adopting_attempt", key=cmd.key, found=judged.found.value, launch=judged.launch, pid=judged.pid)
+        self._tg.start_soon(self._watch_orphan, cmd, directory, judged, name=f"adopt {cmd.key}")
 
-    async def _watch_orphan(self, cmd: StartOp, directory: Path) -> None:
-        while True:
-            report = self._recorded(cmd, directory)
-            if report is not None:
-                self.send(report)
-                return
-            if self._live_pid(directory) is None:
-                # a last look: the process may have written its exit code as it went away
-                report = self._recorded(cmd, directory)
-                self.send(report or OpStatus(
-                    run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="failed", time=self.clock(),
-                    reason="Lost", message="the attempt's process ended while no flowd daemon watched it "
-                    "and left no exit code"))
-                return
+    async def _watch_orphan(self, cmd: StartOp | StopOp, directory: Path, judged: launch.Judgement) -> None:
+        while judged.found is Found.RUNNING:
             await anyio.sleep(POLL_SECONDS)
+            judged = launch.inspect(directory, void=False)
+        report = self._recorded(cmd, directory)
+        if report is None and cmd.key in self._stopping:
+            report = OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="stopped",
+                              time=self.clock(), reason="Stopped", message="process stopped")
+        self.send(report or OpStatus(
+            run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="failed", time=self.clock(),
+            reason="Lost", message="the attempt's process ended while no flowd daemon watched it "
+            f"and left no exit code ({directory})"))
 
-    def _recorded(self, cmd: StartOp, directory: Path) -> OpStatus | None:
-        with contextlib.suppress(OSError, msgspec.DecodeError):
-            return msgspec.json.decode((directory / "result.json").read_bytes(), type=OpStatus)
+    def _recorded(self, cmd: StartOp | StopOp, directory: Path) -> OpStatus | None:
+        data = launch.recorded_result(directory)
+        if data is not None:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                return msgspec.json.decode(data, type=OpStatus)
         try:
             rc = int((directory / "exit_code").read_text().strip())
         except (OSError, ValueError):
             return None
-        outputs, error = LocalExecutor._read_outputs(directory / "outputs.json", self.max_outputs_bytes)  # noqa: SLF001 - same file format
+        outputs, error = LocalExecutor._read_outputs(directory / "outputs.json", self.max_outputs_bytes)  # noqa: SLF001
         fields: dict[str, Any]
         if rc == 0 and error is None:
-            fields = dict(status="succeeded", exit_code=0)
+            fields = {"status": "succeeded", "exit_code": 0}
         elif rc == 0:
-            fields = dict(status="failed", exit_code=0, reason="InvalidOutputs", message=error)
+            fields = {"status": "failed", "exit_code": 0, "reason": "InvalidOutputs", "message": error}
         else:
-            fields = dict(status="failed", exit_code=rc, reason="Error", message=f"exit code {rc} (logs: {directory})")
+            fields = {"status": "failed", "exit_code": rc, "reason": "Error", "message": f"exit code {rc} (logs: {directory})"}
         if outputs and error is None:
             fields["outputs"] = outputs
         return OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, time=self.clock(), **fields)

@@ -5,8 +5,14 @@ connections.NAME, kinds: [...]}]`` does not run: its partition registers a :clas
 (kept in the partition snapshot and published to the compacted ``subscriptions`` topic, in the
 same transaction). Each daemon runs one router:
 
-* a consumer in its own group (``<group>.triggers``) over ``events`` and ``external``
-  (read_committed), offsets committed after the triggered submissions are acknowledged;
+* a consumer over ``events`` and ``external`` (read_committed) with *manually assigned*
+  partitions: the daemon that owns ``runs`` partition ``p`` routes every ``events`` and
+  ``external`` partition ``q`` with ``q % len(runs) == p``. Offsets are committed to the group
+  ``<group>.triggers`` after the triggered submissions are acknowledged, and the next owner of
+  ``p`` starts from them. There is no second consumer group to rebalance: a daemon killed with
+  ``kill -9`` and restarted (or replaced) routes again as soon as it owns its partitions, instead
+  of waiting out the dead member's session in a group of its own (10-17 s before; see
+  docs/daemon.md for the figure now);
 * before each batch it reads ``subscriptions`` to its end, so a subscription committed before an
   event was produced is always seen;
 * for each match it produces a ``Submission`` to ``runs`` with the run id
@@ -31,13 +37,13 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from flowd.daemon import wire
-from flowd.daemon.kafka import consumer, map_errors, stop_consumer
+from flowd.daemon.kafka import consumer, map_errors, partitions_of, stop_consumer
 from flowd.engine import DONE
 
 if TYPE_CHECKING:
     from flowd.daemon.serve import Daemon
 
-__all__ = ["Router", "SubscriptionTable", "matches", "derived_run_id"]
+__all__ = ["Router", "SubscriptionTable", "derived_run_id", "matches", "routed_partitions"]
 
 log = structlog.get_logger("flowd.daemon")
 _NAMESPACE = uuid.UUID("6f1d3c1e-5b8a-4f59-9a57-0c1f1f0d7a11")
@@ -105,6 +111,12 @@ class SubscriptionTable:
                             log.warning("bad_subscription_record", offset=rec.offset, error=str(exc))
 
 
+def routed_partitions(owned: set[int], *, runs: int, counts: dict[str, int]) -> set[tuple[str, int]]:
+    """The (topic, partition) pairs routed by the owner of the ``runs`` partitions ``owned``:
+    partition ``q`` of each topic goes with ``runs`` partition ``q % runs``. Pure."""
+    return {(topic, q) for topic, n in counts.items() for q in range(n) if runs and q % runs in owned}
+
+
 class Router:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -113,15 +125,28 @@ class Router:
         d = self.daemon
         table = SubscriptionTable(d)
         await table.start()
-        source = consumer(d.config, d.topics.events, d.topics.external, group_id=f"{d.config.group_id}.triggers",
-                          session_timeout_ms=d.config.session_timeout_ms,
-                          heartbeat_interval_ms=d.config.heartbeat_interval_ms)
+        # no subscribe(): partitions follow the daemon's ownership of ``runs`` (module doc); the
+        # group id is only where the offsets live (commits with generation -1, as a Kafka
+        # "simple consumer" does)
+        source = consumer(d.config, group_id=f"{d.config.group_id}.triggers")
         with map_errors("trigger consumer"):
             await source.start()
+            runs = await partitions_of(source, d.topics.runs)
+            counts = {t: await partitions_of(source, t) for t in (d.topics.events, d.topics.external)}
+        routed: set[tuple[str, int]] = set()
         try:
             while True:
+                wanted = routed_partitions(set(d.workers), runs=runs, counts=counts)
+                if wanted != routed:
+                    # positions of the new set are read from the committed offsets
+                    source.assign([TopicPartition(t, q) for t, q in sorted(wanted)])
+                    routed = wanted
+                    log.info("trigger_partitions_routed", partitions=len(routed))
+                if not routed:
+                    await anyio.sleep(0.05)
+                    continue
                 with map_errors("trigger consumer"):
-                    batches = await source.getmany(timeout_ms=200, max_records=2000)
+                    batches = await source.getmany(timeout_ms=100, max_records=2000)
                 if not batches:
                     continue
                 await table.catch_up()
@@ -133,10 +158,12 @@ class Router:
                     for fut in futures:
                         await fut
                 try:
-                    await source.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+                    await source.commit({tp: records[-1].offset + 1 for tp, records in batches.items()
+                                         if (tp.topic, tp.partition) in routed})
                 except (CommitFailedError, IllegalStateError) as exc:
-                    # a rebalance took these partitions away: their next owner routes the records
-                    # again, and the derived run ids make the repeat harmless
+                    # the group still has members of an older flowd (a consumer group of its own),
+                    # or the partitions moved: their next owner routes the records again, and the
+                    # derived run ids make the repeat harmless
                     log.info("trigger_commit_skipped", error=str(exc))
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):

@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, fo
     finalizer: bool = True
     # seconds to keep finished pods when an op sets no termination.ttl (None: keep them)
     default_ttl: float | None = None
+    # flowd run: at exit, wait at most this long for TTL deletions that fall due (and for the
+    # apiserver); pods due later are kept, without flowd's finalizer (flowd.k8s.drain)
+    exit_wait: float = 60.0
     # ErrImagePull/ImagePullBackOff (and config errors) for this long -> failed
     image_pull_timeout: float = 300.0
     # period of the reconcile pass (pods gone, pull timeouts, TTL deletions)

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry
 
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.engine import status as S
+from flowd.faults import crash_point
 from flowd.k8s import naming as N
 from flowd.k8s.attempts import Attempt, FinishedKeys
 from flowd.k8s.client import ApiError, Kube, load_client
@@ -255,6 +256,8 @@ class KubernetesExecutor:
             run_id=att.run_id, path=att.path, attempt=att.attempt, status=obs.status, time=self.clock(),
             message=obs.message, reason=obs.reason, exit_code=obs.exit_code, outputs=obs.outputs,
         ))
+        if obs.status in S.DONE:
+            crash_point("k8s.reported", att.key)  # tests only: reported, not committed, finalizer on
 
     def _forget(self, att: Attempt) -> None:
         self._attempts.pop(att.key, None)
@@ -419,6 +422,7 @@ class KubernetesExecutor:
         while True:
             try:
                 await self.kube.request("POST", path, body=att.manifest)
+                crash_point("k8s.created", att.key)  # tests only: the pod exists, nothing recorded
                 self.stats["created"] += 1
                 self.metrics.created.labels(att.kind).inc()
                 break
@@ -491,6 +495,7 @@ class KubernetesExecutor:
         assert self.kube is not None
         try:
             if await delete(self.kube, object_path(att.resource, att.namespace, att.name), grace=grace):
+                crash_point("k8s.deleting", att.key)  # tests only: Terminating, held by the finalizer
                 self.stats["deleted"] += 1
                 self.metrics.deleted.inc()
             else:

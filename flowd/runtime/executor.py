@@ -37,6 +37,7 @@ from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.outputs import read_outputs_file
+from flowd.faults import crash_point
 from flowd.runtime.processes import signal_group, start_time
 
 __all__ = ["LocalExecutor", "attempt_dir_name", "LOCAL_KINDS"]
@@ -303,6 +304,7 @@ class LocalExecutor:
         finally:
             stdout.close()
             stderr.close()
+        crash_point("local.spawned", cmd.key)  # tests only: a kill before pid.json exists
         attempt.process = process
         if attempt.cmd.kind != "service":
             attempt.holds_slot = True
@@ -321,6 +323,7 @@ class LocalExecutor:
             signal_group(attempt.process.pid, signal.SIGKILL)
             self._finished(attempt)
             raise
+        crash_point("local.exited", attempt.cmd.key)  # tests only: reaped, no result.json yet
         # stragglers of a finished main process go with it, as in a container
         signal_group(attempt.process.pid, signal.SIGKILL)
         outputs, outputs_error = self._read_outputs(attempt.dir / "outputs.json", self.max_outputs_bytes)

@@ -33,3 +33,15 @@ def test_matching_rules() -> None:
 def test_derived_run_ids_are_stable_and_distinct() -> None:
     assert derived_run_id("s", "k") == derived_run_id("s", "k")
     assert len({derived_run_id("s", "k"), derived_run_id("s", "k2"), derived_run_id("s2", "k")}) == 3
+
+
+def test_routed_partitions_cover_every_partition_once_across_owners() -> None:
+    from flowd.daemon.triggers import routed_partitions
+
+    counts = {"events": 6, "external": 4}
+    shares = [routed_partitions({p}, runs=3, counts=counts) for p in range(3)]
+    union = set().union(*shares)
+    assert union == {(t, q) for t, n in counts.items() for q in range(n)}
+    assert sum(len(s) for s in shares) == len(union)  # no partition routed by two owners
+    assert routed_partitions({0}, runs=3, counts=counts) == {("events", 0), ("events", 3), ("external", 0), ("external", 3)}
+    assert routed_partitions(set(), runs=3, counts=counts) == set()
