@@ -113,8 +113,12 @@ RunsMessage = Submission | StopCommand | ApproveCommand | ResumeCommand | OpRepo
 
 
 class StatusEvent(msgspec.Struct, tag="status", **_S):  # type: ignore[call-arg]
-    """A status change of a pipeline (``path == ""``) or of one of its ops. ``key`` is
-    deterministic (run, path, attempt, status): consumers dedupe on it. Key: ``run_id``."""
+    """A status change of a pipeline (``path == ""``) or of one of its ops. Kafka key: ``run_id``.
+
+    ``key`` identifies the event: ``RUN/PATH#ATTEMPT:STATUS``, then ``~N`` when the op already
+    emitted that status for that attempt in that epoch (e.g. ``created~1`` with reason
+    ``PendingApproval`` when it is held for approval), then ``@EPOCH`` after a resume. Distinct
+    events have distinct keys and a replay re-derives the same ones: consumers dedupe on it."""
 
     run_id: str
     pipeline: str
@@ -126,6 +130,8 @@ class StatusEvent(msgspec.Struct, tag="status", **_S):  # type: ignore[call-arg]
     message: str | None = None
     reason: str | None = None
     outputs: dict[str, Any] | None = None
+    # how many times the run was resumed before this event (0: never); the ``@N`` of ``key``
+    epoch: int = 0
 
 
 class Diagnostic(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -140,7 +146,9 @@ class Diagnostic(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class CompletionEvent(msgspec.Struct, tag="done", **_S):  # type: ignore[call-arg]
-    """The final status of a pipeline run; emitted exactly once per run (``key = RUN:done``)."""
+    """The final status of a pipeline run. Emitted exactly once per epoch: once when the run
+    ends (``key = RUN:done``, ``epoch = 0``), and once more each time a resumed run ends again
+    (``RUN:done@1``, ``epoch = 1``, ...). The one with the highest ``epoch`` is the run's final status."""
 
     run_id: str
     pipeline: str
@@ -150,6 +158,8 @@ class CompletionEvent(msgspec.Struct, tag="done", **_S):  # type: ignore[call-ar
     message: str | None = None
     # an invalid submission: the diagnostics ``flowd check`` would print
     diagnostics: list[Diagnostic] = []
+    # how many times the run was resumed before it ended this time (the ``@N`` of ``key``)
+    epoch: int = 0
 
 
 EventsMessage = StatusEvent | CompletionEvent
@@ -188,9 +198,16 @@ class Subscription(msgspec.Struct, tag="subscription", **_S):  # type: ignore[ca
 
 
 class DeadLetter(msgspec.Struct, tag="deadletter", **_S):  # type: ignore[call-arg]
-    """An input the daemon could not use, kept verbatim with where it came from."""
+    """An input the daemon did not act on, kept verbatim with where it came from.
 
-    reason: str  # undecodable | invalid | unsupported
+    ``reason``: ``undecodable`` (not JSON, or a tombstone), ``invalid`` (not a v1 message),
+    ``wrong_key`` (a ``runs`` record whose Kafka key is not its ``run_id``), ``unknown_run`` (a
+    command or report for a run its partition does not know), ``unknown_op`` (stop/approve of an
+    op the run does not have), ``rejected`` (the engine refused it), ``handler_error`` (handling
+    it raised: the partition was rebuilt and went on without it), ``crashed`` (the daemon died
+    twice while handling it). ``error`` says what exactly."""
+
+    reason: str
     error: str
     topic: str
     partition: int
