@@ -294,6 +294,10 @@ class PartitionState:
         elif isinstance(command, (SetTimer, CancelTimer)):
             out.effects.append(command)
 
+    def dead_letter(self, record: Record, reason: str, error: str) -> wire.DeadLetter:
+        """The dead letter of ``record`` (also for the worker's own verdicts: crashed, handler_error)."""
+        return self._dead(record, reason, error)
+
     def _dead(self, record: Record, reason: str, error: str) -> wire.DeadLetter:
         return wire.DeadLetter(reason=reason, error=error, topic=record.topic, partition=record.partition,
                                offset=record.offset, time=record.timestamp, key=record.key, value=record.value)

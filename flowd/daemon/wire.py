@@ -36,7 +36,8 @@ __all__ = [
     "ResumeCommand", "RunsMessage", "StatusEvent", "CompletionEvent", "EventsMessage", "ExternalEvent",
     "Subscription", "DeadLetter", "Diagnostic", "SnapshotRecord", "DaemonState", "TOPIC_TYPES",
     "encode", "decode_runs", "decode_events", "decode_external", "decode_subscription",
-    "encode_snapshot", "decode_snapshot", "decode_deadletter",
+    "encode_snapshot", "decode_snapshot", "decode_deadletter", "HandlingMarker", "encode_marker",
+    "decode_marker", "marker_key",
 ]
 
 WIRE_VERSION = 1
@@ -244,6 +245,26 @@ class SnapshotRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
     daemon: DaemonState = msgspec.field(default_factory=DaemonState)
 
 
+class HandlingMarker(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """"I am about to handle ``runs`` records [offset, end) of ``partition``": written (msgpack,
+    key ``<partition>.handling``) to the ``snapshots`` topic before each batch, and read by the
+    next owner. A marker at or past the committed offset, from another daemon, means its writer
+    died while handling those records: the next owner handles them one at a time (each with its
+    own marker) and dead-letters (``crashed``) one whose handling killed ``attempt >= 2`` owners.
+    Internal to the daemon, like snapshots."""
+
+    partition: int
+    offset: int
+    end: int
+    # how many owners have started handling this range (this one included)
+    attempt: int = 1
+    # a record handled alone while isolating a suspected batch: where that batch ends
+    range_end: int = 0
+    # the daemon process that wrote it (its own markers never count as a death)
+    owner: str
+    time: float
+
+
 TOPIC_TYPES: dict[str, Any] = {
     "runs": RunsMessage,
     "events": EventsMessage,
@@ -267,6 +288,11 @@ def encode(message: Any) -> bytes:
     return _json_encoder.encode(message)
 
 
+def marker_key(partition: int) -> bytes:
+    """The ``snapshots`` key of a partition's handling marker (its snapshot's key is ``<partition>``)."""
+    return f"{partition}.handling".encode()
+
+
 def decode_runs(data: bytes) -> RunsMessage:
     return _runs_decoder.decode(data)
 
@@ -285,6 +311,17 @@ def decode_subscription(data: bytes) -> Subscription:
 
 def decode_deadletter(data: bytes) -> DeadLetter:
     return _deadletter_decoder.decode(data)
+
+
+_marker_decoder = msgspec.msgpack.Decoder(HandlingMarker)
+
+
+def encode_marker(marker: HandlingMarker) -> bytes:
+    return _msgpack_encoder.encode(marker)
+
+
+def decode_marker(data: bytes) -> HandlingMarker:
+    return _marker_decoder.decode(data)
 
 
 def encode_snapshot(record: SnapshotRecord) -> bytes:

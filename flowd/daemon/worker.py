@@ -30,10 +30,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from flowd.daemon import wire
+from flowd.daemon import faults, wire
 from flowd.daemon.kafka import BusError, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
 
@@ -67,6 +68,10 @@ class PartitionWorker:
         self.pending: list[Any] = []
         self._wake = anyio.Event()
         self._caught_up = False
+        # records a previous owner died handling: handle those before ``isolate_end`` one by one;
+        # ``crashes``: offset -> how many owners died handling it alone (or in its batch)
+        self.isolate_end = 0
+        self.crashes: dict[int, int] = {}
 
     # ------------------------------------------------------------------------- the task
 
@@ -116,7 +121,7 @@ class PartitionWorker:
                 self.producer = producer(d.config, enable_idempotence=True, retry_backoff_ms=10,
                                          transactional_id=f"{d.config.group_id}.{d.topics.runs}.{self.partition}")
         t_load = time.monotonic()
-        data = await d.snapshots.load_bytes(self.partition)
+        data, marker = await d.snapshots.load_tail(self.partition)
         size = len(data) if data is not None else 0
         snap = None
         t_restore = time.monotonic()
@@ -138,10 +143,29 @@ class PartitionWorker:
         committed = await d.consumer.committed(self.tp)
         self.committed = max(start, committed if committed is not None else start)
         d.consumer.seek(self.tp, start)
+        self._suspect(marker)
         self.last_snapshot = time.monotonic()
         self.log.info("partition_assigned", snapshot_offset=start if snap else None, committed=self.committed,
                       snapshot_bytes=size, runs=len(self.state.engine.runs),
                       load_seconds=round(t_restore - t_load, 3), restore_seconds=round(t_done - t_restore, 3))
+
+    def _suspect(self, data: bytes | None) -> None:
+        """A handling marker at or past the committed offset, written by another daemon, says
+        that daemon died while handling those records: handle them one at a time."""
+        if data is None:
+            return
+        try:
+            m = wire.decode_marker(data)
+        except msgspec.DecodeError:
+            self.log.warning("handling_marker_unreadable")
+            return
+        if m.owner == self.daemon.owner or m.offset < self.committed or m.partition != self.partition:
+            return  # ours (we are alive), or handled and committed since
+        self.isolate_end = max(m.end, m.range_end)
+        if m.end - m.offset == 1:
+            self.crashes[m.offset] = m.attempt
+        self.log.warning("handling_interrupted", offset=m.offset, end=m.end, attempt=m.attempt, owner=m.owner,
+                         isolate_until=self.isolate_end)
 
     async def go_live(self) -> None:
         assert self.state is not None
@@ -193,7 +217,10 @@ class PartitionWorker:
             if replay:
                 scratch = Outcome()
                 for r in replay:
-                    self.state.apply(_record(r), scratch)
+                    try:
+                        self.state.apply(_record(r), scratch)
+                    except Exception as exc:  # noqa: BLE001 - handled once already: never a crash loop
+                        self.log.error("replay_record_failed", offset=r.offset, error=f"{type(exc).__name__}: {exc}")
                 self.replayed += len(replay)
                 self.daemon.metrics.replayed.inc(len(replay))
             live = [r for r in records if r.offset >= self.committed] if replay else records
@@ -203,20 +230,68 @@ class PartitionWorker:
                 # the first record past ``committed``: the replay is complete (records come in
                 # offset order), so re-arm and re-issue before anything new happens
                 await self.go_live()
-            out = Outcome()
-            now_ms = time.time() * 1000
-            delay = self.daemon.metrics.input_delay
-            for r in live:
-                delay.observe(max(0.0, now_ms - r.timestamp) / 1000)
+            while live:
+                if self.isolate_end and live[0].offset < self.isolate_end:
+                    # a previous owner died handling these: one record per marker and transaction,
+                    # so the one that kills us is known, and dead-lettered the next time
+                    await self._handle(live[:1], alone=True)
+                    live = live[1:]
+                else:
+                    self.isolate_end = 0
+                    await self._handle(live, alone=False)
+                    break
+            if self.isolate_end and self.committed >= self.isolate_end:
+                self.isolate_end = 0
+                self.log.info("handling_isolation_done", committed=self.committed)
+
+    async def _handle(self, batch: list[Any], *, alone: bool) -> None:
+        assert self.state is not None
+        d = self.daemon
+        first, next_offset = batch[0], batch[-1].offset + 1
+        out = Outcome()
+        deaths = self.crashes.get(first.offset, 1) if alone else 0
+        if deaths >= 2:
+            out.deadletters.append(self.state.dead_letter(
+                _record(first), "crashed", f"the daemon died {deaths} times in a row while handling this record; "
+                "it was not handled again (see the daemon's log and flowd_events_dead_lettered_total)"))
+            # the snapshot moves past it, so no later restore replays it
+            await self._commit(out, next_offset, snapshot=True)
+            self.crashes.pop(first.offset, None)
+            return
+        await d.mark_handling(self.partition, wire.HandlingMarker(
+            partition=self.partition, offset=first.offset, end=next_offset, attempt=deaths + 1,
+            range_end=self.isolate_end if alone else 0, owner=d.owner, time=time.time()))
+        poisoned = d.poisoned.setdefault(self.partition, {})
+        skipped = []
+        now_ms = time.time() * 1000
+        delay = d.metrics.input_delay
+        for r in batch:
+            error = poisoned.get(r.offset)
+            if error is not None:
+                out.deadletters.append(self.state.dead_letter(_record(r), "handler_error", error))
+                skipped.append(r.offset)
+                continue
+            delay.observe(max(0.0, now_ms - r.timestamp) / 1000)
+            try:
+                faults.inject(r.value)
                 self.state.apply(_record(r), out)
-            self.records_since_snapshot += len(live)
-            # Effects go out before the commit: they are idempotent by attempt key and the engine
-            # is deterministic, so if the transaction fails the partition is rebuilt from the log
-            # and re-derives the very same commands (the executor adopts, never starts twice).
-            # Waiting for the commit would add a whole transaction to every hop of a pipeline.
-            await self.daemon.carry_out(self.partition, out)
-            await self._commit(out, live[-1].offset + 1, snapshot=self._snapshot_due())
-            self.daemon.metrics.batch_records.observe(len(live))
+            except Exception as exc:
+                # the state may be half changed: rebuild it from the log (the caller reopens the
+                # partition), and dead-letter this record instead of handling it the next time
+                poisoned[r.offset] = f"{type(exc).__name__}: {exc}"
+                self.log.error("record_failed", offset=r.offset, error=poisoned[r.offset])
+                raise
+        self.records_since_snapshot += len(batch)
+        # Effects go out before the commit: they are idempotent by attempt key and the engine
+        # is deterministic, so if the transaction fails the partition is rebuilt from the log
+        # and re-derives the very same commands (the executor adopts, never starts twice).
+        # Waiting for the commit would add a whole transaction to every hop of a pipeline.
+        await d.carry_out(self.partition, out)
+        # a skipped record: the snapshot moves past it, so no later restore replays it
+        await self._commit(out, next_offset, snapshot=bool(skipped) or self._snapshot_due())
+        for offset in skipped:
+            poisoned.pop(offset, None)
+        d.metrics.batch_records.observe(len(batch))
 
     def _snapshot_due(self) -> bool:
         c = self.daemon.config
