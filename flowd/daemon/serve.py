@@ -186,6 +186,12 @@ class Daemon:
             with map_errors("feedback producer"):
                 await self.feedback.start()
             stack.push_async_callback(_shielded, self.feedback.stop)
+            # handling markers: one awaited write before each batch, so no linger and no queueing
+            # behind the executor reports on the feedback producer
+            self.marker_producer = producer(c, enable_idempotence=True, linger_ms=0)
+            with map_errors("marker producer"):
+                await self.marker_producer.start()
+            stack.push_async_callback(_shielded, self.marker_producer.stop)
             self.snapshots = SnapshotStore(c)
             await self.snapshots.start()
             stack.push_async_callback(_shielded, self.snapshots.stop)
@@ -353,7 +359,7 @@ class Daemon:
         """Record durably, before handling a batch, which records are being handled (one small
         write per batch): if they kill this process, the next owner knows which ones."""
         with map_errors(f"handling marker of partition {partition}"):
-            await self.feedback.send_and_wait(self.topics.snapshots, wire.encode_marker(marker),
+            await self.marker_producer.send_and_wait(self.topics.snapshots, wire.encode_marker(marker),
                                               key=wire.marker_key(partition), partition=partition)
 
     async def start_attempt(self, cmd: StartOp) -> None:

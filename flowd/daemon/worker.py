@@ -72,6 +72,8 @@ class PartitionWorker:
         # ``crashes``: offset -> how many owners died handling it alone (or in its batch)
         self.isolate_end = 0
         self.crashes: dict[int, int] = {}
+        # (first, end) offsets of fetched records marked in the last transaction as handled next
+        self.premarked: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------------- the task
 
@@ -159,8 +161,9 @@ class PartitionWorker:
         except msgspec.DecodeError:
             self.log.warning("handling_marker_unreadable")
             return
-        if m.owner == self.daemon.owner or m.offset < self.committed or m.partition != self.partition:
-            return  # ours (we are alive), or handled and committed since
+        if (m.owner == self.daemon.owner or m.offset < self.committed or m.end <= m.offset
+                or m.partition != self.partition):
+            return  # ours (we are alive), handled and committed since, or released
         self.isolate_end = max(m.end, m.range_end)
         if m.end - m.offset == 1:
             self.crashes[m.offset] = m.attempt
@@ -195,10 +198,21 @@ class PartitionWorker:
                 return
             self.closed = True
             try:
-                if final_snapshot and self.live and self.records_since_snapshot and self.producer is not None:
-                    await self._commit(Outcome(), None, snapshot=True)
-            except Exception as exc:  # noqa: BLE001 - the next owner replays instead
-                self.log.warning("final_snapshot_failed", error=str(exc))
+                try:
+                    if final_snapshot and self.live and self.records_since_snapshot and self.producer is not None:
+                        await self._commit(Outcome(), None, snapshot=True)
+                except Exception as exc:  # noqa: BLE001 - the next owner replays instead
+                    self.log.warning("final_snapshot_failed", error=str(exc))
+                if self.premarked is not None:
+                    # marked as handled next, and not handled: say so, or the next owner would
+                    # take our clean exit for a death while handling them
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        try:
+                            await self.daemon.mark_handling(self.partition, wire.HandlingMarker(
+                                partition=self.partition, offset=self.premarked[0], end=self.premarked[0],
+                                owner=self.daemon.owner, time=time.time()))
+                        except Exception as exc:  # noqa: BLE001 - at worst the next owner isolates them
+                            self.log.warning("marker_release_failed", error=str(exc))
             finally:
                 if self.state is not None:
                     self.daemon.timers.cancel_runs(self.state.run_ids())
@@ -231,23 +245,28 @@ class PartitionWorker:
                 # offset order), so re-arm and re-issue before anything new happens
                 await self.go_live()
             while live:
-                if self.isolate_end and live[0].offset < self.isolate_end:
+                alone = bool(self.isolate_end) and live[0].offset < self.isolate_end
+                if alone:
                     # a previous owner died handling these: one record per marker and transaction,
                     # so the one that kills us is known, and dead-lettered the next time
-                    await self._handle(live[:1], alone=True)
-                    live = live[1:]
+                    n = 1
                 else:
                     self.isolate_end = 0
-                    await self._handle(live, alone=False)
-                    break
+                    n = len(live)
+                    if self.premarked is not None and self.premarked[0] == live[0].offset:
+                        # marked in the last transaction: handle exactly that range now
+                        n = sum(1 for r in live if r.offset < self.premarked[1])
+                await self._handle(live[:n], alone=alone, last=n == len(live))
+                live = live[n:]
             if self.isolate_end and self.committed >= self.isolate_end:
                 self.isolate_end = 0
                 self.log.info("handling_isolation_done", committed=self.committed)
 
-    async def _handle(self, batch: list[Any], *, alone: bool) -> None:
+    async def _handle(self, batch: list[Any], *, alone: bool, last: bool) -> None:
         assert self.state is not None
         d = self.daemon
         first, next_offset = batch[0], batch[-1].offset + 1
+        premarked, self.premarked = self.premarked, None
         out = Outcome()
         deaths = self.crashes.get(first.offset, 1) if alone else 0
         if deaths >= 2:
@@ -258,9 +277,10 @@ class PartitionWorker:
             await self._commit(out, next_offset, snapshot=True)
             self.crashes.pop(first.offset, None)
             return
-        await d.mark_handling(self.partition, wire.HandlingMarker(
-            partition=self.partition, offset=first.offset, end=next_offset, attempt=deaths + 1,
-            range_end=self.isolate_end if alone else 0, owner=d.owner, time=time.time()))
+        if alone or premarked is None or premarked[0] != first.offset or premarked[1] < next_offset:
+            await d.mark_handling(self.partition, wire.HandlingMarker(
+                partition=self.partition, offset=first.offset, end=next_offset, attempt=deaths + 1,
+                range_end=self.isolate_end if alone else 0, owner=d.owner, time=time.time()))
         poisoned = d.poisoned.setdefault(self.partition, {})
         skipped = []
         now_ms = time.time() * 1000
@@ -288,17 +308,30 @@ class PartitionWorker:
         # Waiting for the commit would add a whole transaction to every hop of a pipeline.
         await d.carry_out(self.partition, out)
         # a skipped record: the snapshot moves past it, so no later restore replays it
-        await self._commit(out, next_offset, snapshot=bool(skipped) or self._snapshot_due())
+        await self._commit(out, next_offset, snapshot=bool(skipped) or self._snapshot_due(),
+                           premark=last and not self.isolate_end)
         for offset in skipped:
             poisoned.pop(offset, None)
         d.metrics.batch_records.observe(len(batch))
+
+    def _premark(self, next_offset: int) -> wire.HandlingMarker | None:
+        """The marker of the next batch, if its records are already fetched (as the next call of
+        ``process`` will take them)."""
+        nxt = [r for r in self.pending[:self.daemon.config.max_batch] if r.offset >= next_offset]
+        if not nxt:
+            return None
+        return wire.HandlingMarker(partition=self.partition, offset=nxt[0].offset, end=nxt[-1].offset + 1,
+                                   owner=self.daemon.owner, time=time.time())
 
     def _snapshot_due(self) -> bool:
         c = self.daemon.config
         return (not self.has_snapshot or self.records_since_snapshot >= c.snapshot_records
                 or time.monotonic() - self.last_snapshot >= c.snapshot_interval)
 
-    async def _commit(self, out: Outcome, next_offset: int | None, *, snapshot: bool) -> None:
+    async def _commit(self, out: Outcome, next_offset: int | None, *, snapshot: bool, premark: bool = False) -> None:
+        """One transaction: the batch's output, the input offset and (when due) a snapshot. With
+        ``premark``, records already fetched past the batch are marked as being handled next in
+        the same transaction, which spares their batch its own marker write (see ``_handle``)."""
         assert self.producer is not None and self.state is not None
         d, m = self.daemon, self.daemon.metrics
         offset = next_offset if next_offset is not None else self.committed
@@ -314,6 +347,7 @@ class PartitionWorker:
             m.snapshot_seconds.observe(time.monotonic() - t)
         t0 = time.monotonic()
         p, topics = self.producer, d.topics
+        marked = None
         try:
             with map_errors(f"transaction of partition {self.partition}"):
                 await p.begin_transaction()
@@ -329,6 +363,10 @@ class PartitionWorker:
                 if snap_bytes is not None:
                     await p.send(topics.snapshots, snap_bytes, key=str(self.partition).encode(), partition=self.partition)
                 await p.send_offsets_to_transaction({self.tp: offset}, d.config.group_id)
+                marked = self._premark(offset) if premark else None
+                if marked is not None:
+                    await p.send(topics.snapshots, wire.encode_marker(marked), key=wire.marker_key(self.partition),
+                                 partition=self.partition)
                 await p.commit_transaction()
         except BaseException:
             m.transactions.labels("failed").inc()
@@ -342,6 +380,8 @@ class PartitionWorker:
         done = time.monotonic()
         now = time.time()
         self.committed = offset
+        if marked is not None:
+            self.premarked = (marked.offset, marked.end)
         m.transactions.labels("committed").inc()
         m.transaction_seconds.observe(done - t0)
         m.produced.labels(topics.events).inc(len(out.events))
