@@ -68,9 +68,9 @@ class PartitionWorker:
         self.pending: list[Any] = []
         self._wake = anyio.Event()
         self._caught_up = False
-        # records a previous owner died handling: handle those before ``isolate_end`` one by one;
-        # ``crashes``: offset -> how many owners died handling it alone (or in its batch)
-        self.isolate_end = 0
+        # records [isolate_start, isolate_end) a previous owner died handling: handled with a
+        # marker each; ``crashes``: offset -> how many owners died handling it (1 for its batch)
+        self.isolate_start = self.isolate_end = 0
         self.crashes: dict[int, int] = {}
         # (first, end) offsets of fetched records marked in the last transaction as handled next
         self.premarked: tuple[int, int] | None = None
@@ -164,7 +164,9 @@ class PartitionWorker:
         if (m.owner == self.daemon.owner or m.offset < self.committed or m.end <= m.offset
                 or m.partition != self.partition):
             return  # ours (we are alive), handled and committed since, or released
-        self.isolate_end = max(m.end, m.range_end)
+        # records before ``m.offset`` (a record marked alone, in a range being isolated) were
+        # handled by the dead owner without harm: only [offset, end) is suspect
+        self.isolate_start, self.isolate_end = m.offset, max(m.end, m.range_end)
         if m.end - m.offset == 1:
             self.crashes[m.offset] = m.attempt
         self.log.warning("handling_interrupted", offset=m.offset, end=m.end, attempt=m.attempt, owner=m.owner,
@@ -245,47 +247,58 @@ class PartitionWorker:
                 # offset order), so re-arm and re-issue before anything new happens
                 await self.go_live()
             while live:
-                alone = bool(self.isolate_end) and live[0].offset < self.isolate_end
-                if alone:
-                    # a previous owner died handling these: one record per marker and transaction,
-                    # so the one that kills us is known, and dead-lettered the next time
-                    n = 1
-                else:
+                first = live[0].offset
+                if self.isolate_end and first >= self.isolate_end:
                     self.isolate_end = 0
+                    self.log.info("handling_isolation_done", committed=self.committed)
+                isolated = bool(self.isolate_end) and first >= self.isolate_start
+                if isolated:
+                    # a previous owner died handling these: a marker before each record, so the
+                    # one that kills us is known, and dead-lettered the next time
+                    n = sum(1 for r in live if r.offset < self.isolate_end)
+                    # commit at once up to a record about to be dead-lettered (crashed): that
+                    # verdict must not hang on the handling of the records after it
+                    n = next((i + 1 for i, r in enumerate(live[:n]) if self.crashes.get(r.offset, 1) >= 2), n)
+                elif self.isolate_end:
+                    # handled before the record the last owner died on, without harm
+                    n = sum(1 for r in live if r.offset < self.isolate_start)
+                elif self.premarked is not None and self.premarked[0] == first:
+                    # marked in the last transaction: handle exactly that range now
+                    n = sum(1 for r in live if r.offset < self.premarked[1])
+                else:
                     n = len(live)
-                    if self.premarked is not None and self.premarked[0] == live[0].offset:
-                        # marked in the last transaction: handle exactly that range now
-                        n = sum(1 for r in live if r.offset < self.premarked[1])
-                await self._handle(live[:n], alone=alone, last=n == len(live))
+                await self._handle(live[:n], isolated=isolated, last=n == len(live))
                 live = live[n:]
             if self.isolate_end and self.committed >= self.isolate_end:
                 self.isolate_end = 0
                 self.log.info("handling_isolation_done", committed=self.committed)
 
-    async def _handle(self, batch: list[Any], *, alone: bool, last: bool) -> None:
+    async def _handle(self, batch: list[Any], *, isolated: bool, last: bool) -> None:
         assert self.state is not None
         d = self.daemon
-        first, next_offset = batch[0], batch[-1].offset + 1
+        next_offset = batch[-1].offset + 1
         premarked, self.premarked = self.premarked, None
         out = Outcome()
-        deaths = self.crashes.get(first.offset, 1) if alone else 0
-        if deaths >= 2:
-            out.deadletters.append(self.state.dead_letter(
-                _record(first), "crashed", f"the daemon died {deaths} times in a row while handling this record; "
-                "it was not handled again (see the daemon's log and flowd_events_dead_lettered_total)"))
-            # the snapshot moves past it, so no later restore replays it
-            await self._commit(out, next_offset, snapshot=True)
-            self.crashes.pop(first.offset, None)
-            return
-        if alone or premarked is None or premarked[0] != first.offset or premarked[1] < next_offset:
-            await d.mark_handling(self.partition, wire.HandlingMarker(
-                partition=self.partition, offset=first.offset, end=next_offset, attempt=deaths + 1,
-                range_end=self.isolate_end if alone else 0, owner=d.owner, time=time.time()))
         poisoned = d.poisoned.setdefault(self.partition, {})
-        skipped = []
+        skipped: list[int] = []
+        if not isolated and (premarked is None or premarked[0] != batch[0].offset or premarked[1] < next_offset):
+            await d.mark_handling(self.partition, wire.HandlingMarker(
+                partition=self.partition, offset=batch[0].offset, end=next_offset, owner=d.owner, time=time.time()))
         now_ms = time.time() * 1000
         delay = d.metrics.input_delay
         for r in batch:
+            if isolated:
+                deaths = self.crashes.get(r.offset, 1)
+                if deaths >= 2:
+                    out.deadletters.append(self.state.dead_letter(
+                        _record(r), "crashed", f"the daemon died {deaths} times in a row while handling this record; "
+                        "it was not handled again (see the daemon's log and flowd_events_dead_lettered_total)"))
+                    skipped.append(r.offset)
+                    continue
+                # one awaited write per record, only while isolating after a death
+                await d.mark_handling(self.partition, wire.HandlingMarker(
+                    partition=self.partition, offset=r.offset, end=r.offset + 1, attempt=deaths + 1,
+                    range_end=self.isolate_end, owner=d.owner, time=time.time()))
             error = poisoned.get(r.offset)
             if error is not None:
                 out.deadletters.append(self.state.dead_letter(_record(r), "handler_error", error))
@@ -309,9 +322,10 @@ class PartitionWorker:
         await d.carry_out(self.partition, out)
         # a skipped record: the snapshot moves past it, so no later restore replays it
         await self._commit(out, next_offset, snapshot=bool(skipped) or self._snapshot_due(),
-                           premark=last and not self.isolate_end)
+                           premark=last and not isolated)
         for offset in skipped:
             poisoned.pop(offset, None)
+            self.crashes.pop(offset, None)
         d.metrics.batch_records.observe(len(batch))
 
     def _premark(self, next_offset: int) -> wire.HandlingMarker | None:
