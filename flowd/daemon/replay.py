@@ -24,7 +24,7 @@ from flowd.daemon.config import DaemonConfig
 from flowd.daemon.kafka import BusError, SnapshotStore, consumer, map_errors, stop_consumer
 from flowd.daemon.partition import Outcome, PartitionState, Record
 
-__all__ = ["Report", "replay", "NOT_HANDLED"]
+__all__ = ["NOT_HANDLED", "Report", "replay"]
 
 # dead-letter reasons of records the daemon skipped instead of handling (the others were handled
 # by the pure step, which re-derives the same dead letter)
