@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowd.daemon import wire
-from flowd.daemon.client import publish
+from flowd.daemon.client import publish, run_status
 from flowd.daemon.replay import replay
 from flowd.daemon.testing import DaemonProcess, EventCollector, test_config
 from flowd.spec import compile_text
@@ -103,6 +103,8 @@ async def test_a_consumer_deduping_by_key_loses_no_event(kafka_broker, tmp_path:
             assert {e.path for e in mine if isinstance(e, wire.StatusEvent) and e.status == "succeeded"} >= {
                 "flaky", "sweep", "sweep[0]", "sweep[1]", "sweep[2]", "gate0", "once", "gate1", ""}
             assert all(e.epoch == (1 if e.key.endswith("@1") else 0) for e in mine)
+            view = await run_status(config, run_id)  # what `flowd status` folds: the latest epoch
+            assert view is not None and (view["status"], view["done"], view["epoch"]) == ("succeeded", True, 1)
             # keys are deterministic: the log replayed offline derives exactly the emitted ones
             report = await replay(config, run_id=run_id)
             assert not report.diverged, report
