@@ -166,7 +166,7 @@ async def recovery(brokers: str, *, runs: int = 1000, width: int = 100, tail: in
             meta = await f
             offset = meta.offset + 1
     for s in subs:
-        state.apply(Record(config.topics.runs, 0, 0, None, wire.encode(s)), Outcome())
+        state.apply(Record(config.topics.runs, 0, 0, s.run_id.encode(), wire.encode(s)), Outcome())
     ops = sum(len(r.nodes) - 1 for r in state.engine.runs.values())
     snap = wire.encode_snapshot(state.snapshot(offset=offset, time=time.time()))
     # a tail of the log after the snapshot, already committed: replayed on recovery

@@ -88,12 +88,13 @@ async def run_status(config: DaemonConfig, run_id: str) -> dict[str, Any] | None
             view = {"run_id": run_id, "pipeline": event.pipeline, "status": "created", "done": False,
                     "message": None, "ops": {}}
         if isinstance(event, wire.CompletionEvent):
-            view.update(status=event.status, done=True, message=event.message)
+            view.update(status=event.status, done=True, message=event.message, epoch=event.epoch)
             if event.diagnostics:
                 view["diagnostics"] = [msgspec.to_builtins(d) for d in event.diagnostics]
         elif event.path == "":
-            if not view["done"]:
-                view.update(status=event.status, message=event.message)
+            # a resumed run (a later epoch) is running again until its own `done`
+            if not view["done"] or event.epoch > view.get("epoch", 0):
+                view.update(status=event.status, message=event.message, done=False, epoch=event.epoch)
         else:
             view["ops"][event.path] = {"status": event.status, "attempt": event.attempt, "message": event.message,
                                        "outputs": event.outputs, "time": event.time}

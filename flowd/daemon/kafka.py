@@ -78,8 +78,9 @@ async def ensure_topics(config: DaemonConfig) -> None:
 
 
 def producer(config: DaemonConfig, **kw: Any) -> AIOKafkaProducer:
+    kw.setdefault("linger_ms", 1)
     return AIOKafkaProducer(bootstrap_servers=config.brokers, client_id=config.client_id,
-                            max_request_size=SNAPSHOT_MAX_BYTES, max_batch_size=256 * 1024, linger_ms=1, **kw)
+                            max_request_size=SNAPSHOT_MAX_BYTES, max_batch_size=256 * 1024, **kw)
 
 
 def consumer(config: DaemonConfig, *topics: str, **kw: Any) -> AIOKafkaConsumer:
@@ -121,7 +122,13 @@ class SnapshotStore:
 
     async def load_bytes(self, partition: int) -> bytes | None:
         """The encoded latest snapshot record of ``partition``, or None."""
+        return (await self.load_tail(partition))[0]
+
+    async def load_tail(self, partition: int) -> tuple[bytes | None, bytes | None]:
+        """The encoded latest snapshot of ``partition`` and the latest handling marker written
+        after it (see ``wire.HandlingMarker``; one older than the snapshot is stale anyway)."""
         tp = TopicPartition(self.topic, partition)
+        snapshot_key, marker_key = str(partition).encode(), wire.marker_key(partition)
         with map_errors(f"cannot read snapshot of partition {partition}"):
             self._reader.assign([tp])
             end = (await self._reader.end_offsets([tp]))[tp]
@@ -130,17 +137,21 @@ class SnapshotStore:
             while True:
                 start = max(begin, end - back)
                 self._reader.seek(tp, start)
-                last = None
+                last = marker = None
                 while await self._reader.position(tp) < end:
                     batch = await self._reader.getmany(tp, timeout_ms=1000)
                     for rec in batch.get(tp, []):
-                        if rec.value is not None and rec.offset < end:
+                        if rec.value is None or rec.offset >= end:
+                            continue
+                        if rec.key == marker_key:
+                            marker = rec.value
+                        elif rec.key == snapshot_key or rec.key is None:
                             last = rec.value
+                            marker = None  # written before this snapshot: stale
                 if last is not None or start == begin:
                     break
                 back *= 8  # only markers or aborted records in the tail: look further back
-        return last
-
+        return last, marker
 
 async def stop_consumer(c: AIOKafkaConsumer) -> None:
     """``c.stop()``, minus a spurious CancelledError aiokafka 0.14 raises when a group-less

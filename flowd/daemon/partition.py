@@ -151,6 +151,13 @@ class PartitionState:
         except msgspec.DecodeError as exc:
             out.deadletters.append(self._dead(record, "undecodable", str(exc)))
             return
+        if record.key != msg.run_id.encode():
+            # on the key's partition, not the run's: a later, correctly keyed command would go
+            # elsewhere and never find the run. Refused rather than run half-reachable.
+            shown = record.key.decode(errors="replace") if record.key is not None else None
+            out.deadletters.append(self._dead(
+                record, "wrong_key", f"key must be the run id: key {shown!r}, run_id {msg.run_id!r}"))
+            return
         if isinstance(msg, wire.Submission):
             self._submission(record, msg, out)
             return
@@ -175,8 +182,23 @@ class PartitionState:
             event = Resume(run_id=msg.run_id, time=msg.time)
         else:
             event = Approve(run_id=msg.run_id, path=msg.path, time=msg.time)
-        if event.run_id not in self.engine.runs:
-            out.ignored += 1
+        run = self.engine.runs.get(event.run_id)
+        if run is None:
+            if event.run_id in self.daemon.finished and not isinstance(event, Resume):
+                # a late report, timer, stop or approval of a run finished (and forgotten after
+                # `retention`): acted on as on any finished run, by doing nothing
+                out.ignored += 1
+            else:
+                what = type(msg).__name__
+                out.deadletters.append(self._dead(
+                    record, "unknown_run", f"{what} for run {event.run_id!r}, which this partition "
+                    f"({self.partition}) does not know: check its key is the run id, and the run id"))
+            return
+        path = getattr(event, "path", "")
+        if isinstance(event, (Stop, Approve)) and path not in run.nodes:
+            out.deadletters.append(self._dead(
+                record, "unknown_op", f"{type(msg).__name__} for op {path!r} of run {event.run_id!r}, which "
+                "has no such op (yet): ops of a nested pipeline exist once it starts"))
             return
         self._handle(record, event, out)
 
@@ -256,12 +278,14 @@ class PartitionState:
             out.events.append((command.run_id, wire.StatusEvent(
                 run_id=command.run_id, pipeline=run.pipeline.name if run else "", path=command.path,
                 status=command.status, time=command.time, key=command.key, attempt=command.attempt,
-                message=command.message, reason=command.reason, outputs=command.outputs)))
+                message=command.message, reason=command.reason, outputs=command.outputs,
+                epoch=run.epoch if run else 0)))
         elif isinstance(command, PipelineDone):
             run = self.engine.runs.get(command.run_id)
             done = wire.CompletionEvent(run_id=command.run_id, pipeline=run.pipeline.name if run else "",
                                         status=command.status, time=command.time,
-                                        key=command.key, message=command.message)
+                                        key=command.key, message=command.message,
+                                        epoch=run.epoch if run else 0)
             out.events.append((command.run_id, done))
             out.finished.append(done)
         elif isinstance(command, StartOp):
@@ -274,6 +298,10 @@ class PartitionState:
             out.effects.append(command)
         elif isinstance(command, (SetTimer, CancelTimer)):
             out.effects.append(command)
+
+    def dead_letter(self, record: Record, reason: str, error: str) -> wire.DeadLetter:
+        """The dead letter of ``record`` (also for the worker's own verdicts: crashed, handler_error)."""
+        return self._dead(record, reason, error)
 
     def _dead(self, record: Record, reason: str, error: str) -> wire.DeadLetter:
         return wire.DeadLetter(reason=reason, error=error, topic=record.topic, partition=record.partition,

@@ -24,7 +24,11 @@ from flowd.daemon.config import DaemonConfig
 from flowd.daemon.kafka import BusError, SnapshotStore, consumer, map_errors, stop_consumer
 from flowd.daemon.partition import Outcome, PartitionState, Record
 
-__all__ = ["Report", "replay"]
+__all__ = ["NOT_HANDLED", "Report", "replay"]
+
+# dead-letter reasons of records the daemon skipped instead of handling (the others were handled
+# by the pure step, which re-derives the same dead letter)
+NOT_HANDLED = frozenset({"crashed", "handler_error"})
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -89,7 +93,10 @@ async def replay(config: DaemonConfig, *, partition: int | None = None, run_id: 
     expected: list[tuple[str, str]] = []  # (run id, key)
     final: dict[str, str] = {}
     replayed = 0
+    skipped = await _not_handled(config, partition)
     async for rec in read_partition(config, config.topics.runs, partition, start=start_offset, end=end):
+        if rec.offset in skipped:
+            continue  # the daemon dead-lettered it instead of handling it (a poison record)
         out = Outcome()
         state.apply(Record(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.timestamp / 1000), out)
         replayed += 1
@@ -111,6 +118,29 @@ async def replay(config: DaemonConfig, *, partition: int | None = None, run_id: 
     return Report(partition=partition, start=start, replayed=replayed, end_offset=end, runs=len(runs),
                   expected=len(expected), emitted=len(emitted), missing=missing, unexpected=unexpected,
                   duplicated=duplicated, final=final)
+
+
+async def _not_handled(config: DaemonConfig, partition: int) -> set[int]:
+    """Offsets of ``runs`` records of ``partition`` the daemons dead-lettered without handling
+    them (their handling raised or killed the daemon): the replay skips them too."""
+    offsets: set[int] = set()
+    c = consumer(config, group_id=None)
+    with map_errors("reading dead letters"):
+        await c.start()
+        try:
+            md = await c._client.fetch_all_metadata()  # noqa: SLF001
+            n = len(md.partitions_for_topic(config.topics.deadletter) or ())
+        finally:
+            await stop_consumer(c)
+    for p in range(n):
+        async for rec in read_partition(config, config.topics.deadletter, p):
+            try:
+                dead = wire.decode_deadletter(rec.value or b"")
+            except msgspec.DecodeError:
+                continue
+            if dead.reason in NOT_HANDLED and dead.topic == config.topics.runs and dead.partition == partition:
+                offsets.add(dead.offset)
+    return offsets
 
 
 async def _emitted(config: DaemonConfig, runs: set[str]) -> list[str]:

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,6 +107,11 @@ class Daemon:
         self.transition_counters: dict[tuple[str, str], Any] = {}
         self._events_partitions = 0
         self._events_partition_of: dict[str, int] = {}
+        # this process, in the handling markers it writes (its own markers never mean a death)
+        self.owner = f"{config.instance_id or socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        # partition -> offset -> error of records whose handling raised: dead-lettered when the
+        # rebuilt worker reaches them again (kept here because the worker is replaced)
+        self.poisoned: dict[int, dict[int, str]] = {}
 
     # ------------------------------------------------------------------------------ queries
 
@@ -180,6 +188,12 @@ class Daemon:
             with map_errors("feedback producer"):
                 await self.feedback.start()
             stack.push_async_callback(_shielded, self.feedback.stop)
+            # handling markers: one awaited write before each batch, so no linger and no queueing
+            # behind the executor reports on the feedback producer
+            self.marker_producer = producer(c, enable_idempotence=True, linger_ms=0)
+            with map_errors("marker producer"):
+                await self.marker_producer.start()
+            stack.push_async_callback(_shielded, self.marker_producer.stop)
             self.snapshots = SnapshotStore(c)
             await self.snapshots.start()
             stack.push_async_callback(_shielded, self.snapshots.stop)
@@ -343,6 +357,13 @@ class Daemon:
             forget = getattr(self.executor, "forget_run", None)
             if forget is not None:
                 forget(done.run_id)
+
+    async def mark_handling(self, partition: int, marker: wire.HandlingMarker) -> None:
+        """Record durably, before handling a batch, which records are being handled (one small
+        write per batch): if they kill this process, the next owner knows which ones."""
+        with map_errors(f"handling marker of partition {partition}"):
+            await self.marker_producer.send_and_wait(self.topics.snapshots, wire.encode_marker(marker),
+                                              key=wire.marker_key(partition), partition=partition)
 
     async def start_attempt(self, cmd: StartOp) -> None:
         log.debug("start_op", run_id=cmd.run_id, op_path=cmd.path, attempt=cmd.attempt, key=cmd.key)

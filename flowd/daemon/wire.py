@@ -36,7 +36,8 @@ __all__ = [
     "ResumeCommand", "RunsMessage", "StatusEvent", "CompletionEvent", "EventsMessage", "ExternalEvent",
     "Subscription", "DeadLetter", "Diagnostic", "SnapshotRecord", "DaemonState", "TOPIC_TYPES",
     "encode", "decode_runs", "decode_events", "decode_external", "decode_subscription",
-    "encode_snapshot", "decode_snapshot", "decode_deadletter",
+    "encode_snapshot", "decode_snapshot", "decode_deadletter", "HandlingMarker", "encode_marker",
+    "decode_marker", "marker_key",
 ]
 
 WIRE_VERSION = 1
@@ -113,8 +114,12 @@ RunsMessage = Submission | StopCommand | ApproveCommand | ResumeCommand | OpRepo
 
 
 class StatusEvent(msgspec.Struct, tag="status", **_S):
-    """A status change of a pipeline (``path == ""``) or of one of its ops. ``key`` is
-    deterministic (run, path, attempt, status): consumers dedupe on it. Key: ``run_id``."""
+    """A status change of a pipeline (``path == ""``) or of one of its ops. Kafka key: ``run_id``.
+
+    ``key`` identifies the event: ``RUN/PATH#ATTEMPT:STATUS``, then ``~N`` when the op already
+    emitted that status for that attempt in that epoch (e.g. ``created~1`` with reason
+    ``PendingApproval`` when it is held for approval), then ``@EPOCH`` after a resume. Distinct
+    events have distinct keys and a replay re-derives the same ones: consumers dedupe on it."""
 
     run_id: str
     pipeline: str
@@ -126,6 +131,8 @@ class StatusEvent(msgspec.Struct, tag="status", **_S):
     message: str | None = None
     reason: str | None = None
     outputs: dict[str, Any] | None = None
+    # how many times the run was resumed before this event (0: never); the ``@N`` of ``key``
+    epoch: int = 0
 
 
 class Diagnostic(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -140,7 +147,9 @@ class Diagnostic(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class CompletionEvent(msgspec.Struct, tag="done", **_S):
-    """The final status of a pipeline run; emitted exactly once per run (``key = RUN:done``)."""
+    """The final status of a pipeline run. Emitted exactly once per epoch: once when the run
+    ends (``key = RUN:done``, ``epoch = 0``), and once more each time a resumed run ends again
+    (``RUN:done@1``, ``epoch = 1``, ...). The one with the highest ``epoch`` is the run's final status."""
 
     run_id: str
     pipeline: str
@@ -150,6 +159,8 @@ class CompletionEvent(msgspec.Struct, tag="done", **_S):
     message: str | None = None
     # an invalid submission: the diagnostics ``flowd check`` would print
     diagnostics: list[Diagnostic] = []
+    # how many times the run was resumed before it ended this time (the ``@N`` of ``key``)
+    epoch: int = 0
 
 
 EventsMessage = StatusEvent | CompletionEvent
@@ -188,9 +199,16 @@ class Subscription(msgspec.Struct, tag="subscription", **_S):
 
 
 class DeadLetter(msgspec.Struct, tag="deadletter", **_S):
-    """An input the daemon could not use, kept verbatim with where it came from."""
+    """An input the daemon did not act on, kept verbatim with where it came from.
 
-    reason: str  # undecodable | invalid | unsupported
+    ``reason``: ``undecodable`` (not JSON, or a tombstone), ``invalid`` (not a v1 message),
+    ``wrong_key`` (a ``runs`` record whose Kafka key is not its ``run_id``), ``unknown_run`` (a
+    command or report for a run its partition does not know), ``unknown_op`` (stop/approve of an
+    op the run does not have), ``rejected`` (the engine refused it), ``handler_error`` (handling
+    it raised: the partition was rebuilt and went on without it), ``crashed`` (the daemon died
+    twice while handling it). ``error`` says what exactly."""
+
+    reason: str
     error: str
     topic: str
     partition: int
@@ -227,6 +245,26 @@ class SnapshotRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
     daemon: DaemonState = msgspec.field(default_factory=DaemonState)
 
 
+class HandlingMarker(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """"I am about to handle ``runs`` records [offset, end) of ``partition``": written (msgpack,
+    key ``<partition>.handling``) to the ``snapshots`` topic before each batch, and read by the
+    next owner. A marker at or past the committed offset, from another daemon, means its writer
+    died while handling those records: the next owner handles them one at a time (each with its
+    own marker) and dead-letters (``crashed``) one whose handling killed ``attempt >= 2`` owners.
+    Internal to the daemon, like snapshots."""
+
+    partition: int
+    offset: int
+    end: int
+    # how many owners have started handling this range (this one included)
+    attempt: int = 1
+    # a record handled alone while isolating a suspected batch: where that batch ends
+    range_end: int = 0
+    # the daemon process that wrote it (its own markers never count as a death)
+    owner: str
+    time: float
+
+
 TOPIC_TYPES: dict[str, Any] = {
     "runs": RunsMessage,
     "events": EventsMessage,
@@ -250,6 +288,11 @@ def encode(message: Any) -> bytes:
     return _json_encoder.encode(message)
 
 
+def marker_key(partition: int) -> bytes:
+    """The ``snapshots`` key of a partition's handling marker (its snapshot's key is ``<partition>``)."""
+    return f"{partition}.handling".encode()
+
+
 def decode_runs(data: bytes) -> RunsMessage:
     return _runs_decoder.decode(data)
 
@@ -268,6 +311,17 @@ def decode_subscription(data: bytes) -> Subscription:
 
 def decode_deadletter(data: bytes) -> DeadLetter:
     return _deadletter_decoder.decode(data)
+
+
+_marker_decoder = msgspec.msgpack.Decoder(HandlingMarker)
+
+
+def encode_marker(marker: HandlingMarker) -> bytes:
+    return _msgpack_encoder.encode(marker)
+
+
+def decode_marker(data: bytes) -> HandlingMarker:
+    return _marker_decoder.decode(data)
 
 
 def encode_snapshot(record: SnapshotRecord) -> bytes:

@@ -30,10 +30,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from flowd.daemon import wire
+from flowd.daemon import faults, wire
 from flowd.daemon.kafka import BusError, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
 
@@ -67,6 +68,12 @@ class PartitionWorker:
         self.pending: list[Any] = []
         self._wake = anyio.Event()
         self._caught_up = False
+        # records [isolate_start, isolate_end) a previous owner died handling: handled with a
+        # marker each; ``crashes``: offset -> how many owners died handling it (1 for its batch)
+        self.isolate_start = self.isolate_end = 0
+        self.crashes: dict[int, int] = {}
+        # (first, end) offsets of fetched records marked in the last transaction as handled next
+        self.premarked: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------------- the task
 
@@ -116,7 +123,7 @@ class PartitionWorker:
                 self.producer = producer(d.config, enable_idempotence=True, retry_backoff_ms=10,
                                          transactional_id=f"{d.config.group_id}.{d.topics.runs}.{self.partition}")
         t_load = time.monotonic()
-        data = await d.snapshots.load_bytes(self.partition)
+        data, marker = await d.snapshots.load_tail(self.partition)
         size = len(data) if data is not None else 0
         snap = None
         t_restore = time.monotonic()
@@ -138,11 +145,33 @@ class PartitionWorker:
         committed = await d.consumer.committed(self.tp)
         self.committed = max(start, committed if committed is not None else start)
         d.consumer.seek(self.tp, start)
+        self._suspect(marker)
         self.last_snapshot = time.monotonic()
         assert self.state is not None
         self.log.info("partition_assigned", snapshot_offset=start if snap else None, committed=self.committed,
                       snapshot_bytes=size, runs=len(self.state.engine.runs),
                       load_seconds=round(t_restore - t_load, 3), restore_seconds=round(t_done - t_restore, 3))
+
+    def _suspect(self, data: bytes | None) -> None:
+        """A handling marker at or past the committed offset, written by another daemon, says
+        that daemon died while handling those records: handle them one at a time."""
+        if data is None:
+            return
+        try:
+            m = wire.decode_marker(data)
+        except msgspec.DecodeError:
+            self.log.warning("handling_marker_unreadable")
+            return
+        if (m.owner == self.daemon.owner or m.offset < self.committed or m.end <= m.offset
+                or m.partition != self.partition):
+            return  # ours (we are alive), handled and committed since, or released
+        # records before ``m.offset`` (a record marked alone, in a range being isolated) were
+        # handled by the dead owner without harm: only [offset, end) is suspect
+        self.isolate_start, self.isolate_end = m.offset, max(m.end, m.range_end)
+        if m.end - m.offset == 1:
+            self.crashes[m.offset] = m.attempt
+        self.log.warning("handling_interrupted", offset=m.offset, end=m.end, attempt=m.attempt, owner=m.owner,
+                         isolate_until=self.isolate_end)
 
     async def go_live(self) -> None:
         assert self.state is not None
@@ -172,10 +201,21 @@ class PartitionWorker:
                 return
             self.closed = True
             try:
-                if final_snapshot and self.live and self.records_since_snapshot and self.producer is not None:
-                    await self._commit(Outcome(), None, snapshot=True)
-            except Exception as exc:  # noqa: BLE001 - the next owner replays instead
-                self.log.warning("final_snapshot_failed", error=str(exc))
+                try:
+                    if final_snapshot and self.live and self.records_since_snapshot and self.producer is not None:
+                        await self._commit(Outcome(), None, snapshot=True)
+                except Exception as exc:  # noqa: BLE001 - the next owner replays instead
+                    self.log.warning("final_snapshot_failed", error=str(exc))
+                if self.premarked is not None:
+                    # marked as handled next, and not handled: say so, or the next owner would
+                    # take our clean exit for a death while handling them
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        try:
+                            await self.daemon.mark_handling(self.partition, wire.HandlingMarker(
+                                partition=self.partition, offset=self.premarked[0], end=self.premarked[0],
+                                owner=self.daemon.owner, time=time.time()))
+                        except Exception as exc:  # noqa: BLE001 - at worst the next owner isolates them
+                            self.log.warning("marker_release_failed", error=str(exc))
             finally:
                 if self.state is not None:
                     self.daemon.timers.cancel_runs(self.state.run_ids())
@@ -194,7 +234,10 @@ class PartitionWorker:
             if replay:
                 scratch = Outcome()
                 for r in replay:
-                    self.state.apply(_record(r), scratch)
+                    try:
+                        self.state.apply(_record(r), scratch)
+                    except Exception as exc:  # noqa: BLE001 - handled once already: never a crash loop
+                        self.log.error("replay_record_failed", offset=r.offset, error=f"{type(exc).__name__}: {exc}")
                 self.replayed += len(replay)
                 self.daemon.metrics.replayed.inc(len(replay))
             live = [r for r in records if r.offset >= self.committed] if replay else records
@@ -204,27 +247,106 @@ class PartitionWorker:
                 # the first record past ``committed``: the replay is complete (records come in
                 # offset order), so re-arm and re-issue before anything new happens
                 await self.go_live()
-            out = Outcome()
-            now_ms = time.time() * 1000
-            delay = self.daemon.metrics.input_delay
-            for r in live:
-                delay.observe(max(0.0, now_ms - r.timestamp) / 1000)
+            while live:
+                first = live[0].offset
+                if self.isolate_end and first >= self.isolate_end:
+                    self.isolate_end = 0
+                    self.log.info("handling_isolation_done", committed=self.committed)
+                isolated = bool(self.isolate_end) and first >= self.isolate_start
+                if isolated:
+                    # a previous owner died handling these: a marker before each record, so the
+                    # one that kills us is known, and dead-lettered the next time
+                    n = sum(1 for r in live if r.offset < self.isolate_end)
+                    # commit at once up to a record about to be dead-lettered (crashed): that
+                    # verdict must not hang on the handling of the records after it
+                    n = next((i + 1 for i, r in enumerate(live[:n]) if self.crashes.get(r.offset, 1) >= 2), n)
+                elif self.isolate_end:
+                    # handled before the record the last owner died on, without harm
+                    n = sum(1 for r in live if r.offset < self.isolate_start)
+                elif self.premarked is not None and self.premarked[0] == first:
+                    # marked in the last transaction: handle exactly that range now
+                    n = sum(1 for r in live if r.offset < self.premarked[1])
+                else:
+                    n = len(live)
+                await self._handle(live[:n], isolated=isolated, last=n == len(live))
+                live = live[n:]
+            if self.isolate_end and self.committed >= self.isolate_end:
+                self.isolate_end = 0
+                self.log.info("handling_isolation_done", committed=self.committed)
+
+    async def _handle(self, batch: list[Any], *, isolated: bool, last: bool) -> None:
+        assert self.state is not None
+        d = self.daemon
+        next_offset = batch[-1].offset + 1
+        premarked, self.premarked = self.premarked, None
+        out = Outcome()
+        poisoned = d.poisoned.setdefault(self.partition, {})
+        skipped: list[int] = []
+        if not isolated and (premarked is None or premarked[0] != batch[0].offset or premarked[1] < next_offset):
+            await d.mark_handling(self.partition, wire.HandlingMarker(
+                partition=self.partition, offset=batch[0].offset, end=next_offset, owner=d.owner, time=time.time()))
+        now_ms = time.time() * 1000
+        delay = d.metrics.input_delay
+        for r in batch:
+            if isolated:
+                deaths = self.crashes.get(r.offset, 1)
+                if deaths >= 2:
+                    out.deadletters.append(self.state.dead_letter(
+                        _record(r), "crashed", f"the daemon died {deaths} times in a row while handling this record; "
+                        "it was not handled again (see the daemon's log and flowd_events_dead_lettered_total)"))
+                    skipped.append(r.offset)
+                    continue
+                # one awaited write per record, only while isolating after a death
+                await d.mark_handling(self.partition, wire.HandlingMarker(
+                    partition=self.partition, offset=r.offset, end=r.offset + 1, attempt=deaths + 1,
+                    range_end=self.isolate_end, owner=d.owner, time=time.time()))
+            error = poisoned.get(r.offset)
+            if error is not None:
+                out.deadletters.append(self.state.dead_letter(_record(r), "handler_error", error))
+                skipped.append(r.offset)
+                continue
+            delay.observe(max(0.0, now_ms - r.timestamp) / 1000)
+            try:
+                faults.inject(r.value)
                 self.state.apply(_record(r), out)
-            self.records_since_snapshot += len(live)
-            # Effects go out before the commit: they are idempotent by attempt key and the engine
-            # is deterministic, so if the transaction fails the partition is rebuilt from the log
-            # and re-derives the very same commands (the executor adopts, never starts twice).
-            # Waiting for the commit would add a whole transaction to every hop of a pipeline.
-            await self.daemon.carry_out(self.partition, out)
-            await self._commit(out, live[-1].offset + 1, snapshot=self._snapshot_due())
-            self.daemon.metrics.batch_records.observe(len(live))
+            except Exception as exc:
+                # the state may be half changed: rebuild it from the log (the caller reopens the
+                # partition), and dead-letter this record instead of handling it the next time
+                poisoned[r.offset] = f"{type(exc).__name__}: {exc}"
+                self.log.error("record_failed", offset=r.offset, error=poisoned[r.offset])
+                raise
+        self.records_since_snapshot += len(batch)
+        # Effects go out before the commit: they are idempotent by attempt key and the engine
+        # is deterministic, so if the transaction fails the partition is rebuilt from the log
+        # and re-derives the very same commands (the executor adopts, never starts twice).
+        # Waiting for the commit would add a whole transaction to every hop of a pipeline.
+        await d.carry_out(self.partition, out)
+        # a skipped record: the snapshot moves past it, so no later restore replays it
+        await self._commit(out, next_offset, snapshot=bool(skipped) or self._snapshot_due(),
+                           premark=last and not isolated)
+        for offset in skipped:
+            poisoned.pop(offset, None)
+            self.crashes.pop(offset, None)
+        d.metrics.batch_records.observe(len(batch))
+
+    def _premark(self, next_offset: int) -> wire.HandlingMarker | None:
+        """The marker of the next batch, if its records are already fetched (as the next call of
+        ``process`` will take them)."""
+        nxt = [r for r in self.pending[:self.daemon.config.max_batch] if r.offset >= next_offset]
+        if not nxt:
+            return None
+        return wire.HandlingMarker(partition=self.partition, offset=nxt[0].offset, end=nxt[-1].offset + 1,
+                                   owner=self.daemon.owner, time=time.time())
 
     def _snapshot_due(self) -> bool:
         c = self.daemon.config
         return (not self.has_snapshot or self.records_since_snapshot >= c.snapshot_records
                 or time.monotonic() - self.last_snapshot >= c.snapshot_interval)
 
-    async def _commit(self, out: Outcome, next_offset: int | None, *, snapshot: bool) -> None:
+    async def _commit(self, out: Outcome, next_offset: int | None, *, snapshot: bool, premark: bool = False) -> None:
+        """One transaction: the batch's output, the input offset and (when due) a snapshot. With
+        ``premark``, records already fetched past the batch are marked as being handled next in
+        the same transaction, which spares their batch its own marker write (see ``_handle``)."""
         assert self.producer is not None and self.state is not None
         d, m = self.daemon, self.daemon.metrics
         offset = next_offset if next_offset is not None else self.committed
@@ -240,6 +362,7 @@ class PartitionWorker:
             m.snapshot_seconds.observe(time.monotonic() - t)
         t0 = time.monotonic()
         p, topics = self.producer, d.topics
+        marked = None
         try:
             with map_errors(f"transaction of partition {self.partition}"):
                 await p.begin_transaction()
@@ -255,6 +378,10 @@ class PartitionWorker:
                 if snap_bytes is not None:
                     await p.send(topics.snapshots, snap_bytes, key=str(self.partition).encode(), partition=self.partition)
                 await p.send_offsets_to_transaction({self.tp: offset}, d.config.group_id)
+                marked = self._premark(offset) if premark else None
+                if marked is not None:
+                    await p.send(topics.snapshots, wire.encode_marker(marked), key=wire.marker_key(self.partition),
+                                 partition=self.partition)
                 await p.commit_transaction()
         except BaseException:
             m.transactions.labels("failed").inc()
@@ -268,6 +395,8 @@ class PartitionWorker:
         done = time.monotonic()
         now = time.time()
         self.committed = offset
+        if marked is not None:
+            self.premarked = (marked.offset, marked.end)
         m.transactions.labels("committed").inc()
         m.transaction_seconds.observe(done - t0)
         m.produced.labels(topics.events).inc(len(out.events))

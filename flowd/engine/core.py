@@ -53,7 +53,8 @@ from flowd.engine.state import (
     Snapshot,
     attempt_key,
     child_path,
-    epoch_suffix,
+    done_key,
+    event_key,
 )
 from flowd.engine import template_bounds
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
@@ -575,6 +576,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
             self._finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
             return
         node.attempt += 1
+        node.emitted = node.repeats = 0  # a new attempt: a new key space
         node.status = S.QUEUED
         node.message = None
         node.reason = None
@@ -697,8 +699,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
         for timer_id in list(run.timers):
             self._cancel_timer(run, timer_id)
         run.done = True
-        key = f"{run.run_id}:done{epoch_suffix(run)}"
-        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=key))
+        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=done_key(run)))
 
     # ---------------------------------------------------------------------------- output
 
@@ -706,7 +707,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
         self._out.append(
             StatusChanged(
                 run_id=run.run_id, path=node.path, status=node.status, time=self._now, attempt=node.attempt,
-                key=f"{run.run_id}/{node.path}#{node.attempt}:{node.status}{epoch_suffix(run)}", message=node.message,
+                key=event_key(run, node), message=node.message,
                 reason=node.reason, outputs=node.outputs if node.status == S.SUCCEEDED else None,
             )
         )

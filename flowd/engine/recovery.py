@@ -7,7 +7,7 @@ from __future__ import annotations
 from flowd.engine import status as S
 from flowd.engine.messages import Event, PipelineDone, StopOp
 from flowd.engine.parts import EngineParts
-from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path, epoch_suffix
+from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path, done_key
 from flowd.engine.triggers import START, decide
 from flowd.spec.compiled import TRIGGER_POLICIES
 
@@ -23,6 +23,7 @@ class RecoveryMixin(EngineParts):
         keep = (S.SUCCEEDED, S.SKIPPED)
         reset: list[Node] = []
         for node in run.nodes.values():
+            node.emitted = node.repeats = 0  # a new epoch: a new key space (keys end in @epoch)
             node.holds_slot = False
             if node.kind in PIPELINE_KINDS:
                 node.active = 0
@@ -107,5 +108,4 @@ class RecoveryMixin(EngineParts):
         root.message = f"flowd engine error while handling {type(event).__name__}: {type(exc).__name__}: {exc}"
         run.done = True
         self._emit_status(run, root)
-        key = f"{run.run_id}:done{epoch_suffix(run)}"
-        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=key))
+        self._out.append(PipelineDone(run.run_id, root.status, self._now, root.message, key=done_key(run)))

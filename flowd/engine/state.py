@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from flowd.engine import status as S
 from flowd.spec.compiled import Op
 
 SNAPSHOT_VERSION = 1
@@ -82,6 +83,13 @@ class Node(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     next_at: float | None = None
     last_at: float | None = None
     exhausted: bool = False
+    # --- event keys ---
+    # statuses already emitted for the current attempt in the current epoch (one bit each, see
+    # ``status_bit``) and how many emissions repeated one of them: a repeat (``created`` again
+    # when the op is held for approval, ``running`` again after ``unknown``) is a distinct event,
+    # so its key gets ``~N`` and a consumer that dedupes on keys keeps it
+    emitted: int = 0
+    repeats: int = 0
 
 
 class RunState(msgspec.Struct, gc=False, omit_defaults=True):
@@ -106,6 +114,35 @@ class Snapshot(msgspec.Struct, omit_defaults=True):
 def attempt_key(run: RunState, node: Node) -> str:
     """The deterministic identity of an op attempt: adapters never start one key twice."""
     return f"{run.run_id}/{node.path}#{node.attempt}"
+
+
+_STATUS_BITS = {status: 1 << i for i, status in enumerate(sorted(S.ALL))}
+# a status outside the known set (never emitted today) shares one bit: still unique keys
+_OTHER_BIT = 1 << len(_STATUS_BITS)
+
+
+def status_bit(status: str) -> int:
+    return _STATUS_BITS.get(status, _OTHER_BIT)
+
+
+def event_key(run: RunState, node: Node) -> str:
+    """The deterministic key of the status event ``node`` is about to emit (and record it as
+    emitted): ``RUN/PATH#ATTEMPT:STATUS``, then ``~N`` when this status was already emitted for
+    this attempt in this epoch, then ``@EPOCH`` after a resume. A replay of the same events
+    yields the same keys (the bookkeeping is part of the snapshot)."""
+    bit = status_bit(node.status)
+    repeat = ""
+    if node.emitted & bit:
+        node.repeats += 1
+        repeat = f"~{node.repeats}"
+    else:
+        node.emitted |= bit
+    return f"{run.run_id}/{node.path}#{node.attempt}:{node.status}{repeat}{epoch_suffix(run)}"
+
+
+def done_key(run: RunState) -> str:
+    """The key of the run's completion event: one per epoch (``RUN:done``, ``RUN:done@1``...)."""
+    return f"{run.run_id}:done{epoch_suffix(run)}"
 
 
 def epoch_suffix(run: RunState) -> str:

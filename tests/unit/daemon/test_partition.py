@@ -41,7 +41,9 @@ class Log:
 
     def add(self, message: object | bytes) -> Record:
         value = message if isinstance(message, bytes) else wire.encode(message)
-        rec = Record("flowd.runs", 0, len(self.records), b"k", value, 1.0)
+        # keyed by run id, as the contract asks of every producer
+        key = getattr(message, "run_id", "k").encode()
+        rec = Record("flowd.runs", 0, len(self.records), key, value, 1.0)
         self.records.append(rec)
         return rec
 
@@ -91,10 +93,43 @@ def test_poison_and_invalid_records_become_dead_letters() -> None:
     for value, reason in ((b"\xffnope", "undecodable"), (b'{"type":"stop"}', "invalid"), (None, "undecodable"),
                           (wire.encode(wire.Submission(run_id="x", time=1.0)), "invalid")):
         out = Outcome()
-        state.apply(Record("flowd.runs", 2, 7, b"k", value, 5.0), out)
+        state.apply(Record("flowd.runs", 2, 7, b"x", value, 5.0), out)
         [dead] = out.deadletters
         assert (dead.reason, dead.topic, dead.partition, dead.offset, dead.value, dead.time) == (
             reason, "flowd.runs", 2, 7, value, 5.0)
+
+
+def test_every_record_is_acted_on_or_dead_lettered_with_a_reason() -> None:
+    log, state = Log(), PartitionState(0, compiler=no_compiler)
+    run_all(state, log)
+    cases = [
+        # a submission on its key's partition, not its run's: a later approve would miss it
+        (Record("flowd.runs", 0, 0, b"other", wire.encode(wire.Submission(run_id="r9", time=1.0, pipeline=pipeline()))),
+         "wrong_key", "key must be the run id"),
+        (Record("flowd.runs", 0, 1, None, wire.encode(wire.StopCommand(run_id="r9", time=1.0))),
+         "wrong_key", "key must be the run id"),
+        (log.add(wire.ApproveCommand(run_id="ghost", path="a", time=1.0)), "unknown_run", "'ghost'"),
+        (log.add(wire.StopCommand(run_id="ghost", time=1.0)), "unknown_run", "'ghost'"),
+        (log.add(wire.ResumeCommand(run_id="ghost", time=1.0)), "unknown_run", "'ghost'"),
+        (log.add(wire.OpReport(run_id="ghost", path="a", attempt=1, status="running", time=1.0)), "unknown_run", ""),
+        (log.add(wire.TimerFiring(run_id="ghost", timer_id="timeout:a#1", time=1.0)), "unknown_run", ""),
+    ]
+    for rec, reason, text in cases:
+        out = Outcome()
+        state.apply(rec, out)
+        [dead] = out.deadletters
+        assert dead.reason == reason and text in dead.error and dead.value == rec.value, dead
+    assert state.run_ids() == []  # the mis-keyed submission did not run
+    # an op the run does not have
+    held = pipeline(CHAIN.replace("dependencies: [a],", "dependencies: [a], isApproved: false,"))
+    state.apply(log.add(wire.Submission(run_id="r1", time=1.0, pipeline=held)), Outcome())
+    for bad in (wire.ApproveCommand(run_id="r1", path="nope", time=2.0), wire.StopCommand(run_id="r1", path="nope", time=2.0)):
+        out = Outcome()
+        state.apply(log.add(bad), out)
+        assert [d.reason for d in out.deadletters] == ["unknown_op"], out.deadletters
+    out = Outcome()
+    state.apply(log.add(wire.ApproveCommand(run_id="r1", path="b", time=2.0)), out)
+    assert not out.deadletters and out.ignored == 0
 
 
 def test_invalid_spec_fails_the_run_with_diagnostics() -> None:
@@ -165,10 +200,12 @@ def test_approve_and_stop_commands_reach_the_engine() -> None:
     outs = run_all(state, log, start=1)
     assert [c.path for o in outs for c in o.effects if isinstance(c, StartOp)] == ["a", "b"]
     assert outs[-1].finished and outs[-1].finished[0].status == "succeeded"
-    # a stop for a finished or unknown run changes nothing
+    # a stop for a finished run changes nothing; for an unknown one it is dead-lettered
     out = Outcome()
+    state.apply(log.add(wire.StopCommand(run_id="r1", time=3.0)), out)
+    assert out.events == [] and not out.deadletters
     state.apply(log.add(wire.StopCommand(run_id="nope", time=3.0)), out)
-    assert out.events == [] and out.ignored == 1
+    assert out.events == [] and [d.reason for d in out.deadletters] == ["unknown_run"]
 
 
 def test_resume_command_reruns_a_failed_run_with_new_keys() -> None:

@@ -41,7 +41,7 @@ def scripts(draw: st.DrawFn) -> tuple[list[bytes], int]:
     t = 2.0
     while i < len(log) and len(log) < 60:
         out = Outcome()
-        scratch.apply(Record("runs", 0, i, None, log[i]), out)
+        scratch.apply(Record("runs", 0, i, run_key(log[i]), log[i]), out)
         pending += [c for c in out.effects if isinstance(c, StartOp)]
         i += 1
         if i == len(log) and pending:
@@ -62,11 +62,15 @@ def scripts(draw: st.DrawFn) -> tuple[list[bytes], int]:
     return log, cut
 
 
+def run_key(value: bytes) -> bytes:
+    return msgspec.json.decode(value)["run_id"].encode()
+
+
 def feed(state: PartitionState, log: list[bytes], start: int) -> list[str]:
     keys = []
     for i in range(start, len(log)):
         out = Outcome()
-        state.apply(Record("runs", 0, i, None, log[i]), out)
+        state.apply(Record("runs", 0, i, run_key(log[i]), log[i]), out)
         keys += [e.key for _, e in out.events]
     return keys
 

@@ -477,3 +477,41 @@ def test_event_keys_stay_unique_across_resumes():
     keys = [c.key for c in commands if isinstance(c, (StatusChanged, PipelineDone))]
     assert len(keys) == len(set(keys))
     assert [c.key for c in commands if isinstance(c, PipelineDone)] == ["r:done", "r:done@1"]
+
+
+def test_every_distinct_status_event_has_its_own_key():
+    """Held for approval, an op emits ``created`` twice (the second with reason PendingApproval):
+    two events, so two keys; the same after a resume; one ``done`` per epoch."""
+    from flowd.engine.messages import PipelineDone, Resume, StatusChanged
+
+    engine = Engine()
+    ops = [job("a"), job("b", upstream=["a"], is_approved=False)]
+    commands = engine.handle(Submit("r", dag("p", ops), 0.0))
+    commands += engine.handle(OpStatus("r", "a", 1, "succeeded", 1.0))
+    commands += engine.handle(Stop("r", 2.0))
+    commands += engine.handle(Resume("r", 3.0))
+    commands += engine.handle(Approve("r", "b", 4.0))
+    commands += engine.handle(OpStatus("r", "b", 1, "running", 5.0))
+    commands += engine.handle(OpStatus("r", "b", 1, "unknown", 6.0))
+    commands += engine.handle(OpStatus("r", "b", 1, "running", 7.0))
+    commands += engine.handle(OpStatus("r", "b", 1, "succeeded", 8.0))
+    events = [c for c in commands if isinstance(c, (StatusChanged, PipelineDone))]
+    keys = [c.key for c in events]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    b = [(c.key, c.reason) for c in events if isinstance(c, StatusChanged) and c.path == "b"]
+    assert ("r/b#0:created", None) in b and ("r/b#0:created~1", "PendingApproval") in b
+    assert ("r/b#0:created~1@1", "PendingApproval") in b  # re-held after the resume
+    assert [k for k, _ in b if k.startswith("r/b#1:running")] == ["r/b#1:running@1", "r/b#1:running~1@1"]
+    assert [c.key for c in events if isinstance(c, PipelineDone)] == ["r:done", "r:done@1"]
+
+
+def test_event_keys_are_the_same_after_a_snapshot_and_restore():
+    from flowd.engine.messages import StatusChanged
+
+    ops = [job("a"), job("b", upstream=["a"], is_approved=False)]
+    engine = Engine()
+    engine.handle(Submit("r", dag("p", ops), 0.0))
+    restored = Engine.restore(engine.snapshot())
+    later = [OpStatus("r", "a", 1, "succeeded", 1.0), Approve("r", "b", 2.0)]
+    keys = [[c.key for c in e.handle(ev) if isinstance(c, StatusChanged)] for e in (engine, restored) for ev in later]
+    assert keys[:2] == keys[2:]
