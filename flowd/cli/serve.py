@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import structlog
 
-from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config, parse_bool
+from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config, parse_bool, parse_list
 
 __all__ = ["add_parser", "run", "configure_logging"]
 
@@ -26,7 +26,8 @@ def add_parser(subparsers: Any) -> None:
     defaults = DaemonConfig()
     for field, text in FIELDS_HELP.items():
         default = getattr(defaults, field)
-        kind = parse_bool if isinstance(default, bool) else type(default) if default is not None else str
+        kind = (parse_bool if isinstance(default, bool) else parse_list if isinstance(default, list)
+                else type(default) if default is not None else str)
         p.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, type=kind,
                        help=f"{text} (env FLOWD_{field.upper()}, default {default!r})")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))

@@ -64,10 +64,27 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sasl_password_file: str = ""
     # a client that cannot connect and authenticate within this many seconds fails
     connect_timeout: float = 15.0
+    # urlRef in submitted specs (flowd.daemon.urlrefs; docs/daemon.md "urlRef"): off unless
+    # this lists URL prefixes; loopback/link-local/private addresses only when a prefix names
+    # the address or url_ref_allow_networks (CIDRs) holds it
+    url_ref_allow: list[str] = []
+    url_ref_allow_networks: list[str] = []
+    url_ref_timeout: float = 10.0
+    url_ref_max_bytes: int = 1024 * 1024
+    url_ref_max_documents: int = 16
+    url_ref_concurrency: int = 4
 
     @property
     def topics(self) -> Topics:
         return Topics(self.prefix)
+
+    @property
+    def url_policy(self) -> Any:
+        from flowd.daemon.urlrefs import UrlPolicy
+
+        return UrlPolicy(allow=self.url_ref_allow, allow_networks=self.url_ref_allow_networks,
+                         timeout=self.url_ref_timeout, max_bytes=self.url_ref_max_bytes,
+                         max_documents=self.url_ref_max_documents, concurrency=self.url_ref_concurrency)
 
 
 class Topics:
@@ -97,6 +114,11 @@ FIELDS_HELP = {
     "partitions": "partitions of topics the daemon creates",
     "replication_factor": "replication of topics the daemon creates (0: 3, or fewer brokers)",
     "session_timeout_ms": "consumer group session timeout",
+    "url_ref_allow": "URL prefixes urlRefs may fetch, comma-separated (default none: urlRef off)",
+    "url_ref_allow_networks": "CIDRs of private addresses allowed prefixes may resolve to, comma-separated",
+    "url_ref_timeout": "seconds per network step of a urlRef fetch (2x for a whole document)",
+    "url_ref_max_bytes": "largest urlRef document",
+    "url_ref_max_documents": "most urlRef documents per submission",
 }
 
 # the Kafka security settings: flags of `flowd serve` and of every command that talks to Kafka
@@ -138,7 +160,17 @@ def _coerce(field: str, raw: str) -> Any:
         return float(raw)
     if isinstance(default, dict):
         return msgspec.json.decode(raw)
+    if isinstance(default, list):
+        return parse_list(raw)
     return raw
+
+
+def parse_list(raw: str) -> list[str]:
+    """A JSON array, or comma-separated values."""
+    raw = raw.strip()
+    if raw.startswith("["):
+        return list(msgspec.json.decode(raw, type=list[str]))
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def load_config(*, file: str | None = None, env: dict[str, str] | None = None,

@@ -71,7 +71,7 @@ async def replay(config: DaemonConfig, *, partition: int | None = None, run_id: 
         assert run_id is not None
         partition = partition_for(run_id, n)
     _, end = await _group_position(config, partition)
-    compiler = make_compiler(config.hub)
+    compiler = make_compiler(config.hub, config.url_policy)  # the same urlRef decisions as the daemon
     start_offset: int | None = None
     state = PartitionState(partition, compiler=compiler)
     start = "beginning"

@@ -157,6 +157,7 @@ class PartitionWorker:
             await d.start_attempt(cmd)
             if stopping:
                 await d.stop_attempt(cmd)
+        d.fetch_urls(self.partition, self.state.daemon.fetching.values())  # urlRefs still being fetched
         self.live = True
         took = time.monotonic() - self.opened_at
         d.metrics.recovery_seconds.labels(str(self.partition)).set(took)

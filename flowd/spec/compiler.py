@@ -61,13 +61,14 @@ def _termination(raw: Any) -> c.Termination:
 
 
 class _Compiler(DagRules):
-    def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float) -> None:
+    def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float,
+                 url_fetcher: Any = None) -> None:
         self.findings: list[Finding] = []
         self.where: dict[int, Any] = {}
         self.sources = Sources()
         self.compat = reference_compat
         self.cmp = Composer(hub=hub, findings=self.findings, where=self.where, sources=self.sources,
-                            url_timeout=url_timeout, reference_compat=reference_compat)
+                            url_timeout=url_timeout, reference_compat=reference_compat, url_fetcher=url_fetcher)
         self._components: dict[Any, c.Component] = {}
         self._run_refs: dict[int, list[Any]] = {}
 
@@ -223,10 +224,12 @@ class _Compiler(DagRules):
 
 def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.PathLike[str] | None = ".",
                  params: dict[str, Any] | None = None, hub: str | None = None, reference_compat: bool = False,
-                 url_timeout: float = 10.0) -> CompileResult:
-    """Validate and compile one Polyaxonfile given as text. Never raises for bad input."""
+                 url_timeout: float = 10.0, url_fetcher: Any = None) -> CompileResult:
+    """Validate and compile one Polyaxonfile given as text. Never raises for bad input (a
+    ``url_fetcher`` may raise on purpose: the daemon's stops at the first document not fetched yet).
+    ``url_fetcher(url) -> refs.Located`` reads urlRefs instead of :func:`refs.fetch_url`."""
     comp = _Compiler(hub=hub if hub is not None else default_hub(), reference_compat=reference_compat,
-                     url_timeout=url_timeout)
+                     url_timeout=url_timeout, url_fetcher=url_fetcher)
     try:
         op = comp.compile_root(text, source, None if base_dir is None else str(base_dir), params)
     except RecursionError:  # absurdly deep nesting (over ~100 nested components): an error, not a crash

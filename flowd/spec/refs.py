@@ -19,17 +19,25 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RefError", "Located", "locate_path", "locate_hub", "fetch_url", "URL_TIMEOUT"]
+__all__ = ["RefError", "Located", "locate_path", "locate_hub", "fetch_url", "URL_TIMEOUT", "URL_MAX_BYTES",
+           "UrlFetcher"]
 
+# `flowd check`/`flowd run` fetch urlRefs on the user's own machine: bounded, but not filtered
+# (the daemon fetches only what its allowlist names: flowd.daemon.urlrefs)
 URL_TIMEOUT = 10.0
+URL_MAX_BYTES = 16 * 1024 * 1024
 _HUB_NAME = re.compile(r"^(?:(?P<owner>[-\w.]+)/)?(?P<name>[-\w.]+)(?::(?P<tag>[-\w.]+))?$")
 
 
 class RefError(Exception):
     """A reference that cannot be read; the message says what was tried."""
+
+
+UrlFetcher = Callable[[str], "Located"]
 
 
 class Located:
@@ -113,22 +121,40 @@ def locate_hub(ref: str, hub: str | None) -> Located:
     raise RefError(f"hubRef `{ref}` could not be resolved in the hub `{hub}`: tried {tried}")
 
 
-def fetch_url(url: str, *, timeout: float = URL_TIMEOUT) -> Located:
-    """``urlRef``: one HTTP(S) GET with a timeout."""
+def fetch_url(url: str, *, timeout: float = URL_TIMEOUT, max_bytes: int = URL_MAX_BYTES) -> Located:
+    """``urlRef``: one HTTP(S) GET, each network step bounded by ``timeout`` and the whole read
+    by ``2 * timeout``, the body by ``max_bytes``."""
+    import time
+
     if not re.match(r"^https?://", url):
         raise RefError(f"urlRef `{url}` could not be resolved: only http:// and https:// URLs are supported")
     request = urllib.request.Request(url, headers={"Accept": "application/yaml, application/json, text/plain, */*"})
+    limit = f"larger than {max_bytes} bytes (the limit)"
+    deadline = time.monotonic() + 2 * timeout
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
-            body: Any = response.read(16 * 1024 * 1024 + 1)
+            length = response.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > max_bytes:
+                raise RefError(f"urlRef `{url}`: the document is {limit}")
+            chunks: list[bytes] = []
+            size = 0
+            while size <= max_bytes:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the download took too long")
+                chunk: Any = response.read(min(65536, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            body = b"".join(chunks)
     except urllib.error.HTTPError as exc:
         raise RefError(f"urlRef `{url}` could not be resolved: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise RefError(f"urlRef `{url}` could not be resolved: {exc.reason}") from None
     except (TimeoutError, OSError) as exc:
         raise RefError(f"urlRef `{url}` could not be resolved: {exc or 'timed out'} (timeout {timeout:g} s)") from None
-    if len(body) > 16 * 1024 * 1024:
-        raise RefError(f"urlRef `{url}`: the document is larger than 16 MiB")
+    if len(body) > max_bytes:
+        raise RefError(f"urlRef `{url}`: the document is {limit}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
