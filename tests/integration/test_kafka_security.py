@@ -165,3 +165,21 @@ async def test_the_daemon_fails_fast_in_one_line(secure_kafka_broker, tmp_path: 
     assert code == 1 and len(last) == 1 and expected in last[0], err
     assert "Traceback" not in err
     assert seconds < FAIL_WITHIN, f"flowd serve took {seconds:.1f} s to fail"
+
+
+@pytest.mark.parametrize("missing", ["group", "transactional_id"])
+async def test_a_daemon_missing_one_acl_fails_fast_naming_it(secure_kafka_broker, tmp_path: Path, missing: str) -> None:
+    b = secure_kafka_broker
+    admin = sasl_config(b, tmp_path, "admin", mechanism="SCRAM-SHA-512")
+    await ensure_topics(admin)
+    # a principal of its own per case: ACLs granted in one case must not help the other
+    daemon = sasl_config(b, tmp_path, "daemon", base=admin, create_topics=False,
+                         group_id=f"{admin.group_id}-{missing}")
+    await b.grant("User:daemon", [acl for acl in required_acls(daemon, "daemon") if acl[0] != missing])
+    code, _, err, seconds = await flowd(
+        "serve", *bus_flags(daemon), "--sasl-password-file", daemon.sasl_password_file, "--metrics-port", "-1",
+        "--state-dir", daemon.state_dir, "--executor", "instant", "--group-id", daemon.group_id,
+        env={"FLOWD_CREATE_TOPICS": "false"}, timeout=60)
+    last = [ln for ln in err.splitlines() if ln.startswith("flowd serve:")]
+    assert code == 1 and len(last) == 1 and "not authorized" in last[0], err[-3000:]
+    assert seconds < FAIL_WITHIN + 10, f"flowd serve took {seconds:.1f} s to fail"
