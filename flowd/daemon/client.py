@@ -16,10 +16,18 @@ from aiokafka import TopicPartition
 
 from flowd.daemon import wire
 from flowd.daemon.config import DaemonConfig
-from flowd.daemon.kafka import BusError, consumer, map_errors, producer, start_client, stop_consumer, topic_metadata
+from flowd.daemon.kafka import (
+    BusError,
+    consumer,
+    map_errors,
+    producer,
+    start_client,
+    stop_consumer,
+    topic_metadata,
+)
 from flowd.partitioning import partition_for
 
-__all__ = ["publish", "follow_events", "run_status", "partition_for", "read_partition"]
+__all__ = ["follow_events", "partition_for", "publish", "read_partition", "run_status"]
 
 
 async def publish(config: DaemonConfig, topic: str, key: str, message: Any) -> tuple[int, int]:

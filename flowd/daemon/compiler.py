@@ -16,7 +16,7 @@ from flowd.daemon.partition import Compiler
 from flowd.daemon.urlrefs import FetchNeeded, SubmissionDocuments, UrlPolicy, redact
 from flowd.spec.compiled import Op
 
-__all__ = ["make_compiler", "compile_with"]
+__all__ = ["compile_with", "make_compiler"]
 
 
 def compile_with(msg: wire.Submission, fetcher: SubmissionDocuments, hub: str | None) -> Any:

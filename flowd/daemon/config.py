@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["DaemonConfig", "Topics", "load_config", "FIELDS_HELP"]
+__all__ = ["FIELDS_HELP", "DaemonConfig", "Topics", "load_config"]
 
 
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -88,7 +88,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class Topics:
-    __slots__ = ("runs", "events", "external", "subscriptions", "snapshots", "deadletter")
+    __slots__ = ("deadletter", "events", "external", "runs", "snapshots", "subscriptions")
 
     def __init__(self, prefix: str) -> None:
         for name in self.__slots__:

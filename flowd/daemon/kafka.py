@@ -26,8 +26,18 @@ from flowd.daemon import wire
 from flowd.daemon.config import DaemonConfig, Topics
 from flowd.daemon.security import SecurityConfigError, client_security, diagnose
 
-__all__ = ["BusError", "map_errors", "ensure_topics", "SnapshotStore", "producer", "consumer", "partitions_of",
-           "admin", "start_client", "security_kwargs"]
+__all__ = [
+    "BusError",
+    "SnapshotStore",
+    "admin",
+    "consumer",
+    "ensure_topics",
+    "map_errors",
+    "partitions_of",
+    "producer",
+    "security_kwargs",
+    "start_client",
+]
 
 # snapshots of big partitions are large; the topic and the producer allow this much per record
 SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
@@ -94,7 +104,7 @@ async def topic_metadata(client: Any, topic: str) -> Any:
 
     md = ClusterMetadata()
     with map_errors(f"cannot read metadata of {topic}"):
-        await client._client._metadata_update(md, [topic])  # noqa: SLF001 - no public per-topic call
+        await client._client._metadata_update(md, [topic])
     return md
 
 
@@ -126,7 +136,7 @@ async def ensure_topics(config: DaemonConfig) -> None:
             existing = set(await client.list_topics())
             configs = topic_configs(topics)
             # replication: 3, or every broker of a smaller cluster
-            brokers = len(client._client.cluster.brokers()) or 1  # noqa: SLF001 - no public call
+            brokers = len(client._client.cluster.brokers()) or 1
             replication = config.replication_factor or min(3, brokers)
             new = [
                 NewTopic(name, num_partitions=1 if name == topics.subscriptions else config.partitions,
@@ -168,7 +178,7 @@ def consumer(config: DaemonConfig, *topics: str, **kw: Any) -> AIOKafkaConsumer:
 async def partitions_of(client: AIOKafkaConsumer, topic: str) -> int:
     parts = client.partitions_for_topic(topic)
     if not parts:
-        await client._client.force_metadata_update()  # noqa: SLF001 - no public refresh in aiokafka
+        await client._client.force_metadata_update()
         parts = client.partitions_for_topic(topic)
     return len(parts or ())
 
@@ -240,7 +250,7 @@ async def check_topics(config: DaemonConfig) -> dict[str, int]:
     with map_errors("cannot read topic metadata"):
         try:
             for _ in range(20):  # topics created a moment ago take a little while to show up
-                md = await c._client.fetch_all_metadata()  # noqa: SLF001 - no public metadata call
+                md = await c._client.fetch_all_metadata()
                 counts = {name: len(md.partitions_for_topic(topic) or ()) for name, topic in config.topics.all().items()}
                 missing = [config.topics.all()[n] for n, k in counts.items() if not k]
                 if not missing:

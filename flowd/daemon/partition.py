@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from flowd.daemon import wire
+from flowd.daemon.urlrefs import FetchNeeded
 from flowd.engine import (
     DONE,
     Approve,
@@ -38,7 +39,6 @@ from flowd.engine import (
     Submit,
     TimerFired,
 )
-from flowd.daemon.urlrefs import FetchNeeded
 from flowd.spec.compiled import Op
 
 __all__ = ["Record", "Outcome", "PartitionState", "Compiler", "subscription_refs"]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flowd.daemon.config import DaemonConfig
 
-__all__ = ["SecurityConfigError", "client_security", "ssl_context", "diagnose", "required_acls", "PROTOCOLS", "MECHANISMS"]
+__all__ = ["MECHANISMS", "PROTOCOLS", "SecurityConfigError", "client_security", "diagnose", "required_acls", "ssl_context"]
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -48,8 +48,15 @@ import msgspec
 from flowd.daemon import wire
 from flowd.spec.refs import Located, RefError
 
-__all__ = ["UrlPolicy", "FetchNeeded", "SubmissionDocuments", "fetch_document", "resolve_submission", "redact",
-           "matching_prefix"]
+__all__ = [
+    "FetchNeeded",
+    "SubmissionDocuments",
+    "UrlPolicy",
+    "fetch_document",
+    "matching_prefix",
+    "redact",
+    "resolve_submission",
+]
 
 MAX_REDIRECTS = 3
 
@@ -67,7 +74,7 @@ class UrlPolicy(msgspec.Struct, frozen=True, kw_only=True):
         return bool(self.allow)
 
 
-class FetchNeeded(Exception):  # noqa: N818 - a signal, not an error
+class FetchNeeded(Exception):
     """The submission references URLs the daemon has not fetched yet."""
 
     def __init__(self, urls: list[str]) -> None:

@@ -41,8 +41,16 @@ from flowd.k8s.config import Connection, ConnectionResource, Settings
 from flowd.partitioning import partition_for
 
 __all__ = [
-    "ConversionError", "build_pod", "build_service", "pod_spec", "namespace_of", "partition_of",
-    "identity_labels", "identity_annotations", "TERMINATION_PATH", "ENVIRONMENT_KEYS",
+    "ENVIRONMENT_KEYS",
+    "TERMINATION_PATH",
+    "ConversionError",
+    "build_pod",
+    "build_service",
+    "identity_annotations",
+    "identity_labels",
+    "namespace_of",
+    "partition_of",
+    "pod_spec",
 ]
 
 TERMINATION_PATH = "/dev/termination-log"

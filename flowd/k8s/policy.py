@@ -24,7 +24,7 @@ from typing import Any
 
 from flowd.k8s.config import Settings
 
-__all__ = ["PolicyError", "check_namespace", "check_volumes", "check_pod_spec", "harden", "allowed_namespaces"]
+__all__ = ["PolicyError", "allowed_namespaces", "check_namespace", "check_pod_spec", "check_volumes", "harden"]
 
 HOST_NAMESPACES = ("hostNetwork", "hostPID", "hostIPC")
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")

@@ -23,8 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RefError", "Located", "locate_path", "locate_hub", "fetch_url", "URL_TIMEOUT", "URL_MAX_BYTES",
-           "UrlFetcher"]
+__all__ = [
+    "URL_MAX_BYTES",
+    "URL_TIMEOUT",
+    "Located",
+    "RefError",
+    "UrlFetcher",
+    "fetch_url",
+    "locate_hub",
+    "locate_path",
+]
 
 # `flowd check`/`flowd run` fetch urlRefs on the user's own machine: bounded, but not filtered
 # (the daemon fetches only what its allowlist names: flowd.daemon.urlrefs)
@@ -43,7 +51,7 @@ UrlFetcher = Callable[[str], "Located"]
 class Located:
     """A referenced document: its display name, cache key, text and the directory for pathRefs."""
 
-    __slots__ = ("name", "key", "text", "base_dir")
+    __slots__ = ("base_dir", "key", "name", "text")
 
     def __init__(self, name: str, key: str, text: str, base_dir: str | None) -> None:
         self.name = name
@@ -132,7 +140,7 @@ def fetch_url(url: str, *, timeout: float = URL_TIMEOUT, max_bytes: int = URL_MA
     limit = f"larger than {max_bytes} bytes (the limit)"
     deadline = time.monotonic() + 2 * timeout
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise RefError(f"urlRef `{url}`: the document is {limit}")

@@ -28,7 +28,7 @@ run: {kind: job, container: {image: x, command: [sh, -c, "true"]}}
 @pytest.fixture(scope="module")
 def component_server() -> Iterator[int]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200 if self.path == "/c.yaml" else 404)
             self.send_header("Content-Length", str(len(COMPONENT)))
             self.end_headers()

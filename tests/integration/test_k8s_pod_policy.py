@@ -12,7 +12,14 @@ import pytest
 
 from flowd.engine.messages import OpStatus
 from flowd.k8s.harness import Harness
-from tests.integration.k8s_helpers import dag, executor, job, outcome, submit, untaint_nodes
+from tests.integration.k8s_helpers import (
+    dag,
+    executor,
+    job,
+    outcome,
+    submit,
+    untaint_nodes,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s, pytest.mark.asyncio(loop_scope="session")]
 

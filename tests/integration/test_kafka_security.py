@@ -61,7 +61,7 @@ async def flowd(*argv: str, env: dict[str, str] | None = None, timeout: float = 
     """``python -m flowd ARGV`` -> (exit code, stdout, stderr, seconds)."""
     t0 = time.monotonic()
     proc = await anyio.to_thread.run_sync(lambda: subprocess.run(
-        [sys.executable, "-m", "flowd", *argv], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "flowd", *argv], capture_output=True, text=True, timeout=timeout, check=False,
         env={**os.environ, **(env or {})}))
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0
 
@@ -125,9 +125,9 @@ async def test_plain_and_mutual_tls_clients(secure_kafka_broker, tmp_path: Path)
 
 
 FAILURES = {
-    "wrong-password": (dict(password="not-the-password"), "SASL authentication as 'producer'"),
-    "untrusted-ca": (dict(rogue_ca=True), "TLS certificate is not trusted"),
-    "no-acls": (dict(user="nobody"), "not authorized"),
+    "wrong-password": ({"password": "not-the-password"}, "SASL authentication as 'producer'"),
+    "untrusted-ca": ({"rogue_ca": True}, "TLS certificate is not trusted"),
+    "no-acls": ({"user": "nobody"}, "not authorized"),
 }
 
 

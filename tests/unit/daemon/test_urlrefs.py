@@ -8,6 +8,7 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 
 import msgspec
 import pytest
@@ -15,7 +16,13 @@ import pytest
 from flowd.daemon import wire
 from flowd.daemon.compiler import compile_with, make_compiler
 from flowd.daemon.partition import Outcome, PartitionState, Record
-from flowd.daemon.urlrefs import UrlPolicy, _address_refusal, fetch_document, matching_prefix, resolve_submission
+from flowd.daemon.urlrefs import (
+    UrlPolicy,
+    _address_refusal,
+    fetch_document,
+    matching_prefix,
+    resolve_submission,
+)
 from flowd.engine import StartOp
 from flowd.spec.refs import RefError
 
@@ -36,9 +43,9 @@ run: {kind: job, container: {image: x, command: [sh, -c, "true"]}}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, dict[str, str], bytes, float]] = {}
+    routes: ClassVar[dict[str, tuple[int, dict[str, str], bytes, float]]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         status, headers, body, delay = self.routes.get(self.path, (404, {}, b"", 0.0))
         time.sleep(delay)
         self.send_response(status)
@@ -183,7 +190,7 @@ def test_fetched_content_is_not_echoed(server: str) -> None:
     msg = submission(spec(url))
     resolved = resolve_submission(msg, policy, lambda m, f: compile_with(m, f, None))
     state = PartitionState(0, compiler=make_compiler(None, policy))
-    done = [e for _, e in apply(state, resolved).events if isinstance(e, wire.CompletionEvent)][0]
+    done = next(e for _, e in apply(state, resolved).events if isinstance(e, wire.CompletionEvent))
     assert done.status == "failed"
     text = msgspec.json.encode(done).decode()
     assert "secretKeyFromTheServer" not in text
