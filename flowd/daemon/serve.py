@@ -362,7 +362,7 @@ class Daemon:
             resolved = await anyio.to_thread.run_sync(
                 resolve_submission, msg, self.url_policy, lambda m, f: compile_with(m, f, hub), abandon_on_cancel=True)
         log.info("url_refs_fetched", run_id=msg.run_id, documents=len(resolved.url_documents),
-                 errors=len(resolved.url_errors), seconds=round(time.monotonic() - t0, 3))
+                 errors=list(resolved.url_errors.values())[:3], seconds=round(time.monotonic() - t0, 3))
         for attempt in range(5):
             try:
                 with map_errors("publishing fetched urlRefs"):
