@@ -47,6 +47,8 @@ class BusError(Exception):
     """Kafka failed (after the client's own retries)."""
 
     retriable = False
+    # the principal lacks an ACL: retrying cannot help
+    denied = False
 
 
 # aiokafka's authorization errors: the principal lacks an ACL (docs/daemon.md lists them)
@@ -67,6 +69,7 @@ def map_errors(what: str) -> Iterator[None]:
             err = BusError(f"{what}: not authorized: the principal has no ACL for this {kind}"
                            + (f" ({detail})" if detail and detail != name else "")
                            + " (see the ACLs in docs/daemon.md)")
+            err.denied = True
         else:
             err = BusError(f"{what}: {name}: {exc}")
         err.retriable = bool(getattr(exc, "retriable", False))
