@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from flowd.daemon.config import add_bus_args, load_config
+from flowd.daemon.config import add_bus_args, bus_config
 
 __all__ = ["add_parser", "run"]
 
@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from flowd.daemon.kafka import BusError
     from flowd.daemon.replay import replay
 
-    config = load_config(file=args.config, overrides={"brokers": args.brokers, "prefix": args.prefix,
-                                                      "group_id": args.group_id, "hub": args.hub})
+    args.command = "replay"
+    config = bus_config(args)
+    config = msgspec.structs.replace(config, **{k: v for k, v in (("group_id", args.group_id), ("hub", args.hub))
+                                                if v is not None})
     try:
         report = anyio.run(lambda: replay(config, partition=args.partition, run_id=args.run,
                                           from_snapshot=args.from_snapshot))

@@ -13,7 +13,7 @@ import anyio
 
 from flowd.cli._limits import add_limit_args
 from flowd.cli.logs import configure_logging
-from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config
+from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config, parse_bool, parse_list
 
 __all__ = ["add_parser", "run", "configure_logging"]
 
@@ -26,7 +26,8 @@ def add_parser(subparsers: Any) -> None:
     defaults = DaemonConfig()
     for field, text in FIELDS_HELP.items():
         default = getattr(defaults, field)
-        kind = type(default) if default is not None and not isinstance(default, bool) else str
+        kind = (parse_bool if isinstance(default, bool) else parse_list if isinstance(default, list)
+                else type(default) if default is not None else str)
         p.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, type=kind,
                        help=f"{text} (env FLOWD_{field.upper()}, default {default!r})")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {f: getattr(args, f, None) for f in FIELDS_HELP}
     try:
         config = load_config(file=args.config, overrides=overrides, limit_items=args.limit)
+        from flowd.daemon.security import client_security
+
+        client_security(config)  # a missing password file or CA fails here, in one line
     except Exception as exc:  # noqa: BLE001 - a bad config file or value: say so, no traceback
         print(f"flowd serve: invalid configuration: {exc}", file=sys.stderr)
         return 2

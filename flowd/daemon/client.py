@@ -16,17 +16,26 @@ from aiokafka import TopicPartition
 
 from flowd.daemon import wire
 from flowd.daemon.config import DaemonConfig
-from flowd.daemon.kafka import BusError, consumer, map_errors, producer, stop_consumer
+from flowd.daemon.kafka import (
+    BusError,
+    consumer,
+    map_errors,
+    producer,
+    start_client,
+    stop_consumer,
+    topic_metadata,
+)
 from flowd.partitioning import partition_for
 
-__all__ = ["publish", "follow_events", "run_status", "partition_for", "read_partition"]
+__all__ = ["follow_events", "partition_for", "publish", "read_partition", "run_status"]
 
 
 async def publish(config: DaemonConfig, topic: str, key: str, message: Any) -> tuple[int, int]:
     """Produce one message (acks=all, idempotent); returns (partition, offset)."""
     p = producer(config, enable_idempotence=True)
-    with map_errors(f"cannot publish to {topic} at {config.brokers}"):
-        await p.start()
+    what = f"cannot publish to {topic} at {config.brokers}"
+    await start_client(p, config, what)
+    with map_errors(what):
         try:
             meta = await p.send_and_wait(topic, wire.encode(message), key=key.encode())
         finally:
@@ -40,12 +49,14 @@ async def follow_events(config: DaemonConfig, *, follow: bool, from_beginning: b
     of the topic as it was when called."""
     c = consumer(config, group_id=None, auto_offset_reset="earliest" if from_beginning else "latest")
     topic = config.topics.events
-    with map_errors(f"cannot read {topic} at {config.brokers}"):
-        await c.start()
+    await start_client(c, config, f"cannot read {topic} at {config.brokers}")
     try:
         tps = []
         for _ in range(20):  # a topic created a moment ago may not be in the metadata yet
-            md = await c._client.fetch_all_metadata()  # noqa: SLF001 - no public metadata refresh
+            md = await topic_metadata(c, topic)
+            if topic in md.unauthorized_topics:
+                raise BusError(f"cannot read {topic} at {config.brokers}: not authorized: the principal has no ACL "
+                               "for this topic (see the ACLs in docs/daemon.md)")
             tps = [TopicPartition(topic, p) for p in sorted(md.partitions_for_topic(topic) or ())]
             if tps:
                 break
@@ -61,7 +72,8 @@ async def follow_events(config: DaemonConfig, *, follow: bool, from_beginning: b
             await c.seek_to_end(*tps)
         ends = await c.end_offsets(tps)
         while True:
-            batches = await c.getmany(timeout_ms=int(idle * 1000))
+            with map_errors(f"cannot read {topic} at {config.brokers}"):
+                batches = await c.getmany(timeout_ms=int(idle * 1000))
             for records in batches.values():
                 for rec in records:
                     if rec.value is None:
@@ -107,8 +119,7 @@ async def read_partition(config: DaemonConfig, topic: str, partition: int, *, st
     (default: the end as of now)."""
     c = consumer(config, group_id=None, max_partition_fetch_bytes=64 * 1024 * 1024)
     tp = TopicPartition(topic, partition)
-    with map_errors(f"cannot read {topic}[{partition}]"):
-        await c.start()
+    await start_client(c, config, f"cannot read {topic}[{partition}]")
     try:
         c.assign([tp])
         if start is None:

@@ -20,7 +20,7 @@ import msgspec
 
 from flowd.spec.limits import Limits, limits_from
 
-__all__ = ["DaemonConfig", "Topics", "load_config", "FIELDS_HELP"]
+__all__ = ["FIELDS_HELP", "DaemonConfig", "Topics", "load_config"]
 
 
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -58,10 +58,40 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     client_id: str = ""
     # what one submission may make the daemon build (docs/limits.md)
     limits: Limits = Limits()
+    # Kafka security (flowd.daemon.security; docs/daemon.md "Secured Kafka"). Secrets are read
+    # from the *_file settings or from $FLOWD_SASL_PASSWORD / $FLOWD_SSL_KEY_PASSWORD, never argv.
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password_file: str = ""
+    ssl_check_hostname: bool = True
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password_file: str = ""
+    # a client that cannot connect and authenticate within this many seconds fails
+    connect_timeout: float = 15.0
+    # urlRef in submitted specs (flowd.daemon.urlrefs; docs/daemon.md "urlRef"): off unless
+    # this lists URL prefixes; loopback/link-local/private addresses only when a prefix names
+    # the address or url_ref_allow_networks (CIDRs) holds it
+    url_ref_allow: list[str] = []
+    url_ref_allow_networks: list[str] = []
+    url_ref_timeout: float = 10.0
+    url_ref_max_bytes: int = 1024 * 1024
+    url_ref_max_documents: int = 16
+    url_ref_concurrency: int = 4
 
     @property
     def topics(self) -> Topics:
         return Topics(self.prefix)
+
+    @property
+    def url_policy(self) -> Any:
+        from flowd.daemon.urlrefs import UrlPolicy
+
+        return UrlPolicy(allow=self.url_ref_allow, allow_networks=self.url_ref_allow_networks,
+                         timeout=self.url_ref_timeout, max_bytes=self.url_ref_max_bytes,
+                         max_documents=self.url_ref_max_documents, concurrency=self.url_ref_concurrency)
 
 
 class Topics:
@@ -97,20 +127,63 @@ FIELDS_HELP = {
     "partitions": "partitions of topics the daemon creates",
     "replication_factor": "replication of topics the daemon creates (0: 3, or fewer brokers)",
     "session_timeout_ms": "consumer group session timeout",
+    "url_ref_allow": "URL prefixes urlRefs may fetch, comma-separated (default none: urlRef off)",
+    "url_ref_allow_networks": "CIDRs of private addresses allowed prefixes may resolve to, comma-separated",
+    "url_ref_timeout": "seconds per network step of a urlRef fetch (2x for a whole document)",
+    "url_ref_max_bytes": "largest urlRef document",
+    "url_ref_max_documents": "most urlRef documents per submission",
 }
+
+# the Kafka security settings: flags of `flowd serve` and of every command that talks to Kafka
+SECURITY_HELP = {
+    "security_protocol": "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL",
+    "ssl_cafile": "CA certificates (PEM) that sign the brokers' certificates (default: the system CAs)",
+    "ssl_certfile": "client certificate (PEM) for mutual TLS",
+    "ssl_keyfile": "its private key (PEM; default: in ssl_certfile)",
+    "ssl_key_password_file": "file holding the passphrase of an encrypted key (or $FLOWD_SSL_KEY_PASSWORD)",
+    "ssl_check_hostname": "verify that the broker's certificate matches its address (true|false)",
+    "sasl_mechanism": "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512",
+    "sasl_username": "SASL user name",
+    "sasl_password_file": "file holding the SASL password (or $FLOWD_SASL_PASSWORD)",
+    "connect_timeout": "seconds to connect and authenticate before failing",
+}
+FIELDS_HELP.update(SECURITY_HELP)
+# never settable in the TOML file either: they belong in a file of their own or the environment
+SECRET_KEYS = {"sasl_password": "sasl_password_file or $FLOWD_SASL_PASSWORD",
+               "ssl_password": "ssl_key_password_file or $FLOWD_SSL_KEY_PASSWORD",
+               "ssl_key_password": "ssl_key_password_file or $FLOWD_SSL_KEY_PASSWORD"}
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 def _coerce(field: str, raw: str) -> Any:
     default = getattr(DaemonConfig(), field)
     if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
+        return parse_bool(raw)
     if isinstance(default, int):
         return int(raw)
     if isinstance(default, float):
         return float(raw)
     if isinstance(default, dict):
         return msgspec.json.decode(raw)
+    if isinstance(default, list):
+        return parse_list(raw)
     return raw
+
+
+def parse_list(raw: str) -> list[str]:
+    """A JSON array, or comma-separated values."""
+    raw = raw.strip()
+    if raw.startswith("["):
+        return list(msgspec.json.decode(raw, type=list[str]))
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def load_config(*, file: str | None = None, env: Mapping[str, str] | None = None,
@@ -118,6 +191,9 @@ def load_config(*, file: str | None = None, env: Mapping[str, str] | None = None
     values: dict[str, Any] = {}
     if file:
         values.update(tomllib.loads(Path(file).read_text()))
+        for key, instead in SECRET_KEYS.items():
+            if key in values:
+                raise ValueError(f"{file}: `{key}` cannot be set in the config file; use {instead}")
     env = os.environ if env is None else env
     table = values.pop("limits", None)
     if table is not None and not isinstance(table, dict):
@@ -139,12 +215,42 @@ def load_config(*, file: str | None = None, env: Mapping[str, str] | None = None
     return config
 
 
+def add_security_args(parser: Any) -> None:
+    """``--security-protocol``, ``--ssl-*``, ``--sasl-*``, ``--connect-timeout`` (no secrets: those
+    are read from files or the environment)."""
+    defaults = DaemonConfig()
+    group = parser.add_argument_group("Kafka security (docs/daemon.md)")
+    for field, text in SECURITY_HELP.items():
+        default = getattr(defaults, field)
+        kind = parse_bool if isinstance(default, bool) else type(default)
+        group.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, type=kind,
+                           help=f"{text} (env FLOWD_{field.upper()}, default {default!r})")
+
+
 def add_bus_args(parser: Any) -> None:
-    """``--brokers``/``--prefix``/``--config`` shared by the user commands."""
+    """``--brokers``/``--prefix``/``--config`` and the security flags, shared by the user commands."""
     parser.add_argument("--brokers", default=None, help="Kafka bootstrap servers (default: $FLOWD_BROKERS, else 127.0.0.1:9092)")
     parser.add_argument("--prefix", default=None, help="topic name prefix (default: $FLOWD_PREFIX, else flowd.)")
-    parser.add_argument("--config", default=None, metavar="FILE", help="daemon config file (TOML) to read brokers/prefix from")
+    parser.add_argument("--config", default=None, metavar="FILE", help="daemon config file (TOML) to read brokers/prefix/security from")
+    add_security_args(parser)
 
 
 def bus_config(args: Any) -> DaemonConfig:
-    return load_config(file=args.config, overrides={"brokers": args.brokers, "prefix": args.prefix})
+    """The Kafka settings of a user command. A bad config (file, env, flags or security
+    settings) exits 2 with one line on stderr. aiokafka's own log is silenced: its errors
+    reach the user as the command's one-line error (flowd.daemon.kafka.start_client)."""
+    import logging
+    import sys
+
+    from flowd.daemon.security import SecurityConfigError, client_security
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    overrides = {"brokers": args.brokers, "prefix": args.prefix}
+    overrides.update({field: getattr(args, field, None) for field in SECURITY_HELP})
+    try:
+        config = load_config(file=args.config, overrides=overrides)
+        client_security(config)
+    except (SecurityConfigError, ValueError, OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        print(f"flowd {getattr(args, 'command', '')}: invalid configuration: {exc}".replace("  ", " "), file=sys.stderr)
+        raise SystemExit(2) from None
+    return config

@@ -13,12 +13,31 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from flowd.daemon import wire
 from flowd.daemon.config import DaemonConfig, Topics
+from flowd.daemon.security import SecurityConfigError, client_security, diagnose
 
-__all__ = ["BusError", "map_errors", "ensure_topics", "SnapshotStore", "producer", "consumer", "partitions_of"]
+__all__ = [
+    "BusError",
+    "SnapshotStore",
+    "admin",
+    "consumer",
+    "ensure_topics",
+    "map_errors",
+    "partitions_of",
+    "producer",
+    "security_kwargs",
+    "start_client",
+]
 
 # snapshots of big partitions are large; the topic and the producer allow this much per record
 SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
@@ -28,6 +47,13 @@ class BusError(Exception):
     """Kafka failed (after the client's own retries)."""
 
     retriable = False
+    # the principal lacks an ACL: retrying cannot help
+    denied = False
+
+
+# aiokafka's authorization errors: the principal lacks an ACL (docs/daemon.md lists them)
+_DENIED = ("TopicAuthorizationFailedError", "GroupAuthorizationFailedError", "ClusterAuthorizationFailedError",
+           "TransactionalIdAuthorizationFailed")
 
 
 @contextlib.contextmanager
@@ -35,9 +61,59 @@ def map_errors(what: str) -> Iterator[None]:
     try:
         yield
     except KafkaError as exc:
-        err = BusError(f"{what}: {type(exc).__name__}: {exc}")
+        name = type(exc).__name__
+        if name in _DENIED:
+            detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else ""
+            kind = name.removesuffix("Error").removesuffix("AuthorizationFailed").lower()
+            kind = {"transactionalid": "transactional id"}.get(kind, kind)
+            err = BusError(f"{what}: not authorized: the principal has no ACL for this {kind}"
+                           + (f" ({detail})" if detail and detail != name else "")
+                           + " (see the ACLs in docs/daemon.md)")
+            err.denied = True
+        else:
+            err = BusError(f"{what}: {name}: {exc}")
         err.retriable = bool(getattr(exc, "retriable", False))
         raise err from exc
+
+
+def security_kwargs(config: DaemonConfig) -> dict[str, Any]:
+    """The security kwargs of every client (flowd.daemon.security), as a :class:`BusError`."""
+    try:
+        return client_security(config)
+    except SecurityConfigError as exc:
+        raise BusError(f"invalid Kafka security settings: {exc}") from None
+
+
+async def start_client(client: Any, config: DaemonConfig, what: str) -> None:
+    """``client.start()`` bounded by ``connect_timeout``; a client that cannot bootstrap fails
+    with the cause in one line (aiokafka itself only says "Unable to bootstrap")."""
+    with map_errors(what):
+        try:
+            async with asyncio.timeout(config.connect_timeout):
+                await client.start()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await (getattr(client, "close", None) or client.stop)()
+            if isinstance(exc, KafkaConnectionError | TimeoutError):
+                raise BusError(f"{what}: cannot connect to Kafka at {config.brokers}: {await diagnose(config)}") from exc
+            raise
+
+
+async def topic_metadata(client: Any, topic: str) -> Any:
+    """Metadata of one topic asked for by name: unlike the all-topics request, whose answer just
+    leaves out what the principal may not describe, it names ``topic`` in
+    ``unauthorized_topics`` when an ACL is missing."""
+    from aiokafka.cluster import ClusterMetadata
+
+    md = ClusterMetadata()
+    with map_errors(f"cannot read metadata of {topic}"):
+        await client._client._metadata_update(md, [topic])
+    return md
+
+
+def admin(config: DaemonConfig) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=config.brokers, client_id=config.client_id + "-admin",
+                               **security_kwargs(config))
 
 
 def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
@@ -56,14 +132,14 @@ async def ensure_topics(config: DaemonConfig) -> None:
     """Create missing topics. ``snapshots`` must have as many partitions as ``runs`` (snapshot
     of runs partition N lives in snapshots partition N); ``subscriptions`` has one."""
     topics = config.topics
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.brokers, client_id=config.client_id + "-admin")
+    client = admin(config)
+    await start_client(client, config, "cannot create topics")
     with map_errors("cannot create topics"):
-        await admin.start()
         try:
-            existing = set(await admin.list_topics())
+            existing = set(await client.list_topics())
             configs = topic_configs(topics)
             # replication: 3, or every broker of a smaller cluster
-            brokers = len(admin._client.cluster.brokers()) or 1  # noqa: SLF001 - no public call
+            brokers = len(client._client.cluster.brokers()) or 1
             replication = config.replication_factor or min(3, brokers)
             new = [
                 NewTopic(name, num_partitions=1 if name == topics.subscriptions else config.partitions,
@@ -72,15 +148,27 @@ async def ensure_topics(config: DaemonConfig) -> None:
             ]
             if new:
                 with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(new)
+                    response = await client.create_topics(new)
+                    # the answer carries an error code per topic instead of raising
+                    failed = [(t[0], t[1], t[2] if len(t) > 2 else None) for t in response.topic_errors
+                              if t[1] not in (0, TopicAlreadyExistsError.errno)]
+                    if failed:
+                        topic, code, message = failed[0]
+                        if code in (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno):
+                            raise BusError(f"cannot create topics: not authorized to create {topic} (grant CREATE on "
+                                           "the topic prefix, or create the topics beforehand and set "
+                                           "create_topics = false; see the ACLs in docs/daemon.md)")
+                        raise BusError(f"cannot create topic {topic}: {for_code(code).__name__}"
+                                       + (f": {message}" if message else ""))
         finally:
-            await admin.close()
+            await client.close()
 
 
 def producer(config: DaemonConfig, **kw: Any) -> AIOKafkaProducer:
     kw.setdefault("linger_ms", 1)
     return AIOKafkaProducer(bootstrap_servers=config.brokers, client_id=config.client_id,
-                            max_request_size=SNAPSHOT_MAX_BYTES, max_batch_size=256 * 1024, **kw)
+                            max_request_size=SNAPSHOT_MAX_BYTES, max_batch_size=256 * 1024, linger_ms=1,
+                            **security_kwargs(config), **kw)
 
 
 def consumer(config: DaemonConfig, *topics: str, **kw: Any) -> AIOKafkaConsumer:
@@ -88,13 +176,13 @@ def consumer(config: DaemonConfig, *topics: str, **kw: Any) -> AIOKafkaConsumer:
     kw.setdefault("enable_auto_commit", False)
     kw.setdefault("auto_offset_reset", "earliest")
     return AIOKafkaConsumer(*topics, bootstrap_servers=config.brokers, client_id=config.client_id,
-                            fetch_max_wait_ms=50, **kw)
+                            fetch_max_wait_ms=50, **security_kwargs(config), **kw)
 
 
 async def partitions_of(client: AIOKafkaConsumer, topic: str) -> int:
     parts = client.partitions_for_topic(topic)
     if not parts:
-        await client._client.force_metadata_update()  # noqa: SLF001 - no public refresh in aiokafka
+        await client._client.force_metadata_update()
         parts = client.partitions_for_topic(topic)
     return len(parts or ())
 
@@ -105,12 +193,12 @@ class SnapshotStore:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.topic = config.topics.snapshots
+        self._config = config
         self._reader = consumer(config, group_id=None, max_partition_fetch_bytes=SNAPSHOT_MAX_BYTES,
                                 fetch_max_bytes=SNAPSHOT_MAX_BYTES)
 
     async def start(self) -> None:
-        with map_errors("snapshot reader"):
-            await self._reader.start()
+        await start_client(self._reader, self._config, "snapshot reader")
 
     async def stop(self) -> None:
         await stop_consumer(self._reader)
@@ -172,11 +260,11 @@ async def check_topics(config: DaemonConfig) -> dict[str, int]:
     """Every topic exists, and ``snapshots`` has as many partitions as ``runs``. Returns the
     number of partitions of each topic, by role (``runs``, ``events``, ...)."""
     c = consumer(config, group_id=None)
+    await start_client(c, config, "cannot read topic metadata")
     with map_errors("cannot read topic metadata"):
-        await c.start()
         try:
             for _ in range(20):  # topics created a moment ago take a little while to show up
-                md = await c._client.fetch_all_metadata()  # noqa: SLF001 - no public metadata call
+                md = await c._client.fetch_all_metadata()
                 counts = {name: len(md.partitions_for_topic(topic) or ()) for name, topic in config.topics.all().items()}
                 missing = [config.topics.all()[n] for n, k in counts.items() if not k]
                 if not missing:
@@ -185,6 +273,15 @@ async def check_topics(config: DaemonConfig) -> dict[str, int]:
         finally:
             await stop_consumer(c)
     if missing:
+        c = consumer(config, group_id=None)
+        await start_client(c, config, "cannot read topic metadata")
+        try:
+            denied = [t for t in missing if t in (await topic_metadata(c, t)).unauthorized_topics]
+        finally:
+            await stop_consumer(c)
+        if denied:
+            raise BusError(f"cannot read topic metadata: not authorized to describe {', '.join(denied)} "
+                           "(see the ACLs in docs/daemon.md)")
         raise TopicLayoutError(f"missing topics {', '.join(missing)} (start once with create_topics on, or create them)")
     if counts["snapshots"] != counts["runs"]:
         raise TopicLayoutError(

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from flowd.daemon import wire
+from flowd.daemon.urlrefs import FetchNeeded
 from flowd.engine import (
     DONE,
     Approve,
@@ -65,7 +66,7 @@ Compiler = Callable[[wire.Submission], "tuple[Op | None, list[wire.Diagnostic]]"
 class Outcome:
     """What one batch of records asks the serve loop to do."""
 
-    __slots__ = ("events", "subscriptions", "deadletters", "effects", "transitions", "ignored", "finished")
+    __slots__ = ("events", "subscriptions", "deadletters", "effects", "transitions", "ignored", "finished", "fetches")
 
     def __init__(self) -> None:
         self.events: list[tuple[str, wire.StatusEvent | wire.CompletionEvent]] = []
@@ -75,6 +76,8 @@ class Outcome:
         # (op path is "" for the pipeline, status, time) of every transition, for metrics
         self.transitions: list[StatusChanged] = []
         self.finished: list[wire.CompletionEvent] = []
+        # submissions whose urlRefs the daemon must fetch (flowd.daemon.urlrefs)
+        self.fetches: list[wire.Submission] = []
         self.ignored = 0
 
 
@@ -210,9 +213,21 @@ class PartitionState:
         if (msg.spec is None) == (msg.pipeline is None):
             out.deadletters.append(self._dead(record, "invalid", "a submission needs exactly one of `spec` and `pipeline`"))
             return
+        fetched = msg.url_documents or msg.url_errors
+        if run_id in self.daemon.fetching:
+            if not fetched:
+                out.ignored += 1  # a redelivered submission whose urlRefs are being fetched
+                return
+            del self.daemon.fetching[run_id]
         pipeline = msg.pipeline
         if pipeline is None:
-            pipeline, diagnostics = self.compiler(msg)
+            try:
+                pipeline, diagnostics = self.compiler(msg)
+            except FetchNeeded:
+                # fetched off this path; the result comes back as a submission with the documents
+                self.daemon.fetching[run_id] = msg
+                out.fetches.append(msg)
+                return
             errors = [d for d in diagnostics if d.severity == "error"]
             if pipeline is None or errors:
                 self._invalid(msg, errors or diagnostics, out)

@@ -21,7 +21,7 @@ from flowd.daemon import wire
 from flowd.daemon.client import partition_for, read_partition
 from flowd.daemon.compiler import make_compiler
 from flowd.daemon.config import DaemonConfig
-from flowd.daemon.kafka import BusError, SnapshotStore, consumer, map_errors, stop_consumer
+from flowd.daemon.kafka import BusError, SnapshotStore, consumer, map_errors, start_client, stop_consumer
 from flowd.daemon.partition import Outcome, PartitionState, Record
 
 __all__ = ["NOT_HANDLED", "Report", "replay"]
@@ -53,8 +53,8 @@ async def _group_position(config: DaemonConfig, partition: int) -> tuple[int, in
     """(partitions of runs, committed offset of the group for this partition, else the end)."""
     c = consumer(config, group_id=config.group_id)
     tp = TopicPartition(config.topics.runs, partition)
+    await start_client(c, config, "reading the group's committed offset")
     with map_errors("reading the group's committed offset"):
-        await c.start()
         try:
             md = await c._client.fetch_all_metadata()  # noqa: SLF001
             n = len(md.partitions_for_topic(config.topics.runs) or ())
@@ -75,7 +75,7 @@ async def replay(config: DaemonConfig, *, partition: int | None = None, run_id: 
         assert run_id is not None
         partition = partition_for(run_id, n)
     _, end = await _group_position(config, partition)
-    compiler = make_compiler(config.hub, config.limits)
+    compiler = make_compiler(config.hub, config.url_policy, config.limits)  # the same urlRef decisions as the daemon
     start_offset: int | None = None
     state = PartitionState(partition, compiler=compiler, limits=config.limits)
     start = "beginning"
@@ -145,8 +145,8 @@ async def _not_handled(config: DaemonConfig, partition: int) -> set[int]:
 
 async def _emitted(config: DaemonConfig, runs: set[str]) -> list[str]:
     c = consumer(config, group_id=None)
+    await start_client(c, config, "reading events")
     with map_errors("reading events"):
-        await c.start()
         try:
             md = await c._client.fetch_all_metadata()  # noqa: SLF001
             n = len(md.partitions_for_topic(config.topics.events) or ())

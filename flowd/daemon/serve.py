@@ -83,7 +83,8 @@ class Daemon:
         self.config = config
         self.topics = config.topics
         self.metrics = Metrics()
-        self.compiler = compiler or make_compiler(config.hub, config.limits)
+        self.url_policy = config.url_policy
+        self.compiler = compiler or make_compiler(config.hub, self.url_policy, config.limits)
         self.on_start = on_start
         # benchmarks plug their own executor in: ``factory(send) -> Executor``
         self.executor_factory = executor_factory
@@ -197,6 +198,9 @@ class Daemon:
             self.snapshots = SnapshotStore(c)
             await self.snapshots.start()
             stack.push_async_callback(_shielded, self.snapshots.stop)
+            # urlRef fetches (off the partitions' path; flowd.daemon.urlrefs)
+            self._fetch_limiter = anyio.CapacityLimiter(max(1, self.url_policy.concurrency))
+            self._fetch_tg = await stack.enter_async_context(anyio.create_task_group())
             # one task per owned partition lives here (started by the rebalance listener)
             self._workers_tg = await stack.enter_async_context(anyio.create_task_group())
             self.consumer = consumer(
@@ -351,6 +355,7 @@ class Daemon:
             elif isinstance(cmd, CancelTimer):
                 self.timers.cancel(cmd.run_id, cmd.timer_id)
             m.commands.labels(type(cmd).__name__).inc()
+        self.fetch_urls(partition, out.fetches)
         for done in out.finished:
             # late reports of a finished run go by key (the default partitioner), like its stop
             self.run_partition.pop(done.run_id, None)
@@ -364,6 +369,32 @@ class Daemon:
         with map_errors(f"handling marker of partition {partition}"):
             await self.marker_producer.send_and_wait(self.topics.snapshots, wire.encode_marker(marker),
                                               key=wire.marker_key(partition), partition=partition)
+    def fetch_urls(self, partition: int, submissions: Any) -> None:
+        """Fetch the urlRefs of these submissions in the background; each comes back on its
+        ``runs`` partition with the documents (flowd.daemon.urlrefs)."""
+        for msg in list(submissions):
+            self._fetch_tg.start_soon(self._fetch_urls, partition, msg, name=f"urlRef fetch {msg.run_id}")
+
+    async def _fetch_urls(self, partition: int, msg: wire.Submission) -> None:
+        from flowd.daemon.compiler import compile_with
+        from flowd.daemon.urlrefs import resolve_submission
+
+        hub = self.config.hub
+        t0 = time.monotonic()
+        async with self._fetch_limiter:
+            resolved = await anyio.to_thread.run_sync(
+                resolve_submission, msg, self.url_policy, lambda m, f: compile_with(m, f, hub), abandon_on_cancel=True)
+        log.info("url_refs_fetched", run_id=msg.run_id, documents=len(resolved.url_documents),
+                 errors=list(resolved.url_errors.values())[:3], seconds=round(time.monotonic() - t0, 3))
+        for attempt in range(5):
+            try:
+                with map_errors("publishing fetched urlRefs"):
+                    await self.feedback.send_and_wait(self.topics.runs, wire.encode(resolved),
+                                                      key=msg.run_id.encode(), partition=partition)
+                return
+            except Exception as exc:  # noqa: BLE001 - the next owner of the partition fetches again
+                log.error("url_refs_publish_failed", run_id=msg.run_id, error=str(exc))
+                await anyio.sleep(min(0.5 * 2**attempt, 5))
 
     async def start_attempt(self, cmd: StartOp) -> None:
         log.debug("start_op", run_id=cmd.run_id, op_path=cmd.path, attempt=cmd.attempt, key=cmd.key)

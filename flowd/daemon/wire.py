@@ -62,6 +62,11 @@ class Submission(msgspec.Struct, tag="submit", **_S):
     # a file name for messages (``spec`` only)
     source: str | None = None
     seed: int = 0
+    # urlRef documents the daemon fetched for ``spec`` (url -> text), and the URLs it could not
+    # fetch or refused (url -> why). The daemon fills them in and publishes the submission again
+    # (flowd.daemon.urlrefs); a producer may fill them in itself instead of the daemon fetching.
+    url_documents: dict[str, str] = {}
+    url_errors: dict[str, str] = {}
 
 
 class StopCommand(msgspec.Struct, tag="stop", **_S):
@@ -231,6 +236,8 @@ class DaemonState(msgspec.Struct, omit_defaults=True, kw_only=True):
     # run id -> finish time of runs dropped from the engine (a late duplicate Submit is ignored)
     finished: dict[str, float] = {}
     subscriptions: dict[str, Subscription] = {}
+    # run id -> a submission whose urlRefs are being fetched (re-issued after a restore)
+    fetching: dict[str, Submission] = {}
 
 
 class SnapshotRecord(msgspec.Struct, omit_defaults=True, kw_only=True):

@@ -117,7 +117,7 @@ class PartitionWorker:
                 # __transaction_state; a fenced predecessor may still be ending its transaction
                 self.log.warning("producer_start_retry", attempt=attempt, error=str(exc))
                 await self.producer.stop()
-                if attempt == 7:
+                if attempt == 7 or exc.denied:  # a missing ACL is no race: say so now
                     raise
                 await anyio.sleep(min(0.25 * 2**attempt, 5))
                 self.producer = producer(d.config, enable_idempotence=True, retry_backoff_ms=10,
@@ -187,6 +187,7 @@ class PartitionWorker:
             await d.start_attempt(cmd)
             if stopping:
                 await d.stop_attempt(cmd)
+        d.fetch_urls(self.partition, self.state.daemon.fetching.values())  # urlRefs still being fetched
         self.live = True
         took = time.monotonic() - self.opened_at
         d.metrics.recovery_seconds.labels(str(self.partition)).set(took)

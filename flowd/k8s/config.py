@@ -81,6 +81,21 @@ class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, fo
     main_container: str = "main"
     # default image pull policy of containers that set none (None: cluster default)
     image_pull_policy: str | None = None
+    # -- pod policy (flowd.k8s.policy; docs/kubernetes.md "Pod policy") --
+    # namespaces a submission may run ops in; empty: only `namespace`; ["*"]: any
+    allowed_namespaces: list[str] = []
+    # check ops against the policy below (off: only the apiserver's Pod Security Admission is left)
+    pod_policy: bool = True
+    allow_privileged: bool = False
+    allow_host_path: bool = False
+    # hostNetwork, hostPID, hostIPC
+    allow_host_namespaces: bool = False
+    # capabilities ops may add (e.g. ["NET_BIND_SERVICE"]); ["*"]: any
+    allowed_capabilities: list[str] = []
+    allow_root: bool = False
+    # fill in the Pod Security Standard `restricted` where an op sets nothing (runAsNonRoot,
+    # seccompProfile RuntimeDefault, allowPrivilegeEscalation false, drop ALL capabilities)
+    restricted_defaults: bool = True
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:

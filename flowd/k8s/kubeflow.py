@@ -23,7 +23,7 @@ from flowd.k8s.pod import (
     ConversionError,
     identity_annotations,
     identity_labels,
-    namespace_of,
+    checked_namespace,
     pod_spec,
 )
 
@@ -97,7 +97,7 @@ def build_job(cmd: StartOp, settings: Settings) -> dict[str, Any]:
         "kind": k.kind,
         "metadata": {
             "name": name,
-            "namespace": namespace_of(cmd, settings),
+            "namespace": checked_namespace(cmd, settings),
             "labels": labels,
             "annotations": identity_annotations(cmd, settings),
         },

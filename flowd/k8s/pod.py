@@ -22,8 +22,9 @@ What flowd owns on every pod:
 * the finalizer ``flowd.io/report`` (see flowd.k8s.executor).
 
 Errors in the body that no cluster could accept (an unknown connection, an init step that needs
-an image flowd does not ship) raise :class:`ConversionError`; the executor reports the attempt
-``failed`` with reason ``CannotStart``.
+an image flowd does not ship) and what the pod policy refuses (flowd.k8s.policy: a namespace not
+allowed, privileged containers, hostPath, host namespaces, added capabilities, root) raise
+:class:`ConversionError`; the executor reports the attempt ``failed`` with reason ``CannotStart``.
 """
 
 from __future__ import annotations
@@ -35,12 +36,21 @@ from typing import Any
 
 from flowd.engine import StartOp
 from flowd.k8s import naming as N
+from flowd.k8s import policy
 from flowd.k8s.config import Connection, ConnectionResource, Settings
 from flowd.partitioning import partition_for
 
 __all__ = [
-    "ConversionError", "build_pod", "build_service", "pod_spec", "namespace_of", "partition_of",
-    "identity_labels", "identity_annotations", "TERMINATION_PATH", "ENVIRONMENT_KEYS",
+    "ENVIRONMENT_KEYS",
+    "TERMINATION_PATH",
+    "ConversionError",
+    "build_pod",
+    "build_service",
+    "identity_annotations",
+    "identity_labels",
+    "namespace_of",
+    "partition_of",
+    "pod_spec",
 ]
 
 TERMINATION_PATH = "/dev/termination-log"
@@ -119,15 +129,26 @@ def identity_annotations(cmd: StartOp, settings: Settings, *, main: str | None =
 # --------------------------------------------------------------------------------- pods
 
 
+def checked_namespace(cmd: StartOp, settings: Settings) -> str:
+    """The op's namespace, if the pod policy allows it (else ConversionError)."""
+    namespace = namespace_of(cmd, settings)
+    try:
+        policy.check_namespace(namespace, settings)
+    except policy.PolicyError as exc:
+        raise ConversionError(str(exc)) from None
+    return namespace
+
+
 def build_pod(cmd: StartOp, settings: Settings) -> dict[str, Any]:
     """The Pod for one attempt of a ``job`` or ``service`` op."""
     name = N.pod_name(cmd.run_id, cmd.path, cmd.attempt)
     run = cmd.run or {}
+    namespace = checked_namespace(cmd, settings)
     spec, main = pod_spec(run, cmd, settings)
     env_meta = run.get("environment") or {}
     metadata: dict[str, Any] = {
         "name": name,
-        "namespace": namespace_of(cmd, settings),
+        "namespace": namespace,
         "labels": {**_str_map(env_meta.get("labels"), "environment.labels"), **identity_labels(cmd, settings, name)},
         "annotations": {
             **_str_map(env_meta.get("annotations"), "environment.annotations"),
@@ -171,6 +192,10 @@ def pod_spec(run: dict[str, Any], cmd: StartOp, settings: Settings, *,
         spec[target] = value
 
     volumes: list[dict[str, Any]] = [v for v in (run.get("volumes") or []) if isinstance(v, dict)]
+    try:
+        policy.check_volumes(volumes, settings)  # before the operator's connection volumes join
+    except policy.PolicyError as exc:
+        raise ConversionError(str(exc)) from None
     extra_env: list[dict[str, Any]] = []
     env_from: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
@@ -207,6 +232,11 @@ def pod_spec(run: dict[str, Any], cmd: StartOp, settings: Settings, *,
         raise ConversionError(f"container names must be unique in a pod: {names}")
     if volumes:
         spec["volumes"] = volumes
+    try:
+        policy.check_pod_spec(spec, settings)
+    except policy.PolicyError as exc:
+        raise ConversionError(str(exc)) from None
+    policy.harden(spec, settings)
     return spec, main["name"]
 
 

@@ -72,14 +72,16 @@ class _OverLimit(Exception):
 
 
 class _Compiler(DagRules):
-    def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float, limits: Limits) -> None:
+    def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float,
+                 url_fetcher: Any = None, limits: Limits) -> None:
         self.findings: list[Finding] = []
         self.where: dict[int, Any] = {}
         self.sources = Sources()
         self.compat = reference_compat
         self.limits = limits
         self.cmp = Composer(hub=hub, findings=self.findings, where=self.where, sources=self.sources,
-                            url_timeout=url_timeout, reference_compat=reference_compat, limits=limits)
+                            url_timeout=url_timeout, reference_compat=reference_compat, url_fetcher=url_fetcher,
+                            limits=limits)
         self._components: dict[Any, c.Component] = {}
         self._run_refs: dict[int, list[Any]] = {}
         self._dags: dict[Any, c.Dag] = {}
@@ -271,13 +273,15 @@ class _Compiler(DagRules):
 
 def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.PathLike[str] | None = ".",
                  params: dict[str, Any] | None = None, hub: str | None = None, reference_compat: bool = False,
-                 url_timeout: float = 10.0, limits: Limits | None = None) -> CompileResult:
-    """Validate and compile one Polyaxonfile given as text. Never raises for bad input.
-
-    ``limits`` (default: :class:`Limits` defaults) bound what the text may make flowd build;
-    going over one is an error naming the setting (docs/limits.md)."""
+                 url_timeout: float = 10.0, url_fetcher: Any = None,
+                 limits: Limits | None = None) -> CompileResult:
+    """Validate and compile one Polyaxonfile given as text. Never raises for bad input (a
+    ``url_fetcher`` may raise on purpose: the daemon's stops at the first document not fetched yet).
+    ``url_fetcher(url) -> refs.Located`` reads urlRefs instead of :func:`refs.fetch_url`. ``limits`` (default:
+    :class:`Limits` defaults) bound what the text may make flowd build; going over one is an error
+    naming the setting (docs/limits.md)."""
     comp = _Compiler(hub=hub if hub is not None else default_hub(), reference_compat=reference_compat,
-                     url_timeout=url_timeout, limits=limits or Limits())
+                     url_timeout=url_timeout, url_fetcher=url_fetcher, limits=limits or Limits())
     try:
         op = comp.compile_root(text, source, None if base_dir is None else str(base_dir), params)
     except _OverLimit as exc:

@@ -104,6 +104,7 @@ def _merge(base: Any, over: Any, strategy: str) -> Any:
 class Composer:
     def __init__(self, *, hub: str | None, findings: list[Finding], where: dict[int, Any], sources: Sources,
                  url_timeout: float = refs.URL_TIMEOUT, reference_compat: bool = False,
+                 url_fetcher: refs.UrlFetcher | None = None,
                  limits: Limits | None = None) -> None:
         self.hub = hub
         self.limits = limits or Limits()
@@ -111,6 +112,9 @@ class Composer:
         self.where = where
         self.sources = sources
         self.url_timeout = url_timeout
+        # who reads a urlRef: refs.fetch_url (flowd check/run), or the daemon's own (documents
+        # fetched beforehand under its allowlist: flowd.daemon.urlrefs)
+        self.url_fetcher = url_fetcher
         self.compat = reference_compat
         self._docs: dict[str, Doc | None] = {}
         self._ref_stack: list[str] = []
@@ -176,7 +180,7 @@ class Composer:
             elif kind == "hub_ref":
                 loc = refs.locate_hub(ref, self.hub, max_bytes=max_bytes)
             else:
-                loc = refs.fetch_url(ref, timeout=self.url_timeout, max_bytes=max_bytes)
+                loc = self.url_fetcher(ref) if self.url_fetcher else refs.fetch_url(ref, timeout=self.url_timeout, max_bytes=max_bytes)
         except refs.RefError as exc:
             self.emit("error", where, str(exc))
             return None

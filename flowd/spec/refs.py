@@ -19,15 +19,29 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flowd.spec.limits import Limits, over
 
-__all__ = ["RefError", "Located", "locate_path", "locate_hub", "fetch_url", "URL_TIMEOUT"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "URL_MAX_BYTES",
+    "URL_TIMEOUT",
+    "Located",
+    "RefError",
+    "UrlFetcher",
+    "fetch_url",
+    "locate_hub",
+    "locate_path",
+]
 
+# `flowd check`/`flowd run` fetch urlRefs on the user's own machine: bounded, but not filtered
+# (the daemon fetches only what its allowlist names: flowd.daemon.urlrefs)
 URL_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = Limits().max_spec_bytes
+URL_MAX_BYTES = DEFAULT_MAX_BYTES  # a fetched document is a spec: the same limit
 _HUB_NAME = re.compile(r"^(?:(?P<owner>[-\w.]+)/)?(?P<name>[-\w.]+)(?::(?P<tag>[-\w.]+))?$")
 
 
@@ -35,10 +49,13 @@ class RefError(Exception):
     """A reference that cannot be read; the message says what was tried."""
 
 
+UrlFetcher = Callable[[str], "Located"]
+
+
 class Located:
     """A referenced document: its display name, cache key, text and the directory for pathRefs."""
 
-    __slots__ = ("name", "key", "text", "base_dir")
+    __slots__ = ("base_dir", "key", "name", "text")
 
     def __init__(self, name: str, key: str, text: str, base_dir: str | None) -> None:
         self.name = name
@@ -122,14 +139,31 @@ def locate_hub(ref: str, hub: str | None, *, max_bytes: int = DEFAULT_MAX_BYTES)
 
 
 def fetch_url(url: str, *, timeout: float = URL_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES) -> Located:
-    """``urlRef``: one HTTP(S) GET with a timeout."""
+    """``urlRef``: one HTTP(S) GET, each network step bounded by ``timeout`` and the whole read
+    by ``2 * timeout``, the body by ``max_bytes``."""
+    import time
+
     if not re.match(r"^https?://", url):
         raise RefError(f"urlRef `{url}` could not be resolved: only http:// and https:// URLs are supported")
-    accept = {"Accept": "application/yaml, application/json, text/plain, */*"}
-    request = urllib.request.Request(url, headers=accept)  # noqa: S310 - scheme checked above
+    request = urllib.request.Request(url, headers={"Accept": "application/yaml, application/json, text/plain, */*"})
+    limit = f"larger than {max_bytes} bytes (the limit)"
+    deadline = time.monotonic() + 2 * timeout
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
-            body: Any = response.read(max_bytes + 1)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > max_bytes:
+                raise RefError(f"urlRef `{url}`: the document is {limit}")
+            chunks: list[bytes] = []
+            size = 0
+            while size <= max_bytes:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the download took too long")
+                chunk: Any = response.read(min(65536, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            body = b"".join(chunks)
     except urllib.error.HTTPError as exc:
         raise RefError(f"urlRef `{url}` could not be resolved: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:

@@ -190,6 +190,16 @@ class KafkaBroker:
     def log_path(self) -> Path:
         return self.run_dir / "broker.log"
 
+    # -- hooks for variants (tests/infra/kafka_secure.py) ----------------------------
+    extra_ports = 0  # free ports beyond broker + controller, passed to server_properties
+
+    def server_properties(self, data: Path, extra_ports: list[int]) -> str:
+        return SERVER_PROPERTIES.format(bport=self.port, cport=self.controller_port, data=data)
+
+    def format_args(self) -> list[str]:
+        """Extra arguments of ``StorageTool format`` (e.g. ``--add-scram``)."""
+        return []
+
     # -- lifecycle ------------------------------------------------------------------
     async def start(self, *, timeout: float = 60.0) -> KafkaBroker:
         t0 = time.monotonic()
@@ -199,10 +209,9 @@ class KafkaBroker:
             shutil.rmtree(self.run_dir)
         data = self.run_dir / "data"
         data.mkdir(parents=True)
-        self.port, self.controller_port = free_ports(2)
+        self.port, self.controller_port, *extra_ports = free_ports(2 + self.extra_ports)
         props = self.run_dir / "server.properties"
-        props.write_text(SERVER_PROPERTIES.format(bport=self.port, cport=self.controller_port,
-                                                  data=data))
+        props.write_text(self.server_properties(data, extra_ports))
         (self.run_dir / "log4j2.properties").write_text(LOG4J2.format(root="info"))
         (self.run_dir / "log4j2-tool.properties").write_text(LOG4J2.format(root="warn"))
         cp = f"{libs}/*"
@@ -214,7 +223,7 @@ class KafkaBroker:
         fmt = subprocess.run(
             [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-Xshare:auto", *logopt("log4j2-tool.properties"),
              "-cp", cp, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", new_cluster_id(), "-c", str(props)],
+             "-t", new_cluster_id(), "-c", str(props), *self.format_args()],
             capture_output=True, text=True)
         (self.run_dir / "format.log").write_text(fmt.stdout + fmt.stderr)
         if fmt.returncode != 0:

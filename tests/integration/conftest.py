@@ -25,6 +25,7 @@ if str(_ROOT) not in sys.path:
 
 from tests.infra import k8s as _k8s  # noqa: E402
 from tests.infra import kafka as _kafka  # noqa: E402
+from tests.infra import kafka_secure as _kafka_secure  # noqa: E402
 from tests.infra import stack as _stack  # noqa: E402
 from tests.infra.common import in_ci  # noqa: E402
 
@@ -63,6 +64,23 @@ async def kafka_broker(infra_tmp):
         t = time.monotonic()
         broker.stop()
         print(f"\n[infra] kafka stopped in {time.monotonic() - t:.1f}s")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def secure_kafka_broker(infra_tmp):
+    """A second broker with SASL_SSL and mTLS listeners and ACLs on (tests/infra/kafka_secure.py):
+    `.sasl_bootstrap`, `.ssl_bootstrap`, `.pki`, `.passwords`, `await .grant(principal, acls)`.
+    Started only by the tests that ask for it; never reused from `up`."""
+    broker = _kafka_secure.SecureKafkaBroker(run_dir=infra_tmp / "kafka-secure")
+    try:
+        await broker.start()
+    except Exception as e:  # noqa: BLE001
+        _unavailable("secure Kafka", e)
+    print(f"\n[infra] secure kafka ready in {broker.start_seconds:.1f}s: {broker.describe()}")
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -126,6 +126,21 @@ async def test_manifests_apply_and_rbac_is_exactly_enough(k8s_cluster):
     code, body = admin.apply(crb, dry_run=True)
     assert code in (200, 201), body
 
+    # the namespace enforces the `restricted` Pod Security Standard, and the daemon's own pod
+    # passes it (a server-side dry run of a Pod from the Deployment's template)
+    code, namespace = admin.call("GET", f"/api/v1/namespaces/{ns}")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    template = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "flowd-psa-check", "namespace": ns},
+           "spec": template["spec"]}
+    code, body = admin.call("POST", f"/api/v1/namespaces/{ns}/pods?dryRun=All", pod)
+    assert code == 201, body
+    privileged = copy.deepcopy(pod)
+    privileged["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    del privileged["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"]  # invalid with it
+    code, body = admin.call("POST", f"/api/v1/namespaces/{ns}/pods?dryRun=All", privileged)
+    assert code == 403 and "violates PodSecurity" in body.get("message", ""), body
+
     # the daemon's identity: a token of its ServiceAccount, made by the apiserver itself
     code, review = admin.call("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/flowd/token",
                               {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",

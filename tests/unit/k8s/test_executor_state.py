@@ -73,7 +73,8 @@ async def running():
     reports: list[OpStatus] = []
     store = Store()
     api = client.ApiClient(client.Configuration(host="https://127.0.0.1:9"))
-    executor = KubernetesExecutor(send=reports.append, api=api, reconcile_interval=3600, watch_timeout=1)
+    executor = KubernetesExecutor(send=reports.append, api=api, reconcile_interval=3600, watch_timeout=1,
+                                  allowed_namespaces=["ns"])
     async with executor:
         assert executor.kube is not None
         await executor.kube.close()

@@ -77,7 +77,7 @@ def test_full_runtime_body() -> None:
     }
     cmd = op(run, env={"LR": "0.5", "EPOCHS": "3"}, namespace="ml",
              termination=Termination(timeout=90.5, ttl=60, max_retries=2))
-    pod = build_pod(cmd, Settings(image_pull_policy="IfNotPresent"))
+    pod = build_pod(cmd, Settings(image_pull_policy="IfNotPresent", allowed_namespaces=["ml"]))
     spec, meta = pod["spec"], pod["metadata"]
     assert meta["namespace"] == "ml"
     assert meta["labels"]["team"] == "ml" and meta["labels"]["flowd.io/run"] == "run-1"
@@ -92,7 +92,8 @@ def test_full_runtime_body() -> None:
     assert spec["nodeName"] == "node-1"
     assert spec["serviceAccountName"] == "trainer"
     assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
-    assert spec["securityContext"] == {"runAsUser": 1000}
+    # the op's own settings, with what the `restricted` Pod Security Standard asks filled in
+    assert spec["securityContext"] == {"runAsUser": 1000, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     assert spec["hostAliases"] == [{"ip": "10.0.0.9", "hostnames": ["db"]}]
     assert spec["priorityClassName"] == "high"
     assert spec["volumes"] == [{"name": "data", "emptyDir": {}}]
