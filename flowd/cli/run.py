@@ -109,8 +109,22 @@ def executor_factory(args: argparse.Namespace) -> Any:
     from flowd.k8s.config import Settings
     from flowd.k8s.executor import KubernetesExecutor
 
-    Settings.from_config(config)  # report bad settings now, before anything runs
-    return lambda send, run_dir: KubernetesExecutor(send=send, **config)
+    settings = Settings.from_config(config)  # report bad settings now, before anything runs
+    factory = lambda send, run_dir: KubernetesExecutor(send=send, **config)  # noqa: E731
+    factory.settings = settings  # type: ignore[attr-defined]  # for the cluster check in run()
+    return factory
+
+
+def _cluster_problem(executor: Any) -> str | None:
+    """None when the k8s executor's cluster answers, else one line saying why not (fail fast:
+    otherwise the ops would wait in ``queued`` while the watches retry)."""
+    from flowd.k8s.preflight import ClusterUnavailable, check_cluster
+
+    try:
+        anyio.run(check_cluster, executor.settings)
+    except ClusterUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def _iso(t: float | None) -> str | None:
@@ -167,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, msgspec.ValidationError) as exc:  # json and toml errors are ValueErrors
         print(f"flowd run: error: executor settings: {exc}", file=sys.stderr)
         return 2
+    if executor is not None and (problem := _cluster_problem(executor)):
+        print(f"flowd run: error: {problem}", file=sys.stderr)
+        return 1
     store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     run_id = derive_run_id(file, params)
     errors: list[Exception] = []

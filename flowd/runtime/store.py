@@ -97,7 +97,8 @@ class SnapshotStore:
     """Saves and loads one :class:`RunRecord` per run id under ``root/runs/<run_id>/``."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        # absolute: op processes run in the run's work dir, and their FLOWD_OUTPUTS must still point here
+        self.root = Path(root).absolute()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(RunRecord)
 
