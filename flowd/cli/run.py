@@ -107,10 +107,14 @@ def executor_factory(args: argparse.Namespace) -> Any:
     if args.namespace:
         config["namespace"] = args.namespace
     from flowd.k8s.config import Settings
-    from flowd.k8s.executor import KubernetesExecutor
 
     settings = Settings.from_config(config)  # report bad settings now, before anything runs
-    factory = lambda send, run_dir: KubernetesExecutor(send=send, **config)  # noqa: E731
+
+    def factory(send: Any, run_dir: Path) -> Any:
+        from flowd.k8s.executor import KubernetesExecutor  # seconds to import: only when used
+
+        return KubernetesExecutor(send=send, **config)
+
     factory.settings = settings  # type: ignore[attr-defined]  # for the cluster check in run()
     return factory
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 
-from flowd.k8s.client import ApiError, Kube, load_client
 from flowd.k8s.config import Settings
 
 __all__ = ["ClusterUnavailable", "check_cluster"]
@@ -39,6 +38,9 @@ async def check_cluster(settings: Settings, *, timeout: float = 5.0) -> None:
             f"no kubeconfig: {default} does not exist and this is not a pod in a cluster "
             "(set --kubeconfig FILE or $KUBECONFIG)"
         )
+    # imported only now: kubernetes_asyncio takes seconds of CPU to import, the checks above none
+    from flowd.k8s.client import ApiError, Kube, load_client
+
     # the library logs a warning of its own for a missing file; the message below says it all
     logging.getLogger("kubernetes_asyncio.config.kube_config").setLevel(logging.ERROR)
     try:
