@@ -18,6 +18,10 @@ from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config
 __all__ = ["add_parser", "run", "configure_logging"]
 
 
+# defaults that load_config fills in at start, shown as what they become
+_SHOWN_DEFAULTS = {"state_dir": "$XDG_STATE_HOME/flowd/daemon, else ~/.local/state/flowd/daemon"}
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="run the flowd daemon over Kafka",
                               description="Consume pipeline submissions, commands and reports from Kafka, "
@@ -27,9 +31,11 @@ def add_parser(subparsers: Any) -> None:
     for field, text in FIELDS_HELP.items():
         default = getattr(defaults, field)
         kind = type(default) if default is not None and not isinstance(default, bool) else str
+        shown = _SHOWN_DEFAULTS.get(field, "none" if default is None else str(default))
         p.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, type=kind,
-                       help=f"{text} (env FLOWD_{field.upper()}, default {default!r})")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+                       help=f"{text} (env FLOWD_{field.upper()}, default {shown})")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="structured logs on stderr from this level (default info)")
     p.set_defaults(func=run)
 
 
