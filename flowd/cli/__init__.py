@@ -23,6 +23,12 @@ COMMANDS = {
     "resume": "flowd.cli.resume",
     "events": "flowd.cli.events",
     "replay": "flowd.cli.replay",
+    "logs": "flowd.cli.logs",
+    "runs": "flowd.cli.runs",
+    "rm": "flowd.cli.rm",
+    "gc": "flowd.cli.gc",
+    "graph": "flowd.cli.graph",
+    "ui": "flowd.cli.ui",
 }
 
 

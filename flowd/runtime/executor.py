@@ -71,7 +71,9 @@ def _tail(path: Path, lines: int) -> str:
             text = f.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+    # skip blank lines and flowd's own marker lines (``--- flowd --resume: ... ---``)
+    kept = [ln for ln in text.splitlines() if ln.strip() and not (ln.startswith("--- ") and ln.endswith(" ---"))]
+    return "\n".join(kept[-lines:])
 
 
 class _Attempt:
@@ -348,6 +350,8 @@ class LocalExecutor:
             else:
                 what = f"exit code {rc}"
             tail = _tail(attempt.dir / "stderr.log", STDERR_TAIL_LINES)
+            if not tail:  # many programs report their errors on stdout
+                tail = _tail(attempt.dir / "stdout.log", STDERR_TAIL_LINES)
             message = f"{what}: {tail} ({logs})" if tail else f"{what} ({logs})"
             fields = dict(status="failed", exit_code=rc, reason="Error", message=message)
         if outputs and outputs_error is None:

@@ -135,3 +135,106 @@ def test_max_procs_never_lets_more_than_n_job_processes_run(tmp_path: Path) -> N
     assert len(peaks) == 40
     assert max(peaks) <= 3, sorted(peaks)
     assert max(peaks) >= 2  # they did overlap: the cap, not luck, kept it at 3
+
+
+# --------------------------------------------------------------------- resume, logs, history
+
+FLAKY = """\
+    version: 1.1
+    kind: component
+    name: flaky
+    run:
+      kind: dag
+      operations:
+        - name: a
+          component:
+            run: {{kind: job, container: {{image: x, command: [sh, -c, 'echo a-ran >> {log}; echo hello from a']}}}}
+        - name: b
+          dependencies: [a]
+          component:
+            run: {{kind: job, container: {{image: x, command: [sh, -c, 'echo b-out; test -f {ok} || exit 3; echo b-ran >> {log}']}}}}
+        - name: c
+          dependencies: [b]
+          component:
+            run: {{kind: job, container: {{image: x, command: [sh, -c, 'echo c-ran >> {log}']}}}}
+    """
+
+
+def flaky(tmp_path: Path) -> tuple[Path, Path, Path]:
+    log, ok = tmp_path / "log", tmp_path / "ok"
+    return write(tmp_path, "flaky.yaml", FLAKY.format(log=log, ok=ok)), log, ok
+
+
+def run_report(*args: str | Path, state: Path, rc: int) -> dict[str, Any]:
+    proc = cli(*args, "--state-dir", state, "--output", "json")
+    assert proc.returncode == rc, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_resume_after_a_failure_runs_again_only_what_did_not_succeed(tmp_path: Path) -> None:
+    file, log, ok = flaky(tmp_path)
+    state = tmp_path / "s"
+    first = run_report("run", file, state=state, rc=1)
+    assert {p: o["status"] for p, o in first["ops"].items()} == {"a": "succeeded", "b": "failed", "c": "upstream_failed"}
+    # a failure whose stderr is empty shows the end of its stdout
+    assert "b-out" in first["ops"]["b"]["message"]
+    ok.touch()
+    resumed = run_report("run", file, "--resume", state=state, rc=0)
+    assert resumed["run_id"] == first["run_id"]
+    assert {p: o["status"] for p, o in resumed["ops"].items()} == {"a": "succeeded", "b": "succeeded", "c": "succeeded"}
+    assert resumed["ops"]["a"]["attempts"] == 1 and resumed["ops"]["b"]["attempts"] == 2
+    assert log.read_text().split() == ["a-ran", "b-ran", "c-ran"]
+
+    # the same through `flowd resume RUN --state-dir`, on a second run of the file
+    ok.unlink()
+    second = run_report("run", file, state=state, rc=1)
+    assert second["run_id"] != first["run_id"]
+    ok.touch()
+    again = run_report("resume", second["run_id"], state=state, rc=0)
+    assert again["status"] == "succeeded" and again["ops"]["a"]["attempts"] == 1
+
+
+def test_reruns_keep_earlier_runs_logs_listed_by_runs_and_removed_by_rm_and_gc(tmp_path: Path) -> None:
+    file, _, ok = flaky(tmp_path)
+    ok.touch()
+    state = tmp_path / "s"
+    text = cli("run", file, "--state-dir", state)
+    assert text.returncode == 0, text.stderr
+    first_id = text.stdout.splitlines()[0].split()[1].rstrip(":")
+    assert text.stdout.startswith(f"run {first_id}: logs in {state / 'runs' / first_id / 'attempts'}")
+    ok.unlink()
+    second = run_report("run", file, state=state, rc=1)
+    assert second["run_id"] != first_id
+
+    logs = cli("logs", first_id, "--state-dir", state)
+    assert logs.returncode == 0 and "[a] hello from a" in logs.stdout.splitlines()
+    only_b = cli("logs", second["run_id"], "b", "--state-dir", state)
+    assert only_b.stdout.splitlines() == ["b-out"]
+    assert cli("logs", first_id, "nope", "--state-dir", state).returncode == 1
+
+    listed = json.loads(cli("runs", "--output", "json", "--state-dir", state).stdout)["runs"]
+    assert [r["run_id"] for r in listed] == [second["run_id"], first_id]  # newest first
+    assert [r["status"] for r in listed] == ["failed", "succeeded"]
+    failed = json.loads(cli("ls", "-o", "json", "--status", "failed", "--state-dir", state).stdout)["runs"]
+    assert [r["run_id"] for r in failed] == [second["run_id"]]
+    assert json.loads(cli("runs", "-o", "json", "--pipeline", "other", "--state-dir", state).stdout)["runs"] == []
+    assert len(json.loads(cli("runs", "-o", "json", "--since", "1h", "--pipeline", "fl*", "--state-dir", state).stdout)["runs"]) == 2
+    assert json.loads(cli("runs", "-o", "json", "--since", "2999-01-01", "--state-dir", state).stdout)["runs"] == []
+
+    assert cli("rm", first_id, "--state-dir", state).returncode == 0
+    assert not (state / "runs" / first_id).exists()
+    third = run_report("run", file, state=state, rc=1)
+    dry = cli("gc", "--keep-days", "0", "--dry-run", "--state-dir", state)
+    assert f"would remove {second['run_id']}" in dry.stdout and (state / "runs" / second["run_id"]).exists()
+    assert cli("gc", "--keep-days", "0", "--state-dir", state).returncode == 0
+    remaining = [r["run_id"] for r in json.loads(cli("runs", "-o", "json", "--state-dir", state).stdout)["runs"]]
+    assert remaining == [third["run_id"]]  # the latest of the pipeline is kept
+
+
+def test_run_logs_streams_job_output_prefixed_by_op_path(tmp_path: Path) -> None:
+    file, _, ok = flaky(tmp_path)
+    ok.touch()
+    proc = cli("run", file, "--logs", "--state-dir", tmp_path / "s")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "[a] hello from a" in lines and "[b] b-out" in lines
