@@ -238,3 +238,18 @@ def test_run_logs_streams_job_output_prefixed_by_op_path(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "[a] hello from a" in lines and "[b] b-out" in lines
+
+
+def test_graph_of_a_file_and_of_a_run_with_statuses(tmp_path: Path) -> None:
+    file, _, _ = flaky(tmp_path)
+    plain = cli("graph", file)
+    assert plain.returncode == 0 and plain.stdout.splitlines()[0] == "pipeline flaky"
+    state = tmp_path / "s"
+    report = run_report("run", file, state=state, rc=1)
+    text = cli("graph", report["run_id"], "--state-dir", state).stdout.splitlines()
+    assert text[0] == "pipeline flaky: failed"
+    assert [line.split()[:3] for line in text[1:]] == [["a", "job", "succeeded"], ["b", "job", "failed"],
+                                                        ["c", "job", "upstream_failed"]]
+    mermaid = cli("graph", "last", "--format", "mermaid", "--state-dir", state).stdout
+    assert "n0 --> n1" in mermaid and "class n1 failed" in mermaid
+    assert cli("graph", "no-such-run", "--state-dir", state).returncode == 1
