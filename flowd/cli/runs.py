@@ -31,6 +31,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs (default 50; 0: all)")
     p.add_argument("--output", "-o", choices=("text", "json"), default="text")
     p.add_argument("--state-dir", metavar="DIR", default=None, help="the state dir (default: $FLOWD_STATE_DIR, ...)")
+    p.add_argument("--daemon", action="store_true",
+                   help="list the runs the daemons serve (from the compacted status topic) instead of local runs")
+    from flowd.daemon.config import add_bus_args
+
+    add_bus_args(p)
     p.set_defaults(func=run)
 
 
@@ -56,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"flowd runs: error: {exc}", file=sys.stderr)
         return 2
+    if args.daemon:
+        return _daemon_runs(args, since)
     store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     runs = list_runs(store, status=args.status, pipeline=args.pipeline, since=since)
     if args.limit:
@@ -74,4 +81,40 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
+    return 0
+
+
+def _daemon_runs(args: argparse.Namespace, since: float | None) -> int:
+    """The daemons' runs: every record of the compacted ``status`` topic (one per run)."""
+    import anyio
+
+    from flowd.daemon.client import run_summaries
+    from flowd.daemon.config import bus_config
+    from flowd.daemon.kafka import BusError
+    from flowd.runtime.history import _matches
+
+    config = bus_config(args)
+    try:
+        summaries = anyio.run(lambda: run_summaries(config))
+    except BusError as exc:
+        print(f"flowd runs: {exc}", file=sys.stderr)
+        return 1
+    runs = sorted(summaries.values(), key=lambda s: s.started_at or s.time, reverse=True)
+    runs = [s for s in runs if (not args.status or s.status in args.status.split(","))
+            and (not args.pipeline or _matches(args.pipeline, s.pipeline))
+            and (since is None or (s.started_at or s.time) >= since)]
+    if args.limit:
+        runs = runs[: args.limit]
+    from flowd.runtime.history import _iso
+
+    if args.output == "json":
+        print(json.dumps({"brokers": config.brokers, "runs": [
+            {"run_id": s.run_id, "pipeline": s.pipeline, "status": s.status, "created_at": _iso(s.started_at),
+             "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at), "message": s.message,
+             "active": s.finished_at is None, "counts": s.counts} for s in runs]}, indent=2))
+        return 0
+    for s in runs:
+        took = f"{s.finished_at - s.started_at:.1f}s" if s.finished_at and s.started_at else "-"
+        ops = ", ".join(f"{n} {k}" for k, n in sorted(s.counts.items(), key=lambda item: -item[1]))
+        print(f"{s.run_id}  {s.status}  {s.pipeline}  {_when(s.started_at)}  {took}  {ops}")
     return 0
