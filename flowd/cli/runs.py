@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run", "add_filter_args"]
+__all__ = ["add_filter_args", "add_parser", "run"]
 
 
 def add_filter_args(p: Any) -> None:

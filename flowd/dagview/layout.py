@@ -10,7 +10,7 @@ from typing import Any
 
 from flowd.dagview.model import Graph
 
-__all__ = ["layout", "NODE_W", "NODE_H"]
+__all__ = ["NODE_H", "NODE_W", "layout"]
 
 NODE_W, NODE_H = 170, 46
 GAP_X, GAP_Y = 60, 22

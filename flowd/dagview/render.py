@@ -13,7 +13,7 @@ from collections import Counter
 
 from flowd.dagview.model import Graph, GraphNode
 
-__all__ = ["render", "COLORS"]
+__all__ = ["COLORS", "render"]
 
 # fill, stroke per status (also used by the web UI)
 COLORS = {

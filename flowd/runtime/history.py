@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -13,7 +13,7 @@ import msgspec
 from flowd.engine import Engine, RunView
 from flowd.runtime.store import RunRecord, SnapshotStore, StoreError, key_of
 
-__all__ = ["RunSummary", "load_run", "list_runs", "parse_since", "summary_json"]
+__all__ = ["RunSummary", "list_runs", "load_run", "parse_since", "summary_json"]
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -102,12 +102,12 @@ def parse_since(text: str, *, now: float | None = None) -> float:
     except ValueError:
         raise ValueError(f"--since {text!r}: expected a duration (30m, 2h, 7d) or an ISO date/time") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
 def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
 
 
 def summary_json(summary: RunSummary) -> dict[str, Any]:

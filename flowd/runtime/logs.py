@@ -47,7 +47,7 @@ def attempt_logs(run_dir: Path, *, op: str | None = None, attempt: int | None = 
         if parsed is None or not entry.is_dir():
             continue
         path, number = parsed
-        if op is not None and not (path == op or path.startswith(op + "/") or path.startswith(op + "[")):
+        if op is not None and not (path == op or path.startswith((op + "/", op + "["))):
             continue
         if attempt is not None and number != attempt:
             continue

@@ -39,7 +39,7 @@ class LocalBackend:
         loaded = load_run(self.store, run_id) if run_id else None
         if loaded is None or run_id is None:
             return None
-        record, engine, view = loaded
+        _, engine, view = loaded
         graph = build_graph(engine.runs[run_id].pipeline, view)
         attempts: dict[str, list[int]] = {}
         for item in attempt_logs(self.store.run_dir(run_id)):

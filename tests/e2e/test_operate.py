@@ -22,7 +22,7 @@ FEATURES = ROOT / "examples" / "features"
 
 def cli(*args: str | Path, cwd: Path = ROOT, timeout: float = 60, env: dict[str, str] | None = None,
         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flowd", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "flowd", *map(str, args)], capture_output=True, text=True, check=False,
                           timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
 
 

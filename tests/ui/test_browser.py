@@ -29,10 +29,11 @@ if not (CHROMIUM and DRIVER):
     pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
                 allow_module_level=True)
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 PIPELINE = """\
     version: 1.1
@@ -43,7 +44,7 @@ PIPELINE = """\
       operations:
         - name: prepare
           component:
-            run: {kind: job, container: {image: x, command: [sh, -c, 'echo preparing data; sleep 2; echo prepared']}}
+            run: {kind: job, container: {image: x, command: [sh, -c, 'echo preparing data; while [ ! -f GO ]; do sleep 0.1; done; echo prepared']}}
         - name: etl
           dependencies: [prepare]
           component:
@@ -96,7 +97,8 @@ def shot(driver: Any, name: str) -> None:
 
 def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -> None:
     file = tmp_path / "ui-demo.yaml"
-    file.write_text(textwrap.dedent(PIPELINE))
+    go = tmp_path / "go"  # prepare runs until the test has seen it running
+    file.write_text(textwrap.dedent(PIPELINE).replace("GO", str(go)))
     state = tmp_path / "state"
     ui = start("ui", "--state-dir", state, "--port", "0")
     run = None
@@ -104,7 +106,7 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
         assert ui.stderr is not None
         url = re.search(r"(http://\S+/)", ui.stderr.readline())[1]  # type: ignore[index]
         run = start("run", file, "--state-dir", state)
-        wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+        wait = WebDriverWait(browser, 40, poll_frequency=0.1)
         browser.get(url)
         row = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.run a"))[0]
         shot(browser, "1-runs")
@@ -112,8 +114,19 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "svg g.node"))
 
         def statuses() -> dict[str, str]:
-            return {g.get_attribute("data-path"): g.get_attribute("data-status")
-                    for g in browser.find_elements(By.CSS_SELECTOR, "svg g.node")}
+            # read in one script: the page redraws the DAG when statuses change
+            pairs = browser.execute_script(
+                "return [...document.querySelectorAll('svg g.node')].map(g => [g.dataset.path, g.dataset.status])")
+            return dict(pairs)
+
+        def click(selector: str) -> None:
+            for _ in range(20):  # the element may be redrawn between finding and clicking it
+                try:
+                    browser.find_element(By.CSS_SELECTOR, selector).click()
+                    return
+                except StaleElementReferenceException:
+                    time.sleep(0.05)
+            raise AssertionError(f"could not click {selector}")
 
         seen = wait.until(lambda d: (s := statuses()).get("prepare") == "running" and s)
         shot(browser, "2-running")
@@ -121,26 +134,29 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
         assert {"prepare", "etl", "etl/extract", "etl/load", "sweep"} <= set(seen)
         assert len(browser.find_elements(By.CSS_SELECTOR, "svg path.edge")) == 3
         # statuses change while it runs, without reloading the page
+        go.touch()
         wait.until(lambda d: statuses().get("prepare") == "succeeded")
         WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda d: statuses().get("sweep") == "succeeded")
         shot(browser, "3-succeeded")
 
         # a matrix is a table of its children, sortable by params and outputs
-        browser.find_element(By.CSS_SELECTOR, 'svg g.node[data-path="sweep"]').click()
+        click('svg g.node[data-path="sweep"]')
         rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#matrix-table tbody tr"))
         assert len(rows) == 3
-        browser.find_element(By.CSS_SELECTOR, '#matrix-table th[data-col="output score"]').click()
-        col = [th.get_attribute("data-col") for th in browser.find_elements(By.CSS_SELECTOR, "#matrix-table th")].index("output score")
-        scores = [float(tr.find_elements(By.TAG_NAME, "td")[col].text) for tr in browser.find_elements(By.CSS_SELECTOR, "#matrix-table tbody tr")]
-        assert scores == sorted(scores) == [0.1, 0.2, 0.3]
+        click('#matrix-table th[data-col="output score"]')
+        scores = browser.execute_script(
+            "const cols = [...document.querySelectorAll('#matrix-table th')].map(th => th.dataset.col);"
+            "const i = cols.indexOf('output score');"
+            "return [...document.querySelectorAll('#matrix-table tbody tr')].map(tr => Number(tr.children[i].textContent))")
+        assert scores == [0.1, 0.2, 0.3]
         shot(browser, "4-matrix")
 
         # an op's details and logs
-        browser.find_element(By.CSS_SELECTOR, 'svg g.node[data-path="prepare"]').click()
+        click('svg g.node[data-path="prepare"]')
         wait.until(lambda d: "prepared" in d.find_element(By.ID, "logs").text)
         assert browser.find_element(By.CSS_SELECTOR, 'dd[data-field="status"]').text == "succeeded"
         # a nested DAG collapses to one box
-        browser.find_element(By.CSS_SELECTOR, 'svg g.node[data-path="etl"]').click()
+        click('svg g.node[data-path="etl"]')
         wait.until(lambda d: "etl/extract" not in statuses())
         shot(browser, "5-details")
         # read-only: no action buttons

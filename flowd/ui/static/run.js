@@ -8,7 +8,7 @@ const COLORS = {
   compiled: ["#f4f4f4", "#777777"], created: ["#ffffff", "#aaaaaa"],
 };
 const collapsed = new Set();
-let selected = null, matrixOpen = null, sortKey = null, sortDir = 1, last = null, config = {};
+let selected = null, matrixOpen = null, sortKey = null, sortDir = 1, last = null, config = {}, drawn = "";
 const SVG = "http://www.w3.org/2000/svg";
 
 function el(tag, attrs = {}, text) {
@@ -73,7 +73,7 @@ function fieldsOf(node) {
 }
 
 function select(path) {
-  selected = path;
+  selected = path; drawn = "";
   const node = last && last.graph.nodes.find(n => n.path === path);
   if (!node) return;
   if (node.kind === "matrix") { matrixOpen = path; renderMatrix(); }
@@ -156,9 +156,14 @@ async function refresh() {
   document.getElementById("run-id").textContent = run.run_id;
   document.getElementById("times").textContent = run.created_at ? "created " + new Date(run.created_at).toLocaleString() : "";
   document.getElementById("message").textContent = run.message || "";
-  draw(last);
-  renderActions(run);
-  if (matrixOpen) renderMatrix();
+  // redraw only what changed: a steady page keeps its elements (and a user's click target)
+  const sig = JSON.stringify([last.layout, last.graph.nodes.map(n => [n.status, n.attempts, n.outputs]), selected, run.active]);
+  if (sig !== drawn) {
+    drawn = sig;
+    draw(last);
+    renderActions(run);
+    if (matrixOpen) renderMatrix();
+  }
   if (selected) { const node = last.graph.nodes.find(n => n.path === selected); if (node) fieldsOf(node); }
   if (selected && run.active) loadLogs();
 }
