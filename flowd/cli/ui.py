@@ -20,6 +20,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
     p.add_argument("--allow-actions", action="store_true", help="enable stop/resume buttons (needs a token)")
     p.add_argument("--token", default=None, help="token the action buttons need (default: $FLOWD_UI_TOKEN)")
+    p.add_argument("--daemon", action="store_true",
+                   help="show the daemons' runs (Kafka: the status topic; commands to the runs topic) instead of a state dir")
+    from flowd.daemon.config import add_bus_args
+
+    add_bus_args(p)
     p.set_defaults(func=run)
 
 
@@ -34,7 +39,14 @@ def run(args: argparse.Namespace) -> int:
         if not token:
             print("flowd ui: error: --allow-actions needs a token (--token or $FLOWD_UI_TOKEN)", file=sys.stderr)
             return 2
-    backend = LocalBackend(Path(args.state_dir) if args.state_dir else default_state_dir())
+    backend: Any
+    if args.daemon:
+        from flowd.daemon.config import bus_config
+        from flowd.ui.kafka import KafkaBackend
+
+        backend = KafkaBackend(bus_config(args))
+    else:
+        backend = LocalBackend(Path(args.state_dir) if args.state_dir else default_state_dir())
     try:
         server = make_server(backend, args.host, args.port, token=token)
     except OSError as exc:
