@@ -253,3 +253,32 @@ def test_graph_of_a_file_and_of_a_run_with_statuses(tmp_path: Path) -> None:
     mermaid = cli("graph", "last", "--format", "mermaid", "--state-dir", state).stdout
     assert "n0 --> n1" in mermaid and "class n1 failed" in mermaid
     assert cli("graph", "no-such-run", "--state-dir", state).returncode == 1
+
+
+def test_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(tmp_path: Path) -> None:
+    file = write(tmp_path, "slow.yaml", """\
+        version: 1.1
+        kind: component
+        name: slow
+        run:
+          kind: dag
+          operations:
+            - name: talk
+              component:
+                run: {kind: job, container: {image: x, command: [sh, -c, 'for i in 1 2 3 4; do echo line $i; sleep 0.5; done']}}
+        """)
+    state = tmp_path / "s"
+    run = subprocess.Popen([sys.executable, "-m", "flowd", "run", str(file), "--state-dir", str(state)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(state.glob("runs/*/attempts/talk@1/stdout.log")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        follow = cli("logs", "last", "talk", "-f", "--state-dir", state, timeout=60)
+        assert follow.returncode == 0, follow.stderr
+        assert follow.stdout.splitlines() == ["line 1", "line 2", "line 3", "line 4"]
+        assert run.wait(timeout=30) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
