@@ -26,6 +26,12 @@ COMMANDS = {
     "resume": "flowd.cli.resume",
     "events": "flowd.cli.events",
     "replay": "flowd.cli.replay",
+    "logs": "flowd.cli.logs",
+    "runs": "flowd.cli.runs",
+    "rm": "flowd.cli.rm",
+    "gc": "flowd.cli.gc",
+    "graph": "flowd.cli.graph",
+    "ui": "flowd.cli.ui",
 }
 
 
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # logs go to stderr in every command: stdout is the command's output (one JSON document
     # with --output json); `flowd serve` reconfigures with its --log-level
-    from flowd.cli.logs import configure_logging
+    from flowd.cli.logsetup import configure_logging
 
     configure_logging("warning")
     try:

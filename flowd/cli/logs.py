@@ -1,37 +1,110 @@
-"""Where every command's logs go: structlog (and stdlib logging) to **stderr**, always.
+"""``flowd logs RUN [OP] [--attempt N] [-f]``: the output of a run's jobs.
 
-stdout belongs to what a command prints for its user -- with ``--output json`` exactly one JSON
-document -- so no log line may land there. structlog's default logger prints to stdout, and an
-adapter that logs (the Kubernetes watch's ``watch_failed``, the daemon's Kafka client) would mix
-its warnings into the report. :func:`flowd.cli.main` configures this before any command runs;
-``flowd serve`` calls it again with its ``--log-level``.
+Local runs (``flowd run``, and daemons with the local executor): read from the run's attempt
+directories in the state dir (``--state-dir``, else ``$FLOWD_STATE_DIR``, else the default).
+Runs on Kubernetes (the daemon's k8s executor, ``--k8s``): read through the pod log API, the pod
+named by run id, op path and attempt as the executor names it.
+
+Without OP every op's logs are printed, each line prefixed by ``[op]`` (``[op#2]`` for attempt
+2); with OP only that op's (and, for a nested DAG or a matrix, the ops inside it). Without
+``--attempt`` the latest attempt of each op. Exit 0, 1 unknown run/op or failure.
 """
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
-import structlog
-
-__all__ = ["configure_logging"]
+__all__ = ["add_parser", "run"]
 
 
-def configure_logging(level: str = "info", *, cache: bool = False) -> None:
-    """``cache``: bind loggers on first use (the daemon's hot paths); off for short commands, so a
-    second configuration in the same process (tests calling ``main`` twice) still applies."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        # a factory, not a logger bound to the stream of today: pytest's capture and a user's
-        # redirection replace sys.stderr after import
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=cache,
-    )
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("logs", help="print the logs of a run's jobs",
+                              description="Print the stdout/stderr of a run's jobs (local runs from the state dir; "
+                              "runs on Kubernetes through the pod log API with --k8s).")
+    p.add_argument("run_id", metavar="RUN", help="run id (local runs: also a unique prefix, or `last`)")
+    p.add_argument("op", metavar="OP", nargs="?", default=None, help="only this op (path: op, outer/inner, sweep[3])")
+    p.add_argument("--attempt", type=int, default=None, metavar="N", help="this attempt (default: the latest of each op)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the run ends (Ctrl-C stops)")
+    p.add_argument("--stream", choices=("all", "stdout", "stderr"), default="all", help="local runs: which stream (default all)")
+    p.add_argument("--state-dir", metavar="DIR", default=None, help="local runs: the state dir (default: $FLOWD_STATE_DIR, ...)")
+    k8s = p.add_argument_group("runs on Kubernetes")
+    k8s.add_argument("--k8s", action="store_true", help="read the pods' logs through the Kubernetes API")
+    k8s.add_argument("--kubeconfig", metavar="FILE", default=None)
+    k8s.add_argument("--namespace", metavar="NS", default="default", help="namespace of the run's pods (default: default)")
+    p.set_defaults(func=run)
+
+
+def _label(path: str, attempt: int) -> str:
+    return path if attempt <= 1 else f"{path}#{attempt}"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.k8s:
+        return _run_k8s(args)
+    from flowd.runtime.logs import LogFollower, attempt_logs
+    from flowd.runtime.store import SnapshotStore, default_state_dir
+
+    store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
+    run_id = store.resolve(args.run_id)
+    if run_id is None:
+        print(f"flowd logs: no run {args.run_id!r} in {store.root} (flowd runs lists them; "
+              "for a run on Kubernetes add --k8s)", file=sys.stderr)
+        return 1
+    run_dir = store.run_dir(run_id)
+    attempts = attempt_logs(run_dir, op=args.op, attempt=args.attempt)
+    if args.attempt is None:  # the latest attempt of each op
+        latest: dict[str, Any] = {}
+        for item in attempts:
+            latest[item.path] = item
+        attempts = sorted(latest.values(), key=lambda a: a.path)
+    if not attempts and not args.follow:
+        what = f"op {args.op!r}" if args.op else "any op"
+        print(f"flowd logs: run {run_id} has no logs for {what}" + (f" attempt {args.attempt}" if args.attempt else ""),
+              file=sys.stderr)
+        return 1
+    streams = ("stdout", "stderr") if args.stream == "all" else (args.stream,)
+    single = args.op is not None and len({a.path for a in attempts}) == 1
+    follower = LogFollower(run_dir, op=args.op, attempt=args.attempt, streams=streams)
+    wanted = {(a.path, a.attempt) for a in attempts}
+
+    def emit(final: bool) -> None:
+        for path, attempt, _stream, line in follower.poll(final=final):
+            if args.attempt is None and not args.follow and (path, attempt) not in wanted:
+                continue
+            sys.stdout.write(line + "\n" if single else f"[{_label(path, attempt)}] {line}\n")
+        sys.stdout.flush()
+
+    try:
+        emit(final=not args.follow)
+        while args.follow:
+            time.sleep(0.25)
+            if not store.is_active(run_id):
+                emit(final=True)
+                break
+            emit(final=False)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _run_k8s(args: argparse.Namespace) -> int:
+    import anyio
+
+    from flowd.k8s.podlogs import PodLogError, print_pod_logs
+
+    if args.op is None:
+        print("flowd logs: with --k8s name the OP whose pod logs to read", file=sys.stderr)
+        return 2
+    try:
+        anyio.run(lambda: print_pod_logs(kubeconfig=args.kubeconfig, namespace=args.namespace, run_id=args.run_id,
+                                         path=args.op, attempt=args.attempt, follow=args.follow, out=sys.stdout))
+    except PodLogError as exc:
+        print(f"flowd logs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -22,7 +22,7 @@ import anyio
 import msgspec
 
 from flowd.cli._limits import add_limit_args, limits_of
-from flowd.engine import RunView, Submit
+from flowd.engine import Event, Resume, RunView, Submit
 from flowd.runtime.driver import Driver
 from flowd.runtime.processes import kill_leftovers
 from flowd.runtime.store import (
@@ -31,6 +31,7 @@ from flowd.runtime.store import (
     StoreError,
     default_state_dir,
     derive_run_id,
+    key_of,
 )
 
 __all__ = ["add_parser", "run", "json_report"]
@@ -53,10 +54,11 @@ def add_parser(subparsers: Any) -> None:
         "--state-dir", metavar="DIR", default=None,
         help="where run state, logs and work dirs live (default: $FLOWD_STATE_DIR, else $XDG_CACHE_HOME/flowd/state)",
     )
-    p.add_argument("--output", "-o", choices=("text", "json"), default="text",
-                   help="text (progress) or json (one report on stdout)")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text", help="text (progress) or json (one report on stdout)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the saved run of this FILE and params instead of starting afresh")
+                   help="continue the latest run of this FILE and params instead of starting a new one: after a "
+                   "crash, what was in flight; after a failure or a stop, what did not succeed")
+    p.add_argument("--logs", action="store_true", help="print the jobs' stdout/stderr as they run, each line prefixed by its op path")
     p.add_argument(
         "--approve", action="append", default=[], metavar="OP",
         help="approve the op at this path (isApproved: false) in advance (repeatable)",
@@ -112,12 +114,31 @@ def executor_factory(args: argparse.Namespace) -> Any:
     if args.namespace:
         config["namespace"] = args.namespace
     from flowd.k8s.config import Settings
-    from flowd.k8s.drain import draining
-    from flowd.k8s.executor import KubernetesExecutor
 
     settings = Settings.from_config(config)  # report bad settings now, before anything runs
-    # exits only once finished pods are deleted or kept as their termination.ttl says
-    return lambda send, run_dir: draining(KubernetesExecutor(send=send, **config), exit_wait=settings.exit_wait)
+
+    def factory(send: Any, run_dir: Path) -> Any:
+        from flowd.k8s.executor import KubernetesExecutor  # seconds to import: only when used
+
+        from flowd.k8s.drain import draining
+
+        # exits only once finished pods are deleted or kept as their termination.ttl says
+        return draining(KubernetesExecutor(send=send, **config), exit_wait=settings.exit_wait)
+
+    factory.settings = settings  # type: ignore[attr-defined]  # for the cluster check in run()
+    return factory
+
+
+def _cluster_problem(executor: Any) -> str | None:
+    """None when the k8s executor's cluster answers, else one line saying why not (fail fast:
+    otherwise the ops would wait in ``queued`` while the watches retry)."""
+    from flowd.k8s.preflight import ClusterUnavailable, check_cluster
+
+    try:
+        anyio.run(check_cluster, executor.settings)
+    except ClusterUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def _iso(t: float | None) -> str | None:
@@ -179,35 +200,67 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, msgspec.ValidationError) as exc:  # json and toml errors are ValueErrors
         print(f"flowd run: error: executor settings: {exc}", file=sys.stderr)
         return 2
+    if executor is not None and (problem := _cluster_problem(executor)):
+        print(f"flowd run: error: {problem}", file=sys.stderr)
+        return 1
     store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
-    run_id = derive_run_id(file, params)
+    key = derive_run_id(file, params)
     errors: list[Exception] = []
     try:
-        with store.lock(run_id):
-            return _run_locked(args, file=file, params=params, store=store, run_id=run_id, executor=executor)
+        with store.lock(key):
+            return _run_locked(args, file=file, params=params, store=store, key=key, executor=executor)
     except* StoreError as group:  # may come out of the driver's task group
         errors.extend(group.exceptions)
     print(f"flowd run: {errors[0]}", file=sys.stderr)
     return 1
 
 
-def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str], store: SnapshotStore, run_id: str,
+def resume_local(args: argparse.Namespace, run_ref: str) -> int:
+    """``flowd resume RUN --state-dir D``: continue a local run by its id (see ``_run_locked``)."""
+    if getattr(args, "limits", None) is None:  # `flowd resume` has no --limit: the defaults
+        from flowd.spec.limits import Limits
+
+        args.limits = Limits()
+    store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
+    run_id = store.resolve(run_ref)
+    if run_id is None:
+        print(f"flowd resume: no run {run_ref!r} in {store.root} (flowd runs lists them)", file=sys.stderr)
+        return 1
+    errors: list[Exception] = []
+    try:
+        with store.lock(key_of(run_id)):
+            record = store.load(run_id)
+            if record is None:
+                print(f"flowd resume: run {run_id} has no saved state", file=sys.stderr)
+                return 1
+            if store.latest(key_of(run_id)) != run_id:
+                print(f"flowd resume: a later run of the same file exists ({store.latest(key_of(run_id))}); resuming {run_id} anyway",
+                      file=sys.stderr)
+            return _continue(args, record=record, store=store, executor=None, file_sha="", file=Path(record.file))
+    except* StoreError as group:
+        errors.extend(group.exceptions)
+    print(f"flowd resume: {errors[0]}", file=sys.stderr)
+    return 1
+
+
+def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str], store: SnapshotStore, key: str,
                 executor: Any) -> int:
-    from flowd.cli.progress import make_progress, summary
     from flowd.engine import Engine
     from flowd.spec import compile_path
 
-    # a flowd killed earlier (kill -9) may have left op processes of this run running: they
-    # can be neither re-attached nor left to write into a resumed or fresh run
-    leftovers = kill_leftovers(store.run_dir(run_id))
-    if leftovers:
-        print(f"flowd run: killed {len(leftovers)} process(es) left running by an earlier flowd for this run", file=sys.stderr)
-    record = store.load(run_id) if args.resume else None
+    latest = store.latest(key)
+    if latest is not None:
+        # a flowd killed earlier (kill -9) may have left op processes of this run running: they
+        # can be neither re-attached nor left to write into a resumed or fresh run
+        leftovers = kill_leftovers(store.run_dir(latest))
+        if leftovers:
+            print(f"flowd run: killed {len(leftovers)} process(es) left running by an earlier flowd for this run", file=sys.stderr)
+    record = store.load(latest) if args.resume and latest is not None else None
     try:
         file_sha = hashlib.sha256(file.read_bytes()).hexdigest()
     except OSError:
         file_sha = ""  # compile_path says what is wrong with it
-    initial: list[Submit] = []
+    initial: list[Event] = []
     if record is None:
         result = compile_path(file, params=params or None, hub=args.hub, limits=args.limits)
         _print_diagnostics(result)
@@ -215,32 +268,100 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
             return 2
         if args.resume:
             print(f"flowd run: no saved state for this run in {store.root}; starting a fresh run", file=sys.stderr)
-        store.discard(run_id)
+        run_id = store.new_run_id(key)  # earlier runs of the key stay, with their logs
         engine = Engine(args.limits)
-        record = RunRecord(run_id=run_id, file=str(file.resolve()), file_sha256=file_sha, params=params, engine=b"")
-        # the run id seeds the run's random choices: the same run draws the same values
-        seed = int(run_id.rsplit("-", 1)[-1][:8], 16)
-        initial.append(Submit(run_id=run_id, pipeline=result.op, time=time.time(), seed=seed))
-        pipeline = result.op.name
-    else:
-        try:
-            engine = Engine.restore(record.engine, limits=args.limits)
-        except (ValueError, msgspec.DecodeError) as exc:
-            raise StoreError(f"cannot resume run {run_id}: {exc}; run without --resume to start afresh") from exc
-        if file_sha and file_sha != record.file_sha256:
-            print(f"flowd run: {file} changed since the run started; resuming the run as it was submitted", file=sys.stderr)
-        pipeline = engine.view(run_id).pipeline
-        if record.done is not None:
-            print(f"flowd run: this run already finished ({record.done})", file=sys.stderr)
+        now = time.time()
+        record = RunRecord(run_id=run_id, file=str(file.resolve()), file_sha256=file_sha, params=params, engine=b"",
+                           key=key, pipeline=result.op.name, created_at=now)
+        # the key (file and params) seeds the run's random choices: a re-run draws the same values
+        seed = int(key.rsplit("-", 1)[-1][:8], 16)
+        initial.append(Submit(run_id=run_id, pipeline=result.op, time=now, seed=seed))
+        return _drive(args, engine=engine, record=record, store=store, executor=executor, initial=initial,
+                      pipeline=result.op.name)
+    return _continue(args, record=record, store=store, executor=executor, file_sha=file_sha, file=file)
 
+
+def _continue(args: argparse.Namespace, *, record: RunRecord, store: SnapshotStore, executor: Any, file_sha: str,
+              file: Path) -> int:
+    """Resume a saved run: after a crash, take over what was in flight; after a failure or a
+    stop, send the engine ``Resume`` so what did not succeed runs again."""
+    from flowd.engine import Engine
+
+    run_id = record.run_id
+    try:
+        engine = Engine.restore(record.engine, limits=args.limits)
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise StoreError(f"cannot resume run {run_id}: {exc}; run without --resume to start afresh") from exc
+    if file_sha and file_sha != record.file_sha256:
+        print(f"flowd run: {file} changed since the run started; resuming the run as it was submitted", file=sys.stderr)
+    pipeline = engine.view(run_id).pipeline
+    initial: list[Event] = []
+    if record.done == "succeeded":
+        print(f"flowd run: run {run_id} already succeeded; nothing to resume", file=sys.stderr)
+    elif record.done is not None:
+        print(f"flowd run: run {run_id} ended {record.done}; running again what did not succeed", file=sys.stderr)
+        record.done = None
+        initial.append(Resume(run_id=run_id, time=time.time()))
+    return _drive(args, engine=engine, record=record, store=store, executor=executor, initial=initial, pipeline=pipeline)
+
+
+def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: SnapshotStore, executor: Any,
+           initial: list[Event], pipeline: str) -> int:
+    from flowd.cli.progress import make_progress, summary
+
+    run_id = record.run_id
+    run_dir = store.run_dir(run_id)
+    out = sys.stdout if args.output == "text" else sys.stderr
+    if args.output == "text":
+        print(f"run {run_id}: logs in {run_dir / 'attempts'}", file=out, flush=True)
     started = time.monotonic()
-    with make_progress(sys.stdout if args.output == "text" else sys.stderr, pipeline=pipeline) as progress:
+    with make_progress(out, pipeline=pipeline) as progress:
         driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace,
                         approve=args.approve, executor=executor, max_procs=args.max_procs or None,
                         max_outputs_bytes=args.limits.max_outputs_bytes)
-        view = anyio.run(driver.run, initial)
+        with _streaming_logs(run_dir, progress, enabled=getattr(args, "logs", False)):
+            view = anyio.run(driver.run, initial)
     if args.output == "json":
         sys.stdout.write(json.dumps(json_report(view), indent=2) + "\n")
     else:
         print(summary(view, elapsed=time.monotonic() - started), flush=True)
+        state = "" if args.state_dir is None else f" --state-dir {args.state_dir}"
+        # a hint, not a result: stderr, so the summary stays the last line of stdout
+        print(f"next: flowd logs {run_id} [OP]{state}   |   flowd ui{state}", file=sys.stderr, flush=True)
     return 0 if view.status == "succeeded" else 1
+
+
+class _streaming_logs:
+    """``--logs``: a thread that prints the jobs' new log lines, prefixed by op path, through the
+    progress display (so a live view stays intact) until the run ends."""
+
+    def __init__(self, run_dir: Path, progress: Any, *, enabled: bool) -> None:
+        import threading
+
+        from flowd.runtime.logs import LogFollower
+
+        self.enabled = enabled
+        self.follower = LogFollower(run_dir)
+        self.progress = progress
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="flowd-logs", daemon=True)
+
+    def _flush(self, *, final: bool = False) -> None:
+        for path, attempt, stream, line in self.follower.poll(final=final):
+            label = path if attempt <= 1 else f"{path}#{attempt}"
+            self.progress.note(f"[{label}{' stderr' if stream == 'stderr' else ''}] {line}")
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.2):
+            self._flush()
+
+    def __enter__(self) -> _streaming_logs:
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.stop.set()
+            self.thread.join()
+            self._flush(final=True)

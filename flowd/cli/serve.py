@@ -12,10 +12,14 @@ from typing import Any
 import anyio
 
 from flowd.cli._limits import add_limit_args
-from flowd.cli.logs import configure_logging
+from flowd.cli.logsetup import configure_logging
 from flowd.daemon.config import FIELDS_HELP, DaemonConfig, load_config, parse_bool, parse_list
 
 __all__ = ["add_parser", "run", "configure_logging"]
+
+
+# defaults that load_config fills in at start, shown as what they become
+_SHOWN_DEFAULTS = {"state_dir": "$XDG_STATE_HOME/flowd/daemon, else ~/.local/state/flowd/daemon"}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,9 +32,11 @@ def add_parser(subparsers: Any) -> None:
         default = getattr(defaults, field)
         kind = (parse_bool if isinstance(default, bool) else parse_list if isinstance(default, list)
                 else type(default) if default is not None else str)
+        shown = _SHOWN_DEFAULTS.get(field, "none" if default is None else str(default))
         p.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, type=kind,
-                       help=f"{text} (env FLOWD_{field.upper()}, default {default!r})")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+                       help=f"{text} (env FLOWD_{field.upper()}, default {shown})")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="structured logs on stderr from this level (default info)")
     add_limit_args(p)
     p.set_defaults(func=run)
 

@@ -113,6 +113,37 @@ async def run_status(config: DaemonConfig, run_id: str) -> dict[str, Any] | None
     return view
 
 
+async def run_summaries(config: DaemonConfig, *, run_id: str | None = None) -> dict[str, wire.RunSummary]:
+    """The latest summary of every run (or of ``run_id``: one partition) from the compacted
+    ``status`` topic, read_committed, up to its end as of now."""
+    c = consumer(config, group_id=None)
+    topic = config.topics.status
+    with map_errors(f"cannot read {topic}"):
+        await c.start()
+        try:
+            md = await c._client.fetch_all_metadata()  # noqa: SLF001 - no public metadata call
+            parts = sorted(md.partitions_for_topic(topic) or ())
+        finally:
+            await stop_consumer(c)
+    if not parts:
+        raise BusError(f"topic {topic} does not exist (a daemon creates it at start)")
+    if run_id is not None:
+        parts = [partition_for(run_id, len(parts))]
+    out: dict[str, wire.RunSummary] = {}
+    for part in parts:
+        async for rec in read_partition(config, topic, part):
+            if rec.value is None:
+                out.pop(rec.key.decode(), None)
+                continue
+            try:
+                summary = wire.decode_status(rec.value)
+            except msgspec.DecodeError:
+                continue
+            if run_id is None or summary.run_id == run_id:
+                out[summary.run_id] = summary
+    return out
+
+
 async def read_partition(config: DaemonConfig, topic: str, partition: int, *, start: int | None = None,
                          end: int | None = None) -> AsyncIterator[Any]:
     """Every committed record of one partition from ``start`` (default: the log start) to ``end``

@@ -95,13 +95,14 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class Topics:
-    __slots__ = ("runs", "events", "external", "subscriptions", "snapshots", "deadletter")
+    __slots__ = ("runs", "events", "external", "subscriptions", "snapshots", "deadletter", "status")
     runs: str
     events: str
     external: str
     subscriptions: str
     snapshots: str
     deadletter: str
+    status: str
 
     def __init__(self, prefix: str) -> None:
         for name in self.__slots__:

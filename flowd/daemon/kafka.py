@@ -125,6 +125,8 @@ def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
         topics.deadletter: {"retention.ms": str(30 * 24 * 3600 * 1000)},
         topics.subscriptions: compacted,
         topics.snapshots: {**compacted, "max.message.bytes": str(SNAPSHOT_MAX_BYTES)},
+        # the latest summary of each run (key = run id): flowd runs / status read it
+        topics.status: {**compacted, "max.message.bytes": str(SNAPSHOT_MAX_BYTES)},
     }
 
 

@@ -38,6 +38,8 @@ __all__ = [
     "encode", "decode_runs", "decode_events", "decode_external", "decode_subscription",
     "encode_snapshot", "decode_snapshot", "decode_deadletter", "HandlingMarker", "encode_marker",
     "decode_marker", "marker_key",
+    "RunSummary", "OpSummary", "run_summary",
+    "decode_status",
 ]
 
 WIRE_VERSION = 1
@@ -272,6 +274,46 @@ class HandlingMarker(msgspec.Struct, omit_defaults=True, kw_only=True):
     time: float
 
 
+class OpSummary(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    status: str
+    attempt: int = 0
+    message: str | None = None
+    outputs: dict[str, Any] | None = None
+
+
+class RunSummary(msgspec.Struct, tag="run_summary", **_S):
+    """The latest status of one run (topic ``status``, compacted, key = run id, written in the
+    same transaction as the run's events): what ``flowd runs`` and ``flowd status`` read instead
+    of folding ``events``. ``ops`` is left out (``ops_omitted``) for runs with more than
+    ``OPS_IN_SUMMARY`` ops; ``counts`` always has the ops by status."""
+
+    run_id: str
+    pipeline: str
+    status: str
+    time: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    message: str | None = None
+    counts: dict[str, int] = {}
+    ops: dict[str, OpSummary] = {}
+    ops_omitted: bool = False
+
+
+OPS_IN_SUMMARY = 2000
+
+
+def run_summary(view: Any, *, time: float) -> RunSummary:
+    """A :class:`RunSummary` from an engine ``RunView``."""
+    counts: dict[str, int] = {}
+    for op in view.ops.values():
+        counts[op.status] = counts.get(op.status, 0) + 1
+    many = len(view.ops) > OPS_IN_SUMMARY
+    ops = {} if many else {p: OpSummary(status=o.status, attempt=o.attempts, message=o.message, outputs=o.outputs) for p, o in view.ops.items()}
+    return RunSummary(run_id=view.run_id, pipeline=view.pipeline, status=view.status, time=time,
+                      started_at=view.started_at, finished_at=view.finished_at, message=view.message,
+                      counts=counts, ops=ops, ops_omitted=many)
+
+
 TOPIC_TYPES: dict[str, Any] = {
     "runs": RunsMessage,
     "events": EventsMessage,
@@ -279,6 +321,7 @@ TOPIC_TYPES: dict[str, Any] = {
     "subscriptions": Subscription,
     "deadletter": DeadLetter,
     "snapshots": SnapshotRecord,
+    "status": RunSummary,
 }
 
 _json_encoder = msgspec.json.Encoder()
@@ -288,6 +331,11 @@ _external_decoder = msgspec.json.Decoder(ExternalEvent)
 _subscription_decoder = msgspec.json.Decoder(Subscription)
 _snapshot_decoder = msgspec.msgpack.Decoder(SnapshotRecord)
 _deadletter_decoder = msgspec.json.Decoder(DeadLetter)
+_status_decoder = msgspec.json.Decoder(RunSummary)
+
+
+def decode_status(data: bytes) -> RunSummary:
+    return _status_decoder.decode(data)
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
 

@@ -372,6 +372,12 @@ class PartitionWorker:
                     # explicit partition = the default partitioner's choice, computed once per run
                     # (aiokafka's pure-Python murmur2 per record is a measurable cost)
                     await p.send(topics.events, wire.encode(event), key=key.encode(), partition=partition_of(key))
+                # the compacted per-run status view, in the same transaction as the events
+                engine_runs = self.state.engine.runs
+                for run_id in dict.fromkeys(key for key, _ in out.events):
+                    if run_id in engine_runs:
+                        summary = wire.run_summary(self.state.engine.view(run_id), time=time.time())
+                        await p.send(topics.status, wire.encode(summary), key=run_id.encode())
                 for key, sub in out.subscriptions:
                     await p.send(topics.subscriptions, None if sub is None else wire.encode(sub), key=key.encode())
                 for dead in out.deadletters:

@@ -202,6 +202,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
                 finished_at=node.finished_at,
                 message=node.message,
                 kind=node.kind,
+                params=node.params,
             )
         return RunView(
             run_id=run_id,

@@ -19,6 +19,8 @@ class OpView(msgspec.Struct, frozen=True):
     message: str | None
     # "job", "service", "dag", "matrix", ... — lets a progress view count matrix children
     kind: str = "job"
+    # the op's resolved params (None until resolved): for UIs and graphs
+    params: dict[str, Any] | None = None
 
 
 class RunView(msgspec.Struct, frozen=True):

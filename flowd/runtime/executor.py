@@ -73,7 +73,9 @@ def _tail(path: Path, lines: int) -> str:
             text = f.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+    # skip blank lines and flowd's own marker lines (``--- flowd --resume: ... ---``)
+    kept = [ln for ln in text.splitlines() if ln.strip() and not (ln.startswith("--- ") and ln.endswith(" ---"))]
+    return "\n".join(kept[-lines:])
 
 
 class _Attempt:
@@ -160,15 +162,30 @@ class LocalExecutor:
     async def _launch(self, attempt: _Attempt, *, note: str | None = None) -> None:
         """Spawn now if a process slot is free, else wait for one."""
         attempt.note = note
-        if attempt.cmd.kind != "service" and self.max_procs is not None and self._running >= self.max_procs:
-            self._waiting.append(attempt)
-            return
+        if attempt.cmd.kind != "service":
+            if self.max_procs is not None and self._running >= self.max_procs:
+                self._waiting.append(attempt)
+                return
+            # the slot is taken before the process is opened: opening awaits, and other starts
+            # checking the count meanwhile must already see this one
+            self._take_slot(attempt)
         await self._spawn(attempt, note=note)
+
+    def _take_slot(self, attempt: _Attempt) -> None:
+        attempt.holds_slot = True
+        self._running += 1
+
+    async def _release_slot(self, attempt: _Attempt) -> None:
+        if attempt.holds_slot:
+            attempt.holds_slot = False
+            self._running -= 1
+            await self._admit_waiting()
 
     async def _admit_waiting(self) -> None:
         while self._waiting and (self.max_procs is None or self._running < self.max_procs):
             attempt = self._waiting.popleft()
             if not attempt.stopping and not attempt.finished.is_set():
+                self._take_slot(attempt)
                 await self._spawn(attempt, note=attempt.note)
 
     async def stop(self, cmd: StopOp) -> None:
@@ -273,6 +290,7 @@ class LocalExecutor:
         except _CannotStart as exc:
             self._finished(attempt)
             self._finish(attempt, status="failed", reason="CannotStart", message=str(exc))
+            await self._release_slot(attempt)
             return
         directory.mkdir(parents=True, exist_ok=True)
         for stale in ("outputs.json", "result.json", "pid.json"):
@@ -300,15 +318,13 @@ class LocalExecutor:
             self._finished(attempt)
             self._finish(attempt, status="failed", reason="CannotStart",
                          message=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
+            await self._release_slot(attempt)
             return
         finally:
             stdout.close()
             stderr.close()
         crash_point("local.spawned", cmd.key)  # tests only: a kill before pid.json exists
         attempt.process = process
-        if attempt.cmd.kind != "service":
-            attempt.holds_slot = True
-            self._running += 1
         pid_record = {"pid": process.pid, "start_time": start_time(process.pid), "argv": argv}
         (directory / "pid.json").write_text(json.dumps(pid_record))
         self._report(cmd, "running")
@@ -341,16 +357,15 @@ class LocalExecutor:
             else:
                 what = f"exit code {rc}"
             tail = _tail(attempt.dir / "stderr.log", STDERR_TAIL_LINES)
+            if not tail:  # many programs report their errors on stdout
+                tail = _tail(attempt.dir / "stdout.log", STDERR_TAIL_LINES)
             message = f"{what}: {tail} ({logs})" if tail else f"{what} ({logs})"
             fields = dict(status="failed", exit_code=rc, reason="Error", message=message)
         if outputs and outputs_error is None:
             fields["outputs"] = outputs
         self._finish(attempt, **fields)
         self._finished(attempt)
-        if attempt.holds_slot:
-            attempt.holds_slot = False
-            self._running -= 1
-            await self._admit_waiting()
+        await self._release_slot(attempt)
 
     def _finish(self, attempt: _Attempt, **fields: Any) -> None:
         cmd = attempt.cmd

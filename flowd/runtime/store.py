@@ -2,8 +2,9 @@
 
 Layout of a state dir (``--state-dir``)::
 
-    runs/<run_id>.lock      held (flock) by the flowd process running the run
-    runs/<run_id>/
+    runs/<key>.lock         held (flock) by the flowd process running a run of this key
+    runs/<key>.latest       the id of the latest run of this key (what ``--resume`` continues)
+    runs/<run_id>/          one per run, kept until ``flowd gc``/``flowd rm`` removes it
         snapshot.bin        the RunRecord below (msgspec msgpack), replaced atomically
         work/               the run's working directory (cwd of every op process)
         attempts/<op>@<n>/  stdout.log, stderr.log, outputs.json, pid.json, result.json
@@ -14,6 +15,10 @@ attempt the executor may have started is listed in ``attempts``, every timer in 
 
 A write is ``open(tmp) + write + fsync + rename + fsync(dir)``: a reader sees the old record or
 the new one, never a torn file. This module does no engine work and knows no op semantics.
+
+A *key* names what is run (``flowd-`` + hash of the absolute file path and the params); each
+plain ``flowd run`` of it is a new *run* ``<key>-<n>`` (n = 1, 2, ...), so a re-run never deletes
+an earlier run's logs and state.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import msgspec
 
 from flowd.engine import StartOp
 
-__all__ = ["RunRecord", "SnapshotStore", "StoreError", "default_state_dir", "derive_run_id"]
+__all__ = ["RunRecord", "SnapshotStore", "StoreError", "default_state_dir", "derive_run_id", "key_of"]
 
 RECORD_VERSION = 1
 
@@ -57,6 +62,11 @@ class RunRecord(msgspec.Struct, kw_only=True):
     timers: dict[str, float] = {}
     # set once PipelineDone was seen: the final status
     done: str | None = None
+    # the key this run belongs to (see the module docstring), the pipeline's name and when the
+    # run was created (epoch seconds): what ``flowd runs`` lists without restoring the engine
+    key: str = ""
+    pipeline: str = ""
+    created_at: float = 0.0
 
 
 def default_state_dir() -> Path:
@@ -73,6 +83,12 @@ def derive_run_id(file: Path, params: dict[str, str]) -> str:
     (in any order) name the same run, so ``--resume`` finds it without being told an id."""
     blob = json.dumps([str(file.resolve()), sorted(params.items())], separators=(",", ":"))
     return "flowd-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def key_of(run_id: str) -> str:
+    """``flowd-<hash>-<n>`` -> ``flowd-<hash>`` (a run id without a number is its own key)."""
+    head, _, tail = run_id.rpartition("-")
+    return head if tail.isdigit() and head.count("-") >= 1 else run_id
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -97,7 +113,8 @@ class SnapshotStore:
     """Saves and loads one :class:`RunRecord` per run id under ``root/runs/<run_id>/``."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        # absolute: op processes run in the run's work dir, and their FLOWD_OUTPUTS must still point here
+        self.root = Path(root).absolute()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(RunRecord)
 
@@ -133,8 +150,71 @@ class SnapshotStore:
         return record
 
     def discard(self, run_id: str) -> None:
-        """Forget a run entirely (a fresh ``flowd run`` without ``--resume``)."""
+        """Forget a run entirely: its state, work dir and logs (``flowd rm``, ``flowd gc``)."""
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    # ----------------------------------------------------------------- runs of a key
+
+    def run_ids(self) -> list[str]:
+        """Every saved run of this state dir (a directory with a snapshot), oldest first."""
+        base = self.root / "runs"
+        try:
+            found = [(p.stat().st_mtime, p.parent.name) for p in base.glob("*/snapshot.bin")]
+        except OSError:
+            return []
+        return [run_id for _, run_id in sorted(found)]
+
+    def latest(self, key: str) -> str | None:
+        """The latest run of ``key`` (what ``--resume`` continues), or None."""
+        try:
+            run_id = (self.root / "runs" / f"{key}.latest").read_text().strip()
+        except OSError:
+            run_id = ""
+        if run_id and self._path(run_id).exists():
+            return run_id
+        # state dirs written before runs were numbered: the key itself was the run
+        return key if self._path(key).exists() else None
+
+    def new_run_id(self, key: str) -> str:
+        """The next run of ``key``: ``<key>-<n>`` with n one more than any run of it so far."""
+        base = self.root / "runs"
+        numbers = [int(p.name.rpartition("-")[2]) for p in base.glob(f"{key}-*") if p.name.rpartition("-")[2].isdigit()]
+        run_id = f"{key}-{max(numbers, default=0) + 1}"
+        try:
+            self.run_dir(run_id).mkdir(parents=True, exist_ok=False)
+            write_atomic(base / f"{key}.latest", run_id.encode())
+        except OSError as exc:
+            raise StoreError(f"cannot create the run's directory {self.run_dir(run_id)}: {exc}") from exc
+        return run_id
+
+    def resolve(self, ref: str) -> str | None:
+        """A run id from what a user typed: the id itself, a key (its latest run), a unique
+        prefix of an id, or ``last`` (the most recently changed run)."""
+        if ref == "last":
+            ids = self.run_ids()
+            return ids[-1] if ids else None
+        if self._path(ref).exists():
+            return ref
+        latest = self.latest(ref)
+        if latest is not None:
+            return latest
+        matches = [run_id for run_id in self.run_ids() if run_id.startswith(ref)]
+        return matches[0] if len(matches) == 1 else None
+
+    def is_active(self, run_id: str) -> bool:
+        """A flowd process holds this run's key right now (the run is going on)."""
+        path = self.root / "runs" / f"{key_of(run_id)}.lock"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     @contextlib.contextmanager
     def lock(self, run_id: str) -> Iterator[None]:

@@ -1,0 +1,60 @@
+"""``flowd gc``: remove local runs older than the retention (state, work dir and logs).
+
+Retention: ``--keep-days`` (default ``$FLOWD_RETENTION_DAYS``, else 14) by creation time, and
+``--keep-last N`` runs of each pipeline are always kept (default 1: the latest, so ``--resume``
+and ``flowd logs`` of it keep working). Runs a flowd process is carrying out are never removed.
+``--dry-run`` lists what would go. Exit 0, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("gc", help="remove local runs older than the retention",
+                              description="Remove local runs (state, work dir, logs) older than the retention.")
+    p.add_argument("--keep-days", type=float, default=None, metavar="DAYS",
+                   help="keep runs created within this many days (default: $FLOWD_RETENTION_DAYS, else 14)")
+    p.add_argument("--keep-last", type=int, default=1, metavar="N", help="always keep the N latest runs of each pipeline (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--state-dir", metavar="DIR", default=None, help="the state dir (default: $FLOWD_STATE_DIR, ...)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from flowd.runtime.history import list_runs
+    from flowd.runtime.store import SnapshotStore, default_state_dir
+
+    days = args.keep_days
+    if days is None:
+        try:
+            days = float(os.environ.get("FLOWD_RETENTION_DAYS") or 14)
+        except ValueError:
+            print("flowd gc: error: $FLOWD_RETENTION_DAYS is not a number", file=sys.stderr)
+            return 2
+    if days < 0 or args.keep_last < 0:
+        print("flowd gc: error: --keep-days and --keep-last must be 0 or more", file=sys.stderr)
+        return 2
+    store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
+    cutoff = time.time() - days * 86400
+    seen: dict[str, int] = {}
+    removed = 0
+    for summary in list_runs(store):  # newest first
+        seen[summary.pipeline] = seen.get(summary.pipeline, 0) + 1
+        if summary.active or seen[summary.pipeline] <= args.keep_last or (summary.created_at or 0) >= cutoff:
+            continue
+        print(("would remove " if args.dry_run else "removed ") + summary.run_id)
+        if not args.dry_run:
+            store.discard(summary.run_id)
+        removed += 1
+    print(f"{removed} run(s) {'to remove' if args.dry_run else 'removed'} (retention {days:g} days, "
+          f"keeping the last {args.keep_last} of each pipeline)", file=sys.stderr)
+    return 0

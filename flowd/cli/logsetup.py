@@ -1,0 +1,37 @@
+"""Where every command's logs go: structlog (and stdlib logging) to **stderr**, always.
+
+stdout belongs to what a command prints for its user -- with ``--output json`` exactly one JSON
+document -- so no log line may land there. structlog's default logger prints to stdout, and an
+adapter that logs (the Kubernetes watch's ``watch_failed``, the daemon's Kafka client) would mix
+its warnings into the report. :func:`flowd.cli.main` configures this before any command runs;
+``flowd serve`` calls it again with its ``--log-level``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(level: str = "info", *, cache: bool = False) -> None:
+    """``cache``: bind loggers on first use (the daemon's hot paths); off for short commands, so a
+    second configuration in the same process (tests calling ``main`` twice) still applies."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        # a factory, not a logger bound to the stream of today: pytest's capture and a user's
+        # redirection replace sys.stderr after import
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=cache,
+    )
