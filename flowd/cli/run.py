@@ -201,6 +201,12 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         _print_diagnostics(result)
         if not result.valid or result.op is None:
             return 2
+        if result.op.events:
+            refs = ", ".join(str(e.get("ref")) for e in result.op.events if isinstance(e, dict))
+            print(f"flowd run: error: {file} is event-triggered (top-level `events` on {refs}): it must start when "
+                  "those runs emit their events, which is the daemon's job; submit it with `flowd submit` to "
+                  "`flowd serve`, or remove `events` to run it now", file=sys.stderr)
+            return 2
         if args.resume:
             print(f"flowd run: no saved state for this run in {store.root}; starting a fresh run", file=sys.stderr)
         store.discard(run_id)

@@ -42,7 +42,7 @@ from flowd.engine.messages import (
     Submit,
     TimerFired,
 )
-from flowd.engine.pipelines import PipelinesMixin
+from flowd.engine.pipelines import PipelinesMixin, approved_up_front
 from flowd.engine.recovery import RecoveryMixin
 from flowd.engine.resolve import Resolver, ResolveError, has_templates
 from flowd.engine.state import (
@@ -205,6 +205,27 @@ class Engine(PipelinesMixin, RecoveryMixin):
             ops=ops,
         )
 
+    def waiting_for(self, run_id: str) -> dict[str, str]:
+        """What each unfinished op of a run waits for, in words (for a stalled run's message)."""
+        run = self.runs[run_id]
+        index = self._index[run_id]
+        out: dict[str, str] = {}
+        for path, node in run.nodes.items():
+            if node.status in S.DONE or node.kind in PIPELINE_KINDS:
+                continue
+            if not node.approved and (node.ready or node.reason == "PendingApproval"):
+                out[path] = f"approval (flowd approve / --approve {path})"
+            elif node.status == S.CREATED:
+                base = node.parent or ""
+                ups = [up for up in index.specs[path].upstream
+                       if (u := run.nodes.get(child_path(base, up))) is not None and u.status not in S.DONE]
+                out[path] = f"upstream op(s) {', '.join(ups)}" if ups else f"its trigger ({index.specs[path].trigger})"
+            elif node.status == S.COMPILED:
+                out[path] = "a concurrency slot"
+            else:
+                out[path] = f"its {node.kind} to end (status {node.status})"
+        return out
+
     # --------------------------------------------------------------------------- building
 
     def _spec_of(self, run: RunState, index: _Index, node: Node) -> Op:
@@ -327,7 +348,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
         index = self._new_index(run)
         op = event.pipeline
         root = self._new_node(run, index, "", None, op.name, 0, self._kind_of(op, root=True),
-                              approved=op.is_approved is not False)
+                              approved=approved_up_front(op))
         self._ready(run, root)
 
     def _op_status(self, run: RunState, event: OpStatus) -> None:
@@ -461,7 +482,8 @@ class Engine(PipelinesMixin, RecoveryMixin):
         if node.status != S.CREATED:
             return
         node.ready = True
-        if node.approved:
+        if node.approved or is_template(self._index[run.run_id].specs[node.path].is_approved):
+            # a templated isApproved is decided by _prepare, with the op's params
             self._prepare(run, node)
         elif node.reason != "PendingApproval":
             node.reason = "PendingApproval"
@@ -483,7 +505,10 @@ class Engine(PipelinesMixin, RecoveryMixin):
                 return
             approved = spec.is_approved
             if isinstance(approved, str) and is_template(approved):
-                hold = not truth(render_text(approved, resolver.context(params)), what="isApproved")
+                try:
+                    hold = not truth(resolver.render(approved, params, "isApproved"), what="isApproved")
+                except TemplateError as exc:
+                    raise ResolveError(f"isApproved of op {node.path!r}: {exc}") from None
             else:
                 hold = False
         except (ResolveError, TemplateError) as exc:
@@ -648,9 +673,9 @@ class Engine(PipelinesMixin, RecoveryMixin):
     def _render_trigger(self, run: RunState, node: Node, policy: str) -> str | None:
         resolver = self._resolver(run, node)
         try:
-            rendered = render_text(policy, resolver.context({})).strip() if is_template(policy) else policy
+            rendered = render_text(policy, resolver.context(resolver.known_params())).strip() if is_template(policy) else policy
         except TemplateError as exc:
-            self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"trigger: {exc}")
+            self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"trigger of op {node.path!r}: {exc}")
             return None
         if rendered not in TRIGGER_POLICIES:
             self._finish(run, node, S.FAILED, reason="CompilationFailed",

@@ -217,7 +217,7 @@ class Resolver:
                 try:
                     resolved[name] = templates.render_value(op.params[name].value, self.context(resolved))
                 except templates.TemplateError as exc:
-                    raise ResolveError(f"param {name!r}: {exc}") from None
+                    raise ResolveError(f"param {name!r} of op {self._op_name()!r}: {exc}") from None
         if partial:
             return resolved
         for io in op.component.inputs:
@@ -253,17 +253,47 @@ class Resolver:
 
     # --- conditions, trigger, runtime -------------------------------------------------------
 
+    def _op_name(self) -> str:
+        return self.node.path or self.op.name
+
     def condition(self, params: dict[str, Any]) -> bool:
         try:
             return templates.evaluate_condition(self.op.conditions or "true", self.context(params))
         except templates.TemplateError as exc:
-            raise ResolveError(f"conditions: {exc}") from None
+            raise ResolveError(f"conditions of op {self._op_name()!r}: {exc}") from None
 
     def render(self, value: Any, params: dict[str, Any], what: str) -> Any:
         try:
             return templates.render_deep(value, self.context(params))
         except templates.TemplateError as exc:
-            raise ResolveError(f"{what}: {exc}") from None
+            raise ResolveError(f"{what} of op {self._op_name()!r}: {exc}") from None
+
+    def known_params(self) -> dict[str, Any]:
+        """The params that can be resolved now, for fields rendered before the op is compiled
+        (a templated ``trigger`` is decided when the first upstream op is done): literals,
+        refs and templates whose targets are ready, declared defaults. The others are left out,
+        so a template naming one fails with "... is undefined" instead of guessing."""
+        known: dict[str, Any] = {}
+        pending: list[str] = []
+        for name, param in self.op.params.items():
+            try:
+                if param.ref:
+                    known[name] = self._follow(name, param.ref, param.value)
+                elif templates.is_template(param.value):
+                    pending.append(name)
+                else:
+                    known[name] = param.value
+            except ResolveError:
+                continue
+        for name in pending:
+            try:
+                known[name] = templates.render_value(self.op.params[name].value, self.context(known))
+            except templates.TemplateError:
+                continue
+        for io in self.op.component.inputs:
+            if io.name not in known and io.value is not None:
+                known[io.name] = io.value
+        return known
 
     def env(self, params: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}

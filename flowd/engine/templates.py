@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
+
+from flowd.spec.jinja import ENV as _env
 
 TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
 FALSE_WORDS = frozenset({"n", "no", "f", "false", "off", "0"})
@@ -25,19 +26,6 @@ FALSE_WORDS = frozenset({"n", "no", "f", "false", "off", "0"})
 
 class TemplateError(ValueError):
     """A template could not be rendered; the message says which and why."""
-
-
-def _map_format(values: Any, fmt: str) -> list[str]:
-    return [fmt.format(v) for v in values]
-
-
-_env = ImmutableSandboxedEnvironment(
-    undefined=jinja2.Undefined,
-    autoescape=False,
-    keep_trailing_newline=True,
-)
-_env.filters["map_format"] = _map_format
-_env.filters["tojson"] = lambda v: json.dumps(v, sort_keys=True)
 
 
 def is_template(value: Any) -> bool:

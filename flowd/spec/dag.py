@@ -23,6 +23,7 @@ from flowd.spec.compose import Composer, Effective
 from flowd.spec.diagnostics import did_you_mean
 from flowd.spec.matrix import check_matrix, compile_early_stopping
 from flowd.spec.params import DagContext, OpInfo, check_params, template_refs
+from flowd.spec.template_check import check_op_templates
 from flowd.spec.types import is_template
 
 __all__ = ["DagRules", "Inherit", "deep_merge", "builtins_of", "param_template_refs", "joins_of"]
@@ -99,6 +100,7 @@ class DagRules:
         raise NotImplementedError
 
     def _check_op_fields(self, op: m.PolyaxonfileSpec, eff: Effective, emit: Any) -> None:
+        check_op_templates(op, eff.inputs, eff.outputs, eff.run, emit)
         if op.matrix is not None and not self.broken(self.cmp.at(op, "matrix")):
             check_matrix(op.matrix, emit)
         if isinstance(op.conditions, str) and not is_template(op.conditions) and op.conditions.strip().lower() not in _TRUTH:
@@ -172,6 +174,7 @@ class DagRules:
         ctx = DagContext({n: _op_info(e) for n, (o, e) in named.items()}, {i.name: i for i in eff.inputs})
         edges, event_edges = self._edges(named, order, ctx, rule, sev)
         self._acyclic(order, edges, named, rule)
+        self._service_dependencies(order, edges, event_edges, named)
         for name in order:
             op, op_eff = named[name]
             if op_eff is None:
@@ -275,6 +278,13 @@ class DagRules:
             if op_eff is not None:
                 for tref in self._run_template_refs(op_eff):
                     refs.append((tref, op_eff.run, (), False))
+            if op.matrix is not None and not isinstance(op.matrix, str):
+                # a mapping matrix over `{{ ops.lister.outputs.shards }}` needs lister's outputs first
+                for tref in template_refs(builtins_of(op.matrix)):
+                    refs.append((tref, op, ("matrix",), False))
+            if isinstance(op.trigger, str) and "{" in op.trigger:
+                for tref in template_refs(op.trigger):
+                    refs.append((tref, op, ("trigger",), True))
             if op.conditions is not None and "{" in op.conditions:
                 for tref in template_refs(op.conditions):
                     refs.append((tref, op, ("conditions",), True))
@@ -296,6 +306,22 @@ class DagRules:
             more = f" (and {len(users) - 1} more reference(s))" if len(users) > 1 else ""
             rule(where, f"DAG has orphan ops: `{target}` is referenced {how} of op `{user}` but is not an op of this DAG{hint}{more}")
         return edges, event_edges
+
+    def _service_dependencies(self, order: list[str], edges: dict[str, list[str]],
+                              event_edges: dict[str, dict[str, list[str]]], named: dict[str, Any]) -> None:
+        """A service runs until every other op of its DAG is done, so an op that waits for it to
+        end waits forever (flowd's engine then fails it with the same advice)."""
+        for name in order:
+            for up in edges.get(name, ()):
+                up_eff = named[up][1]
+                if up_eff is None or up_eff.kind != "service" or event_edges.get(name, {}).get(up):
+                    continue
+                op = named[name][0]
+                where = self.cmp.at(op, "dependencies") if op.dependencies else self.cmp.at(op)
+                self.emit("warning", where,
+                          f"op `{name}` depends on `{up}`, which is a service: a service runs until every other op "
+                          f"of its DAG is done, so `{name}` would wait for it forever. To start once the service "
+                          f"runs, use `events: [{{ref: ops.{up}, kinds: [run_status_running]}}]` instead")
 
     @staticmethod
     def _check_template_ref(ref: Any, name: str, ctx: DagContext, soft: bool) -> str | None:
