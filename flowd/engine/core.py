@@ -475,7 +475,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
         def sibling(name: str) -> Node | None:
             return run.nodes.get(child_path(base, name))
 
-        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling)
+        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get)
 
     def _ready(self, run: RunState, node: Node) -> None:
         """The trigger fired: prepare the op now, or once it is approved."""

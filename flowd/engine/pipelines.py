@@ -13,7 +13,7 @@ from flowd.engine import matrix as matrix_mod
 from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
 from flowd.engine.messages import StopOp
-from flowd.engine.resolve import ResolveError
+from flowd.engine.resolve import ResolveError, dag_outputs, fan_in_outputs
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path
 from flowd.engine.templates import TemplateError, is_template, truth
 from flowd.spec.compiled import Op
@@ -187,7 +187,18 @@ class PipelinesMixin(_Base):
         message = pipeline.message if pipeline.early_outcome else None
         if status == S.FAILED and not message:
             message = f"{pipeline.n_children_failed} op(s) failed"
-        self._finish(run, pipeline, status, message=message)
+        reason = None
+        outputs = None
+        spec = self._index[run.run_id].specs[pipeline.path]
+        if pipeline.kind == "matrix":
+            # fan-in: downstream ops read the children's outputs as lists (children order)
+            outputs = fan_in_outputs(pipeline, spec.component.outputs, run.nodes.get)
+        elif status == S.SUCCEEDED and spec.component.outputs:
+            try:
+                outputs = dag_outputs(run.run_id, pipeline, spec, run.nodes.get)
+            except ResolveError as exc:
+                status, reason, message = S.FAILED, "InvalidOutputs", str(exc)
+        self._finish(run, pipeline, status, message=message, reason=reason, outputs=outputs)
 
     def _fail_service_waiters(self, run: RunState, pipeline: Node) -> bool:
         """A DAG where nothing but services can still move, and some op waits for a service to

@@ -88,16 +88,86 @@ def as_arg(name: str, value: Any, io: IOSpec | None) -> str:
     return f"--{name}={as_str(value, io)}"
 
 
+def op_view(run_id: str, target: Node, node_at: Callable[[str], Node | None] | None) -> dict[str, Any]:
+    """What ``{{ ops.X }}`` shows of a finished (or running) op. For a matrix op ([FLOWD] fan-in)
+    ``outputs`` maps each output name to the list of its children's values in children order
+    (None where a child did not report it), and ``children`` lists each child as
+    ``{index, status, params, outputs}``."""
+    view: dict[str, Any] = {
+        "outputs": target.outputs or {},
+        "inputs": target.params or {},
+        "status": target.status,
+        "globals": run_globals(run_id, target),
+    }
+    if target.kind == "matrix" and node_at is not None:
+        view["children"] = matrix_children(target, node_at)
+    return view
+
+
+def matrix_children(matrix: Node, node_at: Callable[[str], Node | None]) -> list[dict[str, Any]]:
+    out = []
+    for path in matrix.children or ():
+        child = node_at(path)
+        if child is not None:
+            out.append({"index": child.index, "status": child.status, "params": child.params or {},
+                        "outputs": child.outputs or {}})
+    return out
+
+
+def fan_in_outputs(matrix: Node, declared: list[IOSpec], node_at: Callable[[str], Node | None]) -> dict[str, list[Any]]:
+    """A matrix op's outputs: output name -> the children's values, in children order."""
+    children = [node_at(path) for path in matrix.children or ()]
+    names: dict[str, None] = {io.name: None for io in declared}
+    for child in children:
+        if child is not None and child.outputs:
+            names.update(dict.fromkeys(child.outputs))
+    return {name: [(child.outputs or {}).get(name) if child is not None else None for child in children]
+            for name in names}
+
+
+def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | None]) -> dict[str, Any]:
+    """[FLOWD] the outputs of a succeeded DAG op: each declared output whose ``value`` binds an
+    inner op (``{{ ops.X.outputs.Y }}``) rendered over the DAG's own ops; other declared
+    defaults as they are. Raises ResolveError naming the output."""
+    ctx: dict[str, Any] = {
+        "globals": run_globals(run_id, dag),
+        "dag": {"inputs": dict(dag.params or {})},
+        "ops": {},
+    }
+    ctx.update(dag.params or {})
+    for path in dag.children or ():
+        child = node_at(path)
+        if child is not None:
+            ctx["ops"][child.name] = op_view(run_id, child, node_at)
+    out: dict[str, Any] = {}
+    for io in op.component.outputs:
+        value = io.value
+        if templates.is_template(value):
+            try:
+                value = templates.render_value(value, ctx)
+            except templates.TemplateError as exc:
+                if io.is_optional:
+                    continue
+                raise ResolveError(f"output {io.name!r} of DAG {dag.path or op.name!r}: {exc}") from None
+        if value is None:
+            continue
+        out[io.name] = Resolver._coerce(io, value, "output") if io.type is not None else value
+    return out
+
+
 class Resolver:
     """Resolves one op of one run. ``sibling(name)`` returns the node of an op of the same DAG;
-    ``dag`` is the enclosing pipeline node (its params are the DAG's inputs)."""
+    ``dag`` is the enclosing pipeline node (its params are the DAG's inputs); ``node_at(path)``
+    any node of the run (a matrix's children)."""
 
-    def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None]):
+    def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None],
+                 node_at: Callable[[str], Node | None] | None = None):
         self.run_id = run_id
         self.node = node
         self.op = op
         self.dag = dag
         self.sibling = sibling
+        self.node_at = node_at
         self._ops_ctx: dict[str, Any] | None = None
 
     # --- refs -------------------------------------------------------------------------------
@@ -159,12 +229,7 @@ class Resolver:
             for up in self.op.upstream:
                 target = self.sibling(up)
                 if target is not None:
-                    ctx[up] = {
-                        "outputs": target.outputs or {},
-                        "inputs": target.params or {},
-                        "status": target.status,
-                        "globals": run_globals(self.run_id, target),
-                    }
+                    ctx[up] = op_view(self.run_id, target, self.node_at)
             self._ops_ctx = ctx
         return self._ops_ctx
 

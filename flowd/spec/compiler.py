@@ -22,7 +22,7 @@ import msgspec
 
 from flowd.spec import compiled as c
 from flowd.spec import model as m
-from flowd.spec.compose import Composer, Effective, default_hub
+from flowd.spec.compose import Composer, Effective, binds_inner_output, default_hub
 from flowd.spec.dag import DagRules, Inherit, builtins_of, deep_merge, joins_of, param_template_refs
 from flowd.spec.diagnostics import Diagnostic, Finding, Sources
 from flowd.spec.matrix import compile_matrix
@@ -180,6 +180,11 @@ class _Compiler(DagRules):
         elif run is not None:
             body = msgspec.to_builtins(run)
             body.pop("kind", None)
+            for io in eff.outputs:
+                if isinstance(io.value, str) and binds_inner_output(io.value):
+                    self.emit("error", (eff.source, ("outputs",)),
+                              f"output `{io.name}`: `{io.value}` binds an inner op's output, which only a DAG "
+                              f"component (`run.kind: dag`) can do; this is a `{eff.kind}`")
         name = spec.name if isinstance(spec.name, str) else None
         comp = c.Component(
             kind=eff.kind or "job", name=name, inputs=eff.inputs, outputs=eff.outputs, run=body, dag=dag,

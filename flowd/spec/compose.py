@@ -21,6 +21,7 @@ from flowd.spec import model as m
 from flowd.spec import refs
 from flowd.spec.compiled import IOSpec
 from flowd.spec.diagnostics import Finding, Sources, did_you_mean
+from flowd.spec.params import template_refs as _template_refs
 from flowd.spec.schema import BAD, Reader
 from flowd.spec.shortcuts import lower_resources
 from flowd.spec.types import CoercionError, coerce, known_type, type_names
@@ -70,6 +71,11 @@ class Effective:
             return None
         tag = type(self.run).__struct_config__.tag
         return tag if isinstance(tag, str) else None
+
+
+def binds_inner_output(value: str) -> bool:
+    """Is this output ``value`` a binding to an inner op of a DAG (``{{ ops.X... }}``)?"""
+    return "{{" in value and "ops." in value and any(r.ns == "ops" for r in _template_refs(value))
 
 
 def _merge(base: Any, over: Any, strategy: str) -> Any:
@@ -414,14 +420,18 @@ class Composer:
         delay = io.delay_validation
         if delay is None and io.validation is not None and io.validation.delay is not None:
             delay = io.validation.delay  # [FLOWD] honour `validation.delay` (POLYFLOW §2.5)
+        binding = is_output and isinstance(value, str) and binds_inner_output(value)
         spec = IOSpec(
-            name=io.name, type=io.type, is_optional=bool(io.is_optional) or (has_value and io.is_optional is None),
+            name=io.name, type=io.type,
+            is_optional=bool(io.is_optional) or (has_value and io.is_optional is None and not binding),
             is_list=bool(io.is_list), value=value, is_flag=bool(io.is_flag), arg_format=io.arg_format,
             to_env=io.to_env, connection=io.connection, delay_validation=delay, validation=validation,
             to_init=io.to_init, description=io.description,
         )
         # §2.3 rule 3: a default is validated at declaration, templates included (as in the reference)
-        if io.type and value is not None:  # an empty type skips this check (but no param value validates)
+        # [FLOWD] an output of a DAG component bound to an inner op's output (`value: "{{ ops.X.outputs.Y }}"`)
+        # is not a default: it is checked by the DAG (flowd.spec.dag) and rendered when the DAG succeeds
+        if io.type and value is not None and not binding:  # an empty type skips this check (but no param value validates)
             try:
                 coerce(spec, value, reference_compat=self.compat)
             except CoercionError as exc:

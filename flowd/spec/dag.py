@@ -19,7 +19,7 @@ import msgspec
 
 from flowd.spec import compiled as c
 from flowd.spec import model as m
-from flowd.spec.compose import Composer, Effective
+from flowd.spec.compose import Composer, Effective, binds_inner_output
 from flowd.spec.diagnostics import did_you_mean
 from flowd.spec.matrix import check_matrix, compile_early_stopping
 from flowd.spec.params import DagContext, OpInfo, check_params, template_refs
@@ -171,8 +171,10 @@ class DagRules:
                 op_eff = None
             named[op.name] = (op, op_eff)
             order.append(op.name)
-        ctx = DagContext({n: _op_info(e) for n, (o, e) in named.items()}, {i.name: i for i in eff.inputs})
+        ctx = DagContext({n: _op_info(e, fan_in=o.matrix is not None) for n, (o, e) in named.items()},
+                         {i.name: i for i in eff.inputs})
         edges, event_edges = self._edges(named, order, ctx, rule, sev)
+        self._output_bindings(eff, ctx)
         self._acyclic(order, edges, named, rule)
         self._service_dependencies(order, edges, event_edges, named)
         for name in order:
@@ -307,6 +309,19 @@ class DagRules:
             rule(where, f"DAG has orphan ops: `{target}` is referenced {how} of op `{user}` but is not an op of this DAG{hint}{more}")
         return edges, event_edges
 
+    def _output_bindings(self, eff: Effective, ctx: DagContext) -> None:
+        """[FLOWD] a DAG component's output bound to an inner op (``value: "{{ ops.X.outputs.Y }}"``):
+        X must be an op of this DAG declaring Y, like any cross-op template."""
+        declared = {io.name: io for io in (eff.spec.outputs or []) if isinstance(io, m.IO)}
+        for io in eff.outputs:
+            if not (isinstance(io.value, str) and binds_inner_output(io.value)):
+                continue
+            where = self.cmp.at(declared[io.name], "value") if io.name in declared else (eff.source, ("outputs",))
+            for tref in template_refs(io.value):
+                problem = self._check_template_ref(tref, "", ctx, False)
+                if problem:  # an error at any depth: the binding is flowd's, no reference verdict to keep
+                    self.emit("error", where, f"output `{io.name}` of the DAG: {problem}")
+
     def _service_dependencies(self, order: list[str], edges: dict[str, list[str]],
                               event_edges: dict[str, dict[str, list[str]]], named: dict[str, Any]) -> None:
         """A service runs until every other op of its DAG is done, so an op that waits for it to
@@ -341,8 +356,11 @@ class DagRules:
             return f"{text} names the op itself"
         if ref.section is None or info.inputs is None:
             return None
+        if ref.section == "children" and info.fan_in:
+            return None  # [FLOWD] a matrix op's children: [{index, status, params, outputs}]
         if ref.section not in ("outputs", "inputs", "status"):
-            return f"{text}: expected `ops.{ref.op}.outputs.<name>`, `.inputs.<name>` or `.status`"
+            more = ", `.children`" if info.fan_in else ""
+            return f"{text}: expected `ops.{ref.op}.outputs.<name>`, `.inputs.<name>`{more} or `.status`"
         if ref.section in ("outputs", "inputs") and ref.key is not None:
             decl = info.outputs if ref.section == "outputs" else info.inputs
             assert decl is not None
@@ -392,13 +410,15 @@ class DagRules:
 _UNKNOWN = OpInfo(None, None)
 
 
-def _op_info(eff: Effective | None) -> OpInfo:
+def _op_info(eff: Effective | None, *, fan_in: bool = False) -> OpInfo:
     """What the DAG context knows of an op (one object per composed component)."""
     if eff is None:
         return _UNKNOWN
     info: OpInfo | None = eff.cache_slot.get("info")
     if info is None:
         info = eff.cache_slot["info"] = OpInfo({i.name: i for i in eff.inputs}, {o.name: o for o in eff.outputs})
+    if fan_in:
+        return OpInfo(info.inputs, info.outputs, fan_in=True)
     return info
 
 

@@ -170,7 +170,30 @@ def check_schedule(r: dict[str, Any]) -> None:
     assert second > first
 
 
+def check_fan_in(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert r["ops"]["tune"]["outputs"] == {"loss": [0.09, 0.0, 0.009]}
+    assert r["ops"]["pick"]["outputs"] == {"best": 0.0, "lr": 0.01}
+
+
+def check_map_reduce(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert r["ops"]["per-shard"]["outputs"] == {"rows": [1, 2, 3]}
+    assert r["ops"]["reduce"]["outputs"] == {"total": 6}
+    assert r["ops"]["lister"]["finished_at"] <= r["ops"]["per-shard"]["started_at"]
+
+
+def check_dag_outputs(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert r["ops"]["l1/l2/l3"]["outputs"] == {"n": 21}
+    assert r["ops"]["l1/l2"]["outputs"] == {"got": 42} and r["ops"]["l1"]["outputs"] == {"got": 42}
+    assert r["ops"]["use"]["outputs"] == {"seen": 42}
+
+
 EXAMPLES = {
+    "fan-in.yaml": check_fan_in,
+    "map-reduce.yaml": check_map_reduce,
+    "dag-outputs.yaml": check_dag_outputs,
     "schedule.yaml": check_schedule,
     "approval.yaml": check_approval,
     "retries.yaml": check_retries,
