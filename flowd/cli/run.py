@@ -48,6 +48,8 @@ def add_parser(subparsers: Any) -> None:
         help="set an input of the top-level component (repeatable)",
     )
     p.add_argument("--hub", metavar="DIR", default=None, help="folder of hub components for hubRef (default: $FLOWD_HUB)")
+    p.add_argument("--presets", metavar="DIR", default=None,
+                   help="folder of named presets for `presets: [name]` (default: $FLOWD_PRESETS)")
     p.add_argument(
         "--state-dir", metavar="DIR", default=None,
         help="where run state, logs and work dirs live (default: $FLOWD_STATE_DIR, else $XDG_CACHE_HOME/flowd/state)",
@@ -197,7 +199,7 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         file_sha = ""  # compile_path says what is wrong with it
     initial: list[Submit] = []
     if record is None:
-        result = compile_path(file, params=params or None, hub=args.hub)
+        result = compile_path(file, params=params or None, hub=args.hub, presets=args.presets)
         _print_diagnostics(result)
         if not result.valid or result.op is None:
             return 2

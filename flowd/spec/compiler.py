@@ -22,7 +22,7 @@ import msgspec
 
 from flowd.spec import compiled as c
 from flowd.spec import model as m
-from flowd.spec.compose import Composer, Effective, binds_inner_output, default_hub
+from flowd.spec.compose import Composer, Effective, binds_inner_output, default_hub, default_presets
 from flowd.spec.dag import DagRules, Inherit, builtins_of, deep_merge, joins_of, param_template_refs
 from flowd.spec.diagnostics import Diagnostic, Finding, Sources
 from flowd.spec.matrix import compile_matrix
@@ -61,13 +61,14 @@ def _termination(raw: Any) -> c.Termination:
 
 
 class _Compiler(DagRules):
-    def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float) -> None:
+    def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float,
+                 presets: str | None = None) -> None:
         self.findings: list[Finding] = []
         self.where: dict[int, Any] = {}
         self.sources = Sources()
         self.compat = reference_compat
         self.cmp = Composer(hub=hub, findings=self.findings, where=self.where, sources=self.sources,
-                            url_timeout=url_timeout, reference_compat=reference_compat)
+                            url_timeout=url_timeout, reference_compat=reference_compat, presets=presets)
         self._components: dict[Any, c.Component] = {}
         self._run_refs: dict[int, list[Any]] = {}
 
@@ -228,10 +229,11 @@ class _Compiler(DagRules):
 
 def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.PathLike[str] | None = ".",
                  params: dict[str, Any] | None = None, hub: str | None = None, reference_compat: bool = False,
-                 url_timeout: float = 10.0) -> CompileResult:
-    """Validate and compile one Polyaxonfile given as text. Never raises for bad input."""
+                 url_timeout: float = 10.0, presets: str | None = None) -> CompileResult:
+    """Validate and compile one Polyaxonfile given as text. Never raises for bad input.
+    ``presets``: the folder of named presets (default ``$FLOWD_PRESETS``)."""
     comp = _Compiler(hub=hub if hub is not None else default_hub(), reference_compat=reference_compat,
-                     url_timeout=url_timeout)
+                     url_timeout=url_timeout, presets=presets if presets is not None else default_presets())
     try:
         op = comp.compile_root(text, source, None if base_dir is None else str(base_dir), params)
     except RecursionError:  # absurdly deep nesting (over ~100 nested components): an error, not a crash
@@ -245,7 +247,8 @@ def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.Path
 
 
 def compile_path(path: str | os.PathLike[str], *, params: dict[str, Any] | None = None, hub: str | None = None,
-                 reference_compat: bool = False, url_timeout: float = 10.0) -> CompileResult:
+                 reference_compat: bool = False, url_timeout: float = 10.0,
+                 presets: str | None = None) -> CompileResult:
     """Validate and compile the Polyaxonfile at ``path`` (its ``pathRef``s are relative to it)."""
     p = Path(path)
     try:
@@ -259,4 +262,4 @@ def compile_path(path: str | os.PathLike[str], *, params: dict[str, Any] | None 
     except OSError as exc:
         return CompileResult(op=None, errors=[Diagnostic(path=str(path), location="", message=f"cannot read: {exc.strerror}")])
     return compile_text(text, source=str(path), base_dir=str(p.resolve().parent), params=params, hub=hub,
-                        reference_compat=reference_compat, url_timeout=url_timeout)
+                        reference_compat=reference_compat, url_timeout=url_timeout, presets=presets)

@@ -108,8 +108,10 @@ def _merge(base: Any, over: Any, strategy: str) -> Any:
 
 class Composer:
     def __init__(self, *, hub: str | None, findings: list[Finding], where: dict[int, Any], sources: Sources,
-                 url_timeout: float = refs.URL_TIMEOUT, reference_compat: bool = False) -> None:
+                 url_timeout: float = refs.URL_TIMEOUT, reference_compat: bool = False,
+                 presets: str | None = None) -> None:
         self.hub = hub
+        self.presets = presets  # folder of named presets (`presets: [name]`), laid out like the hub
         self.findings = findings
         self.where = where
         self.sources = sources
@@ -256,7 +258,44 @@ class Composer:
             if base is None:
                 return None
             base.label = base.label or f"{self._camel(kind)} {ref}"
-        return self._patch(op, base, source=source, base_dir=base_dir)
+        eff = self._patch(op, base, source=source, base_dir=base_dir)
+        if op.presets and not op.is_preset:
+            eff = self._apply_presets(op, eff)
+        return eff
+
+    def _apply_presets(self, op: m.PolyaxonfileSpec, eff: Effective) -> Effective:
+        """[FLOWD] ``presets: [name, ...]``: each names ``DIR/name.yaml`` (``--presets DIR`` or
+        ``FLOWD_PRESETS``, looked up like the hub), an ``isPreset: true`` overlay patched onto the
+        composed op in order with its own ``patchStrategy`` (default ``pre_merge``: the op's own
+        values win, the preset fills in the rest)."""
+        names = op.presets if isinstance(op.presets, list) else [op.presets]
+        where = self.at(op, "presets")
+        if not self.presets:
+            self.emit("warning", where, f"presets {', '.join(f'`{n}`' for n in names)} are not applied: no presets "
+                                        "folder is configured (use `--presets DIR` or set FLOWD_PRESETS)")
+            return eff
+        for name in names:
+            try:
+                loc = refs.locate_hub(str(name), self.presets)
+            except refs.RefError as exc:
+                self.emit("error", where, str(exc).replace("hubRef", "preset").replace("component hub", "presets folder")
+                          .replace("the hub", "the presets folder"))
+                continue
+            doc = self._docs.get(loc.key)
+            if doc is None:
+                doc = self._docs[loc.key] = self.parse(loc.text, loc.name, loc.base_dir)
+            preset = doc.spec
+            if preset is None:
+                continue
+            if not preset.is_preset:
+                self.emit("warning", where, f"preset `{name}` (`{loc.name}`) does not say `isPreset: true`; applied anyway")
+            if preset.patch_strategy is None:
+                preset = msgspec.structs.replace(preset, patch_strategy="pre_merge", presets=None)
+                self.present.pop(id(preset), None)
+            else:
+                preset = msgspec.structs.replace(preset, presets=None)
+            eff = self._patch(preset, eff, source=loc.name, base_dir=loc.base_dir)
+        return eff
 
     @staticmethod
     def _camel(name: str) -> str:
@@ -478,3 +517,7 @@ def _containers(run: Any) -> list[tuple[tuple[Any, ...], dict[str, Any] | None]]
 
 def default_hub() -> str | None:
     return os.environ.get("FLOWD_HUB") or None
+
+
+def default_presets() -> str | None:
+    return os.environ.get("FLOWD_PRESETS") or None

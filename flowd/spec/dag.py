@@ -24,6 +24,7 @@ from flowd.spec.diagnostics import did_you_mean
 from flowd.spec.matrix import check_matrix, compile_early_stopping
 from flowd.spec.params import DagContext, OpInfo, check_params, template_refs
 from flowd.spec.template_check import check_op_templates
+from flowd.spec.unsupported import check_ignored
 from flowd.spec.types import is_template
 
 __all__ = ["DagRules", "Inherit", "deep_merge", "builtins_of", "param_template_refs", "joins_of"]
@@ -101,6 +102,7 @@ class DagRules:
 
     def _check_op_fields(self, op: m.PolyaxonfileSpec, eff: Effective, emit: Any) -> None:
         check_op_templates(op, eff.inputs, eff.outputs, eff.run, emit)
+        check_ignored(op, eff.spec, emit)
         if op.matrix is not None and not self.broken(self.cmp.at(op, "matrix")):
             check_matrix(op.matrix, emit)
         if isinstance(op.conditions, str) and not is_template(op.conditions) and op.conditions.strip().lower() not in _TRUTH:

@@ -190,7 +190,14 @@ def check_dag_outputs(r: dict[str, Any]) -> None:
     assert r["ops"]["use"]["outputs"] == {"seen": 42}
 
 
+def check_presets(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert (r["ops"]["flaky"]["attempts"], r["ops"]["flaky"]["outputs"]) == (3, {"tries": 3})
+    assert r["ops"]["steady"]["attempts"] == 1
+
+
 EXAMPLES = {
+    "presets.yaml": check_presets,
     "fan-in.yaml": check_fan_in,
     "map-reduce.yaml": check_map_reduce,
     "dag-outputs.yaml": check_dag_outputs,
@@ -216,9 +223,13 @@ def test_every_feature_example_has_a_check() -> None:
     assert sorted(p.name for p in FEATURES.glob("*.yaml")) == sorted(EXAMPLES)
 
 
+# flags an example needs (each example's header says how to run it)
+EXAMPLE_ARGS = {"presets.yaml": ("--presets", str(ROOT / "examples" / "presets"))}
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_feature_example(name: str, tmp_path: Path) -> None:
-    report = run_json(FEATURES / name, state=tmp_path)
+    report = run_json(FEATURES / name, *EXAMPLE_ARGS.get(name, ()), state=tmp_path)
     EXAMPLES[name](report)
     for op in report["ops"].values():
         assert set(op) == {"status", "attempts", "outputs", "started_at", "finished_at", "message"}
