@@ -216,7 +216,11 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         record = RunRecord(run_id=run_id, file=str(file.resolve()), file_sha256=file_sha, params=params, engine=b"")
         # the run id seeds the run's random choices: the same run draws the same values
         seed = int(run_id.rsplit("-", 1)[-1][:8], 16)
-        initial.append(Submit(run_id=run_id, pipeline=result.op, time=time.time(), seed=seed))
+        # globals.context_path/artifacts_path point into this run's directory of the state dir
+        context_path = str(store.run_dir(run_id).resolve())
+        context = {"context_path": context_path, "artifacts_path": f"{context_path}/artifacts",
+                   "owner_name": os.environ.get("USER") or "flowd"}
+        initial.append(Submit(run_id=run_id, pipeline=result.op, time=time.time(), seed=seed, context=context))
         pipeline = result.op.name
     else:
         try:

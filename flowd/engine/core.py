@@ -343,7 +343,10 @@ class Engine(PipelinesMixin, RecoveryMixin):
     def _submit(self, event: Submit) -> None:
         if event.run_id in self.runs:
             return  # a redelivered submission
-        run = RunState(run_id=event.run_id, pipeline=event.pipeline, seed=event.seed, created_at=event.time, nodes={})
+        context = dict(event.context)
+        context.setdefault("project_name", event.pipeline.name)
+        run = RunState(run_id=event.run_id, pipeline=event.pipeline, seed=event.seed, created_at=event.time, nodes={},
+                       context=context)
         self.runs[event.run_id] = run
         index = self._new_index(run)
         op = event.pipeline
@@ -475,7 +478,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
         def sibling(name: str) -> Node | None:
             return run.nodes.get(child_path(base, name))
 
-        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get)
+        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get, run.context)
 
     def _ready(self, run: RunState, node: Node) -> None:
         """The trigger fired: prepare the op now, or once it is approved."""

@@ -30,6 +30,9 @@ class Submit(msgspec.Struct, tag="submit", omit_defaults=True, frozen=True, gc=F
     time: float
     # seeds every random choice of this run (random matrix, retry jitter) for reproducibility
     seed: int = 0
+    # what the adapter knows of where the run lives, for `globals` (POLYFLOW §3.5): owner_name,
+    # project_name, username, user_email, namespace, context_path, artifacts_path
+    context: dict[str, str] = {}
 
 
 class OpStatus(msgspec.Struct, tag="op_status", omit_defaults=True, frozen=True, gc=False):

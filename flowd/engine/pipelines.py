@@ -195,7 +195,7 @@ class PipelinesMixin(_Base):
             outputs = fan_in_outputs(pipeline, spec.component.outputs, run.nodes.get)
         elif status == S.SUCCEEDED and spec.component.outputs:
             try:
-                outputs = dag_outputs(run.run_id, pipeline, spec, run.nodes.get)
+                outputs = dag_outputs(run.run_id, pipeline, spec, run.nodes.get, run.context)
             except ResolveError as exc:
                 status, reason, message = S.FAILED, "InvalidOutputs", str(exc)
         self._finish(run, pipeline, status, message=message, reason=reason, outputs=outputs)

@@ -7,8 +7,10 @@ body. Pure: it reads engine state and returns values or raises :class:`ResolveEr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -28,22 +30,71 @@ class ResolveError(ValueError):
     """An op cannot be compiled at run time: the message names the param and the cause."""
 
 
-# globals of another run that a ref (``globals.<key>``) or template may read
-def run_globals(run_id: str, node: Node) -> dict[str, Any]:
+_NAMESPACE_URL = bytes.fromhex("6ba7b8119dad11d180b400c04fd430c8")
+
+
+def uuid5(name: str) -> str:
+    """RFC 4122 UUID version 5 of ``name`` in the URL namespace (what ``uuid.uuid5`` computes;
+    written out because the engine imports no ``uuid`` module, whose uuid4 is random)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_URL + name.encode()).digest()[:16])  # noqa: S324 - RFC 4122 v5
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def op_uuid(run_id: str, path: str) -> str:
+    """``globals.uuid`` of the op at ``path`` (the pipeline itself: ``""``): deterministic, so a
+    replay, a resume or another replica derives the same one."""
+    return uuid5(f"flowd:{run_id}/{path}")
+
+
+def iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+# globals of a run (POLYFLOW §3.5), for a ref (``globals.<key>``) or a template. ``context``
+# is the run's context from its submission (owner, project, context_path from the adapter)
+def run_globals(run_id: str, node: Node, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    ctx = context or {}
     duration = None
     if node.finished_at is not None:
         duration = node.finished_at - (node.started_at if node.started_at is not None else node.created_at)
+    uid = op_uuid(run_id, node.path)
+    owner = ctx.get("owner_name") or "flowd"
+    project = ctx.get("project_name") or "default"
+    context_path = ctx.get("context_path") or "/plx-context"
+    artifacts = ctx.get("artifacts_path") or f"{context_path}/artifacts"
     return {
-        "uuid": f"{run_id}/{node.path}" if node.path else run_id,
+        "owner_name": owner,
+        "project_name": project,
+        "project_unique_name": f"{owner}.{project}",
+        "project_uuid": uuid5(f"flowd:project:{owner}.{project}"),
+        "username": ctx.get("username") or owner,
+        "user_email": ctx.get("user_email"),
+        "run_info": f"{owner}.{project}.runs.{uid}",
+        "uuid": uid,
         "run_id": run_id,
         "name": node.name,
         "status": node.status,
+        "namespace": ctx.get("namespace"),
         "iteration": node.index if node.suggestion is not None else None,
-        "schedule_at": node.schedule_at,
-        "created_at": node.created_at,
-        "started_at": node.started_at,
-        "finished_at": node.finished_at,
+        "context_path": context_path,
+        "artifacts_path": artifacts,
+        "run_artifacts_path": f"{artifacts}/{uid}",
+        "run_outputs_path": f"{artifacts}/{uid}/outputs",
+        "run_relative_outputs_path": f"{uid}/outputs",
+        "store_path": artifacts,
+        "schedule_at": iso(node.schedule_at),
+        "created_at": iso(node.created_at),
+        # flowd compiles an op when its trigger fires; the node keeps no separate time for it
+        "compiled_at": iso(node.started_at if node.started_at is not None else node.created_at),
+        "started_at": iso(node.started_at),
+        "finished_at": iso(node.finished_at),
         "duration": duration,
+        "cloning_kind": None,
+        "original_uuid": None,
+        "is_independent": node.parent is None,
     }
 
 
@@ -88,7 +139,8 @@ def as_arg(name: str, value: Any, io: IOSpec | None) -> str:
     return f"--{name}={as_str(value, io)}"
 
 
-def op_view(run_id: str, target: Node, node_at: Callable[[str], Node | None] | None) -> dict[str, Any]:
+def op_view(run_id: str, target: Node, node_at: Callable[[str], Node | None] | None,
+            context: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``{{ ops.X }}`` shows of a finished (or running) op. For a matrix op ([FLOWD] fan-in)
     ``outputs`` maps each output name to the list of its children's values in children order
     (None where a child did not report it), and ``children`` lists each child as
@@ -97,7 +149,7 @@ def op_view(run_id: str, target: Node, node_at: Callable[[str], Node | None] | N
         "outputs": target.outputs or {},
         "inputs": target.params or {},
         "status": target.status,
-        "globals": run_globals(run_id, target),
+        "globals": run_globals(run_id, target, context),
     }
     if target.kind == "matrix" and node_at is not None:
         view["children"] = matrix_children(target, node_at)
@@ -125,12 +177,13 @@ def fan_in_outputs(matrix: Node, declared: list[IOSpec], node_at: Callable[[str]
             for name in names}
 
 
-def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | None]) -> dict[str, Any]:
+def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | None],
+                context: dict[str, Any] | None = None) -> dict[str, Any]:
     """[FLOWD] the outputs of a succeeded DAG op: each declared output whose ``value`` binds an
     inner op (``{{ ops.X.outputs.Y }}``) rendered over the DAG's own ops; other declared
     defaults as they are. Raises ResolveError naming the output."""
     ctx: dict[str, Any] = {
-        "globals": run_globals(run_id, dag),
+        "globals": run_globals(run_id, dag, context),
         "dag": {"inputs": dict(dag.params or {})},
         "ops": {},
     }
@@ -138,7 +191,7 @@ def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | 
     for path in dag.children or ():
         child = node_at(path)
         if child is not None:
-            ctx["ops"][child.name] = op_view(run_id, child, node_at)
+            ctx["ops"][child.name] = op_view(run_id, child, node_at, context)
     out: dict[str, Any] = {}
     for io in op.component.outputs:
         value = io.value
@@ -161,8 +214,9 @@ class Resolver:
     any node of the run (a matrix's children)."""
 
     def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None],
-                 node_at: Callable[[str], Node | None] | None = None):
+                 node_at: Callable[[str], Node | None] | None = None, context: dict[str, Any] | None = None):
         self.run_id = run_id
+        self.run_context = context
         self.node = node
         self.op = op
         self.dag = dag
@@ -188,13 +242,13 @@ class Resolver:
             sections = {
                 "outputs": target.outputs,
                 "inputs": target.params,
-                "globals": run_globals(self.run_id, target),
+                "globals": run_globals(self.run_id, target, self.run_context),
             }
         elif ref == "dag":
             if self.dag is None:
                 raise ResolveError(f"param {name!r}: `ref: dag` is only valid inside a DAG")
             what = "the DAG"
-            sections = {"inputs": self.dag.params, "globals": run_globals(self.run_id, self.dag)}
+            sections = {"inputs": self.dag.params, "globals": run_globals(self.run_id, self.dag, self.run_context)}
         elif ref.startswith("runs."):
             raise ResolveError(
                 f"param {name!r}: references to other runs ({ref}) are resolved by the daemon "
@@ -229,7 +283,7 @@ class Resolver:
             for up in self.op.upstream:
                 target = self.sibling(up)
                 if target is not None:
-                    ctx[up] = op_view(self.run_id, target, self.node_at)
+                    ctx[up] = op_view(self.run_id, target, self.node_at, self.run_context)
             self._ops_ctx = ctx
         return self._ops_ctx
 
@@ -252,7 +306,7 @@ class Resolver:
                 args.append(arg)
         params_ctx["as_args"] = args
         ctx: dict[str, Any] = {
-            "globals": run_globals(self.run_id, self.node),
+            "globals": run_globals(self.run_id, self.node, self.run_context),
             "ops": self._ops_context(),
             "dag": {"inputs": dict(self.dag.params or {}) if self.dag is not None else {}},
         }

@@ -20,6 +20,7 @@ import msgspec
 from flowd.spec import compiled as c
 from flowd.spec import model as m
 from flowd.spec.compose import Composer, Effective, binds_inner_output
+from flowd.spec.refs import RefError, locate_hub
 from flowd.spec.diagnostics import did_you_mean
 from flowd.spec.matrix import check_matrix, compile_early_stopping
 from flowd.spec.params import DagContext, OpInfo, check_params, template_refs
@@ -103,11 +104,26 @@ class DagRules:
     def _check_op_fields(self, op: m.PolyaxonfileSpec, eff: Effective, emit: Any) -> None:
         check_op_templates(op, eff.inputs, eff.outputs, eff.run, emit)
         check_ignored(op, eff.spec, emit)
+        self._check_hook_refs(op, eff, emit)
         if op.matrix is not None and not self.broken(self.cmp.at(op, "matrix")):
             check_matrix(op.matrix, emit)
         if isinstance(op.conditions, str) and not is_template(op.conditions) and op.conditions.strip().lower() not in _TRUTH:
             emit("warning", ("conditions",), f"`conditions: {op.conditions}` has no `{{{{ }}}}` template and is not a "
                                              "truth word (true/false, yes/no, ...): it will fail the op when evaluated")
+
+    def _check_hook_refs(self, op: m.PolyaxonfileSpec, eff: Effective, emit: Any) -> None:
+        """Each hook's ``hubRef`` must name a component of the hub, like an op's ``hubRef``."""
+        hooks = op.hooks if isinstance(op.hooks, list) else eff.spec.hooks if isinstance(eff.spec.hooks, list) else []
+        for i, hook in enumerate(hooks):
+            ref = getattr(hook, "hub_ref", None)
+            if not isinstance(ref, str) or is_template(ref):
+                continue
+            try:
+                locate_hub(ref, self.cmp.hub)
+            except RefError as exc:
+                # without a hub there is nothing to resolve against: Polyaxon's verdict (valid) stays,
+                # with a warning; with a hub, a name it does not hold is an error
+                emit("error" if self.cmp.hub else "warning", ("hooks", i, "hubRef"), f"hook: {exc}")
 
     # -- DAGs (§4) -------------------------------------------------------------------------------
 

@@ -25,9 +25,10 @@ def warnings_of(text: str, **kw) -> list[str]:
     ("mount", "[./data]"), ("hooks", "[{hubRef: slack, trigger: succeeded}]"),
     ("cache", "{disable: false}"),
 ])
-def test_each_ignored_field_is_named_in_a_warning(field, value):
+def test_each_ignored_field_is_named_in_a_warning(field, value, tmp_path):
     if field not in IGNORED_FIELDS:
         pytest.skip(f"{field} is honoured now")
+    (tmp_path / "slack.yaml").write_text(f"kind: component\nname: slack\nrun: {JOB}\n")
     found = warnings_of(f"""
     kind: component
     name: p
@@ -37,7 +38,7 @@ def test_each_ignored_field_is_named_in_a_warning(field, value):
         - name: a
           {field}: {value}
           component: {{run: {JOB}}}
-    """)
+    """, hub=str(tmp_path))
     assert any(f"`{field}` is accepted but not acted on" in w and f"operations[0].{field}" in w for w in found), found
 
 
@@ -113,3 +114,20 @@ def test_a_missing_preset_is_an_error_and_no_folder_a_warning(tmp_path, monkeypa
     result = compile_text(textwrap.dedent(PRESETS).replace("[retry]", "[nope]"), source="t.yaml",
                           presets=presets_dir(tmp_path))
     assert not result.valid and "preset `nope` could not be resolved" in result.errors[0].message
+
+
+def test_a_hooks_hub_ref_is_resolved_by_check(tmp_path):
+    (tmp_path / "notify.yaml").write_text(f"kind: component\nname: notify\nrun: {JOB}\n")
+    text = f"""
+    kind: component
+    name: p
+    run:
+      kind: dag
+      operations:
+        - name: a
+          hooks: [{{hubRef: notify, trigger: succeeded}}, {{hubRef: no-such-component}}]
+          component: {{run: {JOB}}}
+    """
+    result = compile_text(textwrap.dedent(text), source="t.yaml", hub=str(tmp_path))
+    assert [e.location for e in result.errors] == ["run.operations[0].hooks[1].hubRef"]
+    assert "no-such-component" in result.errors[0].message
