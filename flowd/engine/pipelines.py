@@ -155,9 +155,9 @@ class PipelinesMixin(_Base):
         if pipeline.status in S.DONE or pipeline.status == S.CREATED or pipeline.status == S.COMPILED:
             return
         children = pipeline.children or []
-        if pipeline.n_services_live and pipeline.kind == "dag" and not pipeline.stopping:
-            if self._fail_service_waiters(run, pipeline):
-                return  # the failures propagate through the drain, which checks the end again
+        if (pipeline.n_services_live and pipeline.kind == "dag" and not pipeline.stopping
+                and self._fail_service_waiters(run, pipeline)):
+            return  # the failures propagate through the drain, which checks the end again
         if pipeline.n_services_live and pipeline.n_children_done + pipeline.n_services_live == len(children):
             # only services are left: their pipeline is over, shut them down
             for path in children:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -36,7 +36,7 @@ _NAMESPACE_URL = bytes.fromhex("6ba7b8119dad11d180b400c04fd430c8")
 def uuid5(name: str) -> str:
     """RFC 4122 UUID version 5 of ``name`` in the URL namespace (what ``uuid.uuid5`` computes;
     written out because the engine imports no ``uuid`` module, whose uuid4 is random)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_URL + name.encode()).digest()[:16])  # noqa: S324 - RFC 4122 v5
+    digest = bytearray(hashlib.sha1(_NAMESPACE_URL + name.encode()).digest()[:16])  # RFC 4122 v5 is SHA-1 by definition
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
@@ -50,7 +50,7 @@ def op_uuid(run_id: str, path: str) -> str:
 
 
 def iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
 
 
 # globals of a run (POLYFLOW §3.5), for a ref (``globals.<key>``) or a template. ``context``

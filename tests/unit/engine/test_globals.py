@@ -6,8 +6,8 @@ import textwrap
 import uuid
 from datetime import datetime
 
-from flowd.engine.messages import Submit
 from flowd.engine.core import Engine
+from flowd.engine.messages import Submit
 from flowd.spec import compile_text
 from tests.unit.engine.sim import Sim
 

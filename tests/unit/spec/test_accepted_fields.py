@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from flowd.spec import compile_text
-from flowd.spec.unsupported import IGNORED_FIELDS, IGNORED_MATRIX_KINDS, IGNORED_STOPPING_POLICIES
+from flowd.spec.unsupported import (
+    IGNORED_FIELDS,
+    IGNORED_MATRIX_KINDS,
+    IGNORED_STOPPING_POLICIES,
+)
 
 JOB = "{kind: job, container: {image: busybox, command: [echo]}}"
 
