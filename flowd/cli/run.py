@@ -48,6 +48,8 @@ def add_parser(subparsers: Any) -> None:
         help="set an input of the top-level component (repeatable)",
     )
     p.add_argument("--hub", metavar="DIR", default=None, help="folder of hub components for hubRef (default: $FLOWD_HUB)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run every op even if the state dir's cache holds its result (POLYFLOW §5.10)")
     p.add_argument("--presets", metavar="DIR", default=None,
                    help="folder of named presets for `presets: [name]` (default: $FLOWD_PRESETS)")
     p.add_argument(
@@ -119,8 +121,26 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
 
 
+def _op_entry(op: Any) -> dict[str, Any]:
+    entry = {
+        "status": op.status,
+        "attempts": op.attempts,
+        "outputs": op.outputs,
+        "started_at": _iso(op.started_at),
+        "finished_at": _iso(op.finished_at),
+        "message": op.message,
+    }
+    if getattr(op, "reason", None) == "CacheHit":
+        # reused the outputs of an earlier run's op (POLYFLOW §5.10): say whose
+        source = (op.message or "").removeprefix("cache hit: outputs of ")
+        run_id, _, path = source.partition("/")
+        entry.update(cache_hit=True, cache_source={"run_id": run_id, "op": path})
+    return entry
+
+
 def json_report(view: RunView) -> dict[str, Any]:
-    """The ``--output json`` object. Times are ISO-8601 strings in UTC (or null)."""
+    """The ``--output json`` object. Times are ISO-8601 strings in UTC (or null). An op that
+    reused a cached result also has ``"cache_hit": true`` and ``"cache_source": {run_id, op}``."""
     return {
         "pipeline": view.pipeline,
         "status": view.status,
@@ -128,18 +148,7 @@ def json_report(view: RunView) -> dict[str, Any]:
         "started_at": _iso(view.started_at),
         "finished_at": _iso(view.finished_at),
         "message": view.message,
-        "ops": {
-            path: {
-                "status": op.status,
-                "attempts": op.attempts,
-                "outputs": op.outputs,
-                "started_at": _iso(op.started_at),
-                "finished_at": _iso(op.finished_at),
-                "message": op.message,
-            }
-            for path, op in view.ops.items()
-            if path
-        },
+        "ops": {path: _op_entry(op) for path, op in view.ops.items() if path},
     }
 
 
@@ -220,6 +229,8 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         context_path = str(store.run_dir(run_id).resolve())
         context = {"context_path": context_path, "artifacts_path": f"{context_path}/artifacts",
                    "owner_name": os.environ.get("USER") or "flowd"}
+        if args.no_cache:
+            context["cache"] = "off"
         initial.append(Submit(run_id=run_id, pipeline=result.op, time=time.time(), seed=seed, context=context))
         pipeline = result.op.name
     else:

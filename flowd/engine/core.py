@@ -18,6 +18,7 @@ DAG is done and then count as ``succeeded``.
 from __future__ import annotations
 
 import gc
+import hashlib
 import random
 import zlib
 from collections.abc import Callable, Iterable
@@ -194,6 +195,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
                 finished_at=node.finished_at,
                 message=node.message,
                 kind=node.kind,
+                reason=node.reason,
             )
         return RunView(
             run_id=run_id,
@@ -389,7 +391,9 @@ class Engine(PipelinesMixin, RecoveryMixin):
             except ResolveError as exc:
                 self._finish(run, node, S.FAILED, message=str(exc), reason="InvalidOutputs", outputs=event.outputs)
                 return
-            self._finish(run, node, S.SUCCEEDED, message=event.message, outputs=outputs)
+            if node.started_at is None:  # a cache hit: no process ran; it started and ended now
+                node.started_at = event.time
+            self._finish(run, node, S.SUCCEEDED, message=event.message, outputs=outputs, reason=event.reason)
         elif status == S.FAILED:
             self._cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             self._attempt_failed(run, node, event.message or _exit_message(event), event.reason or "Failed", event.outputs)
@@ -579,11 +583,15 @@ class Engine(PipelinesMixin, RecoveryMixin):
         node.message = None
         node.reason = None
         self._emit_status(run, node)
+        cache_key, cache_ttl = (None, None)
+        if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
+            cache_key, cache_ttl = cache_of(spec, node, params, body, env)
         self._out.append(
             StartOp(
                 run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
                 kind=node.kind, params=params, run=body, env=env, termination=term,
                 namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
+                cache_key=cache_key, cache_ttl=cache_ttl,
             )
         )
         if term.timeout:
@@ -717,6 +725,25 @@ class Engine(PipelinesMixin, RecoveryMixin):
     def _cancel_timer(self, run: RunState, timer_id: str) -> None:
         if run.timers.pop(timer_id, None) is not None:
             self._out.append(CancelTimer(run.run_id, timer_id))
+
+
+def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
+             env: dict[str, str]) -> tuple[str | None, float | None]:
+    """The cache key and ttl of a job attempt (POLYFLOW §5.10), or (None, None). On by default
+    inside pipelines; a single-op file caches only with an explicit ``cache``; services never.
+    The key covers the component's content (its rendered runtime, declared IO, kind) and the
+    resolved inputs, restricted to ``cache.io`` when given."""
+    cache = spec.cache or {}
+    if node.kind == "service" or cache.get("disable") is True or (node.parent is None and not spec.cache):
+        return None, None
+    io = cache.get("io")
+    keyed = {k: v for k, v in params.items() if not isinstance(io, list) or k in io}
+    component = spec.component
+    blob = msgspec.json.encode([
+        "flowd-cache-1", component.kind, component.inputs, component.outputs, body, env, sorted(keyed.items()),
+    ])
+    ttl = cache.get("ttl")
+    return hashlib.sha256(blob).hexdigest(), float(ttl) if isinstance(ttl, (int, float)) else None
 
 
 def _exit_message(event: OpStatus) -> str | None:

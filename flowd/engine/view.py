@@ -19,6 +19,8 @@ class OpView(msgspec.Struct, frozen=True):
     message: str | None
     # "job", "service", "dag", "matrix", ... — lets a progress view count matrix children
     kind: str = "job"
+    # why it is in its status (``CacheHit``, ``Timeout``...)
+    reason: str | None = None
 
 
 class RunView(msgspec.Struct, frozen=True):

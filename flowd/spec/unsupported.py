@@ -23,7 +23,7 @@ IGNORED_FIELDS: dict[str, str] = {
     "mount": "flowd uploads and mounts no local paths",
     "hooks": "flowd does not run hooks yet",
     "joins": "flowd does not run joins yet: their params get no values",
-    "cache": "flowd does not cache runs yet: every op runs",
+    "cache": "only `flowd run` caches results (in its state dir); `flowd serve` does not yet: every op runs there",
 }
 # matrix kinds validated but not run (the op fails at run time)
 IGNORED_MATRIX_KINDS: dict[str, str] = {

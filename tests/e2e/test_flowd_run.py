@@ -196,7 +196,13 @@ def check_presets(r: dict[str, Any]) -> None:
     assert r["ops"]["steady"]["attempts"] == 1
 
 
+def check_cache(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded" and r["ops"]["prepare"]["outputs"] == {"rows": 5}
+    assert not any(op.get("cache_hit") for op in r["ops"].values())
+
+
 EXAMPLES = {
+    "cache.yaml": check_cache,
     "presets.yaml": check_presets,
     "fan-in.yaml": check_fan_in,
     "map-reduce.yaml": check_map_reduce,
@@ -232,7 +238,9 @@ def test_feature_example(name: str, tmp_path: Path) -> None:
     report = run_json(FEATURES / name, *EXAMPLE_ARGS.get(name, ()), state=tmp_path)
     EXAMPLES[name](report)
     for op in report["ops"].values():
-        assert set(op) == {"status", "attempts", "outputs", "started_at", "finished_at", "message"}
+        # identical ops of one run may reuse each other's cached result (cache_hit, cache_source)
+        assert set(op) - {"cache_hit", "cache_source"} == {"status", "attempts", "outputs", "started_at",
+                                                           "finished_at", "message"}
         for key in ("started_at", "finished_at"):
             if op[key] is not None:
                 assert datetime.fromisoformat(op[key]).tzinfo is not None
@@ -355,8 +363,9 @@ def test_kill_9_then_resume_does_not_rerun_succeeded_ops(tmp_path: Path) -> None
     assert statuses(again) == statuses(report)
     assert log.read_text().split() == ["a", "b-start", "b-start", "b-end", "c"]
 
-    # without --resume the same file is a fresh run
-    fresh = run_json(pipeline, state=state, expect_rc=0)
+    # without --resume the same file is a fresh run (--no-cache: the state dir's cache would
+    # otherwise reuse the results of the first run)
+    fresh = run_json(pipeline, "--no-cache", state=state, expect_rc=0)
     assert fresh["ops"]["a"]["started_at"] > report["ops"]["c"]["finished_at"]
     assert log.read_text().split().count("a") == 2
 
