@@ -29,6 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="Polyaxonfile(s) to check")
     parser.add_argument("--hub", metavar="DIR", default=None,
                         help="component hub directory for `hubRef` (default: $FLOWD_HUB)")
+    parser.add_argument("--presets", metavar="DIR", default=None,
+                        help="folder of named presets for `presets: [name]` (default: $FLOWD_PRESETS)")
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--param", "-P", action="append", default=[], metavar="NAME=VALUE",
                         help="a submission param, checked against the component's inputs (repeatable)")
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             result = compile_path(path, hub=hub, params=params or None, reference_compat=args.reference_compat,
-                                  limits=limits)
+                                  limits=limits, presets=args.presets)
         except Exception as exc:  # noqa: BLE001 - a bug in flowd, not bad input: still no traceback for the user
             result = CompileResult(op=None, errors=[Diagnostic(
                 path=path, location="", message=f"internal error while checking ({type(exc).__name__}: {exc}); "

@@ -50,6 +50,10 @@ def add_parser(subparsers: Any) -> None:
         help="set an input of the top-level component (repeatable)",
     )
     p.add_argument("--hub", metavar="DIR", default=None, help="folder of hub components for hubRef (default: $FLOWD_HUB)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run every op even if the state dir's cache holds its result (POLYFLOW §5.10)")
+    p.add_argument("--presets", metavar="DIR", default=None,
+                   help="folder of named presets for `presets: [name]` (default: $FLOWD_PRESETS)")
     p.add_argument(
         "--state-dir", metavar="DIR", default=None,
         help="where run state, logs and work dirs live (default: $FLOWD_STATE_DIR, else $XDG_CACHE_HOME/flowd/state)",
@@ -145,8 +149,26 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
 
 
+def _op_entry(op: Any) -> dict[str, Any]:
+    entry = {
+        "status": op.status,
+        "attempts": op.attempts,
+        "outputs": op.outputs,
+        "started_at": _iso(op.started_at),
+        "finished_at": _iso(op.finished_at),
+        "message": op.message,
+    }
+    if getattr(op, "reason", None) == "CacheHit":
+        # reused the outputs of an earlier run's op (POLYFLOW §5.10): say whose
+        source = (op.message or "").removeprefix("cache hit: outputs of ")
+        run_id, _, path = source.partition("/")
+        entry.update(cache_hit=True, cache_source={"run_id": run_id, "op": path})
+    return entry
+
+
 def json_report(view: RunView) -> dict[str, Any]:
-    """The ``--output json`` object. Times are ISO-8601 strings in UTC (or null)."""
+    """The ``--output json`` object. Times are ISO-8601 strings in UTC (or null). An op that
+    reused a cached result also has ``"cache_hit": true`` and ``"cache_source": {run_id, op}``."""
     return {
         "pipeline": view.pipeline,
         "status": view.status,
@@ -154,18 +176,7 @@ def json_report(view: RunView) -> dict[str, Any]:
         "started_at": _iso(view.started_at),
         "finished_at": _iso(view.finished_at),
         "message": view.message,
-        "ops": {
-            path: {
-                "status": op.status,
-                "attempts": op.attempts,
-                "outputs": op.outputs,
-                "started_at": _iso(op.started_at),
-                "finished_at": _iso(op.finished_at),
-                "message": op.message,
-            }
-            for path, op in view.ops.items()
-            if path
-        },
+        "ops": {path: _op_entry(op) for path, op in view.ops.items() if path},
     }
 
 
@@ -262,9 +273,15 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         file_sha = ""  # compile_path says what is wrong with it
     initial: list[Event] = []
     if record is None:
-        result = compile_path(file, params=params or None, hub=args.hub, limits=args.limits)
+        result = compile_path(file, params=params or None, hub=args.hub, limits=args.limits, presets=args.presets)
         _print_diagnostics(result)
         if not result.valid or result.op is None:
+            return 2
+        if result.op.events:
+            refs = ", ".join(str(e.get("ref")) for e in result.op.events if isinstance(e, dict))
+            print(f"flowd run: error: {file} is event-triggered (top-level `events` on {refs}): it must start when "
+                  "those runs emit their events, which is the daemon's job; submit it with `flowd submit` to "
+                  "`flowd serve`, or remove `events` to run it now", file=sys.stderr)
             return 2
         if args.resume:
             print(f"flowd run: no saved state for this run in {store.root}; starting a fresh run", file=sys.stderr)
@@ -275,7 +292,13 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
                            key=key, pipeline=result.op.name, created_at=now)
         # the key (file and params) seeds the run's random choices: a re-run draws the same values
         seed = int(key.rsplit("-", 1)[-1][:8], 16)
-        initial.append(Submit(run_id=run_id, pipeline=result.op, time=now, seed=seed))
+        # globals.context_path/artifacts_path point into this run's directory of the state dir
+        context_path = str(store.run_dir(run_id).resolve())
+        context = {"context_path": context_path, "artifacts_path": f"{context_path}/artifacts",
+                   "owner_name": os.environ.get("USER") or "flowd"}
+        if args.no_cache:
+            context["cache"] = "off"
+        initial.append(Submit(run_id=run_id, pipeline=result.op, time=now, seed=seed, context=context))
         return _drive(args, engine=engine, record=record, store=store, executor=executor, initial=initial,
                       pipeline=result.op.name)
     return _continue(args, record=record, store=store, executor=executor, file_sha=file_sha, file=file)

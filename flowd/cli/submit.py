@@ -30,6 +30,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--param", "-P", action="append", default=[], metavar="NAME=VALUE", type=_param,
                    help="set an input of the top-level component (repeatable)")
     p.add_argument("--hub", metavar="DIR", default=None, help="folder of hub components (default: $FLOWD_HUB)")
+    p.add_argument("--presets", metavar="DIR", default=None,
+                   help="folder of named presets for `presets: [name]` (default: $FLOWD_PRESETS)")
     p.add_argument("--run-id", default=None, help="use this run id (default: a new UUID)")
     p.add_argument("--send-spec", action="store_true", help="send the YAML text; the daemon compiles it")
     p.add_argument("--wait", action="store_true", help="follow the run until it completes")
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(limits, str):
             print(f"flowd submit: error: {limits}", file=sys.stderr)
             return 2
-        result = compile_path(file, params=params, hub=args.hub or os.environ.get("FLOWD_HUB") or None, limits=limits)
+        result = compile_path(file, params=params, hub=args.hub or os.environ.get("FLOWD_HUB") or None, limits=limits,
+                              presets=args.presets)
         for diag in [*result.errors, *result.warnings]:
             print(diag.format(), file=sys.stderr)
         if not result.valid or result.op is None:

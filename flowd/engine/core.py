@@ -18,6 +18,7 @@ DAG is done and then count as ``succeeded``.
 from __future__ import annotations
 
 import gc
+import hashlib
 import random
 import zlib
 from collections.abc import Callable, Iterable
@@ -42,7 +43,7 @@ from flowd.engine.messages import (
     Submit,
     TimerFired,
 )
-from flowd.engine.pipelines import PipelinesMixin
+from flowd.engine.pipelines import PipelinesMixin, approved_up_front
 from flowd.engine.recovery import RecoveryMixin
 from flowd.engine.resolve import ResolveError, Resolver, has_templates
 from flowd.engine.state import (
@@ -203,6 +204,7 @@ class Engine(PipelinesMixin, RecoveryMixin):
                 message=node.message,
                 kind=node.kind,
                 params=node.params,
+                reason=node.reason,
             )
         return RunView(
             run_id=run_id,
@@ -213,6 +215,27 @@ class Engine(PipelinesMixin, RecoveryMixin):
             message=root.message,
             ops=ops,
         )
+
+    def waiting_for(self, run_id: str) -> dict[str, str]:
+        """What each unfinished op of a run waits for, in words (for a stalled run's message)."""
+        run = self.runs[run_id]
+        index = self._index[run_id]
+        out: dict[str, str] = {}
+        for path, node in run.nodes.items():
+            if node.status in S.DONE or node.kind in PIPELINE_KINDS:
+                continue
+            if not node.approved and (node.ready or node.reason == "PendingApproval"):
+                out[path] = f"approval (flowd approve / --approve {path})"
+            elif node.status == S.CREATED:
+                base = node.parent or ""
+                ups = [up for up in index.specs[path].upstream
+                       if (u := run.nodes.get(child_path(base, up))) is not None and u.status not in S.DONE]
+                out[path] = f"upstream op(s) {', '.join(ups)}" if ups else f"its trigger ({index.specs[path].trigger})"
+            elif node.status == S.COMPILED:
+                out[path] = "a concurrency slot"
+            else:
+                out[path] = f"its {node.kind} to end (status {node.status})"
+        return out
 
     # --------------------------------------------------------------------------- building
 
@@ -331,12 +354,15 @@ class Engine(PipelinesMixin, RecoveryMixin):
     def _submit(self, event: Submit) -> None:
         if event.run_id in self.runs:
             return  # a redelivered submission
-        run = RunState(run_id=event.run_id, pipeline=event.pipeline, seed=event.seed, created_at=event.time, nodes={})
+        context = dict(event.context)
+        context.setdefault("project_name", event.pipeline.name)
+        run = RunState(run_id=event.run_id, pipeline=event.pipeline, seed=event.seed, created_at=event.time, nodes={},
+                       context=context)
         self.runs[event.run_id] = run
         index = self._new_index(run)
         op = event.pipeline
         root = self._new_node(run, index, "", None, op.name, 0, self._kind_of(op, root=True),
-                              approved=op.is_approved is not False)
+                              approved=approved_up_front(op))
         # a pipeline compiled elsewhere (a `pipeline` on the bus) was not checked against this
         # engine's limit: count it (matrices of known size included) before anything starts
         count = Counter()
@@ -395,7 +421,9 @@ class Engine(PipelinesMixin, RecoveryMixin):
             except ResolveError as exc:
                 self._finish(run, node, S.FAILED, message=str(exc), reason="InvalidOutputs", outputs=event.outputs)
                 return
-            self._finish(run, node, S.SUCCEEDED, message=event.message, outputs=outputs)
+            if node.started_at is None:  # a cache hit: no process ran; it started and ended now
+                node.started_at = event.time
+            self._finish(run, node, S.SUCCEEDED, message=event.message, outputs=outputs, reason=event.reason)
         elif status == S.FAILED:
             self._cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             self._attempt_failed(run, node, event.message or _exit_message(event), event.reason or "Failed", event.outputs)
@@ -484,14 +512,15 @@ class Engine(PipelinesMixin, RecoveryMixin):
         def sibling(name: str) -> Node | None:
             return run.nodes.get(child_path(base, name))
 
-        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling)
+        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get, run.context)
 
     def _ready(self, run: RunState, node: Node) -> None:
         """The trigger fired: prepare the op now, or once it is approved."""
         if node.status != S.CREATED:
             return
         node.ready = True
-        if node.approved:
+        if node.approved or is_template(self._index[run.run_id].specs[node.path].is_approved):
+            # a templated isApproved is decided by _prepare, with the op's params
             self._prepare(run, node)
         elif node.reason != "PendingApproval":
             node.reason = "PendingApproval"
@@ -513,7 +542,10 @@ class Engine(PipelinesMixin, RecoveryMixin):
                 return
             approved = spec.is_approved
             if isinstance(approved, str) and is_template(approved):
-                hold = not truth(render_text(approved, resolver.context(params)), what="isApproved")
+                try:
+                    hold = not truth(resolver.render(approved, params, "isApproved"), what="isApproved")
+                except TemplateError as exc:
+                    raise ResolveError(f"isApproved of op {node.path!r}: {exc}") from None
             else:
                 hold = False
         except (ResolveError, TemplateError) as exc:
@@ -582,11 +614,15 @@ class Engine(PipelinesMixin, RecoveryMixin):
         node.message = None
         node.reason = None
         self._emit_status(run, node)
+        cache_key, cache_ttl = (None, None)
+        if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
+            cache_key, cache_ttl = cache_of(spec, node, params, body, env)
         self._out.append(
             StartOp(
                 run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
                 kind=node.kind, params=params, run=body, env=env, termination=term,
                 namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
+                cache_key=cache_key, cache_ttl=cache_ttl,
             )
         )
         if term.timeout:
@@ -679,9 +715,9 @@ class Engine(PipelinesMixin, RecoveryMixin):
     def _render_trigger(self, run: RunState, node: Node, policy: str) -> str | None:
         resolver = self._resolver(run, node)
         try:
-            rendered = render_text(policy, resolver.context({})).strip() if is_template(policy) else policy
+            rendered = render_text(policy, resolver.context(resolver.known_params())).strip() if is_template(policy) else policy
         except TemplateError as exc:
-            self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"trigger: {exc}")
+            self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"trigger of op {node.path!r}: {exc}")
             return None
         if rendered not in TRIGGER_POLICIES:
             self._finish(run, node, S.FAILED, reason="CompilationFailed",
@@ -720,6 +756,25 @@ class Engine(PipelinesMixin, RecoveryMixin):
     def _cancel_timer(self, run: RunState, timer_id: str) -> None:
         if run.timers.pop(timer_id, None) is not None:
             self._out.append(CancelTimer(run.run_id, timer_id))
+
+
+def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
+             env: dict[str, str]) -> tuple[str | None, float | None]:
+    """The cache key and ttl of a job attempt (POLYFLOW §5.10), or (None, None). On by default
+    inside pipelines; a single-op file caches only with an explicit ``cache``; services never.
+    The key covers the component's content (its rendered runtime, declared IO, kind) and the
+    resolved inputs, restricted to ``cache.io`` when given."""
+    cache = spec.cache or {}
+    if node.kind == "service" or cache.get("disable") is True or (node.parent is None and not spec.cache):
+        return None, None
+    io = cache.get("io")
+    keyed = {k: v for k, v in params.items() if not isinstance(io, list) or k in io}
+    component = spec.component
+    blob = msgspec.json.encode([
+        "flowd-cache-1", component.kind, component.inputs, component.outputs, body, env, sorted(keyed.items()),
+    ])
+    ttl = cache.get("ttl")
+    return hashlib.sha256(blob).hexdigest(), float(ttl) if isinstance(ttl, (int, float)) else None
 
 
 def _exit_message(event: OpStatus) -> str | None:

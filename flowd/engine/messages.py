@@ -30,6 +30,9 @@ class Submit(msgspec.Struct, tag="submit", omit_defaults=True, frozen=True, gc=F
     time: float
     # seeds every random choice of this run (random matrix, retry jitter) for reproducibility
     seed: int = 0
+    # what the adapter knows of where the run lives, for `globals` (POLYFLOW §3.5): owner_name,
+    # project_name, username, user_email, namespace, context_path, artifacts_path
+    context: dict[str, str] = {}
 
 
 class OpStatus(msgspec.Struct, tag="op_status", omit_defaults=True, frozen=True, gc=False):
@@ -100,6 +103,12 @@ class StartOp(msgspec.Struct, tag="start_op", omit_defaults=True, frozen=True, g
     termination: Termination = Termination()
     namespace: str | None = None
     outputs: list[str] = []
+    # POLYFLOW §5.10: set when the op may reuse a cached result: a digest of the component's
+    # content and its resolved inputs (restricted by cache.io). The executor looks it up before
+    # starting and reports ``succeeded`` with reason ``CacheHit`` and the original outputs.
+    cache_key: str | None = None
+    # seconds a cached result stays usable after it finished (cache.ttl); None: forever
+    cache_ttl: float | None = None
 
 
 class StopOp(msgspec.Struct, tag="stop_op", omit_defaults=True, frozen=True, gc=False):

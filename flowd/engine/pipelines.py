@@ -14,8 +14,10 @@ from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
 from flowd.engine.messages import StopOp
 from flowd.engine.parts import EngineParts
-from flowd.engine.resolve import ResolveError
+from flowd.engine.resolve import ResolveError, dag_outputs, fan_in_outputs
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path
+from flowd.engine.templates import TemplateError, is_template, truth
+from flowd.spec.compiled import Op
 from flowd.spec.expansion import Counter, matrix_runs
 from flowd.spec.limits import over
 
@@ -49,7 +51,7 @@ class PipelinesMixin(EngineParts):
             children = [
                 self._new_node(
                     run, index, child_path(node.path, op.name), node.path, op.name, i, self._kind_of(op),
-                    approved=op.is_approved is not False, n_up=len(op.upstream),
+                    approved=approved_up_front(op), n_up=len(op.upstream),
                 )
                 for i, op in enumerate(ops)
             ]
@@ -172,6 +174,9 @@ class PipelinesMixin(EngineParts):
         if pipeline.status in S.DONE or pipeline.status == S.CREATED or pipeline.status == S.COMPILED:
             return
         children = pipeline.children or []
+        if (pipeline.n_services_live and pipeline.kind == "dag" and not pipeline.stopping
+                and self._fail_service_waiters(run, pipeline)):
+            return  # the failures propagate through the drain, which checks the end again
         if pipeline.n_services_live and pipeline.n_children_done + pipeline.n_services_live == len(children):
             # only services are left: their pipeline is over, shut them down
             for path in children:
@@ -201,7 +206,51 @@ class PipelinesMixin(EngineParts):
         message = pipeline.message if pipeline.early_outcome else None
         if status == S.FAILED and not message:
             message = f"{pipeline.n_children_failed} op(s) failed"
-        self._finish(run, pipeline, status, message=message)
+        reason = None
+        outputs = None
+        spec = self._index[run.run_id].specs[pipeline.path]
+        if pipeline.kind == "matrix":
+            # fan-in: downstream ops read the children's outputs as lists (children order)
+            outputs = fan_in_outputs(pipeline, spec.component.outputs, run.nodes.get)
+        elif status == S.SUCCEEDED and spec.component.outputs:
+            try:
+                outputs = dag_outputs(run.run_id, pipeline, spec, run.nodes.get, run.context)
+            except ResolveError as exc:
+                status, reason, message = S.FAILED, "InvalidOutputs", str(exc)
+        self._finish(run, pipeline, status, message=message, reason=reason, outputs=outputs)
+
+    def _fail_service_waiters(self, run: RunState, pipeline: Node) -> bool:
+        """A DAG where nothing but services can still move, and some op waits for a service to
+        end, would wait forever: a service runs until every other op of its DAG is done. Fail
+        those ops with a message naming the service and the fix (an event edge). An op held for
+        approval, or any op still in progress, means the DAG can move: nothing is decided."""
+        index = self._index[run.run_id]
+        blocked: list[tuple[Node, list[str]]] = []
+        for path in pipeline.children or ():
+            child = run.nodes[path]
+            if child.status in S.DONE or child.kind == "service":
+                continue
+            if child.status != S.CREATED or child.ready:
+                return False
+            spec = index.specs[path]
+            for up in spec.event_edges:
+                target = run.nodes.get(child_path(pipeline.path, up))
+                if target is not None and target.status not in S.DONE:
+                    return False  # may still start on that op's status
+            waits = []
+            for up in spec.upstream:
+                target = run.nodes.get(child_path(pipeline.path, up))
+                if target is not None and target.kind == "service" and target.status not in S.DONE:
+                    waits.append(up)
+            if waits:
+                blocked.append((child, waits))
+        for child, waits in blocked:
+            names = ", ".join(repr(w) for w in waits)
+            self._finish(run, child, S.FAILED, reason="WaitsForService", message=(
+                f"op {child.name!r} waits for service {names} to end, but a service runs until every other op of "
+                f"its DAG is done, so it would wait forever; to start once the service runs use "
+                f"`events: [{{ref: ops.{waits[0]}, kinds: [run_status_running]}}]`"))
+        return bool(blocked)
 
     def _stop(self, run: RunState, node: Node, reason: str, *, early: bool = False) -> None:
         if node.status in S.DONE:
@@ -247,3 +296,18 @@ class PipelinesMixin(EngineParts):
                 raise ResolveError(f"concurrency must be greater than 0, got {limit}")
             return None
         return limit
+
+
+def approved_up_front(op: Op) -> bool:
+    """Is the op approved before anything is rendered? Only a literal true. A templated
+    ``isApproved`` starts unapproved and is decided when the op is compiled: whatever it renders
+    to, the gate is never bypassed (only a truth word that means true lifts it)."""
+    value = op.is_approved
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and not is_template(value):
+        try:
+            return truth(value, what="isApproved")
+        except TemplateError:
+            return False
+    return False

@@ -7,8 +7,10 @@ body. Pure: it reads engine state and returns values or raises :class:`ResolveEr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -23,22 +25,71 @@ class ResolveError(ValueError):
     """An op cannot be compiled at run time: the message names the param and the cause."""
 
 
-# globals of another run that a ref (``globals.<key>``) or template may read
-def run_globals(run_id: str, node: Node) -> dict[str, Any]:
+_NAMESPACE_URL = bytes.fromhex("6ba7b8119dad11d180b400c04fd430c8")
+
+
+def uuid5(name: str) -> str:
+    """RFC 4122 UUID version 5 of ``name`` in the URL namespace (what ``uuid.uuid5`` computes;
+    written out because the engine imports no ``uuid`` module, whose uuid4 is random)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_URL + name.encode()).digest()[:16])  # RFC 4122 v5 is SHA-1 by definition
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def op_uuid(run_id: str, path: str) -> str:
+    """``globals.uuid`` of the op at ``path`` (the pipeline itself: ``""``): deterministic, so a
+    replay, a resume or another replica derives the same one."""
+    return uuid5(f"flowd:{run_id}/{path}")
+
+
+def iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+
+
+# globals of a run (POLYFLOW §3.5), for a ref (``globals.<key>``) or a template. ``context``
+# is the run's context from its submission (owner, project, context_path from the adapter)
+def run_globals(run_id: str, node: Node, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    ctx = context or {}
     duration = None
     if node.finished_at is not None:
         duration = node.finished_at - (node.started_at if node.started_at is not None else node.created_at)
+    uid = op_uuid(run_id, node.path)
+    owner = ctx.get("owner_name") or "flowd"
+    project = ctx.get("project_name") or "default"
+    context_path = ctx.get("context_path") or "/plx-context"
+    artifacts = ctx.get("artifacts_path") or f"{context_path}/artifacts"
     return {
-        "uuid": f"{run_id}/{node.path}" if node.path else run_id,
+        "owner_name": owner,
+        "project_name": project,
+        "project_unique_name": f"{owner}.{project}",
+        "project_uuid": uuid5(f"flowd:project:{owner}.{project}"),
+        "username": ctx.get("username") or owner,
+        "user_email": ctx.get("user_email"),
+        "run_info": f"{owner}.{project}.runs.{uid}",
+        "uuid": uid,
         "run_id": run_id,
         "name": node.name,
         "status": node.status,
+        "namespace": ctx.get("namespace"),
         "iteration": node.index if node.suggestion is not None else None,
-        "schedule_at": node.schedule_at,
-        "created_at": node.created_at,
-        "started_at": node.started_at,
-        "finished_at": node.finished_at,
+        "context_path": context_path,
+        "artifacts_path": artifacts,
+        "run_artifacts_path": f"{artifacts}/{uid}",
+        "run_outputs_path": f"{artifacts}/{uid}/outputs",
+        "run_relative_outputs_path": f"{uid}/outputs",
+        "store_path": artifacts,
+        "schedule_at": iso(node.schedule_at),
+        "created_at": iso(node.created_at),
+        # flowd compiles an op when its trigger fires; the node keeps no separate time for it
+        "compiled_at": iso(node.started_at if node.started_at is not None else node.created_at),
+        "started_at": iso(node.started_at),
+        "finished_at": iso(node.finished_at),
         "duration": duration,
+        "cloning_kind": None,
+        "original_uuid": None,
+        "is_independent": node.parent is None,
     }
 
 
@@ -83,16 +134,89 @@ def as_arg(name: str, value: Any, io: IOSpec | None) -> str:
     return f"--{name}={as_str(value, io)}"
 
 
+def op_view(run_id: str, target: Node, node_at: Callable[[str], Node | None] | None,
+            context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``{{ ops.X }}`` shows of a finished (or running) op. For a matrix op ([FLOWD] fan-in)
+    ``outputs`` maps each output name to the list of its children's values in children order
+    (None where a child did not report it), and ``children`` lists each child as
+    ``{index, status, params, outputs}``."""
+    view: dict[str, Any] = {
+        "outputs": target.outputs or {},
+        "inputs": target.params or {},
+        "status": target.status,
+        "globals": run_globals(run_id, target, context),
+    }
+    if target.kind == "matrix" and node_at is not None:
+        view["children"] = matrix_children(target, node_at)
+    return view
+
+
+def matrix_children(matrix: Node, node_at: Callable[[str], Node | None]) -> list[dict[str, Any]]:
+    out = []
+    for path in matrix.children or ():
+        child = node_at(path)
+        if child is not None:
+            out.append({"index": child.index, "status": child.status, "params": child.params or {},
+                        "outputs": child.outputs or {}})
+    return out
+
+
+def fan_in_outputs(matrix: Node, declared: list[IOSpec], node_at: Callable[[str], Node | None]) -> dict[str, list[Any]]:
+    """A matrix op's outputs: output name -> the children's values, in children order."""
+    children = [node_at(path) for path in matrix.children or ()]
+    names: dict[str, None] = {io.name: None for io in declared}
+    for child in children:
+        if child is not None and child.outputs:
+            names.update(dict.fromkeys(child.outputs))
+    return {name: [(child.outputs or {}).get(name) if child is not None else None for child in children]
+            for name in names}
+
+
+def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | None],
+                context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """[FLOWD] the outputs of a succeeded DAG op: each declared output whose ``value`` binds an
+    inner op (``{{ ops.X.outputs.Y }}``) rendered over the DAG's own ops; other declared
+    defaults as they are. Raises ResolveError naming the output."""
+    ctx: dict[str, Any] = {
+        "globals": run_globals(run_id, dag, context),
+        "dag": {"inputs": dict(dag.params or {})},
+        "ops": {},
+    }
+    ctx.update(dag.params or {})
+    for path in dag.children or ():
+        child = node_at(path)
+        if child is not None:
+            ctx["ops"][child.name] = op_view(run_id, child, node_at, context)
+    out: dict[str, Any] = {}
+    for io in op.component.outputs:
+        value = io.value
+        if templates.is_template(value):
+            try:
+                value = templates.render_value(value, ctx)
+            except templates.TemplateError as exc:
+                if io.is_optional:
+                    continue
+                raise ResolveError(f"output {io.name!r} of DAG {dag.path or op.name!r}: {exc}") from None
+        if value is None:
+            continue
+        out[io.name] = Resolver._coerce(io, value, "output") if io.type is not None else value
+    return out
+
+
 class Resolver:
     """Resolves one op of one run. ``sibling(name)`` returns the node of an op of the same DAG;
-    ``dag`` is the enclosing pipeline node (its params are the DAG's inputs)."""
+    ``dag`` is the enclosing pipeline node (its params are the DAG's inputs); ``node_at(path)``
+    any node of the run (a matrix's children)."""
 
-    def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None]):
+    def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None],
+                 node_at: Callable[[str], Node | None] | None = None, context: dict[str, Any] | None = None):
         self.run_id = run_id
+        self.run_context = context
         self.node = node
         self.op = op
         self.dag = dag
         self.sibling = sibling
+        self.node_at = node_at
         self._ops_ctx: dict[str, Any] | None = None
 
     # --- refs -------------------------------------------------------------------------------
@@ -113,13 +237,13 @@ class Resolver:
             sections = {
                 "outputs": target.outputs,
                 "inputs": target.params,
-                "globals": run_globals(self.run_id, target),
+                "globals": run_globals(self.run_id, target, self.run_context),
             }
         elif ref == "dag":
             if self.dag is None:
                 raise ResolveError(f"param {name!r}: `ref: dag` is only valid inside a DAG")
             what = "the DAG"
-            sections = {"inputs": self.dag.params, "globals": run_globals(self.run_id, self.dag)}
+            sections = {"inputs": self.dag.params, "globals": run_globals(self.run_id, self.dag, self.run_context)}
         elif ref.startswith("runs."):
             raise ResolveError(
                 f"param {name!r}: references to other runs ({ref}) are resolved by the daemon "
@@ -154,12 +278,7 @@ class Resolver:
             for up in self.op.upstream:
                 target = self.sibling(up)
                 if target is not None:
-                    ctx[up] = {
-                        "outputs": target.outputs or {},
-                        "inputs": target.params or {},
-                        "status": target.status,
-                        "globals": run_globals(self.run_id, target),
-                    }
+                    ctx[up] = op_view(self.run_id, target, self.node_at, self.run_context)
             self._ops_ctx = ctx
         return self._ops_ctx
 
@@ -182,7 +301,7 @@ class Resolver:
                 args.append(arg)
         params_ctx["as_args"] = args
         ctx: dict[str, Any] = {
-            "globals": run_globals(self.run_id, self.node),
+            "globals": run_globals(self.run_id, self.node, self.run_context),
             "ops": self._ops_context(),
             "dag": {"inputs": dict(self.dag.params or {}) if self.dag is not None else {}},
         }
@@ -212,7 +331,7 @@ class Resolver:
                 try:
                     resolved[name] = templates.render_value(op.params[name].value, self.context(resolved))
                 except templates.TemplateError as exc:
-                    raise ResolveError(f"param {name!r}: {exc}") from None
+                    raise ResolveError(f"param {name!r} of op {self._op_name()!r}: {exc}") from None
         if partial:
             return resolved
         for io in op.component.inputs:
@@ -248,17 +367,47 @@ class Resolver:
 
     # --- conditions, trigger, runtime -------------------------------------------------------
 
+    def _op_name(self) -> str:
+        return self.node.path or self.op.name
+
     def condition(self, params: dict[str, Any]) -> bool:
         try:
             return templates.evaluate_condition(self.op.conditions or "true", self.context(params))
         except templates.TemplateError as exc:
-            raise ResolveError(f"conditions: {exc}") from None
+            raise ResolveError(f"conditions of op {self._op_name()!r}: {exc}") from None
 
     def render(self, value: Any, params: dict[str, Any], what: str) -> Any:
         try:
             return templates.render_deep(value, self.context(params))
         except templates.TemplateError as exc:
-            raise ResolveError(f"{what}: {exc}") from None
+            raise ResolveError(f"{what} of op {self._op_name()!r}: {exc}") from None
+
+    def known_params(self) -> dict[str, Any]:
+        """The params that can be resolved now, for fields rendered before the op is compiled
+        (a templated ``trigger`` is decided when the first upstream op is done): literals,
+        refs and templates whose targets are ready, declared defaults. The others are left out,
+        so a template naming one fails with "... is undefined" instead of guessing."""
+        known: dict[str, Any] = {}
+        pending: list[str] = []
+        for name, param in self.op.params.items():
+            try:
+                if param.ref:
+                    known[name] = self._follow(name, param.ref, param.value)
+                elif templates.is_template(param.value):
+                    pending.append(name)
+                else:
+                    known[name] = param.value
+            except ResolveError:
+                continue
+        for name in pending:
+            try:
+                known[name] = templates.render_value(self.op.params[name].value, self.context(known))
+            except templates.TemplateError:
+                continue
+        for io in self.op.component.inputs:
+            if io.name not in known and io.value is not None:
+                known[io.name] = io.value
+        return known
 
     def env(self, params: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}

@@ -104,6 +104,8 @@ class RunState(msgspec.Struct, gc=False, omit_defaults=True):
     # how many times the run was resumed: part of event keys, so a transition repeated after a
     # resume is a new event, never mistaken for a duplicate of the first one
     epoch: int = 0
+    # the submission's context for `globals` (owner, project, paths)
+    context: dict[str, str] = {}
 
 
 class Snapshot(msgspec.Struct, omit_defaults=True):

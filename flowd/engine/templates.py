@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 from typing import Any
 
 import jinja2
@@ -21,6 +20,7 @@ from jinja2.exceptions import SecurityError
 
 from flowd.engine.template_bounds import BoundedSandbox, check_value
 from flowd.engine.template_bounds import render as _render
+from flowd.spec.jinja import ItemsFirstSandbox, configure
 
 TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
 FALSE_WORDS = frozenset({"n", "no", "f", "false", "off", "0"})
@@ -30,17 +30,12 @@ class TemplateError(ValueError):
     """A template could not be rendered; the message says which and why."""
 
 
-def _map_format(values: Any, fmt: str) -> list[str]:
-    return [fmt.format(v) for v in values]
+class _Env(BoundedSandbox, ItemsFirstSandbox):
+    """flowd check's environment (strict undefined, items before attributes) that also bounds
+    the sizes a template may build (template_bounds.py)."""
 
 
-_env = BoundedSandbox(  # an ImmutableSandboxedEnvironment that bounds sizes (template_bounds.py)
-    undefined=jinja2.Undefined,
-    autoescape=False,
-    keep_trailing_newline=True,
-)
-_env.filters["map_format"] = _map_format
-_env.filters["tojson"] = lambda v: json.dumps(v, sort_keys=True)
+_env = configure(_Env())
 
 
 def is_template(value: Any) -> bool:

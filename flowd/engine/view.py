@@ -21,6 +21,8 @@ class OpView(msgspec.Struct, frozen=True):
     kind: str = "job"
     # the op's resolved params (None until resolved): for UIs and graphs
     params: dict[str, Any] | None = None
+    # why it is in its status (``CacheHit``, ``Timeout``...)
+    reason: str | None = None
 
 
 class RunView(msgspec.Struct, frozen=True):

@@ -218,7 +218,10 @@ class Driver:
         """Nothing can happen any more. Stop the run once; a second stall gives up."""
         self._stalls += 1
         view = self.engine.view(self.run_id)
-        waiting = sorted(p for p, op in view.ops.items() if op.status not in DONE)
+        waits = getattr(self.engine, "waiting_for", None)
+        reasons = waits(self.run_id) if waits is not None else {}
+        waiting = sorted(f"{p} waits for {reasons[p]}" if p in reasons else p
+                         for p, op in view.ops.items() if op.status not in DONE)
         if self._stalls > 1:
             self.progress.note(f"flowd: the run is stuck and does not stop; giving up (waiting: {', '.join(waiting)})")
             return False

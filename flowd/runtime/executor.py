@@ -38,6 +38,7 @@ from flowd.executor import Send
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.outputs import read_outputs_file
 from flowd.faults import crash_point
+from flowd.runtime.cache import HIT_PREFIX, CacheEntry, LocalCache
 from flowd.runtime.processes import signal_group, start_time
 
 __all__ = ["LocalExecutor", "attempt_dir_name", "LOCAL_KINDS"]
@@ -119,6 +120,8 @@ class LocalExecutor:
         self._waiting: collections.deque[_Attempt] = collections.deque()
         self._running = 0
         self.workdir = workdir or self.run_dir / "work"
+        # shared by the runs of one state dir (<state dir>/runs/<run id> -> <state dir>/cache)
+        self.cache = LocalCache(self.run_dir.parent.parent / "cache")
         self.send = send
         self.clock = clock
         self.grace = grace
@@ -155,6 +158,12 @@ class LocalExecutor:
         """Start one attempt; a key seen before is ignored (commands may be replayed)."""
         if cmd.key in self._attempts:
             return
+        if cmd.cache_key is not None:
+            hit = self.cache.lookup(cmd.cache_key, cmd.cache_ttl, self.clock())
+            if hit is not None:
+                self._report(cmd, "succeeded", outputs=hit.outputs, reason="CacheHit",
+                             message=f"{HIT_PREFIX}{hit.run_id}/{hit.path}")
+                return
         attempt = _Attempt(cmd, self.attempt_dir(cmd))
         self._attempts[cmd.key] = self._live[cmd.key] = attempt
         await self._launch(attempt)
@@ -363,6 +372,9 @@ class LocalExecutor:
             fields = dict(status="failed", exit_code=rc, reason="Error", message=message)
         if outputs and outputs_error is None:
             fields["outputs"] = outputs
+        if fields["status"] == "succeeded" and attempt.cmd.cache_key is not None:
+            self.cache.save(attempt.cmd.cache_key, CacheEntry(run_id=attempt.cmd.run_id, path=attempt.cmd.path,
+                                                              finished_at=self.clock(), outputs=fields.get("outputs")))
         self._finish(attempt, **fields)
         self._finished(attempt)
         await self._release_slot(attempt)

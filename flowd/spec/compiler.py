@@ -22,7 +22,7 @@ import msgspec
 
 from flowd.spec import compiled as c
 from flowd.spec import model as m
-from flowd.spec.compose import Composer, Effective, default_hub
+from flowd.spec.compose import Composer, Effective, binds_inner_output, default_hub, default_presets
 from flowd.spec.dag import DagRules, Inherit, builtins_of, deep_merge, joins_of, param_template_refs
 from flowd.spec.diagnostics import Diagnostic, Finding, Sources
 from flowd.spec.expansion import check_ops
@@ -73,7 +73,8 @@ class _OverLimit(Exception):
 
 class _Compiler(DagRules):
     def __init__(self, *, hub: str | None, reference_compat: bool, url_timeout: float,
-                 url_fetcher: Any = None, limits: Limits) -> None:
+                 url_fetcher: Any = None, limits: Limits,
+                 presets: str | None = None) -> None:
         self.findings: list[Finding] = []
         self.where: dict[int, Any] = {}
         self.sources = Sources()
@@ -81,7 +82,7 @@ class _Compiler(DagRules):
         self.limits = limits
         self.cmp = Composer(hub=hub, findings=self.findings, where=self.where, sources=self.sources,
                             url_timeout=url_timeout, reference_compat=reference_compat, url_fetcher=url_fetcher,
-                            limits=limits)
+                            limits=limits, presets=presets)
         self._components: dict[Any, c.Component] = {}
         self._run_refs: dict[int, list[Any]] = {}
         self._dags: dict[Any, c.Dag] = {}
@@ -228,6 +229,11 @@ class _Compiler(DagRules):
         elif run is not None:
             body = msgspec.to_builtins(run)
             body.pop("kind", None)
+            for io in eff.outputs:
+                if isinstance(io.value, str) and binds_inner_output(io.value):
+                    self.emit("error", (eff.source, ("outputs",)),
+                              f"output `{io.name}`: `{io.value}` binds an inner op's output, which only a DAG "
+                              f"component (`run.kind: dag`) can do; this is a `{eff.kind}`")
         name = spec.name if isinstance(spec.name, str) else None
         comp = c.Component(
             kind=eff.kind or "job", name=name, inputs=eff.inputs, outputs=eff.outputs, run=body, dag=dag,
@@ -274,14 +280,16 @@ class _Compiler(DagRules):
 def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.PathLike[str] | None = ".",
                  params: dict[str, Any] | None = None, hub: str | None = None, reference_compat: bool = False,
                  url_timeout: float = 10.0, url_fetcher: Any = None,
-                 limits: Limits | None = None) -> CompileResult:
+                 limits: Limits | None = None, presets: str | None = None) -> CompileResult:
     """Validate and compile one Polyaxonfile given as text. Never raises for bad input (a
     ``url_fetcher`` may raise on purpose: the daemon's stops at the first document not fetched yet).
     ``url_fetcher(url) -> refs.Located`` reads urlRefs instead of :func:`refs.fetch_url`. ``limits`` (default:
     :class:`Limits` defaults) bound what the text may make flowd build; going over one is an error
-    naming the setting (docs/limits.md)."""
+    naming the setting (docs/limits.md). ``presets``: the folder of named presets (default
+    ``$FLOWD_PRESETS``)."""
     comp = _Compiler(hub=hub if hub is not None else default_hub(), reference_compat=reference_compat,
-                     url_timeout=url_timeout, url_fetcher=url_fetcher, limits=limits or Limits())
+                     url_timeout=url_timeout, url_fetcher=url_fetcher, limits=limits or Limits(),
+                     presets=presets if presets is not None else default_presets())
     try:
         op = comp.compile_root(text, source, None if base_dir is None else str(base_dir), params)
     except _OverLimit as exc:
@@ -298,7 +306,8 @@ def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.Path
 
 
 def compile_path(path: str | os.PathLike[str], *, params: dict[str, Any] | None = None, hub: str | None = None,
-                 reference_compat: bool = False, url_timeout: float = 10.0, limits: Limits | None = None) -> CompileResult:
+                 reference_compat: bool = False, url_timeout: float = 10.0, limits: Limits | None = None,
+                 presets: str | None = None) -> CompileResult:
     """Validate and compile the Polyaxonfile at ``path`` (its ``pathRef``s are relative to it)."""
     p = Path(path)
     limits = limits or Limits()
@@ -317,4 +326,4 @@ def compile_path(path: str | os.PathLike[str], *, params: dict[str, Any] | None 
     except OSError as exc:
         return CompileResult(op=None, errors=[Diagnostic(path=str(path), location="", message=f"cannot read: {exc.strerror}")])
     return compile_text(text, source=str(path), base_dir=str(p.resolve().parent), params=params, hub=hub,
-                        reference_compat=reference_compat, url_timeout=url_timeout, limits=limits)
+                        reference_compat=reference_compat, url_timeout=url_timeout, limits=limits, presets=presets)

@@ -22,6 +22,7 @@ from flowd.spec import refs
 from flowd.spec.compiled import IOSpec
 from flowd.spec.diagnostics import Finding, Sources, did_you_mean
 from flowd.spec.limits import Limits, over
+from flowd.spec.params import template_refs as _template_refs
 from flowd.spec.schema import BAD, Reader
 from flowd.spec.shortcuts import lower_resources
 from flowd.spec.types import CoercionError, coerce, known_type, type_names
@@ -73,6 +74,11 @@ class Effective:
         return tag if isinstance(tag, str) else None
 
 
+def binds_inner_output(value: str) -> bool:
+    """Is this output ``value`` a binding to an inner op of a DAG (``{{ ops.X... }}``)?"""
+    return "{{" in value and "ops." in value and any(r.ns == "ops" for r in _template_refs(value))
+
+
 def _merge(base: Any, over: Any, strategy: str) -> Any:
     """§1.6 patch semantics, op (``over``) onto component (``base``)."""
     if base is None:
@@ -105,9 +111,10 @@ class Composer:
     def __init__(self, *, hub: str | None, findings: list[Finding], where: dict[int, Any], sources: Sources,
                  url_timeout: float = refs.URL_TIMEOUT, reference_compat: bool = False,
                  url_fetcher: refs.UrlFetcher | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, presets: str | None = None) -> None:
         self.hub = hub
         self.limits = limits or Limits()
+        self.presets = presets  # folder of named presets (`presets: [name]`), laid out like the hub
         self.findings = findings
         self.where = where
         self.sources = sources
@@ -268,7 +275,44 @@ class Composer:
             if base is None:
                 return None
             base.label = base.label or f"{self._camel(kind)} {ref}"
-        return self._patch(op, base, source=source, base_dir=base_dir)
+        eff = self._patch(op, base, source=source, base_dir=base_dir)
+        if op.presets and not op.is_preset:
+            eff = self._apply_presets(op, eff)
+        return eff
+
+    def _apply_presets(self, op: m.PolyaxonfileSpec, eff: Effective) -> Effective:
+        """[FLOWD] ``presets: [name, ...]``: each names ``DIR/name.yaml`` (``--presets DIR`` or
+        ``FLOWD_PRESETS``, looked up like the hub), an ``isPreset: true`` overlay patched onto the
+        composed op in order with its own ``patchStrategy`` (default ``pre_merge``: the op's own
+        values win, the preset fills in the rest)."""
+        names = op.presets if isinstance(op.presets, list) else [op.presets]
+        where = self.at(op, "presets")
+        if not self.presets:
+            self.emit("warning", where, f"presets {', '.join(f'`{n}`' for n in names)} are not applied: no presets "
+                                        "folder is configured (use `--presets DIR` or set FLOWD_PRESETS)")
+            return eff
+        for name in names:
+            try:
+                loc = refs.locate_hub(str(name), self.presets)
+            except refs.RefError as exc:
+                self.emit("error", where, str(exc).replace("hubRef", "preset").replace("component hub", "presets folder")
+                          .replace("the hub", "the presets folder"))
+                continue
+            doc = self._docs.get(loc.key)
+            if doc is None:
+                doc = self._docs[loc.key] = self.parse(loc.text, loc.name, loc.base_dir)
+            preset = doc.spec
+            if preset is None:
+                continue
+            if not preset.is_preset:
+                self.emit("warning", where, f"preset `{name}` (`{loc.name}`) does not say `isPreset: true`; applied anyway")
+            if preset.patch_strategy is None:
+                preset = msgspec.structs.replace(preset, patch_strategy="pre_merge", presets=None)
+                self.present.pop(id(preset), None)
+            else:
+                preset = msgspec.structs.replace(preset, presets=None)
+            eff = self._patch(preset, eff, source=loc.name, base_dir=loc.base_dir)
+        return eff
 
     @staticmethod
     def _camel(name: str) -> str:
@@ -432,14 +476,18 @@ class Composer:
         delay = io.delay_validation
         if delay is None and io.validation is not None and io.validation.delay is not None:
             delay = io.validation.delay  # [FLOWD] honour `validation.delay` (POLYFLOW §2.5)
+        binding = is_output and isinstance(value, str) and binds_inner_output(value)
         spec = IOSpec(
-            name=io.name, type=io.type, is_optional=bool(io.is_optional) or (has_value and io.is_optional is None),
+            name=io.name, type=io.type,
+            is_optional=bool(io.is_optional) or (has_value and io.is_optional is None and not binding),
             is_list=bool(io.is_list), value=value, is_flag=bool(io.is_flag), arg_format=io.arg_format,
             to_env=io.to_env, connection=io.connection, delay_validation=delay, validation=validation,
             to_init=io.to_init, description=io.description,
         )
         # §2.3 rule 3: a default is validated at declaration, templates included (as in the reference)
-        if io.type and value is not None:  # an empty type skips this check (but no param value validates)
+        # [FLOWD] an output of a DAG component bound to an inner op's output (`value: "{{ ops.X.outputs.Y }}"`)
+        # is not a default: it is checked by the DAG (flowd.spec.dag) and rendered when the DAG succeeds
+        if io.type and value is not None and not binding:  # an empty type skips this check (but no param value validates)
             try:
                 coerce(spec, value, reference_compat=self.compat)
             except CoercionError as exc:
@@ -493,3 +541,7 @@ def text_bytes(text: str, limit: int) -> int:
 
 def default_hub() -> str | None:
     return os.environ.get("FLOWD_HUB") or None
+
+
+def default_presets() -> str | None:
+    return os.environ.get("FLOWD_PRESETS") or None

@@ -19,10 +19,13 @@ import msgspec
 
 from flowd.spec import compiled as c
 from flowd.spec import model as m
-from flowd.spec.compose import Composer, Effective
+from flowd.spec.compose import Composer, Effective, binds_inner_output
+from flowd.spec.refs import RefError, locate_hub
 from flowd.spec.diagnostics import did_you_mean
 from flowd.spec.matrix import check_matrix, compile_early_stopping
 from flowd.spec.params import DagContext, OpInfo, check_params, template_refs
+from flowd.spec.template_check import check_op_templates
+from flowd.spec.unsupported import check_ignored
 from flowd.spec.types import is_template
 
 __all__ = ["DagRules", "Inherit", "deep_merge", "builtins_of", "param_template_refs", "joins_of"]
@@ -104,11 +107,28 @@ class DagRules:
         raise NotImplementedError
 
     def _check_op_fields(self, op: m.PolyaxonfileSpec, eff: Effective, emit: Any) -> None:
+        check_op_templates(op, eff.inputs, eff.outputs, eff.run, emit)
+        check_ignored(op, eff.spec, emit)
+        self._check_hook_refs(op, eff, emit)
         if op.matrix is not None and not self.broken(self.cmp.at(op, "matrix")):
             check_matrix(op.matrix, emit)
         if isinstance(op.conditions, str) and not is_template(op.conditions) and op.conditions.strip().lower() not in _TRUTH:
             emit("warning", ("conditions",), f"`conditions: {op.conditions}` has no `{{{{ }}}}` template and is not a "
                                              "truth word (true/false, yes/no, ...): it will fail the op when evaluated")
+
+    def _check_hook_refs(self, op: m.PolyaxonfileSpec, eff: Effective, emit: Any) -> None:
+        """Each hook's ``hubRef`` must name a component of the hub, like an op's ``hubRef``."""
+        hooks = op.hooks if isinstance(op.hooks, list) else eff.spec.hooks if isinstance(eff.spec.hooks, list) else []
+        for i, hook in enumerate(hooks):
+            ref = getattr(hook, "hub_ref", None)
+            if not isinstance(ref, str) or is_template(ref):
+                continue
+            try:
+                locate_hub(ref, self.cmp.hub)
+            except RefError as exc:
+                # without a hub there is nothing to resolve against: Polyaxon's verdict (valid) stays,
+                # with a warning; with a hub, a name it does not hold is an error
+                emit("error" if self.cmp.hub else "warning", ("hooks", i, "hubRef"), f"hook: {exc}")
 
     # -- DAGs (§4) -------------------------------------------------------------------------------
 
@@ -187,9 +207,12 @@ class DagRules:
                 op_eff = None
             named[op.name] = (op, op_eff)
             order.append(op.name)
-        ctx = DagContext({n: _op_info(e) for n, (o, e) in named.items()}, {i.name: i for i in eff.inputs})
+        ctx = DagContext({n: _op_info(e, fan_in=o.matrix is not None) for n, (o, e) in named.items()},
+                         {i.name: i for i in eff.inputs})
         edges, event_edges = self._edges(named, order, ctx, rule, sev)
+        self._output_bindings(eff, ctx)
         self._acyclic(order, edges, named, rule)
+        self._service_dependencies(order, edges, event_edges, named)
         for name in order:
             op, op_eff = named[name]
             if op_eff is None:
@@ -294,6 +317,13 @@ class DagRules:
             if op_eff is not None:
                 for tref in self._run_template_refs(op_eff):
                     refs.append((tref, op_eff.run, (), False))
+            if op.matrix is not None and not isinstance(op.matrix, str):
+                # a mapping matrix over `{{ ops.lister.outputs.shards }}` needs lister's outputs first
+                for tref in template_refs(builtins_of(op.matrix)):
+                    refs.append((tref, op, ("matrix",), False))
+            if isinstance(op.trigger, str) and "{" in op.trigger:
+                for tref in template_refs(op.trigger):
+                    refs.append((tref, op, ("trigger",), True))
             if op.conditions is not None and "{" in op.conditions:
                 for tref in template_refs(op.conditions):
                     refs.append((tref, op, ("conditions",), True))
@@ -317,6 +347,35 @@ class DagRules:
                         f"but is not an op of this DAG{hint}{more}")
         return edges, event_edges
 
+    def _output_bindings(self, eff: Effective, ctx: DagContext) -> None:
+        """[FLOWD] a DAG component's output bound to an inner op (``value: "{{ ops.X.outputs.Y }}"``):
+        X must be an op of this DAG declaring Y, like any cross-op template."""
+        declared = {io.name: io for io in (eff.spec.outputs or []) if isinstance(io, m.IO)}
+        for io in eff.outputs:
+            if not (isinstance(io.value, str) and binds_inner_output(io.value)):
+                continue
+            where = self.cmp.at(declared[io.name], "value") if io.name in declared else (eff.source, ("outputs",))
+            for tref in template_refs(io.value):
+                problem = self._check_template_ref(tref, "", ctx, False)
+                if problem:  # an error at any depth: the binding is flowd's, no reference verdict to keep
+                    self.emit("error", where, f"output `{io.name}` of the DAG: {problem}")
+
+    def _service_dependencies(self, order: list[str], edges: dict[str, list[str]],
+                              event_edges: dict[str, dict[str, list[str]]], named: dict[str, Any]) -> None:
+        """A service runs until every other op of its DAG is done, so an op that waits for it to
+        end waits forever (flowd's engine then fails it with the same advice)."""
+        for name in order:
+            for up in edges.get(name, ()):
+                up_eff = named[up][1]
+                if up_eff is None or up_eff.kind != "service" or event_edges.get(name, {}).get(up):
+                    continue
+                op = named[name][0]
+                where = self.cmp.at(op, "dependencies") if op.dependencies else self.cmp.at(op)
+                self.emit("warning", where,
+                          f"op `{name}` depends on `{up}`, which is a service: a service runs until every other op "
+                          f"of its DAG is done, so `{name}` would wait for it forever. To start once the service "
+                          f"runs, use `events: [{{ref: ops.{up}, kinds: [run_status_running]}}]` instead")
+
     @staticmethod
     def _check_template_ref(ref: Any, name: str, ctx: DagContext, soft: bool) -> str | None:
         text = f"`{{{{ {ref.text} }}}}`"
@@ -335,8 +394,11 @@ class DagRules:
             return f"{text} names the op itself"
         if ref.section is None or info.inputs is None:
             return None
+        if ref.section == "children" and info.fan_in:
+            return None  # [FLOWD] a matrix op's children: [{index, status, params, outputs}]
         if ref.section not in ("outputs", "inputs", "status"):
-            return f"{text}: expected `ops.{ref.op}.outputs.<name>`, `.inputs.<name>` or `.status`"
+            more = ", `.children`" if info.fan_in else ""
+            return f"{text}: expected `ops.{ref.op}.outputs.<name>`, `.inputs.<name>`{more} or `.status`"
         if ref.section in ("outputs", "inputs") and ref.key is not None:
             decl = info.outputs if ref.section == "outputs" else info.inputs
             assert decl is not None
@@ -386,13 +448,15 @@ class DagRules:
 _UNKNOWN = OpInfo(None, None)
 
 
-def _op_info(eff: Effective | None) -> OpInfo:
+def _op_info(eff: Effective | None, *, fan_in: bool = False) -> OpInfo:
     """What the DAG context knows of an op (one object per composed component)."""
     if eff is None:
         return _UNKNOWN
     info: OpInfo | None = eff.cache_slot.get("info")
     if info is None:
         info = eff.cache_slot["info"] = OpInfo({i.name: i for i in eff.inputs}, {o.name: o for o in eff.outputs})
+    if fan_in:
+        return OpInfo(info.inputs, info.outputs, fan_in=True)
     return info
 
 

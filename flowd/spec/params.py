@@ -39,13 +39,16 @@ _NUMERIC_HP = frozenset({"range", "linspace", "logspace", "geomspace", "uniform"
 
 
 class OpInfo:
-    """What the DAG context knows about one op: its declared inputs and outputs (None: unknown)."""
+    """What the DAG context knows about one op: its declared inputs and outputs (None: unknown).
+    ``fan_in``: the op is a matrix, so each of its outputs is a list of its children's values."""
 
-    __slots__ = ("inputs", "outputs")
+    __slots__ = ("inputs", "outputs", "fan_in")
 
-    def __init__(self, inputs: dict[str, IOSpec] | None, outputs: dict[str, IOSpec] | None) -> None:
+    def __init__(self, inputs: dict[str, IOSpec] | None, outputs: dict[str, IOSpec] | None,
+                 fan_in: bool = False) -> None:
         self.inputs = inputs
         self.outputs = outputs
+        self.fan_in = fan_in
 
 
 class DagContext:
@@ -203,6 +206,8 @@ def _source_type(ctx_ref: str, parts: list[str], info: OpInfo | None, ctx: DagCo
         if io is None:
             names = ", ".join(f"`{n}`" for n in decl) or "none"
             return False, None, False, f"it declares no {head[:-1]} `{key}` ({head}: {names}){did_you_mean(key, decl)}"
+        if head == "outputs" and info.fan_in:
+            return True, io.type, True, ""  # [FLOWD] fan-in: one value per matrix child
         return True, io.type, io.is_list, ""
     if head == "globals":
         if key in _GLOBALS:
@@ -251,8 +256,12 @@ def _check_ref_in_context(p: m.Param, io: IOSpec, ctx: DagContext | None, emit: 
                             f"`{t_out}`: the ref does not correspond to the type of the input")
         return
     if bool(io.is_list) != bool(list_out):
+        hint = ""
+        if info is not None and info.fan_in and parts[0] == "outputs":
+            hint = (f" (op `{ref[4:]}` is a matrix: each of its outputs is a list with one value per child; "
+                    "declare the input `isList: true`)")
         emit("error", path, f"param `{io.name}` (isList: {bool(io.is_list)}) takes `{ref}.{'.'.join(parts)}` "
-                            f"(isList: {bool(list_out)}): does not correspond to the output value")
+                            f"(isList: {bool(list_out)}): does not correspond to the output value{hint}")
 
 
 _EMPTY: frozenset[str] = frozenset()

@@ -170,7 +170,43 @@ def check_schedule(r: dict[str, Any]) -> None:
     assert second > first
 
 
+def check_fan_in(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert r["ops"]["tune"]["outputs"] == {"loss": [0.09, 0.0, 0.009]}
+    assert r["ops"]["pick"]["outputs"] == {"best": 0.0, "lr": 0.01}
+
+
+def check_map_reduce(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert r["ops"]["per-shard"]["outputs"] == {"rows": [1, 2, 3]}
+    assert r["ops"]["reduce"]["outputs"] == {"total": 6}
+    assert r["ops"]["lister"]["finished_at"] <= r["ops"]["per-shard"]["started_at"]
+
+
+def check_dag_outputs(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert r["ops"]["l1/l2/l3"]["outputs"] == {"n": 21}
+    assert r["ops"]["l1/l2"]["outputs"] == {"got": 42} and r["ops"]["l1"]["outputs"] == {"got": 42}
+    assert r["ops"]["use"]["outputs"] == {"seen": 42}
+
+
+def check_presets(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert (r["ops"]["flaky"]["attempts"], r["ops"]["flaky"]["outputs"]) == (3, {"tries": 3})
+    assert r["ops"]["steady"]["attempts"] == 1
+
+
+def check_cache(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded" and r["ops"]["prepare"]["outputs"] == {"rows": 5}
+    assert not any(op.get("cache_hit") for op in r["ops"].values())
+
+
 EXAMPLES = {
+    "cache.yaml": check_cache,
+    "presets.yaml": check_presets,
+    "fan-in.yaml": check_fan_in,
+    "map-reduce.yaml": check_map_reduce,
+    "dag-outputs.yaml": check_dag_outputs,
     "schedule.yaml": check_schedule,
     "approval.yaml": check_approval,
     "retries.yaml": check_retries,
@@ -193,12 +229,18 @@ def test_every_feature_example_has_a_check() -> None:
     assert sorted(p.name for p in FEATURES.glob("*.yaml")) == sorted(EXAMPLES)
 
 
+# flags an example needs (each example's header says how to run it)
+EXAMPLE_ARGS = {"presets.yaml": ("--presets", str(ROOT / "examples" / "presets"))}
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_feature_example(name: str, tmp_path: Path) -> None:
-    report = run_json(FEATURES / name, state=tmp_path)
+    report = run_json(FEATURES / name, *EXAMPLE_ARGS.get(name, ()), state=tmp_path)
     EXAMPLES[name](report)
     for op in report["ops"].values():
-        assert set(op) == {"status", "attempts", "outputs", "started_at", "finished_at", "message"}
+        # identical ops of one run may reuse each other's cached result (cache_hit, cache_source)
+        assert set(op) - {"cache_hit", "cache_source"} == {"status", "attempts", "outputs", "started_at",
+                                                           "finished_at", "message"}
         for key in ("started_at", "finished_at"):
             if op[key] is not None:
                 assert datetime.fromisoformat(op[key]).tzinfo is not None
@@ -321,8 +363,9 @@ def test_kill_9_then_resume_does_not_rerun_succeeded_ops(tmp_path: Path) -> None
     assert statuses(again) == statuses(report)
     assert log.read_text().split() == ["a", "b-start", "b-start", "b-end", "c"]
 
-    # without --resume the same file is a fresh run
-    fresh = run_json(pipeline, state=state, expect_rc=0)
+    # without --resume the same file is a fresh run (--no-cache: the state dir's cache would
+    # otherwise reuse the results of the first run)
+    fresh = run_json(pipeline, "--no-cache", state=state, expect_rc=0)
     assert fresh["ops"]["a"]["started_at"] > report["ops"]["c"]["finished_at"]
     assert log.read_text().split().count("a") == 2
 
