@@ -44,6 +44,7 @@ from flowd.engine.messages import (
 )
 from flowd.engine.pipelines import PipelinesMixin
 from flowd.engine.recovery import RecoveryMixin
+from flowd.engine.tuned import TunedMixin
 from flowd.engine.resolve import Resolver, ResolveError, has_templates
 from flowd.engine.state import (
     PIPELINE_KINDS,
@@ -87,7 +88,7 @@ class _Index:
         self.limits: dict[str, int | None] = {}
 
 
-class Engine(PipelinesMixin, RecoveryMixin):
+class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
     def __init__(self) -> None:
         self.runs: dict[str, RunState] = {}
         self._index: dict[str, _Index] = {}

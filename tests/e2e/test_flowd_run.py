@@ -145,6 +145,15 @@ def check_metric(r: dict[str, Any]) -> None:
                            "search[2]": "stopped", "search[3]": "stopped"}
 
 
+def check_hyperband(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    children = {k: v for k, v in r["ops"].items() if k.startswith("tune[")}
+    assert len(children) == 22 and {v["status"] for v in children.values()} == {"succeeded"}
+    # losses fall with the epochs: the best run of each bracket's last round beats round 0's median
+    losses = sorted(v["outputs"]["loss"] for v in children.values())
+    assert losses[0] < 0.2
+
+
 def check_services(r: dict[str, Any]) -> None:
     assert r["status"] == "succeeded"
     assert statuses(r) == {"server": "succeeded", "client": "succeeded"}
@@ -185,6 +194,7 @@ EXAMPLES = {
     "early-stopping.yaml": check_early_stopping,
     "early-stopping-metric.yaml": check_metric,
     "services.yaml": check_services,
+    "matrix-hyperband.yaml": check_hyperband,
     "outputs.yaml": check_outputs,
 }
 
