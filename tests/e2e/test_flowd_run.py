@@ -154,6 +154,19 @@ def check_hyperband(r: dict[str, Any]) -> None:
     assert losses[0] < 0.2
 
 
+def check_bayes(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    losses = [r["ops"][f"tune[{i}]"]["outputs"]["loss"] for i in range(6)]
+    assert "tune[6]" not in r["ops"]
+    assert min(losses[3:]) < min(losses[:3])
+
+
+def check_tpe(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    children = [k for k in r["ops"] if k.startswith("tune[")]
+    assert len(children) == 12 and all(r["ops"][k]["status"] == "succeeded" for k in children)
+
+
 def check_services(r: dict[str, Any]) -> None:
     assert r["status"] == "succeeded"
     assert statuses(r) == {"server": "succeeded", "client": "succeeded"}
@@ -195,6 +208,8 @@ EXAMPLES = {
     "early-stopping-metric.yaml": check_metric,
     "services.yaml": check_services,
     "matrix-hyperband.yaml": check_hyperband,
+    "matrix-bayes.yaml": check_bayes,
+    "matrix-tpe.yaml": check_tpe,
     "outputs.yaml": check_outputs,
 }
 

@@ -170,3 +170,96 @@ def test_iteration_globals_reach_templates():
     sim.run()
     seen = {tuple(s.run["container"]["command"][1:]) for s in sim.started}
     assert seen == {("0", "0"), ("0", "1"), ("0", "2"), ("1", "0"), ("1", "1"), ("2", "0")}
+
+
+# ------------------------------------------------------------------------------- bayes, tpe
+
+def quadratic(start):
+    p = start.params
+    return {"loss": (p["x"] - 0.3) ** 2 + (p["y"] + 0.2) ** 2 + 0.01 * p["k"]}
+
+
+SPACE = {"x": HpParam("uniform", [-1.0, 1.0]), "y": HpParam("uniform", [-1.0, 1.0]), "k": HpParam("choice", [1, 2, 3])}
+INPUTS = [IOSpec("x", type="float"), IOSpec("y", type="float"), IOSpec("k", type="int")]
+
+
+def tuned(kind, *, seed=3, **extra):
+    extra.setdefault("metric", {"name": "loss", "optimization": "minimize"})
+    num_runs = extra.pop("numRuns", None)
+    return Matrix(kind=kind, seed=seed, params=SPACE, num_runs=num_runs, extra=extra)
+
+
+def test_bayes_runs_initial_random_then_one_gp_suggestion_per_iteration():
+    m = tuned("bayes", numInitialRuns=4, maxIterations=6,
+              utilityFunction={"acquisitionFunction": "ei", "eps": 0.01, "gaussianProcess": {"kernel": "matern", "nu": 2.5}})
+    sim = run_matrix(m, quadratic, inputs=INPUTS)
+    assert sim.done.status == "succeeded"
+    its = [sim.node(s.path).iteration for s in sim.started]
+    assert its == [0, 0, 0, 0, 1, 2, 3, 4, 5, 6]
+    losses = [quadratic(s)["loss"] for s in sim.started]
+    assert min(losses[4:]) < min(losses[:4])  # the GP found better points than the random start
+    assert all(s.params["k"] in (1, 2, 3) and -1 <= s.params["x"] <= 1 for s in sim.started)
+
+
+@pytest.mark.parametrize("acq", [{"acquisitionFunction": "ucb", "kappa": 1.0}, {"acquisitionFunction": "poi", "eps": 0.0},
+                                 {"gaussianProcess": {"kernel": "rbf", "lengthScale": 0.5, "numRestartsOptimizer": 1}}])
+def test_bayes_accepts_every_utility_function(acq):
+    sim = run_matrix(tuned("bayes", numInitialRuns=3, maxIterations=2, utilityFunction=acq), quadratic, inputs=INPUTS)
+    assert sim.done.status == "succeeded" and len(sim.started) == 5
+
+
+def test_tpe_runs_num_runs_per_iteration_until_max_iterations():
+    sim = run_matrix(tuned("tpe", numRuns=4, maxIterations=3), quadratic, inputs=INPUTS)
+    assert sim.done.status == "succeeded"
+    assert Counter(sim.node(s.path).iteration for s in sim.started) == {0: 4, 1: 4, 2: 4, 3: 4}
+    assert len({repr(s.params) for s in sim.started}) == 16
+
+
+@pytest.mark.parametrize("kind,extra", [("bayes", {"numInitialRuns": 3, "maxIterations": 4}),
+                                        ("tpe", {"numRuns": 3, "maxIterations": 4})])
+def test_tuners_are_deterministic_and_seeded(kind, extra):
+    a = run_matrix(tuned(kind, seed=5, **extra), quadratic, inputs=INPUTS)
+    b = run_matrix(tuned(kind, seed=5, **extra), quadratic, inputs=INPUTS, seed=77)
+    c = run_matrix(tuned(kind, seed=6, **extra), quadratic, inputs=INPUTS)
+    assert [s.params for s in a.started] == [s.params for s in b.started]
+    assert [s.params for s in a.started] != [s.params for s in c.started]
+
+
+def test_tuner_errors_fail_the_matrix_not_the_run():
+    sim = run_matrix(tuned("tpe", maxIterations=2), quadratic, inputs=INPUTS)  # no numRuns
+    assert sim.status("hb") == "failed" and "numRuns" in sim.node("hb").message
+    assert sim.node("hb").reason == "TunerFailed"
+
+
+@pytest.mark.parametrize("kernel,nu", [("matern", 0.5), ("matern", 1.5), ("matern", 2.5), ("matern", 0.7), ("rbf", None)])
+def test_bayes_fast_posterior_equals_sklearn_predict(kernel, nu):
+    import numpy as np
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+
+    from flowd.engine.tuners.bayes import _Posterior
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((12, 3)), rng.random(12) * 10
+    shape = RBF([0.3, 0.5, 1.0]) if kernel == "rbf" else Matern([0.3, 0.5, 1.0], nu=nu)
+    gp = GaussianProcessRegressor(ConstantKernel(2.0) * shape + WhiteKernel(1e-3), normalize_y=True, alpha=1e-6, optimizer=None).fit(X, y)
+    points = rng.random((50, 3))
+    mu, sd = gp.predict(points, return_std=True)
+    got_mu, got_sd = _Posterior(gp, {})(points)
+    assert np.allclose(mu, got_mu) and np.allclose(sd, got_sd, atol=1e-6)
+
+
+def test_the_mathematics_is_imported_only_when_a_bayes_or_tpe_matrix_runs():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import flowd.cli, flowd.engine, flowd.spec\n"
+        "from tests.unit.engine.test_tuners import run_matrix, hyperband, loss_of\n"
+        "run_matrix(hyperband(9, 3), loss_of)\n"
+        "heavy = [m for m in ('numpy', 'scipy', 'sklearn', 'optuna') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
