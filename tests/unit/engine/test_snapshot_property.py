@@ -9,8 +9,27 @@ from hypothesis import strategies as st
 
 from flowd.engine.core import Engine
 from flowd.engine.messages import Approve, OpStatus, Resume, SetTimer, StartOp, Stop, StopOp, Submit, TimerFired
-from flowd.spec.compiled import TRIGGER_POLICIES, IOSpec, Matrix, Termination
+from flowd.spec.compiled import TRIGGER_POLICIES, HpParam, IOSpec, Matrix, Termination
 from tests.unit.engine.build import dag, job, ref
+
+
+def tuned_matrix(draw, tuners):
+    """A small tuned matrix whose metric is the ``x`` output the driver reports."""
+    kind = draw(st.sampled_from(tuners))
+    metric = {"name": "x", "optimization": draw(st.sampled_from(["minimize", "maximize"]))}
+    params = {"m": HpParam("uniform", [0.0, 1.0])}
+    concurrency = draw(st.sampled_from([None, 1, 2]))
+    seed = draw(st.sampled_from([None, 5]))
+    if kind == "hyperband":
+        return Matrix(kind="hyperband", params=params, concurrency=concurrency, seed=seed, extra={
+            "maxIterations": draw(st.sampled_from([2, 4])), "eta": 2, "resource": {"name": "r", "type": "int"},
+            "metric": metric, "resume": draw(st.booleans())})
+    if kind == "bayes":
+        return Matrix(kind="bayes", params=params, concurrency=concurrency, seed=seed, extra={
+            "numInitialRuns": 2, "maxIterations": 2, "metric": metric,
+            "utilityFunction": {"acquisitionFunction": "ucb", "kappa": 1.0, "numWarmup": 50, "numIterations": 1}})
+    return Matrix(kind="tpe", params=params, num_runs=2, concurrency=concurrency, seed=seed,
+                  extra={"maxIterations": 2, "metric": metric})
 
 
 @st.composite
@@ -37,6 +56,9 @@ def pipelines(draw):
             fields["matrix"] = Matrix(kind="mapping", values=[{"m": k} for k in range(draw(st.integers(1, 3)))],
                                       concurrency=draw(st.sampled_from([None, 1])))
             inputs.append(IOSpec("m", type="int"))
+        elif draw(st.integers(0, 4)) == 0:
+            fields["matrix"] = tuned_matrix(draw, tuners=("hyperband",))
+            inputs += [IOSpec("m", type="float"), IOSpec("r", type="int")]
         if draw(st.integers(0, 6)) == 0:
             child = dag(name, [job("in0", outputs=[IOSpec("x", type="int")]), job("in1", upstream=["in0"])],
                         **{k: v for k, v in fields.items() if k not in ("termination",)})
@@ -152,3 +174,19 @@ def test_every_run_reaches_a_final_status(pipeline, data):
     # no attempt was ever started twice
     keys = [c.key for c in commands if isinstance(c, StartOp)]
     assert len(keys) == len(set(keys))
+
+
+@st.composite
+def model_tuned(draw):
+    """A DAG around a bayes or tpe matrix (fewer examples: each suggestion fits a model)."""
+    m = tuned_matrix(draw, tuners=("bayes", "tpe"))
+    sweep = job("sweep", matrix=m, inputs=[IOSpec("m", type="float")], outputs=[IOSpec("x", type="int")],
+                termination=Termination(max_retries=draw(st.integers(0, 1))))
+    return dag("prop", [job("pre", outputs=[IOSpec("x", type="int")]), sweep.__class__(
+        **{**{f: getattr(sweep, f) for f in sweep.__struct_fields__}, "upstream": ["pre"]})])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(pipeline=model_tuned(), data=st.data())
+def test_restore_then_replay_equals_uninterrupted_run_with_model_tuners(pipeline, data):
+    test_restore_then_replay_equals_uninterrupted_run.hypothesis.inner_test(pipeline, data)
