@@ -214,6 +214,8 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         parent = run.nodes[node.parent]
         parent_spec = index.specs[node.parent]
         if parent.kind == "matrix":
+            if node.suggestion is None:  # the tuner job of an iterative matrix
+                return self._tuner_job_spec(run, parent, parent_spec, node)
             return self._matrix_child_spec(parent_spec, parent.params or {}, node.suggestion or {})
         if parent.kind == "schedule":
             return msgspec.structs.replace(parent_spec, schedule=None)

@@ -8,6 +8,7 @@ tuner component as a job between iterations; its suggestions come back in that j
 
 from __future__ import annotations
 
+import json
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from flowd.engine import status as S
 from flowd.engine import tuners
 from flowd.engine.resolve import ResolveError
 from flowd.engine.state import Node, RunState
-from flowd.spec.compiled import Matrix
+from flowd.spec.compiled import Matrix, Op, ParamSpec
 
 if TYPE_CHECKING:
     from flowd.engine.core import Engine
@@ -27,6 +28,9 @@ else:
     _Base = object
 
 # matrix fields that may be templates, rendered with the matrix node's params: (key, integer?)
+# bounds on what a user's tuner job exchanges with the engine
+MAX_SUGGESTIONS = 10_000
+MAX_HISTORY_BYTES = 100_000  # an environment string must stay under Linux's 128 KiB MAX_ARG_STRLEN
 _TEMPLATED = (("maxIterations", True), ("eta", False), ("numInitialRuns", True))
 
 
@@ -63,6 +67,9 @@ class TunedMixin(_Base):
         return out
 
     def _start_tuned_matrix(self, run: RunState, node: Node) -> None:
+        if self._index[run.run_id].specs[node.path].matrix.kind == "iterative":  # type: ignore[union-attr]
+            self._start_tuner_job(run, node, 0)
+            return
         try:
             matrix, seed = self._tuned_matrix(run, node)
             batch = tuners.first(matrix, seed)
@@ -77,6 +84,8 @@ class TunedMixin(_Base):
         spec = self._index[run.run_id].specs[node.path]
         if spec.matrix is None or spec.matrix.kind not in tuners.ITERATIVE_KINDS:
             return False
+        if spec.matrix.kind == "iterative":
+            return self._iterative_next(run, node)
         try:
             matrix, seed = self._tuned_matrix(run, node)
             trials = self._trials(run, node, matrix)
@@ -115,6 +124,101 @@ class TunedMixin(_Base):
             created.append(child)
         for child in created:
             self._ready(run, child)
+
+
+    # ------------------------------------------------------------------ iterative: the user's tuner
+
+    def _start_tuner_job(self, run: RunState, node: Node, iteration: int) -> None:
+        spec = self._index[run.run_id].specs[node.path]
+        assert spec.matrix is not None
+        if spec.matrix.tuner is None:
+            self._finish(run, node, S.FAILED, reason="TunerFailed",
+                         message="matrix: an `iterative` matrix needs a `tuner` (tuner.hubRef) to produce suggestions")
+            return
+        i = len(node.children or ())
+        _, text = self._tuner_history(run, node, i, iteration)
+        if len(text) > MAX_HISTORY_BYTES:
+            self._finish(run, node, S.FAILED, reason="TunerFailed", message=(
+                f"matrix: the tuner history of iteration {iteration} is {len(text)} bytes, over the "
+                f"{MAX_HISTORY_BYTES}-byte limit of $FLOWD_TUNER_HISTORY (fewer runs per iteration or fewer "
+                "iterations)"))
+            return
+        node.iteration = iteration
+        node.bracket = None
+        index = self._index[run.run_id]
+        job = self._new_node(run, index, f"{node.path}/tuner-{iteration}", node.path, f"tuner-{iteration}", i,
+                             spec.matrix.tuner.component.kind)
+        job.iteration = iteration
+        self._ready(run, job)
+
+    @staticmethod
+    def _tuner_history(run: RunState, matrix_node: Node, upto: int, iteration: int) -> tuple[list[dict[str, Any]], str]:
+        """Every trial created before child number ``upto``, and the JSON the tuner job reads."""
+        history = []
+        for path in (matrix_node.children or ())[:upto]:
+            child = run.nodes[path]
+            if child.suggestion is None:
+                continue
+            history.append({"params": child.suggestion, "metrics": child.outputs or {}, "status": child.status,
+                            "iteration": child.iteration})
+        text = json.dumps({"iteration": iteration, "history": history}, separators=(",", ":"), default=str)
+        return history, text
+
+    def _tuner_job_spec(self, run: RunState, matrix_node: Node, matrix_spec: Op, job: Node) -> Op:
+        """The tuner op of one iteration: ``tuner.params`` plus the history of every child created
+        before it — ``iteration``, ``matrix`` (the spec), Polyaxon's ``configs``/``metrics`` join
+        params, and ``history`` as JSON in ``$FLOWD_TUNER_HISTORY`` (docs/engine.md)."""
+        assert matrix_spec.matrix is not None and matrix_spec.matrix.tuner is not None
+        tuner = matrix_spec.matrix.tuner
+        history, text = self._tuner_history(run, matrix_node, job.index, job.iteration or 0)
+        matrix = msgspec.to_builtins(msgspec.structs.replace(matrix_spec.matrix, tuner=None))
+        params = dict(tuner.params)
+        for name, value in (("iteration", job.iteration), ("matrix", matrix),
+                            ("configs", [h["params"] for h in history if h["status"] == S.SUCCEEDED]),
+                            ("metrics", [h["metrics"] for h in history if h["status"] == S.SUCCEEDED])):
+            if name not in params:
+                params[name] = ParamSpec(value=value)
+        params["history"] = ParamSpec(value=text, to_env="FLOWD_TUNER_HISTORY")
+        return msgspec.structs.replace(tuner, params=params, upstream=[], event_edges={}, conditions=None,
+                                       trigger="all_succeeded", is_approved=True)
+
+    def _iterative_next(self, run: RunState, node: Node) -> bool:
+        last = run.nodes[node.children[-1]] if node.children else None
+        if last is not None and last.suggestion is None:  # the tuner job of this iteration ended
+            if last.status != S.SUCCEEDED:
+                self._finish(run, node, S.FAILED, reason="TunerFailed",
+                             message=f"matrix: tuner job {last.name} {last.status}" + (
+                                 f": {last.message}" if last.message else ""))
+                return True
+            suggestions = (last.outputs or {}).get("suggestions")
+            if isinstance(suggestions, str):
+                try:
+                    suggestions = json.loads(suggestions)
+                except ValueError:
+                    pass
+            problem = None
+            if not isinstance(suggestions, list) or not all(isinstance(x, dict) for x in suggestions):
+                problem = "did not report an output `suggestions` that is a list of mappings"
+            elif not suggestions:
+                problem = "reported no suggestions"
+            elif len(suggestions) > MAX_SUGGESTIONS:
+                problem = f"reported {len(suggestions)} suggestions, over the limit of {MAX_SUGGESTIONS} per iteration"
+            if problem:
+                self._finish(run, node, S.FAILED, reason="TunerFailed", message=f"matrix: tuner job {last.name} {problem}")
+                return True
+            self._add_batch(run, node, tuners.Batch(last.iteration or 0, None, suggestions))
+            return True
+        try:
+            matrix, _ = self._tuned_matrix(run, node)
+            max_it = tuners._int_field(matrix, "maxIterations", required=True)
+        except Exception as exc:  # noqa: BLE001
+            self._tuner_failed(run, node, exc)
+            return True
+        nxt = (node.iteration or 0) + 1
+        if max_it is None or nxt > max_it:
+            return False
+        self._start_tuner_job(run, node, nxt)
+        return True
 
 
 def _plain(suggestion: dict[str, Any]) -> dict[str, Any]:

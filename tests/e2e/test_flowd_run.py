@@ -36,8 +36,8 @@ def start_flowd(*args: str | Path, state: Path) -> subprocess.Popen[str]:
     )
 
 
-def run_json(file: Path, *extra: str, state: Path, expect_rc: int | None = None) -> dict[str, Any]:
-    proc = flowd(file, "--output", "json", *extra, state=state)
+def run_json(file: Path, *extra: str, state: Path, expect_rc: int | None = None, **kw: Any) -> dict[str, Any]:
+    proc = flowd(file, "--output", "json", *extra, state=state, **kw)
     assert proc.stdout.strip(), proc.stderr
     report = json.loads(proc.stdout)  # stdout holds exactly one JSON object
     if expect_rc is not None:
@@ -167,6 +167,16 @@ def check_tpe(r: dict[str, Any]) -> None:
     assert len(children) == 12 and all(r["ops"][k]["status"] == "succeeded" for k in children)
 
 
+def check_iterative(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert [r["ops"][f"tune/tuner-{i}"]["status"] for i in range(3)] == ["succeeded"] * 3
+    trials = [v for k, v in r["ops"].items() if k.startswith("tune[")]
+    assert len(trials) == 9 and {t["status"] for t in trials} == {"succeeded"}
+    first = min(r["ops"][f"tune[{i}]"]["outputs"]["loss"] for i in (1, 2, 3))
+    last = min(r["ops"][f"tune[{i}]"]["outputs"]["loss"] for i in (9, 10, 11))
+    assert last < first
+
+
 def check_services(r: dict[str, Any]) -> None:
     assert r["status"] == "succeeded"
     assert statuses(r) == {"server": "succeeded", "client": "succeeded"}
@@ -210,6 +220,7 @@ EXAMPLES = {
     "matrix-hyperband.yaml": check_hyperband,
     "matrix-bayes.yaml": check_bayes,
     "matrix-tpe.yaml": check_tpe,
+    "matrix-iterative.yaml": check_iterative,
     "outputs.yaml": check_outputs,
 }
 
@@ -220,7 +231,8 @@ def test_every_feature_example_has_a_check() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_feature_example(name: str, tmp_path: Path) -> None:
-    report = run_json(FEATURES / name, state=tmp_path)
+    # the iterative example's tuner component lives in examples/hub
+    report = run_json(FEATURES / name, state=tmp_path, env={**os.environ, "FLOWD_HUB": str(ROOT / "examples" / "hub")})
     EXAMPLES[name](report)
     for op in report["ops"].values():
         assert set(op) == {"status", "attempts", "outputs", "started_at", "finished_at", "message"}

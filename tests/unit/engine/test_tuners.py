@@ -263,3 +263,67 @@ def test_the_mathematics_is_imported_only_when_a_bayes_or_tpe_matrix_runs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------- iterative
+
+def iterative(max_iterations=2, tuner_params=None):
+    tuner = job("tuner", outputs=[IOSpec("suggestions", type="list")], params=tuner_params or {})
+    return Matrix(kind="iterative", concurrency=2, params={"x": HpParam("uniform", [0, 1])},
+                  extra={"maxIterations": max_iterations}, tuner=tuner)
+
+
+def run_iterative(m, tuner_out, script=None):
+    import json
+
+    def outputs(start):
+        if "/tuner-" in start.path:
+            history = json.loads(start.env["FLOWD_TUNER_HISTORY"])
+            return tuner_out(history, start)
+        return {"loss": (start.params["x"] - 0.3) ** 2}
+
+    sim = Sim(dag("p", [job("it", matrix=m, inputs=[IOSpec("x", type="float")], outputs=[IOSpec("loss", type="float")])]),
+              outputs=outputs, script=script)
+    sim.run()
+    return sim
+
+
+def test_iterative_tuner_job_sees_the_history_and_its_suggestions_run():
+    seen = []
+
+    def tuner(history, start):
+        seen.append((history["iteration"], [h["params"]["x"] for h in history["history"]],
+                     [h["metrics"].get("loss") for h in history["history"]], start.params["iteration"],
+                     len(start.params["configs"])))
+        return {"suggestions": [{"x": 0.1 * (history["iteration"] + 1)}, {"x": 0.5}]}
+
+    sim = run_iterative(iterative(2, {"width": 3}), tuner)
+    assert sim.done.status == "succeeded"
+    assert [s[0] for s in seen] == [0, 1, 2] and [s[3] for s in seen] == [0, 1, 2]
+    assert seen[0][1] == [] and seen[1][1] == [0.1, 0.5] and seen[2][1] == [0.1, 0.5, 0.2, 0.5]
+    assert seen[2][2] == [pytest.approx(0.04), pytest.approx(0.04), pytest.approx(0.01), pytest.approx(0.04)]
+    assert seen[2][4] == 4  # Polyaxon's `configs` join param: the succeeded runs
+    trials = [s for s in sim.started if "/tuner-" not in s.path]
+    assert [s.params["x"] for s in trials] == [0.1, 0.5, 0.2, 0.5, pytest.approx(0.3), 0.5]
+    assert [sim.node(s.path).iteration for s in trials] == [0, 0, 1, 1, 2, 2]
+    tuner_start = next(s for s in sim.started if s.path == "it/tuner-0")
+    assert tuner_start.params["width"] == 3
+
+
+@pytest.mark.parametrize("out,script,message", [
+    (lambda h, s: {"suggestions": []}, None, "reported no suggestions"),
+    (lambda h, s: {"suggestions": "nope"}, None, "expected a list"),
+    (lambda h, s: {"suggestions": [1, 2]}, None, "list of mappings"),
+    (lambda h, s: None, None, "list of mappings"),
+    (lambda h, s: None, {"it/tuner-0": ["fail"]}, "tuner job tuner-0 failed"),
+])
+def test_iterative_tuner_problems_fail_the_matrix(out, script, message):
+    sim = run_iterative(iterative(1), out, script=script)
+    assert sim.status("it") == "failed" and sim.node("it").reason == "TunerFailed"
+    assert message in sim.node("it").message
+
+
+def test_iterative_without_tuner_fails_clearly():
+    m = Matrix(kind="iterative", params={"x": HpParam("uniform", [0, 1])}, extra={"maxIterations": 1})
+    sim = run_iterative(m, None)
+    assert sim.status("it") == "failed" and "needs a `tuner`" in sim.node("it").message
