@@ -340,6 +340,10 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         if event.attempt != node.attempt:
             return  # a report about an attempt that was replaced (retried or timed out)
         status = event.status
+        if event.metrics and node.status not in (S.STOPPING, S.CREATED, S.COMPILED):
+            self._metrics(run, node, event.metrics)
+            if node.status in S.DONE or node.status == S.STOPPING:
+                return  # a policy ruled this run out
         if node.status == S.STOPPING:
             if status not in S.DONE:
                 return

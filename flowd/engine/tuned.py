@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from flowd.engine import status as S
-from flowd.engine import tuners
+from flowd.engine import policies, tuners
 from flowd.engine.resolve import ResolveError
-from flowd.engine.state import Node, RunState
+from flowd.engine.state import PIPELINE_KINDS, Node, RunState
 from flowd.spec.compiled import Matrix, Op, ParamSpec
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ else:
 # bounds on what a user's tuner job exchanges with the engine
 MAX_SUGGESTIONS = 10_000
 MAX_HISTORY_BYTES = 100_000  # an environment string must stay under Linux's 128 KiB MAX_ARG_STRLEN
+# intermediate metrics: points taken from one report, and kept per metric of one run
+MAX_POINTS_PER_REPORT = 1_000
+MAX_POINTS = 10_000
 _TEMPLATED = (("maxIterations", True), ("eta", False), ("numInitialRuns", True))
 
 
@@ -219,6 +222,65 @@ class TunedMixin(_Base):
             return False
         self._start_tuner_job(run, node, nxt)
         return True
+
+
+    # ----------------------------------------------------- intermediate metrics, stopping policies
+
+    def _metrics(self, run: RunState, node: Node, points: list[Any]) -> None:
+        """Record a running attempt's metric points and let its pipeline's policies judge it."""
+        curves = node.curves if node.curves is not None else {}
+        added: set[str] = set()
+        count = 0
+        for point in points[:MAX_POINTS_PER_REPORT]:
+            if not isinstance(point, dict):
+                continue
+            step = point.get("step")
+            for name, raw in point.items():
+                value = tuners.metric_value(raw)
+                if name == "step" or value is None:
+                    continue
+                curve = curves.setdefault(str(name), [])
+                s = tuners.metric_value(step)
+                if s is None:
+                    s = curve[-1][0] + 1 if curve else 0.0
+                if (curve and s <= curve[-1][0]) or len(curve) >= MAX_POINTS:
+                    continue  # redelivered / out of order, or over the bound (docs/engine.md)
+                curve.append([s, value])
+                added.add(str(name))
+                count += 1
+        node.curves = curves
+        parent = run.nodes.get(node.parent) if node.parent is not None else None
+        if not count or parent is None or parent.stopping or parent.status in S.DONE:
+            return
+        before = parent.n_reports
+        parent.n_reports += count
+        spec = self._index[run.run_id].specs[parent.path]
+        if parent.kind == "matrix":
+            rules = spec.matrix.early_stopping if spec.matrix is not None else []
+        else:
+            rules = spec.component.dag.early_stopping if spec.component.dag is not None else []
+        for rule in rules:
+            policy = rule.policy
+            if rule.kind != "metric_early_stopping" or not policy or rule.metric not in added:
+                continue
+            every = max(int(policy.get("evaluationInterval") or 1), 1)
+            first = int(policy.get("minInterval") or 0)
+            if parent.n_reports < first or (before >= first and (parent.n_reports - first) // every == (before - first) // every):
+                continue
+            maximize = rule.optimization != "minimize"
+            curves_of = []
+            for path in parent.children or ():
+                child = run.nodes[path]
+                points_of = (child.curves or {}).get(rule.metric)
+                if points_of is None or child.kind in PIPELINE_KINDS:
+                    continue
+                curves_of.append(policies.Curve(path, child.status in S.ACTIVE and child.status != S.STOPPING,
+                                                child.status == S.SUCCEEDED, points_of))
+            kind = policy.get("kind")
+            for path in policies.ruled_out(policy, curves_of, maximize):
+                child = run.nodes[path]
+                child.message = f"stopped by the `{kind}` early-stopping policy on `{rule.metric}`"
+                self._stop(run, child, f"EarlyStopping:{kind}")
 
 
 def _plain(suggestion: dict[str, Any]) -> dict[str, Any]:

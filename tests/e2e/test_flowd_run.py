@@ -177,6 +177,15 @@ def check_iterative(r: dict[str, Any]) -> None:
     assert last < first
 
 
+def check_policies(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    for kind in ("median", "truncation", "diff"):
+        assert r["ops"][kind]["status"] == "succeeded"
+        assert r["ops"][f"{kind}[0]"]["status"] == "succeeded" and r["ops"][f"{kind}[0]"]["outputs"] == {"loss": 0.1}
+        assert r["ops"][f"{kind}[3]"]["status"] == "stopped"
+        assert f"EarlyStopping:{kind}" in r["ops"][f"{kind}[3]"]["message"]
+
+
 def check_services(r: dict[str, Any]) -> None:
     assert r["status"] == "succeeded"
     assert statuses(r) == {"server": "succeeded", "client": "succeeded"}
@@ -221,6 +230,7 @@ EXAMPLES = {
     "matrix-bayes.yaml": check_bayes,
     "matrix-tpe.yaml": check_tpe,
     "matrix-iterative.yaml": check_iterative,
+    "early-stopping-policies.yaml": check_policies,
     "outputs.yaml": check_outputs,
 }
 
