@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from flowd.engine.core import Engine
 from flowd.engine.messages import Approve, OpStatus, Resume, SetTimer, StartOp, Stop, StopOp, Submit, TimerFired
-from flowd.spec.compiled import TRIGGER_POLICIES, HpParam, IOSpec, Matrix, Termination
+from flowd.spec.compiled import TRIGGER_POLICIES, EarlyStopping, HpParam, IOSpec, Matrix, Termination
 from tests.unit.engine.build import dag, job, ref
 
 
@@ -53,8 +53,14 @@ def pipelines(draw):
             params["x"] = ref(f"ops.{upstream[0]}", "outputs.x")
             inputs.append(IOSpec("x", type="int"))
         if draw(st.integers(0, 5)) == 0:
-            fields["matrix"] = Matrix(kind="mapping", values=[{"m": k} for k in range(draw(st.integers(1, 3)))],
-                                      concurrency=draw(st.sampled_from([None, 1])))
+            policy = draw(st.sampled_from([None, "median", "truncation", "diff"]))
+            rules = [EarlyStopping(kind="metric_early_stopping", metric="x", value=0.0,
+                                   optimization=draw(st.sampled_from(["minimize", "maximize"])),
+                                   policy={"kind": policy, "percent": 50, "evaluationInterval": draw(st.integers(1, 2)),
+                                           "minSamples": 2})] if policy else []
+            fields["matrix"] = Matrix(kind="mapping", values=[{"m": k} for k in range(draw(st.integers(1, 5 if policy else 3)))],
+                                      concurrency=draw(st.sampled_from([None, 2] if policy else [None, 1])),
+                                      early_stopping=rules)
             inputs.append(IOSpec("m", type="int"))
         elif draw(st.integers(0, 4)) == 0:
             fields["matrix"] = tuned_matrix(draw, tuners=("hyperband",))
@@ -123,7 +129,9 @@ def drive(pipeline, data) -> list:
             outcome = data.draw(st.sampled_from(["succeeded", "succeeded", "failed", "running", "dup"]))
             if outcome == "running":
                 live.append(start)
-                feed(OpStatus("r", start.path, start.attempt, "running", now))
+                # a running report with an intermediate metric point (early-stopping policies)
+                feed(OpStatus("r", start.path, start.attempt, "running", now,
+                              metrics=[{"step": step, "x": (step * 7) % 5}]))
             elif outcome == "dup":  # a redelivered report of an earlier attempt
                 live.append(start)
                 feed(OpStatus("r", start.path, max(1, start.attempt - 1), "succeeded", now, outputs={"x": 1}))
