@@ -99,3 +99,25 @@ def test_points_are_idempotent_and_the_matrix_ends_succeeded():
     sim.feed(OpStatus("run1", "sweep[0]", 1, "succeeded", 5.0))
     assert sim.done.status == "succeeded"
     assert sim.status("sweep[1]") == "stopped"
+
+
+def test_resume_keeps_the_children_a_policy_stopped_in_a_matrix_that_succeeded():
+    from flowd.engine.messages import Resume
+
+    rule = EarlyStopping(kind="metric_early_stopping", metric="loss", value=0.0, optimization="minimize",
+                         policy={"kind": "diff", "percent": 10})
+    m = Matrix(kind="mapping", values=[{"i": 0}, {"i": 1}], early_stopping=[rule])
+    ops = [job("sweep", matrix=m, inputs=[IOSpec("i", type="int")]), job("boom")]
+    sim = Sim(dag("p", ops), hold={"sweep[0]", "sweep[1]"}, script={"boom": ["fail", "ok"]})
+    sim.run()
+    for start in sim.held:
+        sim.feed(OpStatus("run1", start.path, start.attempt, "running", 1.0))
+    report(sim, 0, 1, 0.1)
+    report(sim, 1, 1, 0.9)
+    sim.feed(OpStatus("run1", "sweep[1]", 1, "stopped", 3.0))
+    sim.feed(OpStatus("run1", "sweep[0]", 1, "succeeded", 3.0))
+    assert sim.status("sweep") == "succeeded" and sim.done.status == "failed"
+    sim.feed(Resume("run1", 4.0))
+    sim.run()
+    assert sim.status("sweep[1]") == "stopped" and sim.status("boom") == "succeeded"
+    assert sim.done.status == "succeeded"
