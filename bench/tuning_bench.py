@@ -28,13 +28,14 @@ import random
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from flowd.engine.core import Engine  # noqa: E402
-from flowd.engine.messages import OpStatus, PipelineDone, StartOp, Submit  # noqa: E402
-from flowd.spec.compiled import Component, Dag, HpParam, IOSpec, Matrix, Op  # noqa: E402
+from flowd.engine.core import Engine
+from flowd.engine.messages import OpStatus, PipelineDone, StartOp, Submit
+from flowd.spec.compiled import Component, Dag, HpParam, IOSpec, Matrix, Op
 
 BUDGET = 40
 HB_R, HB_ETA = 27, 3

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from flowd.engine import status as S
 from flowd.engine import policies, tuners
+from flowd.engine import status as S
 from flowd.engine.resolve import ResolveError
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState
 from flowd.spec.compiled import Matrix, Op, ParamSpec
@@ -209,7 +209,7 @@ class TunedMixin(_Base):
             if problem:
                 self._finish(run, node, S.FAILED, reason="TunerFailed", message=f"matrix: tuner job {last.name} {problem}")
                 return True
-            self._add_batch(run, node, tuners.Batch(last.iteration or 0, None, suggestions))
+            self._add_batch(run, node, tuners.Batch(last.iteration or 0, None, list(suggestions)))  # type: ignore[arg-type]
             return True
         try:
             matrix, _ = self._tuned_matrix(run, node)

@@ -56,7 +56,7 @@ def _options(matrix: Matrix) -> dict[str, Any]:
 
 
 def suggest(matrix: Matrix, trials: list[Trial], count: int, seed: int) -> list[dict[str, Any]]:
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     # one BLAS thread: the matrices are tiny (threads only contend, 5x slower on a loaded machine)
     # and a fixed reduction order keeps the suggestions bit-for-bit reproducible
@@ -75,10 +75,15 @@ def _suggest(matrix: Matrix, trials: list[Trial], count: int, seed: int) -> list
         return _random(matrix, count, seed, 0, trials)
 
     import numpy as np
-    from scipy.optimize import minimize
-    from scipy.special import ndtr
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+    from scipy.optimize import minimize  # type: ignore[import-untyped]
+    from scipy.special import ndtr  # type: ignore[import-untyped]
+    from sklearn.gaussian_process import GaussianProcessRegressor  # type: ignore[import-untyped]
+    from sklearn.gaussian_process.kernels import (  # type: ignore[import-untyped]
+        RBF,
+        ConstantKernel,
+        Matern,
+        WhiteKernel,
+    )
 
     sign = 1.0 if metric[1] else -1.0
     X = np.array([[d.to_unit(t.params.get(d.name)) for d in space] for t in observed])
@@ -146,7 +151,7 @@ class _Posterior:
 
     def __init__(self, gp: Any, options: dict[str, Any]) -> None:
         import numpy as np
-        from scipy.linalg import solve_triangular
+        from scipy.linalg import solve_triangular  # type: ignore[import-untyped]
 
         self.np = np
         self.solve = solve_triangular

@@ -74,7 +74,7 @@ class Dim:
             return min(max(x, self.low), self.high)
         return self._index(value)
 
-    def decode(self, x: float | int) -> Any:
+    def decode(self, x: float) -> Any:
         if self.type == "real":
             value = float(x)
             if self.log_value:
@@ -82,7 +82,7 @@ class Dim:
             if self.q:
                 value = math.floor(value / self.q) * self.q
             return value
-        return self.values[min(max(int(round(x)), 0), len(self.values) - 1)]
+        return self.values[min(max(round(x), 0), len(self.values) - 1)]
 
     def _index(self, value: Any) -> int:
         for i, v in enumerate(self.values):

@@ -29,7 +29,11 @@ def suggest(matrix: Matrix, trials: list[Trial], count: int, seed: int) -> list[
     space = dims(matrix.params)
 
     import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions: dict[str, Any] = {}

@@ -56,7 +56,7 @@ def test_hyperband_creates_the_canonical_runs_and_resources(R, eta):
     sim = run_matrix(hyperband(R, eta), loss_of)
     rounds = Counter()
     resources = {}
-    for path, node in sim.engine.runs["run1"].nodes.items():
+    for node in sim.engine.runs["run1"].nodes.values():
         if node.suggestion is None:
             continue
         key = (node.iteration, node.bracket)
@@ -235,7 +235,12 @@ def test_tuner_errors_fail_the_matrix_not_the_run():
 def test_bayes_fast_posterior_equals_sklearn_predict(kernel, nu):
     import numpy as np
     from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+    from sklearn.gaussian_process.kernels import (
+        RBF,
+        ConstantKernel,
+        Matern,
+        WhiteKernel,
+    )
 
     from flowd.engine.tuners.bayes import _Posterior
 
