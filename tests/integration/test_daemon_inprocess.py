@@ -256,6 +256,7 @@ async def test_tuned_matrices_run_under_serve(kafka_broker, tmp_path: Path) -> N
     async with serving(config) as (_daemon, events):
         hb = await submit(config, compiled((root / "matrix-hyperband.yaml").read_text()))
         tpe = await submit(config, compiled((root / "matrix-tpe.yaml").read_text()))
+        policies = await submit(config, compiled((root / "early-stopping-policies.yaml").read_text()))
         for run_id, children in ((hb, 22), (tpe, 12)):
             with anyio.fail_after(120):
                 done = await events.wait_done(run_id)
@@ -264,3 +265,11 @@ async def test_tuned_matrices_run_under_serve(kafka_broker, tmp_path: Path) -> N
             assert view is not None and view["status"] == "succeeded"
             trials = {path: op["status"] for path, op in view["ops"].items() if path.startswith("tune[")}
             assert len(trials) == children and set(trials.values()) == {"succeeded"}, trials
+        # intermediate metrics ($FLOWD_METRICS) reach the engine through the op_status records
+        with anyio.fail_after(120):
+            assert (await events.wait_done(policies)).status == "succeeded"
+        view = await run_status(config, policies)
+        assert view is not None
+        for kind in ("median", "truncation", "diff"):
+            assert view["ops"][f"{kind}[0]"]["status"] == "succeeded"
+            assert view["ops"][f"{kind}[3]"]["status"] == "stopped"
