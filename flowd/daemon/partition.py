@@ -168,7 +168,7 @@ class PartitionState:
         if isinstance(msg, wire.OpReport):
             event = OpStatus(run_id=msg.run_id, path=msg.path, attempt=msg.attempt, status=msg.status,
                              time=msg.time, message=msg.message, reason=msg.reason,
-                             exit_code=msg.exit_code, outputs=msg.outputs)
+                             exit_code=msg.exit_code, outputs=msg.outputs, metrics=msg.metrics)
             if msg.status in DONE:
                 key = self._attempt_keys.pop((msg.run_id, msg.path, msg.attempt), None)
                 if key is not None:

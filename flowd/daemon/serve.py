@@ -424,7 +424,7 @@ class Daemon:
         self._reports.append(wire.OpReport(
             run_id=status.run_id, path=status.path, attempt=status.attempt, status=status.status,
             time=status.time, message=status.message, reason=status.reason, exit_code=status.exit_code,
-            outputs=status.outputs))
+            outputs=status.outputs, metrics=status.metrics))
         self._reports_ready.set()
 
     def _fire_timer(self, run_id: str, timer_id: str, now: float) -> None:

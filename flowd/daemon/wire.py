@@ -105,6 +105,8 @@ class OpReport(msgspec.Struct, tag="op_status", **_S):
     reason: str | None = None
     exit_code: int | None = None
     outputs: dict[str, Any] | None = None
+    # intermediate metrics reported by the running attempt ($FLOWD_METRICS lines)
+    metrics: list[dict[str, Any]] | None = None
 
 
 class TimerFiring(msgspec.Struct, tag="timer", **_S):

@@ -46,6 +46,7 @@ from flowd.engine.messages import (
 from flowd.engine.pipelines import PipelinesMixin, approved_up_front
 from flowd.engine.recovery import RecoveryMixin
 from flowd.engine.resolve import ResolveError, Resolver, has_templates
+from flowd.engine.tuned import TunedMixin
 from flowd.engine.state import (
     PIPELINE_KINDS,
     SNAPSHOT_VERSION,
@@ -90,7 +91,7 @@ class _Index:
         self.limits: dict[str, int | None] = {}
 
 
-class Engine(PipelinesMixin, RecoveryMixin):
+class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
     def __init__(self, limits: Limits | None = None) -> None:
         # what a run may make the engine build (ops, rendered templates, reported outputs):
         # plain config from the adapter, never read from the environment (docs/limits.md)
@@ -245,6 +246,8 @@ class Engine(PipelinesMixin, RecoveryMixin):
         parent = run.nodes[node.parent]
         parent_spec = index.specs[node.parent]
         if parent.kind == "matrix":
+            if node.suggestion is None:  # the tuner job of an iterative matrix
+                return self._tuner_job_spec(run, parent, parent_spec, node)
             return self._matrix_child_spec(parent_spec, parent.params or {}, node.suggestion or {})
         if parent.kind == "schedule":
             return msgspec.structs.replace(parent_spec, schedule=None)
@@ -393,6 +396,10 @@ class Engine(PipelinesMixin, RecoveryMixin):
                                                               setting="max_outputs_bytes",
                                                               limit=self.limits.max_outputs_bytes)))
         status = event.status
+        if event.metrics and node.status not in (S.STOPPING, S.CREATED, S.COMPILED):
+            self._metrics(run, node, event.metrics)
+            if node.status in S.DONE or node.status == S.STOPPING:
+                return  # a policy ruled this run out
         if node.status == S.STOPPING:
             if status not in S.DONE:
                 return

@@ -1,8 +1,8 @@
 """Suggestions of a matrix (POLYFLOW §6): pure functions of the spec and a seed.
 
-``mapping``, ``grid`` and ``random`` are generated in-process. The iterative kinds (hyperband,
-bayes, tpe, iterative) need results of earlier iterations and a tuner; this version reports them
-as unsupported at run time with a clear message rather than running something else.
+``mapping``, ``grid`` and ``random`` are generated here, all at once. The iterative kinds
+(hyperband, bayes, tpe, iterative) need the results of earlier iterations: their suggestions come
+from :mod:`flowd.engine.tuners`, one iteration at a time.
 """
 
 from __future__ import annotations
@@ -148,19 +148,24 @@ def suggestions(matrix: Matrix, seed: int, values: Any = None) -> list[dict[str,
         axes = [expand(params[n]) for n in names]
         grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
         if matrix.num_runs:
-            grid = grid[: matrix.num_runs]
-        return grid
-    # random: independent draws, duplicates rejected, capped by the discrete space size
-    rng = random.Random(matrix.seed if matrix.seed else seed)
+            out = out[: matrix.num_runs]
+        return out
+    return random_configs(params, int(matrix.num_runs or 0), matrix.seed if matrix.seed else seed)
+
+
+def random_configs(params: dict[str, HpParam], wanted: int, seed: int,
+                   exclude: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Random search (POLYFLOW §6.2): independent draws from a PRNG seeded with ``seed``,
+    duplicates (and anything in ``exclude``) rejected, capped by the size of a discrete space."""
+    rng = random.Random(seed)
     names = list(params)
-    wanted = int(matrix.num_runs or 0)
     if names and all(params[n].kind in DISCRETE for n in names):
         space = 1
         for n in names:
             space *= max(1, len(expand(params[n])))
         wanted = min(wanted, space)
     out: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: set[str] = {repr(sorted(e.items())) for e in exclude or ()}
     attempts = 0
     while len(out) < wanted and attempts < wanted * 100 + 100:
         attempts += 1

@@ -48,6 +48,9 @@ class OpStatus(msgspec.Struct, tag="op_status", omit_defaults=True, frozen=True,
     exit_code: int | None = None
     # outputs travel with the terminal status so downstream resolution never races them
     outputs: dict[str, Any] | None = None
+    # intermediate metrics the running attempt reported since the last report, in order:
+    # ``[{"step": 3, "loss": 0.4}, ...]`` (``$FLOWD_METRICS``; early-stopping policies read them)
+    metrics: list[dict[str, Any]] | None = None
 
 
 class TimerFired(msgspec.Struct, tag="timer", omit_defaults=True, frozen=True, gc=False):

@@ -12,6 +12,7 @@ import msgspec
 from flowd.engine import matrix as matrix_mod
 from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
+from flowd.engine import tuners
 from flowd.engine.messages import StopOp
 from flowd.engine.parts import EngineParts
 from flowd.engine.resolve import ResolveError, dag_outputs, fan_in_outputs
@@ -60,6 +61,10 @@ class PipelinesMixin(EngineParts):
                     self._ready(run, child)
         else:
             assert spec.matrix is not None
+            if spec.matrix.kind in tuners.ITERATIVE_KINDS:
+                self._start_tuned_matrix(run, node)
+                self._check_pipeline_end(run, node)
+                return
             try:
                 values = None
                 if isinstance(spec.matrix.values, str):
@@ -185,6 +190,9 @@ class PipelinesMixin(EngineParts):
                     self._stop(run, child, "PipelineEnded")
             return
         if pipeline.n_children_done < len(children):
+            return
+        if (pipeline.kind == "matrix" and not pipeline.stopping and not pipeline.early_outcome
+                and pipeline.status == S.RUNNING and self._next_iteration(run, pipeline)):
             return
         if pipeline.kind == "schedule":
             if pipeline.stopping:

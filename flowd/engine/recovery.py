@@ -22,6 +22,9 @@ class RecoveryMixin(EngineParts):
         index = self._index[run.run_id]
         keep = (S.SUCCEEDED, S.SKIPPED)
         reset: list[Node] = []
+        # a pipeline that succeeded keeps all of its children as they are, even the ones an
+        # early-stopping rule or policy stopped (nothing would ever start them again)
+        kept: set[str] = set()
         for node in run.nodes.values():
             node.emitted = node.repeats = 0  # a new epoch: a new key space (keys end in @epoch)
             node.holds_slot = False
@@ -31,7 +34,9 @@ class RecoveryMixin(EngineParts):
                 node.waiting_head = 0
                 node.stopping = False
                 node.early_outcome = None
-            if node.status in keep:
+            if node.status in keep or (node.parent is not None and node.parent in kept):
+                if node.kind in PIPELINE_KINDS:
+                    kept.add(node.path)
                 continue
             node.finished_at = None
             node.message = "resumed"

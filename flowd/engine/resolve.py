@@ -73,7 +73,9 @@ def run_globals(run_id: str, node: Node, context: dict[str, Any] | None = None) 
         "name": node.name,
         "status": node.status,
         "namespace": ctx.get("namespace"),
-        "iteration": node.index if node.suggestion is not None else None,
+        "iteration": (node.iteration if node.iteration is not None else node.index) if node.suggestion is not None else None,
+        "bracket_iteration": node.bracket if node.suggestion is not None else None,
+        "original_uuid": f"{run_id}/{node.origin}" if node.origin else None,
         "context_path": context_path,
         "artifacts_path": artifacts,
         "run_artifacts_path": f"{artifacts}/{uid}",
@@ -88,7 +90,6 @@ def run_globals(run_id: str, node: Node, context: dict[str, Any] | None = None) 
         "finished_at": iso(node.finished_at),
         "duration": duration,
         "cloning_kind": None,
-        "original_uuid": None,
         "is_independent": node.parent is None,
     }
 

@@ -90,6 +90,19 @@ class Node(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     # so its key gets ``~N`` and a consumer that dedupes on keys keeps it
     emitted: int = 0
     repeats: int = 0
+    # --- tuned matrices (hyperband, bayes, tpe, iterative) ---
+    # on a child: the iteration (and hyperband round, ``bracket_iteration``) that created it; on
+    # the matrix node: the iteration in progress. With the children's params and metrics this is
+    # all a tuner needs, so the suggestions after a restore are the ones before it.
+    iteration: int | None = None
+    bracket: int | None = None
+    # hyperband with ``resume: true``: the path of the run this one continues with more resource
+    origin: str | None = None
+    # intermediate metrics a running child reported: [[step, value], ...] per metric name
+    curves: dict[str, list[list[float]]] | None = None
+    # matrix node: metric reports seen so far (early-stopping policies evaluate every
+    # ``evaluationInterval`` of them)
+    n_reports: int = 0
 
 
 class RunState(msgspec.Struct, gc=False, omit_defaults=True):

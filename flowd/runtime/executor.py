@@ -48,6 +48,11 @@ LOCAL_KINDS = frozenset({"job", "service"})
 STDERR_TAIL_LINES = 5
 
 
+# $FLOWD_METRICS: how often it is read while the job runs, and how much per read
+METRICS_POLL = 0.25
+METRICS_READ_BYTES = 1 << 20
+
+
 def attempt_dir_name(path: str, attempt: int) -> str:
     """``outer/inner`` attempt 2 -> ``outer+inner@2`` (``+`` and ``@`` never occur in op names)."""
     return f"{path.replace('/', '+')}@{attempt}"
@@ -80,7 +85,8 @@ def _tail(path: Path, lines: int) -> str:
 
 
 class _Attempt:
-    __slots__ = ("cmd", "dir", "process", "stop_reason", "stopping", "shutdown", "finished", "holds_slot", "note")
+    __slots__ = ("cmd", "dir", "process", "stop_reason", "stopping", "shutdown", "finished", "holds_slot", "note",
+                 "metrics_offset")
 
     def __init__(self, cmd: StartOp, directory: Path) -> None:
         self.cmd = cmd
@@ -94,6 +100,8 @@ class _Attempt:
         # counts against max_procs while its process lives (services never do)
         self.holds_slot = False
         self.note: str | None = None
+        # how far $FLOWD_METRICS has been read (complete lines only)
+        self.metrics_offset = 0
 
 
 class LocalExecutor:
@@ -284,6 +292,7 @@ class LocalExecutor:
         env.update({k: _env_value(v) for k, v in cmd.env.items()})
         env.update(
             FLOWD_OUTPUTS=str(directory / "outputs.json"),
+            FLOWD_METRICS=str(directory / "metrics.jsonl"),
             FLOWD_RUN_ID=cmd.run_id,
             FLOWD_OP_PATH=cmd.path,
             FLOWD_ATTEMPT=str(cmd.attempt),
@@ -302,7 +311,7 @@ class LocalExecutor:
             await self._release_slot(attempt)
             return
         directory.mkdir(parents=True, exist_ok=True)
-        for stale in ("outputs.json", "result.json", "pid.json"):
+        for stale in ("outputs.json", "result.json", "pid.json", "metrics.jsonl"):
             (directory / stale).unlink(missing_ok=True)
         (directory / "outputs.json").touch()
         container = cmd.run.get("container") or {}
@@ -339,6 +348,40 @@ class LocalExecutor:
         self._report(cmd, "running")
         assert self._tg is not None
         self._tg.start_soon(self._watch, attempt, name=f"watch {cmd.key}")
+        self._tg.start_soon(self._tail_metrics, attempt, name=f"metrics {cmd.key}")
+
+    async def _tail_metrics(self, attempt: _Attempt) -> None:
+        """Report the lines the job appends to $FLOWD_METRICS while it runs (every
+        METRICS_POLL seconds); ``_watch`` reads the rest before the terminal report."""
+        while attempt.process is not None and attempt.process.returncode is None and not attempt.finished.is_set():
+            await anyio.sleep(METRICS_POLL)
+            if attempt.process.returncode is None:
+                self._flush_metrics(attempt)
+
+    def _flush_metrics(self, attempt: _Attempt) -> None:
+        path = attempt.dir / "metrics.jsonl"
+        try:
+            with path.open("rb") as f:
+                f.seek(attempt.metrics_offset)
+                chunk = f.read(METRICS_READ_BYTES)
+        except OSError:
+            return
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            if len(chunk) >= METRICS_READ_BYTES:  # one absurdly long line: skip it
+                attempt.metrics_offset += len(chunk)
+            return
+        attempt.metrics_offset += end + 1
+        points = []
+        for line in chunk[:end].splitlines():
+            try:
+                point = json.loads(line)
+            except ValueError:
+                continue  # not JSON: a job's stray print, ignored
+            if isinstance(point, dict):
+                points.append(point)
+        if points:
+            self._report(attempt.cmd, "running", metrics=points)
 
     async def _watch(self, attempt: _Attempt) -> None:
         assert attempt.process is not None
@@ -351,6 +394,8 @@ class LocalExecutor:
         crash_point("local.exited", attempt.cmd.key)  # tests only: reaped, no result.json yet
         # stragglers of a finished main process go with it, as in a container
         signal_group(attempt.process.pid, signal.SIGKILL)
+        if not attempt.stopping:
+            self._flush_metrics(attempt)
         outputs, outputs_error = self._read_outputs(attempt.dir / "outputs.json", self.max_outputs_bytes)
         logs = f"logs: {attempt.dir}"
         if attempt.stopping:

@@ -110,6 +110,9 @@ class Matrix(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     early_stopping: list[EarlyStopping] = []
     # the remaining kind-specific fields (maxIterations, eta, resource, metric, tuner, ...)
     extra: dict[str, Any] = {}
+    # ``iterative``: the user's tuner component (``tuner.hubRef``) compiled into an op, run
+    # between iterations (its params are ``tuner.params``; the engine adds the history)
+    tuner: Op | None = None
 
 
 class Dag(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):

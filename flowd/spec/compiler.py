@@ -266,7 +266,7 @@ class _Compiler(DagRules):
             conditions=op.conditions,
             skip_on_upstream_skip=bool(op.skip_on_upstream_skip),
             is_approved=approved,
-            matrix=compile_matrix(op.matrix) if op.matrix is not None else None,
+            matrix=self._matrix(op, eff),
             termination=_termination(term),
             cache=cache if isinstance(cache, dict) else None,
             schedule=builtins_of(op.schedule) if root else None,
@@ -276,6 +276,34 @@ class _Compiler(DagRules):
         )
         self.op_where[id(compiled)] = self.cmp.at(op)
         return compiled
+
+    def _matrix(self, op: m.PolyaxonfileSpec, eff: Effective) -> c.Matrix | None:
+        if op.matrix is None:
+            return None
+        matrix = compile_matrix(op.matrix)
+        tuner = getattr(op.matrix, "tuner", None)
+        if matrix.kind != "iterative" or not isinstance(tuner, m.Tuner):
+            return matrix
+        # the tuner is an operation over `tuner.hubRef`, composed like any other reference
+        spec = m.PolyaxonfileSpec(hub_ref=tuner.hub_ref, params=tuner.params, presets=tuner.presets,
+                                  queue=tuner.queue, namespace=tuner.namespace)
+        self.cmp.where[id(spec)] = self.cmp.at(tuner)
+        before = len(self.findings)
+        t_eff = self.cmp.effective(spec, source=eff.source, base_dir=eff.base_dir, components=None)
+        component = self._component(t_eff, Inherit(), nested=False) if t_eff is not None and t_eff.run is not None else None
+        if any(f.severity == "error" for f in self.findings[before:]) or component is None:
+            # Polyaxon resolves the tuner only when the matrix runs: a tuner flowd cannot resolve
+            # is a warning now, and the matrix fails with this message when it starts
+            for f in self.findings[before:]:
+                if f.severity == "error":
+                    f.severity = "warning"
+                    f.message = f"the iterative matrix cannot run its tuner: {f.message}"
+            return matrix
+        op_name = op.name if isinstance(op.name, str) else "matrix"
+        tuner_op = self._op(spec, t_eff, component, name=f"{op_name}-tuner", params=dict(tuner.params or {}),
+                            upstream=[], event_edges={}, inherit=Inherit(), root=False)
+        return msgspec.structs.replace(matrix, tuner=tuner_op)
+
 
 def compile_text(text: str, *, source: str = "<string>", base_dir: str | os.PathLike[str] | None = ".",
                  params: dict[str, Any] | None = None, hub: str | None = None, reference_compat: bool = False,

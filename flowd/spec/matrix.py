@@ -183,6 +183,12 @@ def check_matrix(mx: Any, emit: Emit, path: tuple[Any, ...] = ("matrix",)) -> No
         if missing:
             emit("warning", path, f"hyperband needs {', '.join(f'`{k}`' for k in missing)} to run (the reference "
                                   "accepts the file without them but cannot run it)")
+    if isinstance(mx, m.IterativeMatrix) and mx.tuner is None:
+        emit("warning", path, "an `iterative` matrix needs a `tuner` (a component that returns the suggestions of "
+                              "each iteration) to run")
+    if isinstance(mx, (m.HyperbandMatrix, m.BayesMatrix, m.TpeMatrix)) and mx.tuner is not None:
+        emit("warning", (*path, "tuner"), f"flowd runs its built-in {hp_kind(mx)} tuner; the custom `tuner` "
+                                          "component is ignored (use `kind: iterative` to drive a search with it)")
     if isinstance(mx, m.MappingMatrix) and isinstance(mx.values, list) and not mx.values:
         emit("warning", (*path, "values"), "a mapping matrix with no values creates no runs")
 

@@ -36,8 +36,8 @@ def start_flowd(*args: str | Path, state: Path) -> subprocess.Popen[str]:
     )
 
 
-def run_json(file: Path, *extra: str, state: Path, expect_rc: int | None = None) -> dict[str, Any]:
-    proc = flowd(file, "--output", "json", *extra, state=state)
+def run_json(file: Path, *extra: str, state: Path, expect_rc: int | None = None, **kw: Any) -> dict[str, Any]:
+    proc = flowd(file, "--output", "json", *extra, state=state, **kw)
     assert proc.stdout.strip(), proc.stderr
     report = json.loads(proc.stdout)  # stdout holds exactly one JSON object
     if expect_rc is not None:
@@ -145,6 +145,47 @@ def check_metric(r: dict[str, Any]) -> None:
                            "search[2]": "stopped", "search[3]": "stopped"}
 
 
+def check_hyperband(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    children = {k: v for k, v in r["ops"].items() if k.startswith("tune[")}
+    assert len(children) == 22 and {v["status"] for v in children.values()} == {"succeeded"}
+    # losses fall with the epochs: the best run of each bracket's last round beats round 0's median
+    losses = sorted(v["outputs"]["loss"] for v in children.values())
+    assert losses[0] < 0.2
+
+
+def check_bayes(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    losses = [r["ops"][f"tune[{i}]"]["outputs"]["loss"] for i in range(6)]
+    assert "tune[6]" not in r["ops"]
+    assert min(losses[3:]) < min(losses[:3])
+
+
+def check_tpe(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    children = [k for k in r["ops"] if k.startswith("tune[")]
+    assert len(children) == 12 and all(r["ops"][k]["status"] == "succeeded" for k in children)
+
+
+def check_iterative(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert [r["ops"][f"tune/tuner-{i}"]["status"] for i in range(3)] == ["succeeded"] * 3
+    trials = [v for k, v in r["ops"].items() if k.startswith("tune[")]
+    assert len(trials) == 9 and {t["status"] for t in trials} == {"succeeded"}
+    first = min(r["ops"][f"tune[{i}]"]["outputs"]["loss"] for i in (1, 2, 3))
+    last = min(r["ops"][f"tune[{i}]"]["outputs"]["loss"] for i in (9, 10, 11))
+    assert last < first
+
+
+def check_policies(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    for kind in ("median", "truncation", "diff"):
+        assert r["ops"][kind]["status"] == "succeeded"
+        assert r["ops"][f"{kind}[0]"]["status"] == "succeeded" and r["ops"][f"{kind}[0]"]["outputs"] == {"loss": 0.1}
+        assert r["ops"][f"{kind}[3]"]["status"] == "stopped"
+        assert f"EarlyStopping:{kind}" in r["ops"][f"{kind}[3]"]["message"]
+
+
 def check_services(r: dict[str, Any]) -> None:
     assert r["status"] == "succeeded"
     assert statuses(r) == {"server": "succeeded", "client": "succeeded"}
@@ -221,6 +262,11 @@ EXAMPLES = {
     "early-stopping.yaml": check_early_stopping,
     "early-stopping-metric.yaml": check_metric,
     "services.yaml": check_services,
+    "matrix-hyperband.yaml": check_hyperband,
+    "matrix-bayes.yaml": check_bayes,
+    "matrix-tpe.yaml": check_tpe,
+    "matrix-iterative.yaml": check_iterative,
+    "early-stopping-policies.yaml": check_policies,
     "outputs.yaml": check_outputs,
 }
 
@@ -235,7 +281,9 @@ EXAMPLE_ARGS = {"presets.yaml": ("--presets", str(ROOT / "examples" / "presets")
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_feature_example(name: str, tmp_path: Path) -> None:
-    report = run_json(FEATURES / name, *EXAMPLE_ARGS.get(name, ()), state=tmp_path)
+    # the iterative example's tuner component lives in examples/hub
+    report = run_json(FEATURES / name, *EXAMPLE_ARGS.get(name, ()), state=tmp_path,
+                        env={**os.environ, "FLOWD_HUB": str(ROOT / "examples" / "hub")})
     EXAMPLES[name](report)
     for op in report["ops"].values():
         # identical ops of one run may reuse each other's cached result (cache_hit, cache_source)

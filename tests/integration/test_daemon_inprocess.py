@@ -253,3 +253,31 @@ async def test_schedule_timers_survive_a_restart_and_catch_up(kafka_broker, tmp_
         queued = [e.path for e in events.of(run_id) if isinstance(e, wire.StatusEvent) and e.status == "queued"]
         assert sorted(queued) == ["tick-0", "tick-1", "tick-2", "tick-3"]
         assert len({e.key for e in events.events}) == len(events.events)
+
+
+async def test_tuned_matrices_run_under_serve(kafka_broker, tmp_path: Path) -> None:
+    """hyperband and tpe through the daemon: the engine's tuners run in the partition's engine
+    step, so the children are those of ``flowd run`` (real processes: the local executor, whose
+    outputs carry the metric hyperband ranks by)."""
+    root = Path(__file__).resolve().parents[2] / "examples" / "features"
+    config = test_config(kafka_broker.bootstrap, name="tuned", state_dir=str(tmp_path), executor="local")
+    async with serving(config) as (_daemon, events):
+        hb = await submit(config, compiled((root / "matrix-hyperband.yaml").read_text()))
+        tpe = await submit(config, compiled((root / "matrix-tpe.yaml").read_text()))
+        policies = await submit(config, compiled((root / "early-stopping-policies.yaml").read_text()))
+        for run_id, children in ((hb, 22), (tpe, 12)):
+            with anyio.fail_after(120):
+                done = await events.wait_done(run_id)
+            assert done.status == "succeeded"
+            view = await run_status(config, run_id)
+            assert view is not None and view["status"] == "succeeded"
+            trials = {path: op["status"] for path, op in view["ops"].items() if path.startswith("tune[")}
+            assert len(trials) == children and set(trials.values()) == {"succeeded"}, trials
+        # intermediate metrics ($FLOWD_METRICS) reach the engine through the op_status records
+        with anyio.fail_after(120):
+            assert (await events.wait_done(policies)).status == "succeeded"
+        view = await run_status(config, policies)
+        assert view is not None
+        for kind in ("median", "truncation", "diff"):
+            assert view["ops"][f"{kind}[0]"]["status"] == "succeeded"
+            assert view["ops"][f"{kind}[3]"]["status"] == "stopped"

@@ -358,10 +358,10 @@ def test_grid_and_random_matrices():
 
 
 def test_unsupported_matrix_kind_fails_with_a_clear_message():
-    m = Matrix(kind="bayes", params={"lr": HpParam("uniform", [0, 1])})
+    m = Matrix(kind="sobol", params={"lr": HpParam("uniform", [0, 1])})
     sim = Sim(dag("p", [job("b", matrix=m, inputs=[IOSpec("lr", type="float")])]))
     assert sim.status("b") == "failed"
-    assert "bayes" in sim.node("b").message and "not supported" in sim.node("b").message
+    assert "sobol" in sim.node("b").message and "not supported" in sim.node("b").message
 
 
 # ------------------------------------------------------------------------------ idempotency

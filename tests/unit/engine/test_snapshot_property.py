@@ -9,8 +9,27 @@ from hypothesis import strategies as st
 
 from flowd.engine.core import Engine
 from flowd.engine.messages import Approve, OpStatus, Resume, SetTimer, StartOp, Stop, StopOp, Submit, TimerFired
-from flowd.spec.compiled import TRIGGER_POLICIES, IOSpec, Matrix, Termination
+from flowd.spec.compiled import TRIGGER_POLICIES, EarlyStopping, HpParam, IOSpec, Matrix, Termination
 from tests.unit.engine.build import dag, job, ref
+
+
+def tuned_matrix(draw, tuners):
+    """A small tuned matrix whose metric is the ``x`` output the driver reports."""
+    kind = draw(st.sampled_from(tuners))
+    metric = {"name": "x", "optimization": draw(st.sampled_from(["minimize", "maximize"]))}
+    params = {"m": HpParam("uniform", [0.0, 1.0])}
+    concurrency = draw(st.sampled_from([None, 1, 2]))
+    seed = draw(st.sampled_from([None, 5]))
+    if kind == "hyperband":
+        return Matrix(kind="hyperband", params=params, concurrency=concurrency, seed=seed, extra={
+            "maxIterations": draw(st.sampled_from([2, 4])), "eta": 2, "resource": {"name": "r", "type": "int"},
+            "metric": metric, "resume": draw(st.booleans())})
+    if kind == "bayes":
+        return Matrix(kind="bayes", params=params, concurrency=concurrency, seed=seed, extra={
+            "numInitialRuns": 2, "maxIterations": 2, "metric": metric,
+            "utilityFunction": {"acquisitionFunction": "ucb", "kappa": 1.0, "numWarmup": 50, "numIterations": 1}})
+    return Matrix(kind="tpe", params=params, num_runs=2, concurrency=concurrency, seed=seed,
+                  extra={"maxIterations": 2, "metric": metric})
 
 
 @st.composite
@@ -34,9 +53,18 @@ def pipelines(draw):
             params["x"] = ref(f"ops.{upstream[0]}", "outputs.x")
             inputs.append(IOSpec("x", type="int"))
         if draw(st.integers(0, 5)) == 0:
-            fields["matrix"] = Matrix(kind="mapping", values=[{"m": k} for k in range(draw(st.integers(1, 3)))],
-                                      concurrency=draw(st.sampled_from([None, 1])))
+            policy = draw(st.sampled_from([None, "median", "truncation", "diff"]))
+            rules = [EarlyStopping(kind="metric_early_stopping", metric="x", value=0.0,
+                                   optimization=draw(st.sampled_from(["minimize", "maximize"])),
+                                   policy={"kind": policy, "percent": 50, "evaluationInterval": draw(st.integers(1, 2)),
+                                           "minSamples": 2})] if policy else []
+            fields["matrix"] = Matrix(kind="mapping", values=[{"m": k} for k in range(draw(st.integers(1, 5 if policy else 3)))],
+                                      concurrency=draw(st.sampled_from([None, 2] if policy else [None, 1])),
+                                      early_stopping=rules)
             inputs.append(IOSpec("m", type="int"))
+        elif draw(st.integers(0, 4)) == 0:
+            fields["matrix"] = tuned_matrix(draw, tuners=("hyperband",))
+            inputs += [IOSpec("m", type="float"), IOSpec("r", type="int")]
         if draw(st.integers(0, 6)) == 0:
             child = dag(name, [job("in0", outputs=[IOSpec("x", type="int")]), job("in1", upstream=["in0"])],
                         **{k: v for k, v in fields.items() if k not in ("termination",)})
@@ -101,7 +129,9 @@ def drive(pipeline, data) -> list:
             outcome = data.draw(st.sampled_from(["succeeded", "succeeded", "failed", "running", "dup"]))
             if outcome == "running":
                 live.append(start)
-                feed(OpStatus("r", start.path, start.attempt, "running", now))
+                # a running report with an intermediate metric point (early-stopping policies)
+                feed(OpStatus("r", start.path, start.attempt, "running", now,
+                              metrics=[{"step": step, "x": (step * 7) % 5}]))
             elif outcome == "dup":  # a redelivered report of an earlier attempt
                 live.append(start)
                 feed(OpStatus("r", start.path, max(1, start.attempt - 1), "succeeded", now, outputs={"x": 1}))
@@ -148,7 +178,25 @@ def test_every_run_reaches_a_final_status(pipeline, data):
     done = [c for c in commands if type(c).__name__ == "PipelineDone"]
     resumes = sum(1 for e in events if isinstance(e, Resume))
     assert len(done) == 1 + resumes and done[-1].status == run.nodes[""].status
-    assert all(n.status in ("succeeded", "failed", "stopped", "skipped", "upstream_failed") for n in run.nodes.values())
+    unfinished = {n.path: (n.status, n.reason) for n in run.nodes.values()
+                  if n.status not in ("succeeded", "failed", "stopped", "skipped", "upstream_failed")}
+    assert unfinished == {}
     # no attempt was ever started twice
     keys = [c.key for c in commands if isinstance(c, StartOp)]
     assert len(keys) == len(set(keys))
+
+
+@st.composite
+def model_tuned(draw):
+    """A DAG around a bayes or tpe matrix (fewer examples: each suggestion fits a model)."""
+    m = tuned_matrix(draw, tuners=("bayes", "tpe"))
+    sweep = job("sweep", matrix=m, inputs=[IOSpec("m", type="float")], outputs=[IOSpec("x", type="int")],
+                termination=Termination(max_retries=draw(st.integers(0, 1))))
+    return dag("prop", [job("pre", outputs=[IOSpec("x", type="int")]), sweep.__class__(
+        **{**{f: getattr(sweep, f) for f in sweep.__struct_fields__}, "upstream": ["pre"]})])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(pipeline=model_tuned(), data=st.data())
+def test_restore_then_replay_equals_uninterrupted_run_with_model_tuners(pipeline, data):
+    test_restore_then_replay_equals_uninterrupted_run.hypothesis.inner_test(pipeline, data)

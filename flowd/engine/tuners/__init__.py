@@ -1,0 +1,137 @@
+"""Tuners of the iterative matrix kinds (POLYFLOW §6.2, §6.4, §6.5): hyperband, bayes, tpe.
+
+A tuner is a pure function ``(matrix spec, seed, position, history) -> next batch``. It runs
+inside the engine step that saw the last child of an iteration finish, so its suggestions are
+decided by what the engine's state already holds (the matrix spec, the run's seed, the params
+and metric of every earlier child) and nothing else: the same events always give the same
+suggestions, and a snapshot needs no tuner state beyond the ``iteration``/``bracket`` of the
+matrix node and its children (docs/engine.md, "Tuners").
+
+``iterative`` has no built-in algorithm: its suggestions come from the user's tuner job, whose
+outputs the executor reports in an ``OpStatus`` event (see :mod:`flowd.engine.pipelines`).
+
+The mathematics (scikit-learn, scipy, optuna) is imported lazily, inside ``bayes``/``tpe``, so
+starting flowd or running other matrices never pays for it.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any, NamedTuple
+
+from flowd.spec.compiled import Matrix
+
+ITERATIVE_KINDS = frozenset({"hyperband", "bayes", "tpe", "iterative"})
+# a tpe matrix without maxIterations has no limit in Polyaxon; flowd bounds it (docs/engine.md)
+UNBOUNDED_ITERATIONS = 1000
+
+
+class TunerError(ValueError):
+    """The matrix cannot be tuned as written (a missing or invalid field): fails the matrix."""
+
+
+class Trial(NamedTuple):
+    """One earlier child, as a tuner sees it."""
+
+    path: str
+    params: dict[str, Any]
+    status: str
+    # the metric the matrix optimises, when the child reported it (None otherwise)
+    metric: float | None
+    iteration: int
+    bracket: int | None
+
+
+class Batch(NamedTuple):
+    """The children of the next iteration (or hyperband round)."""
+
+    iteration: int
+    bracket: int | None
+    suggestions: list[dict[str, Any]]
+    # hyperband survivors: the child each new run continues (``resume``), else None
+    origins: list[str | None] | None = None
+
+
+def metric_spec(matrix: Matrix) -> tuple[str, bool] | None:
+    """(metric name, maximise?) — an unset ``optimization`` maximises (POLYFLOW §6.1)."""
+    metric = matrix.extra.get("metric")
+    if not isinstance(metric, dict) or not metric.get("name"):
+        return None
+    return str(metric["name"]), metric.get("optimization") != "minimize"
+
+
+def metric_value(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # a numeric string from a job's outputs
+        except (TypeError, ValueError):
+            return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def iteration_seed(seed: int, iteration: int, salt: str = "") -> int:
+    """A distinct, stable seed per iteration (and purpose) from the matrix seed."""
+    return (seed * 1_000_003 + iteration * 7_919 + zlib.crc32(salt.encode())) & 0xFFFF_FFFF
+
+
+def _int_field(matrix: Matrix, name: str, *, required: bool, minimum: int = 1) -> int | None:
+    value = matrix.extra.get(name)
+    if value is None:
+        if required:
+            raise TunerError(f"a {matrix.kind} matrix needs `{name}` to run")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TunerError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def first(matrix: Matrix, seed: int) -> Batch:
+    """The children of iteration 0."""
+    if matrix.kind == "hyperband":
+        from flowd.engine.tuners import hyperband
+
+        return hyperband.first(matrix, seed)
+    if matrix.kind in ("bayes", "tpe"):
+        return next_batch(matrix, seed, -1, None, [])  # type: ignore[return-value]
+    raise TunerError(f"matrix kind {matrix.kind!r} has no built-in tuner")
+
+
+def next_batch(matrix: Matrix, seed: int, iteration: int, bracket: int | None, trials: list[Trial]) -> Batch | None:
+    """The children of the iteration after ``iteration`` (None: the matrix is done).
+    ``trials`` are all earlier children in creation order."""
+    if matrix.kind == "hyperband":
+        from flowd.engine.tuners import hyperband
+
+        return hyperband.advance(matrix, seed, iteration, bracket or 0, trials)
+    nxt = iteration + 1
+    if matrix.kind == "bayes":
+        max_it = _int_field(matrix, "maxIterations", required=True)
+        initial = _int_field(matrix, "numInitialRuns", required=True)
+        assert max_it is not None and initial is not None
+        if nxt > max_it:
+            return None
+        if nxt == 0:
+            return Batch(0, None, _random(matrix, initial, seed, 0, trials))
+        from flowd.engine.tuners import bayes
+
+        return Batch(nxt, None, bayes.suggest(matrix, trials, 1, iteration_seed(seed, nxt, "bayes")))
+    if matrix.kind == "tpe":
+        num_runs = matrix.num_runs
+        if not num_runs:
+            raise TunerError("a tpe matrix needs `numRuns` (suggestions per iteration) to run")
+        max_it = _int_field(matrix, "maxIterations", required=False, minimum=0)
+        if nxt > (max_it if max_it else UNBOUNDED_ITERATIONS):
+            return None
+        from flowd.engine.tuners import tpe
+
+        return Batch(nxt, None, tpe.suggest(matrix, trials, num_runs, iteration_seed(seed, nxt, "tpe")))
+    raise TunerError(f"matrix kind {matrix.kind!r} has no built-in tuner")
+
+
+def _random(matrix: Matrix, count: int, seed: int, iteration: int, trials: list[Trial]) -> list[dict[str, Any]]:
+    from flowd.engine.matrix import random_configs
+
+    return random_configs(matrix.params or {}, count, iteration_seed(seed, iteration, "random"),
+                          exclude=[t.params for t in trials])
