@@ -106,9 +106,9 @@ async def throughput(brokers: str, runs: int, length: int, partitions: int, *, r
         tg.cancel_scope.cancel()
     transitions = sum(1 for e in events.events if isinstance(e, wire.StatusEvent))
     m = daemon.metrics
-    txn_n = m.transaction_seconds._sum.get(), sum(b.get() for b in m.transaction_seconds._buckets)  # noqa: SLF001
-    batch = m.batch_records._sum.get(), sum(b.get() for b in m.batch_records._buckets)  # noqa: SLF001
-    hist = {float(b): c for b, c in zip(m.input_delay._upper_bounds, (x.get() for x in m.input_delay._buckets), strict=True)}  # noqa: SLF001
+    txn_n = m.transaction_seconds._sum.get(), sum(b.get() for b in m.transaction_seconds._buckets)
+    batch = m.batch_records._sum.get(), sum(b.get() for b in m.batch_records._buckets)
+    hist = {float(b): c for b, c in zip(m.input_delay._upper_bounds, (x.get() for x in m.input_delay._buckets), strict=True)}
     n_in = sum(hist.values())
     acc, med = 0.0, 0.0
     for bound, c in hist.items():
@@ -127,10 +127,10 @@ async def throughput(brokers: str, runs: int, length: int, partitions: int, *, r
     print(f"status event produced -> downstream start: p50 {pct(lat, .5) * 1000:.1f} ms, "
           f"p99 {pct(lat, .99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms ({len(lat):,} samples)")
     # inside the daemon, for reading the figures above
-    print(f"  input record timestamp -> processing: mean {1000 * m.input_delay._sum.get() / max(1, n_in):.1f} ms, "  # noqa: SLF001
+    print(f"  input record timestamp -> processing: mean {1000 * m.input_delay._sum.get() / max(1, n_in):.1f} ms, "
           f"median <= {1000 * med:.0f} ms")
-    lag_n = sum(b.get() for b in m.loop_lag._buckets)  # noqa: SLF001
-    print(f"  event-loop lag: mean {1000 * m.loop_lag._sum.get() / max(1, lag_n):.1f} ms")  # noqa: SLF001
+    lag_n = sum(b.get() for b in m.loop_lag._buckets)
+    print(f"  event-loop lag: mean {1000 * m.loop_lag._sum.get() / max(1, lag_n):.1f} ms")
     print(f"  transactions: {txn_n[1]:.0f}, mean {1000 * txn_n[0] / max(1, txn_n[1]):.1f} ms, "
           f"mean batch {batch[0] / max(1, batch[1]):.1f} records")
 
@@ -195,7 +195,7 @@ async def recovery(brokers: str, *, runs: int = 1000, width: int = 100, tail: in
             await daemon.wait_ready()
         ready = time.monotonic() - t0
         tg.cancel_scope.cancel()
-    partition = daemon.metrics.recovery_seconds.labels("0")._value.get()  # noqa: SLF001
+    partition = daemon.metrics.recovery_seconds.labels("0")._value.get()
     print(f"recovery of a partition holding {ops:,} op states: {partition:.2f}s from assignment to ready "
           f"(snapshot load + restore + replay of {tail:,} + {null.started:,} attempts re-issued); "
           f"{ready:.2f}s from daemon start (incl. group join)")

@@ -43,16 +43,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kubernetes_asyncio import client  # noqa: E402
+from kubernetes_asyncio import client
 
-from flowd.engine.messages import OpStatus, StartOp, Submit  # noqa: E402
-from flowd.k8s.client import Kube, load_client  # noqa: E402
-from flowd.k8s.config import Settings  # noqa: E402
-from flowd.k8s.executor import KubernetesExecutor  # noqa: E402
-from flowd.k8s.harness import Harness  # noqa: E402
-from flowd.k8s.pod import build_pod  # noqa: E402
-from tests.infra import k8s as infra  # noqa: E402
-from tests.integration.k8s_helpers import dag, ensure_nodes, job, outcome  # noqa: E402
+from flowd.engine.messages import OpStatus, StartOp, Submit
+from flowd.k8s.client import Kube, load_client
+from flowd.k8s.config import Settings
+from flowd.k8s.executor import KubernetesExecutor
+from flowd.k8s.harness import Harness
+from flowd.k8s.pod import build_pod
+from tests.infra import k8s as infra
+from tests.integration.k8s_helpers import dag, ensure_nodes, job, outcome
 
 RUN_FOR = "1s"
 

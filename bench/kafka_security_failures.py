@@ -37,11 +37,11 @@ async def main():
         for name, argv in cases.items():
             for _ in range(3):
                 t = time.monotonic()
-                r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)  # noqa: ASYNC221
+                r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
                 dt = time.monotonic() - t
                 print(f"{name}: rc={r.returncode} {dt:.2f}s :: {r.stderr.strip()[:160]}")
         t = time.monotonic()
-        subprocess.run([sys.executable, "-m", "flowd", "status", "--help"], capture_output=True,  # noqa: ASYNC221
+        subprocess.run([sys.executable, "-m", "flowd", "status", "--help"], capture_output=True,
                        check=False)
         print(f"interpreter+import baseline (flowd status --help): {time.monotonic() - t:.2f}s")
     finally:

@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kubernetes_asyncio import client, config, watch  # noqa: E402
+from kubernetes_asyncio import client, config, watch
 
-from tests.infra import k8s, stack  # noqa: E402
+from tests.infra import k8s, stack
 
 
 def body(name: str, schedule: bool) -> dict:

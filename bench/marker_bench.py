@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import anyio  # noqa: E402
-import daemon_bench  # noqa: E402
+import anyio
+import daemon_bench
 
-from flowd.daemon.serve import Daemon  # noqa: E402
+from flowd.daemon.serve import Daemon
 
 _real = Daemon.mark_handling
 samples: list[float] = []

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"flowd graph: {args.target!r} is neither a file nor a run in {store.root}", file=sys.stderr)
             return 1
         _, engine, view = loaded
+        assert run_id is not None  # loaded: the run exists
         graph = build_graph(engine.runs[run_id].pipeline, view)  # the pipeline as it was submitted
     sys.stdout.write(render(graph, args.format, max_children=args.max_children))
     return 0

@@ -122,9 +122,8 @@ def executor_factory(args: argparse.Namespace) -> Any:
     settings = Settings.from_config(config)  # report bad settings now, before anything runs
 
     def factory(send: Any, run_dir: Path) -> Any:
-        from flowd.k8s.executor import KubernetesExecutor  # seconds to import: only when used
-
         from flowd.k8s.drain import draining
+        from flowd.k8s.executor import KubernetesExecutor  # seconds to import: only when used
 
         # exits only once finished pods are deleted or kept as their termination.ttl says
         return draining(KubernetesExecutor(send=send, **config), exit_wait=settings.exit_wait)

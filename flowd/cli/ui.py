@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"flowd ui: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
-    print(f"flowd ui: http://{host}:{port}/ (runs in {backend.where}; "
+    print(f"flowd ui: http://{host!s}:{port}/ (runs in {backend.where}; "
           f"{'actions enabled' if token else 'read-only'})", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

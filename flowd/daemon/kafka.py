@@ -107,7 +107,7 @@ async def topic_metadata(client: Any, topic: str) -> Any:
 
     md = ClusterMetadata()
     with map_errors(f"cannot read metadata of {topic}"):
-        await client._client._metadata_update(md, [topic])
+        await client._client._metadata_update(md, [topic])  # noqa: SLF001
     return md
 
 
@@ -141,7 +141,7 @@ async def ensure_topics(config: DaemonConfig) -> None:
             existing = set(await client.list_topics())
             configs = topic_configs(topics)
             # replication: 3, or every broker of a smaller cluster
-            brokers = len(client._client.cluster.brokers()) or 1
+            brokers = len(client._client.cluster.brokers()) or 1  # noqa: SLF001
             replication = config.replication_factor or min(3, brokers)
             new = [
                 NewTopic(name, num_partitions=1 if name == topics.subscriptions else config.partitions,
@@ -184,7 +184,7 @@ def consumer(config: DaemonConfig, *topics: str, **kw: Any) -> AIOKafkaConsumer:
 async def partitions_of(client: AIOKafkaConsumer, topic: str) -> int:
     parts = client.partitions_for_topic(topic)
     if not parts:
-        await client._client.force_metadata_update()
+        await client._client.force_metadata_update()  # noqa: SLF001
         parts = client.partitions_for_topic(topic)
     return len(parts or ())
 
@@ -266,7 +266,7 @@ async def check_topics(config: DaemonConfig) -> dict[str, int]:
     with map_errors("cannot read topic metadata"):
         try:
             for _ in range(20):  # topics created a moment ago take a little while to show up
-                md = await c._client.fetch_all_metadata()
+                md = await c._client.fetch_all_metadata()  # noqa: SLF001
                 counts = {name: len(md.partitions_for_topic(topic) or ()) for name, topic in config.topics.all().items()}
                 missing = [config.topics.all()[n] for n, k in counts.items() if not k]
                 if not missing:

@@ -43,8 +43,8 @@ from flowd.daemon import launch
 from flowd.daemon.launch import Found
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
-from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.faults import crash_point
+from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.runtime.executor import LocalExecutor, attempt_dir_name
 
 __all__ = ["DaemonLocalExecutor"]

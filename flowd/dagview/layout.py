@@ -65,7 +65,7 @@ def layout(graph: Graph, *, collapsed: frozenset[str] = frozenset()) -> dict[str
         heights = [sum(sizes[p][1] for p in col) + GAP_Y * (len(col) - 1) for col in layers]
         total_h = max(heights, default=0)
         x = ox
-        for col, col_h in zip(layers, heights):
+        for col, col_h in zip(layers, heights, strict=True):
             col_w = max(sizes[p][0] for p in col)
             y = oy + (total_h - col_h) / 2
             for p in col:

@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from flowd.engine import status as S
+from flowd.engine import template_bounds
 from flowd.engine.messages import (
     Approve,
     CancelTimer,
@@ -46,7 +47,6 @@ from flowd.engine.messages import (
 from flowd.engine.pipelines import PipelinesMixin, approved_up_front
 from flowd.engine.recovery import RecoveryMixin
 from flowd.engine.resolve import ResolveError, Resolver, has_templates
-from flowd.engine.tuned import TunedMixin
 from flowd.engine.state import (
     PIPELINE_KINDS,
     SNAPSHOT_VERSION,
@@ -58,9 +58,9 @@ from flowd.engine.state import (
     done_key,
     event_key,
 )
-from flowd.engine import template_bounds
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
 from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
+from flowd.engine.tuned import TunedMixin
 from flowd.engine.view import OpView, RunView
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
 from flowd.spec.expansion import Counter

@@ -148,8 +148,8 @@ def suggestions(matrix: Matrix, seed: int, values: Any = None) -> list[dict[str,
         axes = [expand(params[n]) for n in names]
         grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
         if matrix.num_runs:
-            out = out[: matrix.num_runs]
-        return out
+            grid = grid[: matrix.num_runs]
+        return grid
     return random_configs(params, int(matrix.num_runs or 0), matrix.seed if matrix.seed else seed)
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from flowd.engine.resolve import Resolver
     from flowd.engine.state import Node, RunState
     from flowd.spec.compiled import Op
+    from flowd.spec.limits import Limits
 
 
 class EngineParts:
@@ -41,5 +42,12 @@ class EngineParts:
         def _set_timer(self, run: RunState, timer_id: str, at: float) -> None: ...
         def _cancel_timer(self, run: RunState, timer_id: str) -> None: ...
 
+        limits: Limits
+
+        # steps of tuned.TunedMixin that the pipelines call
+        def _start_tuned_matrix(self, run: RunState, node: Node) -> None: ...
+        def _next_iteration(self, run: RunState, node: Node) -> bool: ...
+
         # steps of pipelines.PipelinesMixin that the other parts call
+        def _stop(self, run: RunState, node: Node, reason: str, *, early: bool = False) -> None: ...
         def _check_pipeline_end(self, run: RunState, pipeline: Node) -> None: ...

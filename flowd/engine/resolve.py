@@ -200,7 +200,7 @@ def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | 
                 raise ResolveError(f"output {io.name!r} of DAG {dag.path or op.name!r}: {exc}") from None
         if value is None:
             continue
-        out[io.name] = Resolver._coerce(io, value, "output") if io.type is not None else value
+        out[io.name] = Resolver._coerce(io, value, "output") if io.type is not None else value  # noqa: SLF001
     return out
 
 

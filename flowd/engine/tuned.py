@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from flowd.engine import policies, tuners
 from flowd.engine import status as S
+from flowd.engine.parts import EngineParts
 from flowd.engine.resolve import ResolveError
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState
 from flowd.spec.compiled import Matrix, Op, ParamSpec
-
-if TYPE_CHECKING:
-    from flowd.engine.core import Engine
-
-    _Base = Engine
-else:
-    _Base = object
 
 # matrix fields that may be templates, rendered with the matrix node's params: (key, integer?)
 # bounds on what a user's tuner job exchanges with the engine
@@ -37,7 +31,7 @@ MAX_POINTS = 10_000
 _TEMPLATED = (("maxIterations", True), ("eta", False), ("numInitialRuns", True))
 
 
-class TunedMixin(_Base):
+class TunedMixin(EngineParts):
     def _tuned_matrix(self, run: RunState, node: Node) -> tuple[Matrix, int]:
         """The matrix spec with its templated numbers rendered, and the tuner's seed."""
         matrix = self._index[run.run_id].specs[node.path].matrix
@@ -213,7 +207,7 @@ class TunedMixin(_Base):
             return True
         try:
             matrix, _ = self._tuned_matrix(run, node)
-            max_it = tuners._int_field(matrix, "maxIterations", required=True)
+            max_it = tuners._int_field(matrix, "maxIterations", required=True)  # noqa: SLF001
         except Exception as exc:  # noqa: BLE001
             self._tuner_failed(run, node, exc)
             return True

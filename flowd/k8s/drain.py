@@ -71,7 +71,7 @@ async def drain(executor: KubernetesExecutor, *, exit_wait: float = 60.0) -> dic
     while True:
         pending = 0
         try:
-            for namespace, resource in list(executor._watches):
+            for namespace, resource in list(executor._watches):  # noqa: SLF001
                 listed = await kube.request("GET", collection_path(resource, namespace),
                                             query={"labelSelector": selector}, timeout=10.0)
                 for obj in listed.get("items") or []:
@@ -96,7 +96,7 @@ async def _settle(executor: KubernetesExecutor, resource: str, obj: dict[str, An
                   counts: dict[str, int], released: set[str]) -> int:
     """One object: 1 if it still needs a look on the next pass, else 0."""
     ident = identity(obj)
-    if ident is None or ident[3] not in executor._finished:
+    if ident is None or ident[3] not in executor._finished:  # noqa: SLF001
         return 0
     kube = executor.kube
     assert kube is not None

@@ -21,9 +21,9 @@ from flowd.k8s import naming as N
 from flowd.k8s.config import Settings
 from flowd.k8s.pod import (
     ConversionError,
+    checked_namespace,
     identity_annotations,
     identity_labels,
-    checked_namespace,
     pod_spec,
 )
 

@@ -46,7 +46,7 @@ async def print_pod_logs(*, kubeconfig: str | None, namespace: str, run_id: str,
         query: dict[str, Any] = {"container": main}
         if follow:
             query["follow"] = "true"
-            resp = await kube._call("GET", f"/api/v1/namespaces/{namespace}/pods/{name}/log", query=query, body=None,
+            resp = await kube._call("GET", f"/api/v1/namespaces/{namespace}/pods/{name}/log", query=query, body=None,  # noqa: SLF001
                                     content_type="application/json", timeout=None)
             try:
                 if resp.status >= 300:
@@ -68,7 +68,7 @@ async def print_pod_logs(*, kubeconfig: str | None, namespace: str, run_id: str,
 
 
 async def _get_text(kube: Kube, path: str, query: dict[str, Any]) -> str:
-    resp = await kube._call("GET", path, query=query, body=None, content_type="application/json", timeout=30.0)
+    resp = await kube._call("GET", path, query=query, body=None, content_type="application/json", timeout=30.0)  # noqa: SLF001
     try:
         data = await resp.read()
     finally:

@@ -46,6 +46,7 @@ from flowd.engine import (
     StopOp,
     TimerFired,
 )
+from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.runtime.executor import LocalExecutor
 from flowd.runtime.store import RunRecord, SnapshotStore
 from flowd.runtime.timers import TimerService
@@ -142,10 +143,9 @@ class Driver:
                 opened = self.executor_factory(self.send, run_dir)
             else:
                 opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace,
-                                       max_procs=self.max_procs, **(
-                                           {"max_outputs_bytes": self.max_outputs_bytes}
-                                           if self.max_outputs_bytes is not None else {}))
-            async with opened as executor:
+                                       max_procs=self.max_procs,
+                                       max_outputs_bytes=self.max_outputs_bytes or DEFAULT_MAX_OUTPUTS)
+            async with opened as executor:  # noqa: SIM117
                 async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
                     self._executor, self._timers = executor, timers
                     if self.handle_signals:

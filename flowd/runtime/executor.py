@@ -35,9 +35,9 @@ import msgspec
 
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
+from flowd.faults import crash_point
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.outputs import read_outputs_file
-from flowd.faults import crash_point
 from flowd.runtime.cache import HIT_PREFIX, CacheEntry, LocalCache
 from flowd.runtime.processes import signal_group, start_time
 

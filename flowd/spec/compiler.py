@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -285,7 +285,7 @@ class _Compiler(DagRules):
         if matrix.kind != "iterative" or not isinstance(tuner, m.Tuner):
             return matrix
         # the tuner is an operation over `tuner.hubRef`, composed like any other reference
-        spec = m.PolyaxonfileSpec(hub_ref=tuner.hub_ref, params=tuner.params, presets=tuner.presets,
+        spec = m.PolyaxonfileSpec(hub_ref=tuner.hub_ref, params=cast("dict[str, m.Param] | None", tuner.params), presets=tuner.presets,
                                   queue=tuner.queue, namespace=tuner.namespace)
         self.cmp.where[id(spec)] = self.cmp.at(tuner)
         before = len(self.findings)
@@ -299,6 +299,7 @@ class _Compiler(DagRules):
                     f.severity = "warning"
                     f.message = f"the iterative matrix cannot run its tuner: {f.message}"
             return matrix
+        assert t_eff is not None  # component is None otherwise
         op_name = op.name if isinstance(op.name, str) else "matrix"
         tuner_op = self._op(spec, t_eff, component, name=f"{op_name}-tuner", params=dict(tuner.params or {}),
                             upstream=[], event_edges={}, inherit=Inherit(), root=False)

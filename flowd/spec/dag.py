@@ -20,13 +20,13 @@ import msgspec
 from flowd.spec import compiled as c
 from flowd.spec import model as m
 from flowd.spec.compose import Composer, Effective, binds_inner_output
-from flowd.spec.refs import RefError, locate_hub
 from flowd.spec.diagnostics import did_you_mean
 from flowd.spec.matrix import check_matrix, compile_early_stopping
 from flowd.spec.params import DagContext, OpInfo, check_params, template_refs
+from flowd.spec.refs import RefError, locate_hub
 from flowd.spec.template_check import check_op_templates
-from flowd.spec.unsupported import check_ignored
 from flowd.spec.types import is_template
+from flowd.spec.unsupported import check_ignored
 
 __all__ = ["DagRules", "Inherit", "deep_merge", "builtins_of", "param_template_refs", "joins_of"]
 

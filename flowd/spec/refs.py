@@ -145,11 +145,11 @@ def fetch_url(url: str, *, timeout: float = URL_TIMEOUT, max_bytes: int = DEFAUL
 
     if not re.match(r"^https?://", url):
         raise RefError(f"urlRef `{url}` could not be resolved: only http:// and https:// URLs are supported")
-    request = urllib.request.Request(url, headers={"Accept": "application/yaml, application/json, text/plain, */*"})
+    request = urllib.request.Request(url, headers={"Accept": "application/yaml, application/json, text/plain, */*"})  # noqa: S310
     limit = f"larger than {max_bytes} bytes (the limit)"
     deadline = time.monotonic() + 2 * timeout
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise RefError(f"urlRef `{url}`: the document is {limit}")

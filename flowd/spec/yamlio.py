@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from flowd.spec.limits import Limits, LimitError, over
+from flowd.spec.limits import LimitError, Limits, over
 
 __all__ = ["YamlSyntaxError", "YamlLimitError", "load_text", "positions", "dump_text"]
 

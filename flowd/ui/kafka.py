@@ -73,9 +73,9 @@ class KafkaBackend:
                                     attempts=op.attempt, message=op.message, outputs=op.outputs)
         for path, node in nodes.items():
             if node.parent in nodes:
-                parent = nodes[node.parent]
-                parent.children.append(path)
-                parent.kind = "matrix" if _INDEX.search(path) else "dag"
+                up = nodes[node.parent]
+                up.children.append(path)
+                up.kind = "matrix" if _INDEX.search(path) else "dag"
         graph = Graph(pipeline=summary.pipeline, status=summary.status, nodes=nodes, edges=[])
         return {"run": self._json(summary), "graph": graph.to_json(), "layout": layout(graph, collapsed=collapsed),
                 "log_attempts": {}}

@@ -385,7 +385,7 @@ RESUMABLE = """\
           dependencies: [b]
           component:
             run: {{kind: job, container: {{image: busybox, command: [sh, -c, "echo c >> {log}"]}}}}
-    """  # noqa: E501 - a shell script on one line
+    """
 
 
 def test_kill_9_then_resume_does_not_rerun_succeeded_ops(tmp_path: Path) -> None:
@@ -463,7 +463,7 @@ def test_a_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
             - name: deaf
               component:
                 run: {{kind: job, container: {{image: busybox, command: [sh, -c, "trap '' TERM; touch {ready}; while :; do sleep 0.1; done"]}}}}
-        """)  # noqa: E501 - a shell script on one line
+        """)
     proc = start_flowd(pipeline, "--stop-grace", "60", state=tmp_path / "state")
     try:
         wait_for(ready.exists)

@@ -23,11 +23,11 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from tests.infra import k8s as _k8s  # noqa: E402
-from tests.infra import kafka as _kafka  # noqa: E402
-from tests.infra import kafka_secure as _kafka_secure  # noqa: E402
-from tests.infra import stack as _stack  # noqa: E402
-from tests.infra.common import in_ci  # noqa: E402
+from tests.infra import k8s as _k8s
+from tests.infra import kafka as _kafka
+from tests.infra import kafka_secure as _kafka_secure
+from tests.infra import stack as _stack
+from tests.infra.common import in_ci
 
 
 def _unavailable(what: str, err: BaseException) -> None:

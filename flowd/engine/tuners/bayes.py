@@ -132,7 +132,7 @@ def _suggest(matrix: Matrix, trials: list[Trial], count: int, seed: int) -> list
     seen = {key(t.params) for t in trials}
     out: list[dict[str, Any]] = []
     for _, point in candidates:
-        suggestion = {d.name: d.from_unit(u) for d, u in zip(space, point)}
+        suggestion = {d.name: d.from_unit(u) for d, u in zip(space, point, strict=True)}
         k = key(suggestion)
         if k in seen:
             continue  # a discrete space: this configuration already ran
@@ -165,8 +165,8 @@ class _Posterior:
         self.X = gp.X_train_ / self.scales
         self.alpha = gp.alpha_
         self.L = gp.L_
-        self.y_mean = np.asarray(gp._y_train_mean, dtype=float)
-        self.y_std = np.asarray(gp._y_train_std, dtype=float)
+        self.y_mean = np.asarray(gp._y_train_mean, dtype=float)  # noqa: SLF001
+        self.y_std = np.asarray(gp._y_train_std, dtype=float)  # noqa: SLF001
 
     def _k(self, points: Any) -> Any:
         np = self.np

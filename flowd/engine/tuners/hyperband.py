@@ -99,7 +99,7 @@ def advance(matrix: Matrix, seed: int, iteration: int, bracket: int, trials: lis
     if bracket < s:
         ranked = [(t.metric, pos, t) for pos, t in enumerate(trials)
                   if t.iteration == iteration and t.bracket == bracket and t.status == "succeeded" and t.metric is not None]
-        ranked.sort(key=lambda x: (-x[0] if maximize else x[0], x[1]))  # type: ignore[operator]
+        ranked.sort(key=lambda x: (-x[0] if maximize else x[0], x[1]))
         survivors = [t for _, _, t in ranked[: sched.keep(s, bracket)]]
         if survivors:
             name, value = cast_resource(matrix, sched.resource(s, bracket + 1))

@@ -92,7 +92,7 @@ async def test_a_shim_that_wins_the_race_is_adopted_not_voided(tmp_path: Path, a
     attempt = attempt_dir(tmp_path / "s")
     assert launch.claim(attempt, "k1", 1)
     # a shim started by a daemon that died: not a child of the executor under test
-    proc = subprocess.Popen(["sh", "-c", launch.SHIM, "flowd-attempt", "1", "sh", "-c",  # noqa: ASYNC220
+    proc = subprocess.Popen(["sh", "-c", launch.SHIM, "flowd-attempt", "1", "sh", "-c",
                              f"echo x >> {tmp_path}/a; sleep 0.5; echo '{{\"m\": 1}}' > $FLOWD_OUTPUTS"],
                             env={**os.environ, "FLOWD_ATTEMPT_DIR": str(attempt),
                                  "FLOWD_OUTPUTS": str(attempt / "outputs.json")}, start_new_session=True)

@@ -20,7 +20,7 @@ run:
   operations:
     - {name: a, component: {run: {kind: job, container: {image: x, command: [sh, -c, "true"]}}}}
     - {name: b, dependencies: [a], termination: {timeout: 30}, component: {run: {kind: job, container: {image: x, command: [sh, -c, "true"]}}}}
-"""  # noqa: E501 - flow-style YAML ops, one per line
+"""
 
 
 def pipeline(text: str = CHAIN) -> Op:

@@ -31,7 +31,7 @@ def test_every_topic_has_a_schema_file_and_nothing_else() -> None:
 
 def test_a_foreign_submission_decodes() -> None:
     # what proto/README.md tells a producer in another language to send
-    raw = b'{"type":"submit","run_id":"r1","time":1700000000.5,"spec":"version: 1.1\\nkind: component\\n","params":{"lr":"0.1"},"extra":1}'  # noqa: E501
+    raw = b'{"type":"submit","run_id":"r1","time":1700000000.5,"spec":"version: 1.1\\nkind: component\\n","params":{"lr":"0.1"},"extra":1}'
     msg = wire.decode_runs(raw)
     assert isinstance(msg, wire.Submission) and msg.params == {"lr": "0.1"} and msg.pipeline is None
 
