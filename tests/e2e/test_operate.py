@@ -166,7 +166,9 @@ def flaky(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def run_report(*args: str | Path, state: Path, rc: int) -> dict[str, Any]:
-    proc = cli(*args, "--state-dir", state, "--output", "json")
+    # these tests are about runs, resume and logs: every run executes (no result cache)
+    extra = ("--no-cache",) if args[0] == "run" else ()
+    proc = cli(*args, *extra, "--state-dir", state, "--output", "json")
     assert proc.returncode == rc, proc.stderr
     return json.loads(proc.stdout)
 
@@ -198,7 +200,7 @@ def test_reruns_keep_earlier_runs_logs_listed_by_runs_and_removed_by_rm_and_gc(t
     file, _, ok = flaky(tmp_path)
     ok.touch()
     state = tmp_path / "s"
-    text = cli("run", file, "--state-dir", state)
+    text = cli("run", file, "--no-cache", "--state-dir", state)
     assert text.returncode == 0, text.stderr
     first_id = text.stdout.splitlines()[0].split()[1].rstrip(":")
     assert text.stdout.startswith(f"run {first_id}: logs in {state / 'runs' / first_id / 'attempts'}")
