@@ -169,7 +169,7 @@ async def ensure_topics(config: DaemonConfig) -> None:
 def producer(config: DaemonConfig, **kw: Any) -> AIOKafkaProducer:
     kw.setdefault("linger_ms", 1)
     return AIOKafkaProducer(bootstrap_servers=config.brokers, client_id=config.client_id,
-                            max_request_size=SNAPSHOT_MAX_BYTES, max_batch_size=256 * 1024, linger_ms=1,
+                            max_request_size=SNAPSHOT_MAX_BYTES, max_batch_size=256 * 1024,
                             **security_kwargs(config), **kw)
 
 
