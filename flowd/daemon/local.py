@@ -116,7 +116,8 @@ class DaemonLocalExecutor:
         scope = self._scopes[run_id] = anyio.CancelScope(shield=True)
         with scope:
             async with LocalExecutor(run_dir=self.run_dir(run_id), send=self._relay, clock=self.clock,
-                                     grace=self.grace, max_outputs_bytes=self.max_outputs_bytes) as ex:
+                                     grace=self.grace, max_outputs_bytes=self.max_outputs_bytes,
+                                     use_cache=False) as ex:
                 task_status.started(ex)
                 await done.wait()
                 while ex.active:  # the engine stops what is left; wait for it to go
