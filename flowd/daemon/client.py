@@ -118,13 +118,13 @@ async def run_summaries(config: DaemonConfig, *, run_id: str | None = None) -> d
     ``status`` topic, read_committed, up to its end as of now."""
     c = consumer(config, group_id=None)
     topic = config.topics.status
-    with map_errors(f"cannot read {topic}"):
-        await c.start()
-        try:
+    await start_client(c, config, f"cannot read {topic}")  # closes the client when it cannot start
+    try:
+        with map_errors(f"cannot read {topic}"):
             md = await c._client.fetch_all_metadata()  # noqa: SLF001 - no public metadata call
             parts = sorted(md.partitions_for_topic(topic) or ())
-        finally:
-            await stop_consumer(c)
+    finally:
+        await stop_consumer(c)
     if not parts:
         raise BusError(f"topic {topic} does not exist (a daemon creates it at start)")
     if run_id is not None:
