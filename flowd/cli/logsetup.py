@@ -17,6 +17,17 @@ import structlog
 __all__ = ["configure_logging"]
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written: pytest's capture and a user's
+    redirection replace (and close) the stream that was current when logging was configured."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", *, cache: bool = False) -> None:
     """``cache``: bind loggers on first use (the daemon's hot paths); off for short commands, so a
     second configuration in the same process (tests calling ``main`` twice) still applies."""
@@ -32,6 +43,6 @@ def configure_logging(level: str = "info", *, cache: bool = False) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         # a factory, not a logger bound to the stream of today: pytest's capture and a user's
         # redirection replace sys.stderr after import
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=cache,
     )
