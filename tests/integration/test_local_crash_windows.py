@@ -28,7 +28,7 @@ import pytest
 
 from flowd.daemon import wire
 from flowd.daemon.client import publish
-from flowd.daemon.testing import DaemonProcess, EventCollector, test_config
+from flowd.daemon.testing import DaemonProcess, EventCollector, read_all, test_config
 from flowd.spec import compile_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.asyncio(loop_scope="session")]
@@ -49,7 +49,6 @@ def chain(marks: Path, *, sleep: float) -> str:
 
 STEPS = [
     pytest.param("local.claimed", {}, 1, id="claimed"),
-    pytest.param("local.claimed,local.voided", {}, 2, id="claimed+voided"),
     pytest.param("local.spawned", {}, 1, id="spawned"),
     # the shim starts late: at 1.5 s it may win the start record before the restarted daemon
     # looks, or lose it (timing); at 6 s the restarted daemon voids the launch first and
@@ -110,6 +109,48 @@ async def test_a_kill_at_each_start_step_loses_and_repeats_nothing(
         print(f"\n{steps}{' ' + str(extra_env) if extra_env else ''}: survived {kills} of {kills} aimed kills "
               f"(relaunched unstarted: {logs.count('relaunching_unstarted_attempt')}, "
               f"adopted: {logs.count('adopting_attempt')})")
+    finally:
+        codes = [d.terminate() for d in daemons]
+    assert codes[-1] == 0
+
+
+async def test_two_kills_in_a_row_on_one_start_dead_letter_its_record_and_run_nothing(
+        kafka_broker, tmp_path: Path) -> None:
+    """Killed when it claimed the first op's launch, then again when the next owner voided that
+    unstarted launch: both deaths happened while handling the same submission, so by the poison
+    rule (docs/daemon.md, "Poison records") the third owner dead-letters it (`crashed`) instead of
+    dying a third time. The truth is told: no process ever ran, nothing reported Lost, and the
+    partition goes on."""
+    marks, crashes = tmp_path / "marks", tmp_path / "crashes"
+    marks.mkdir()
+    crashes.mkdir()
+    config = test_config(kafka_broker.bootstrap, name="aim2", state_dir=str(tmp_path / "state"), executor="local",
+                         instance_id="aim-2", partitions=1, snapshot_interval=0.5)
+    env = {"FLOWD_TEST_CRASH_AT": "local.claimed,local.voided", "FLOWD_TEST_CRASH_DIR": str(crashes)}
+    pipeline = compile_text(chain(marks, sleep=0.2), source="crashy.yaml", base_dir=None).op
+    daemons = [DaemonProcess(config, log_path=tmp_path / "serve-0.log", env=env).start()]
+    kills = 0
+    try:
+        await daemons[-1].wait_ready()
+        run_id = str(uuid.uuid4())
+        await publish(config, config.topics.runs, run_id, wire.Submission(run_id=run_id, time=time.time(), pipeline=pipeline))
+        with anyio.fail_after(120):
+            while True:
+                dead = [wire.decode_deadletter(r.value) for r in await read_all(config, config.topics.deadletter)]
+                if dead:
+                    break
+                proc = daemons[-1].proc
+                assert proc is not None
+                if proc.poll() is not None:
+                    assert proc.returncode == -9, f"daemon exited {proc.returncode}, not by its crash point"
+                    kills += 1
+                    daemons.append(DaemonProcess(config, log_path=tmp_path / f"serve-{kills}.log", env=env).start())
+                await anyio.sleep(0.2)
+        assert [(d.reason, d.offset) for d in dead] == [("crashed", 0)]
+        assert kills == 2 and len(list(crashes.iterdir())) == 2
+        assert list(marks.iterdir()) == [], "a process ran although its launch was voided"
+        logs = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+        assert "Lost" not in logs
     finally:
         codes = [d.terminate() for d in daemons]
     assert codes[-1] == 0
