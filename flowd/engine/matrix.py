@@ -14,6 +14,7 @@ import random
 from typing import Any
 
 from flowd.spec.compiled import HpParam, Matrix
+from flowd.spec.expansion import range_parts
 
 DISCRETE = frozenset({"choice", "range", "linspace", "logspace", "geomspace", "daterange", "datetimerange"})
 SUPPORTED_KINDS = frozenset({"mapping", "grid", "random"})
@@ -21,25 +22,6 @@ SUPPORTED_KINDS = frozenset({"mapping", "grid", "random"})
 
 class MatrixError(ValueError):
     pass
-
-
-def _spec(value: Any, names: tuple[str, ...]) -> list[Any]:
-    """Range-like specs come as a list, a map with named keys, or a ``"a:b:c"`` string."""
-    if isinstance(value, str):
-        parts: list[Any] = value.split(":")
-        out: list[Any] = []
-        for part in parts:
-            try:
-                out.append(int(part))
-            except ValueError:
-                try:
-                    out.append(float(part))
-                except ValueError:
-                    out.append(part)
-        return out
-    if isinstance(value, dict):
-        return [value[n] for n in names if n in value]
-    return list(value)
 
 
 def _linspace(start: float, stop: float, num: int) -> list[float]:
@@ -64,21 +46,21 @@ def expand(hp: HpParam) -> list[Any]:
     if kind == "choice":
         return list(value)
     if kind == "range":
-        start, stop, step = _spec(value, ("start", "stop", "step"))
+        start, stop, step = range_parts(value, ("start", "stop", "step"))
         n = max(0, math.ceil((stop - start) / step))
         return [start + i * step for i in range(n)]
     if kind == "linspace":
-        start, stop, num = _spec(value, ("start", "stop", "num"))[:3]
+        start, stop, num = range_parts(value, ("start", "stop", "num"))[:3]
         return _linspace(start, stop, num)
     if kind == "logspace":
-        parts = _spec(value, ("start", "stop", "num", "base"))
+        parts = range_parts(value, ("start", "stop", "num", "base"))
         base = parts[3] if len(parts) > 3 else 10
         return [base**x for x in _linspace(parts[0], parts[1], parts[2])]
     if kind == "geomspace":
-        start, stop, num = _spec(value, ("start", "stop", "num"))[:3]
+        start, stop, num = range_parts(value, ("start", "stop", "num"))[:3]
         return [math.exp(x) for x in _linspace(math.log(start), math.log(stop), num)]
     if kind in ("daterange", "datetimerange"):
-        start, stop, step = _spec(value, ("start", "stop", "step"))
+        start, stop, step = range_parts(value, ("start", "stop", "step"))
         start_d, stop_d = _date(start), _date(stop)
         delta = dt.timedelta(days=step) if kind == "daterange" else dt.timedelta(seconds=step)
         out = []
@@ -106,7 +88,7 @@ def sample(hp: HpParam, rng: random.Random) -> Any:
     names = ("low", "high", "q") if kind.startswith("q") and "normal" not in kind else ("low", "high")
     if "normal" in kind:
         names = ("loc", "scale", "q") if kind.startswith("q") else ("loc", "scale")
-    parts = _spec(value, names)
+    parts = range_parts(value, names)
     if kind == "uniform":
         return rng.uniform(parts[0], parts[1])
     if kind == "quniform":

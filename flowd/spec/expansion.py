@@ -22,7 +22,7 @@ from flowd.spec import compiled as c
 from flowd.spec.limits import LimitError, over
 from flowd.spec.types import is_template
 
-__all__ = ["Counter", "axis_length", "check_ops", "matrix_runs"]
+__all__ = ["Counter", "axis_length", "check_ops", "matrix_runs", "range_parts"]
 
 _NAMES = {
     "range": ("start", "stop", "step"),
@@ -34,8 +34,10 @@ _NAMES = {
 }
 
 
-def _parts(value: Any, names: tuple[str, ...]) -> list[Any]:
-    # the same three spellings the engine's generators read: list, "a:b:c", map
+def range_parts(value: Any, names: tuple[str, ...]) -> list[Any]:
+    """A range-like hp value's parts, from any of its three spellings: a list, a ``"a:b:c"``
+    string, or a map with named keys. The engine's generators read values with this too, so
+    the size counted here is the size they expand to."""
     if isinstance(value, str):
         out: list[Any] = []
         for part in value.split(":"):
@@ -84,7 +86,7 @@ def axis_length(hp: c.HpParam) -> int | None:
     names = _NAMES.get(kind)
     if names is None:
         return None
-    parts = _parts(value, names)
+    parts = range_parts(value, names)
     if len(parts) < 3:
         return None
     if kind in ("daterange", "datetimerange"):

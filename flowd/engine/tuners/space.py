@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flowd.engine.matrix import DISCRETE, _spec, expand
+from flowd.engine.matrix import DISCRETE, expand
 from flowd.engine.tuners import TunerError
 from flowd.spec.compiled import HpParam
+from flowd.spec.expansion import range_parts
 
 _REAL = {"uniform", "quniform", "loguniform", "qloguniform", "normal", "qnormal", "lognormal", "qlognormal"}
 _SIGMAS = 3.0
@@ -37,7 +38,7 @@ class Dim:
         self.low = self.high = 0.0
         if hp.kind in _REAL:
             normal = "normal" in hp.kind
-            parts = _spec(hp.value, ("loc", "scale", "q") if normal else ("low", "high", "q"))
+            parts = range_parts(hp.value, ("loc", "scale", "q") if normal else ("low", "high", "q"))
             if hp.kind.startswith("q"):
                 if len(parts) < 3 or not parts[2]:
                     raise TunerError(f"`{name}`: `{hp.kind}` needs a non-zero q")
