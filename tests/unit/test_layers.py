@@ -82,3 +82,81 @@ def test_adapters_use_only_the_engine_public_surface():
             if bad:
                 internal[module] = bad
     assert internal == {}
+
+
+def named_imports(source: str, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that ``source`` names in any import statement: at the top,
+    inside a function, and under ``if TYPE_CHECKING:`` alike. ``from pkg import x`` names the
+    submodule ``pkg.x`` when there is one, the package otherwise."""
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                targets.add(sub if sub in modules else node.module)
+    return targets & modules
+
+
+def engine_import_graph() -> dict[str, set[str]]:
+    """flowd.engine.* module -> the flowd.engine.* modules it imports. Imports under
+    ``TYPE_CHECKING`` count: a type-only import back is still a dependency of the design (each
+    module's types name the other's classes), and it is exactly how the old engine mixins hid
+    their cycle with ``core.py``. Imports inside functions count too: deferring an import
+    hides a cycle from Python, not from the reader."""
+    package = ROOT / "engine"
+
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        return ".".join(parts)
+
+    paths = {name_of(path): path for path in package.rglob("*.py")}
+    return {module: named_imports(path.read_text(), set(paths)) - {module} for module, path in paths.items()}
+
+
+def test_the_engine_modules_import_one_way():
+    """No cycle among the engine's modules: each part gets what it needs handed in (a ``Step``,
+    the parts below it, a callable for the one call that goes back up), never an import of the
+    module that imports it."""
+    graph = engine_import_graph()
+    assert "flowd.engine.core" in graph and "flowd.engine.ops" in graph
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join([*path[path.index(target):], target]))
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert cycles == []
+
+
+def test_the_import_graph_sees_every_kind_of_import():
+    """The cycle check above would be blind if it missed an import under TYPE_CHECKING or
+    inside a function."""
+    modules = {"flowd.engine.a", "flowd.engine.b", "flowd.engine.c", "flowd.engine"}
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from flowd.engine import a\n"
+        "if TYPE_CHECKING:\n"
+        "    from flowd.engine.b import Thing\n"
+        "def f():\n"
+        "    import flowd.engine.c\n"
+    )
+    assert named_imports(source, modules) == {"flowd.engine.a", "flowd.engine.b", "flowd.engine.c"}
+    assert named_imports("from flowd.engine import Engine\n", modules) == {"flowd.engine"}
+    graph = engine_import_graph()
+    assert "flowd.engine.tuners.hyperband" in graph["flowd.engine.tuners"]  # imported inside a function
