@@ -1,7 +1,8 @@
 """Engine throughput with an instant in-process executor.
 
-    .venv/bin/python bench/engine_bench.py            # all shapes
+    .venv/bin/python bench/engine_bench.py            # the shapes up to 100k ops
     .venv/bin/python bench/engine_bench.py fanout-100k
+    .venv/bin/python bench/engine_bench.py nested-1000x1000   # 1M ops; likewise matrix-1m
 
 Each shape is run in a fresh process so peak RSS is its own. Figures printed per shape:
 op transitions/s (status changes the engine emitted per second of engine time), ops/s,
@@ -27,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from flowd.engine.core import Engine
 from flowd.engine.messages import OpStatus, StartOp, StatusChanged, Submit
-from flowd.spec.compiled import Component, Dag, IOSpec, Op, ParamSpec
+from flowd.spec.compiled import Component, Dag, HpParam, IOSpec, Matrix, Op, ParamSpec
+from flowd.spec.limits import Limits
 
 RUN = {"container": {"image": "busybox", "command": ["true"]}}
 
@@ -56,12 +58,28 @@ def nested(outer: int, inner: int) -> Op:
     return Op(name="nested", component=Component(kind="dag", dag=Dag(ops=ops)))
 
 
+def matrix(rows: int, cols: int) -> Op:
+    """A grid matrix of rows x cols children of one job: every child shares the job's spec."""
+    grid = Matrix(kind="grid", params={"a": HpParam("choice", list(range(rows))), "b": HpParam("choice", list(range(cols)))})
+    inputs = [IOSpec("a", type="int"), IOSpec("b", type="int")]
+    sweep = Op(name="sweep", component=Component(kind="job", run=RUN, inputs=inputs, outputs=[IOSpec("x", type="int")]),
+               matrix=grid)
+    return Op(name="grid", component=Component(kind="dag", dag=Dag(ops=[sweep])))
+
+
 SHAPES = {
     "fanout-10k": lambda: fanout(10_000),
     "fanout-100k": lambda: fanout(100_000),
     "chain-1k": lambda: chain(1_000),
     "nested-100x100": lambda: nested(100, 100),
+    "matrix-100k": lambda: matrix(100, 1_000),
+    # a million ops (issue 15 §3): run these one at a time, each alone on the machine
+    "nested-1000x1000": lambda: nested(1_000, 1_000),
+    "matrix-1m": lambda: matrix(1_000, 1_000),
 }
+DEFAULT = ["fanout-10k", "fanout-100k", "chain-1k", "nested-100x100", "matrix-100k"]
+# the engine's default max_ops (250,000) would refuse the million-op shapes
+LIMITS = Limits(max_ops=2_000_000)
 
 
 def rss_kb() -> int:
@@ -76,7 +94,7 @@ def run_shape(name: str) -> dict:
     pipeline = SHAPES[name]()
     gc.collect()
     base_rss = rss_kb()
-    engine = Engine()
+    engine = Engine(LIMITS)
     transitions = 0
     latencies: list[float] = []
     per_start: list[float] = []
@@ -117,7 +135,7 @@ def run_shape(name: str) -> dict:
     t0 = time.perf_counter()
     blob = engine.snapshot()
     t1 = time.perf_counter()
-    restored = Engine.restore(blob)
+    restored = Engine.restore(blob, limits=LIMITS)
     t2 = time.perf_counter()
     assert restored.view("bench") == engine.view("bench")
     latencies.sort()
@@ -138,6 +156,8 @@ def run_shape(name: str) -> dict:
         "p99_per_start_ms": round(pct(0.99, per_start), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "bytes_per_op": round(state_kb * 1024 / max(n_ops, 1)),
+        # peak resident (VmHWM, the OS's figure) over the ops: engine, commands in flight, harness
+        "peak_bytes_per_op": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / max(n_ops, 1)),
         "snapshot_bytes": len(blob),
         "snapshot_s": round(t1 - t0, 3),
         "restore_s": round(t2 - t1, 3),
@@ -148,9 +168,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--one":
         print(json.dumps(run_shape(sys.argv[2])))
         return
-    names = sys.argv[1:] or list(SHAPES)
+    names = sys.argv[1:] or DEFAULT
     header = ("shape", "ops", "seconds", "ops_per_s", "transitions_per_s", "p50_ms", "p99_ms", "p99_per_start_ms", "peak_rss_mb",
-              "bytes_per_op", "snapshot_bytes", "snapshot_s", "restore_s")
+              "peak_bytes_per_op", "bytes_per_op", "snapshot_bytes", "snapshot_s", "restore_s")
     print("\t".join(header))
     for name in names:
         out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, check=True)

@@ -335,6 +335,10 @@ class Pipelines:
             if not parent.stopping:
                 for down_path in index.downstream.get(node.path, ()):
                     self.ops.upstream_done(run, index, run.nodes[down_path], node)
+            if node.kind not in PIPELINE_KINDS:
+                # nothing reads a finished op's spec again but a resume, which derives it anew
+                # as a restore does: a matrix child's spec is its own copy, ~0.5 KB
+                index.specs.pop(node.path, None)
             self.ops.admit(run, parent)
             if parent.kind == "schedule" and parent.next_at is None and parent.status == S.RUNNING:
                 self.schedule_ticks(run, parent)
