@@ -94,23 +94,26 @@ def run_globals(run_id: str, node: Node, context: dict[str, Any] | None = None) 
     }
 
 
-def _has_templates(op: Op) -> bool:
-    blob = msgspec.json.encode([op.params, op.component.run, op.conditions, op.trigger, op.is_approved])
+def _templated(value: Any) -> bool:
+    blob = msgspec.json.encode(value)
     return b"{{" in blob or b"{%" in blob
 
 
-# id(op) -> (op, has templates); ops live as long as their run, the op is kept to pin the id
-_template_flags: dict[int, tuple[Op, bool]] = {}
+# id(component) -> (component, its runtime has templates). Keyed by the component, which every
+# matrix child and nested-DAG instance shares, never by the op: a matrix child's op is its own
+# copy, and pinning each one here kept ~0.5 KB per child alive after its run was forgotten
+_run_flags: dict[int, tuple[Any, bool]] = {}
 
 
 def has_templates(op: Op) -> bool:
-    entry = _template_flags.get(id(op))
-    if entry is None or entry[0] is not op:
-        if len(_template_flags) > 200_000:
-            _template_flags.clear()
-        entry = (op, _has_templates(op))
-        _template_flags[id(op)] = entry
-    return entry[1]
+    component = op.component
+    entry = _run_flags.get(id(component))
+    if entry is None or entry[0] is not component:
+        if len(_run_flags) > 200_000:
+            _run_flags.clear()
+        entry = (component, _templated(component.run))
+        _run_flags[id(component)] = entry
+    return entry[1] or _templated([op.params, op.conditions, op.trigger, op.is_approved])
 
 
 def as_str(value: Any, io: IOSpec | None = None) -> str:
