@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import flowd.engine
 
 ROOT = Path(flowd.engine.__file__).resolve().parents[1]
@@ -99,13 +101,12 @@ def named_imports(source: str, modules: set[str]) -> set[str]:
     return targets & modules
 
 
-def engine_import_graph() -> dict[str, set[str]]:
-    """flowd.engine.* module -> the flowd.engine.* modules it imports. Imports under
+def import_graph(package: str) -> dict[str, set[str]]:
+    """flowd.<package>.* module -> the modules of the same package it imports. Imports under
     ``TYPE_CHECKING`` count: a type-only import back is still a dependency of the design (each
-    module's types name the other's classes), and it is exactly how the old engine mixins hid
-    their cycle with ``core.py``. Imports inside functions count too: deferring an import
+    module's types name the other's classes), and it is exactly how the old engine mixins and
+    the daemon's parts hid their cycles. Imports inside functions count too: deferring an import
     hides a cycle from Python, not from the reader."""
-    package = ROOT / "engine"
 
     def name_of(path: Path) -> str:
         parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
@@ -113,26 +114,21 @@ def engine_import_graph() -> dict[str, set[str]]:
             parts.pop()
         return ".".join(parts)
 
-    paths = {name_of(path): path for path in package.rglob("*.py")}
+    paths = {name_of(path): path for path in (ROOT / package).rglob("*.py")}
     return {module: named_imports(path.read_text(), set(paths)) - {module} for module, path in paths.items()}
 
 
-def test_the_engine_modules_import_one_way():
-    """No cycle among the engine's modules: each part gets what it needs handed in (a ``Step``,
-    the parts below it, a callable for the one call that goes back up), never an import of the
-    module that imports it."""
-    graph = engine_import_graph()
-    assert "flowd.engine.core" in graph and "flowd.engine.ops" in graph
-    cycles = []
+def cycles(graph: dict[str, set[str]]) -> list[str]:
+    found: list[str] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
     def visit(module: str) -> None:
         state[module] = 1
         path.append(module)
-        for target in sorted(graph[module]):
+        for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                cycles.append(" -> ".join([*path[path.index(target):], target]))
+                found.append(" -> ".join([*path[path.index(target):], target]))
             elif target not in state:
                 visit(target)
         path.pop()
@@ -141,7 +137,34 @@ def test_the_engine_modules_import_one_way():
     for module in sorted(graph):
         if module not in state:
             visit(module)
-    assert cycles == []
+    return found
+
+
+@pytest.mark.parametrize("package", ["engine", "daemon", "spec", "runtime", "k8s", "cli", "ui", "artifacts"])
+def test_modules_import_one_way(package):
+    """No cycle among a package's modules: each part gets what it needs handed in (the engine:
+    a ``Step``, the parts below it, a callable for the one call that goes back up; the daemon:
+    a ``PartitionContext``, ``Effects``, callables), never an import of the module that
+    imports it."""
+    graph = import_graph(package)
+    assert graph
+    assert cycles(graph) == []
+
+
+def test_the_engine_is_split_by_concept():
+    graph = import_graph("engine")
+    assert "flowd.engine.core" in graph and "flowd.engine.ops" in graph
+
+
+def test_the_daemon_parts_do_not_know_the_daemon():
+    """serve.py builds the daemon's parts and hands each the narrow interface it needs: no part
+    imports serve.py back."""
+    graph = import_graph("daemon")
+    assert sorted(m for m, deps in graph.items() if "flowd.daemon.serve" in deps) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a -> b -> c -> a"]
 
 
 def test_the_import_graph_sees_every_kind_of_import():
@@ -158,5 +181,5 @@ def test_the_import_graph_sees_every_kind_of_import():
     )
     assert named_imports(source, modules) == {"flowd.engine.a", "flowd.engine.b", "flowd.engine.c"}
     assert named_imports("from flowd.engine import Engine\n", modules) == {"flowd.engine"}
-    graph = engine_import_graph()
+    graph = import_graph("engine")
     assert "flowd.engine.tuners.hyperband" in graph["flowd.engine.tuners"]  # imported inside a function
