@@ -21,7 +21,7 @@ import gc
 import hashlib
 import random
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -65,6 +65,11 @@ from flowd.engine.view import OpView, RunView
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
 from flowd.spec.expansion import Counter
 from flowd.spec.limits import Limits, json_size, over
+
+
+_run_head_encoder = msgspec.msgpack.Encoder()
+_run_head_decoder = msgspec.msgpack.Decoder(tuple[int, RunState])
+_nodes_decoder = msgspec.msgpack.Decoder(list[Node])
 
 
 class _Specs(dict[str, Op]):
@@ -176,6 +181,65 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         finally:
             if paused:
                 gc.enable()
+
+    # --------------------------------------------------- one run's state, in parts (daemon snapshots)
+
+    def snapshot_run(self, run_id: str, *, nodes_per_part: int = 4096) -> Iterator[bytes]:
+        """The state of one run as a sequence of msgpack parts: the run without its nodes, then
+        its nodes in insertion order, ``nodes_per_part`` at a time. A caller may do other work
+        between parts (the daemon yields to its event loop) as long as the engine does not
+        change meanwhile. ``restore_run`` takes the parts back."""
+        run = self.runs[run_id]
+        yield _run_head_encoder.encode((SNAPSHOT_VERSION, msgspec.structs.replace(run, nodes={})))
+        nodes = list(run.nodes.values())
+        for i in range(0, len(nodes), nodes_per_part):
+            yield _run_head_encoder.encode(nodes[i:i + nodes_per_part])
+
+    def restore_run(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Add a run from the parts ``snapshot_run`` gave (replacing a run of the same id). The
+        caller pauses the cyclic GC around many of these (see ``restore``)."""
+        version, run = _run_head_decoder.decode(parts[0])
+        if version != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {version} is not supported (expected {SNAPSHOT_VERSION})")
+        nodes = run.nodes
+        for part in parts[1:]:
+            for node in _nodes_decoder.decode(part):
+                nodes[node.path] = node
+        self.runs[run.run_id] = run
+        index = self._new_index(run)
+        for node in nodes.values():
+            if node.kind in PIPELINE_KINDS:
+                self._index_node(run, index, node)
+
+    def in_flight_keys(self, run_id: str) -> list[str]:
+        """Attempt keys of the run's attempts that are started and not over by the engine's state
+        and whose StartOp ``in_flight`` can derive again. An attempt whose command was rendered
+        from templates (run body or termination) is not among them: ``globals`` such as
+        ``status`` and ``started_at`` move on after dispatch, so its command must be kept."""
+        run = self.runs[run_id]
+        specs = self._index[run_id].specs
+        return [attempt_key(run, node) for node in run.nodes.values()
+                if node.attempt and node.status in S.IN_FLIGHT and node.kind not in PIPELINE_KINDS
+                and _derivable(specs[node.path])]
+
+    def in_flight(self, run_id: str, *, skip: Container[str] = ()) -> list[StartOp]:
+        """The StartOp of every attempt of ``in_flight_keys`` (except ``skip``), derived again from
+        the state: the command the engine emitted when it dispatched the attempt (same key, same
+        body, params, env and termination: none of them was rendered, and the params are
+        stored). An adapter re-issues them after a restore instead of storing them."""
+        run = self.runs[run_id]
+        specs = self._index[run_id].specs
+        out: list[StartOp] = []
+        for node in run.nodes.values():
+            if not node.attempt or node.status not in S.IN_FLIGHT or node.kind in PIPELINE_KINDS:
+                continue
+            spec = specs[node.path]
+            if not _derivable(spec) or attempt_key(run, node) in skip:
+                continue
+            params = node.params or {}
+            env = self._resolver(run, node).env(params)
+            out.append(self._start_op(run, node, spec, params, spec.component.run, env, spec.termination))
+        return out
 
     def _new_index(self, run: RunState) -> _Index:
         index = _Index(lambda path: self._spec_of(run, index, run.nodes[path]))
@@ -621,19 +685,23 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         node.message = None
         node.reason = None
         self._emit_status(run, node)
+        self._out.append(self._start_op(run, node, spec, params, body, env, term))
+        if term.timeout:
+            self._set_timer(run, f"timeout:{node.path}#{node.attempt}", self._now + term.timeout)
+
+    @staticmethod
+    def _start_op(run: RunState, node: Node, spec: Op, params: dict[str, Any], body: Any, env: Any,
+                  term: Termination) -> StartOp:
+        """The command that starts ``node``'s current attempt (dispatch, and ``in_flight``)."""
         cache_key, cache_ttl = (None, None)
         if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
             cache_key, cache_ttl = cache_of(spec, node, params, body, env)
-        self._out.append(
-            StartOp(
-                run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
-                kind=node.kind, params=params, run=body, env=env, termination=term,
-                namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
-                cache_key=cache_key, cache_ttl=cache_ttl,
-            )
+        return StartOp(
+            run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
+            kind=node.kind, params=params, run=body, env=env, termination=term,
+            namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
+            cache_key=cache_key, cache_ttl=cache_ttl,
         )
-        if term.timeout:
-            self._set_timer(run, f"timeout:{node.path}#{node.attempt}", self._now + term.timeout)
 
     # ------------------------------------------------------------------------ finishing
 
@@ -763,6 +831,12 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
     def _cancel_timer(self, run: RunState, timer_id: str) -> None:
         if run.timers.pop(timer_id, None) is not None:
             self._out.append(CancelTimer(run.run_id, timer_id))
+
+
+def _derivable(spec: Op) -> bool:
+    """The StartOp of an attempt of ``spec`` is a function of the spec and the node's params."""
+    term = spec.termination
+    return not has_templates(spec) and not any(isinstance(v, str) for v in (term.max_retries, term.timeout, term.ttl))
 
 
 def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
