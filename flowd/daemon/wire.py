@@ -284,7 +284,7 @@ class SnapshotIndex(msgspec.Struct, omit_defaults=True, kw_only=True):
     daemon: BlobRef | None = None
 
 
-class SnapshotHead(msgspec.Struct, omit_defaults=True, kw_only=True):
+class SnapshotHead(msgspec.Struct, kw_only=True):  # every field written: ``format`` tells it apart
     """The latest state of one ``runs`` partition, format 2 (key ``<partition>``): ``offset`` is
     the next input offset it does not cover, ``seq`` counts the partition's snapshots, ``index``
     locates the ``index`` blob. Written last, in the transaction that commits ``offset``."""

@@ -39,8 +39,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from flowd.daemon import faults, snapshots, wire
 from flowd.daemon.kafka import BusError, SnapshotMissing, map_errors, producer
-from flowd.faults import crash_point
 from flowd.daemon.partition import Outcome, PartitionState, Record
+from flowd.faults import crash_point
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -453,7 +453,7 @@ class PartitionWorker:
                 m.observe_done(change, self.state.engine)
         for done_event in out.finished:
             log.info("pipeline_done", run_id=done_event.run_id, status=done_event.status, partition=self.partition)
-        if plan is not None:
+        if plan is not None and written is not None:
             index, index_ref = written
             snapshots.committed(self.state, plan, index, index_ref)
             self.has_snapshot = True
@@ -467,18 +467,22 @@ class PartitionWorker:
         """Inside the transaction: the changed blobs' chunks, the new index, tombstones for the
         chunks it no longer names, and the head last (see flowd.daemon.snapshots)."""
         assert self.state is not None
-        topic, n, seq = self.daemon.topics.snapshots, self.partition, plan.seq
+        topic, n, seq = self.ctx.config.topics.snapshots, self.partition, plan.seq
 
         async def put(name: str, blob: bytes) -> wire.BlobRef:
-            futures = [await p.send(topic, chunk, key=snapshots.blob_key(n, seq, name, i), partition=n)
-                       for i, chunk in enumerate(snapshots.chunks(blob))]
+            futures = []
+            for i, chunk in enumerate(snapshots.chunks(blob)):
+                if i == 1 and faults.CRASH_POINTS:
+                    # tests: a kill with the first chunk of a blob on the broker, the rest and
+                    # the head not written (tests/integration/test_daemon_snapshots.py)
+                    await futures[0]
+                    crash_point("snapshot_between_chunks", f"partition {n}")  # once per partition
+                futures.append(await p.send(topic, chunk, key=snapshots.blob_key(n, seq, name, i), partition=n))
             return wire.BlobRef(seq=seq, size=len(blob), offsets=[(await f).offset for f in futures])
 
         refs: dict[str, wire.BlobRef] = {}
         for name, blob in plan.blobs.items():
             refs[name] = await put(name, blob)
-            # tests: a kill with chunks on the broker and the head not written (docs/daemon.md)
-            crash_point("snapshot_between_chunks", f"{n}:{seq}")
         index = snapshots.next_index(self.state, plan, refs)
         index_ref = await put(snapshots.INDEX, snapshots.frames([msgspec.msgpack.encode(index)]))
         old = snapshots.superseded(self.state, plan)

@@ -66,7 +66,6 @@ from flowd.spec.compiled import TRIGGER_POLICIES, Op, ParamSpec, Termination
 from flowd.spec.expansion import Counter
 from flowd.spec.limits import Limits, json_size, over
 
-
 _run_head_encoder = msgspec.msgpack.Encoder()
 _run_head_decoder = msgspec.msgpack.Decoder(tuple[int, RunState])
 _nodes_decoder = msgspec.msgpack.Decoder(list[Node])
@@ -218,9 +217,10 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         ``status`` and ``started_at`` move on after dispatch, so its command must be kept."""
         run = self.runs[run_id]
         specs = self._index[run_id].specs
+        plain = _plain_pipeline(run)
         return [attempt_key(run, node) for node in run.nodes.values()
                 if node.attempt and node.status in S.IN_FLIGHT and node.kind not in PIPELINE_KINDS
-                and _derivable(specs[node.path])]
+                and _derivable(specs[node.path], plain)]
 
     def in_flight(self, run_id: str, *, skip: Container[str] = ()) -> list[StartOp]:
         """The StartOp of every attempt of ``in_flight_keys`` (except ``skip``), derived again from
@@ -229,15 +229,16 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         stored). An adapter re-issues them after a restore instead of storing them."""
         run = self.runs[run_id]
         specs = self._index[run_id].specs
+        plain = _plain_pipeline(run)
         out: list[StartOp] = []
         for node in run.nodes.values():
             if not node.attempt or node.status not in S.IN_FLIGHT or node.kind in PIPELINE_KINDS:
                 continue
             spec = specs[node.path]
-            if not _derivable(spec) or attempt_key(run, node) in skip:
+            if not _derivable(spec, plain) or attempt_key(run, node) in skip:
                 continue
             params = node.params or {}
-            env = self._resolver(run, node).env(params)
+            env = self._resolver(run, node).env(params) if params else {}
             out.append(self._start_op(run, node, spec, params, spec.component.run, env, spec.termination))
         return out
 
@@ -833,10 +834,19 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
             self._out.append(CancelTimer(run.run_id, timer_id))
 
 
-def _derivable(spec: Op) -> bool:
+def _plain_pipeline(run: RunState) -> bool:
+    """No template anywhere in the run's pipeline, so in none of the specs derived from it (one
+    check per run instead of one per op)."""
+    blob = msgspec.json.encode(run.pipeline)
+    return b"{{" not in blob and b"{%" not in blob
+
+
+def _derivable(spec: Op, plain: bool = False) -> bool:
     """The StartOp of an attempt of ``spec`` is a function of the spec and the node's params."""
     term = spec.termination
-    return not has_templates(spec) and not any(isinstance(v, str) for v in (term.max_retries, term.timeout, term.ttl))
+    if isinstance(term.max_retries, str) or isinstance(term.timeout, str) or isinstance(term.ttl, str):
+        return False
+    return plain or not has_templates(spec)
 
 
 def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
