@@ -470,7 +470,7 @@ class PartitionWorker:
         topic, n, seq = self.ctx.config.topics.snapshots, self.partition, plan.seq
 
         async def put(name: str, blob: bytes) -> wire.BlobRef:
-            futures = []
+            futures: list[Any] = []
             for i, chunk in enumerate(snapshots.chunks(blob)):
                 if i == 1 and faults.CRASH_POINTS:
                     # tests: a kill with the first chunk of a blob on the broker, the rest and
