@@ -28,15 +28,16 @@ import gc
 import struct
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
 
-from flowd.daemon import wire
+from flowd.daemon import faults, wire
 from flowd.daemon.kafka import SnapshotStore
 from flowd.daemon.partition import Compiler, PartitionState
 from flowd.engine import Engine
+from flowd.faults import crash_point
 from flowd.spec.limits import Limits
 
 __all__ = ["CHUNK_BYTES", "Plan", "blob_key", "chunks", "encode_changes", "frames", "read_frames",
@@ -254,3 +255,36 @@ async def load(store: SnapshotStore, partition: int, *, compiler: Compiler, limi
     state = await anyio.to_thread.run_sync(
         lambda: restore_blobs(head, index, head.index, blobs, compiler=compiler, limits=limits))
     return Loaded(state, head.offset, head.time, size_of(index) + head.index.size, 2, marker)
+
+
+async def write(p: Any, topic: str, state: PartitionState, plan: Plan, offset: int) -> tuple[wire.SnapshotIndex, wire.BlobRef]:
+    """Inside the caller's transaction (producer ``p``): the changed blobs' chunks, the new
+    index, tombstones for the chunks it no longer names, and the head last. Returns the new
+    index and where it is, for ``committed`` once the transaction commits."""
+    n, seq = state.partition, plan.seq
+
+    async def put(name: str, blob: bytes) -> wire.BlobRef:
+        futures: list[Any] = []
+        for i, chunk in enumerate(chunks(blob)):
+            if i == 1 and faults.CRASH_POINTS:
+                # tests: a kill with the first chunk of a blob on the broker, the rest and the
+                # head not written (tests/integration/test_daemon_snapshots.py)
+                await futures[0]
+                crash_point("snapshot_between_chunks", f"partition {n}")  # once per partition
+            futures.append(await p.send(topic, chunk, key=blob_key(n, seq, name, i), partition=n))
+        return wire.BlobRef(seq=seq, size=len(blob), offsets=[(await f).offset for f in futures])
+
+    refs: dict[str, wire.BlobRef] = {}
+    for name, blob in plan.blobs.items():
+        refs[name] = await put(name, blob)
+    index = next_index(state, plan, refs)
+    index_ref = await put(INDEX, frames([_encoder.encode(index)]))
+    old = superseded(state, plan)
+    if state.written_index is not None:
+        old.append((INDEX, state.written_index))
+    for name, ref in old:
+        for i in range(len(ref.offsets)):
+            await p.send(topic, None, key=blob_key(n, ref.seq, name, i), partition=n)
+    head = wire.SnapshotHead(partition=n, offset=offset, time=time.time(), seq=seq, index=index_ref)
+    await p.send(topic, wire.encode_head(head), key=str(n).encode(), partition=n)
+    return index, index_ref

@@ -40,7 +40,6 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from flowd.daemon import faults, snapshots, wire
 from flowd.daemon.kafka import BusError, SnapshotMissing, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
-from flowd.faults import crash_point
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -415,7 +414,7 @@ class PartitionWorker:
                 for dead in out.deadletters:
                     await p.send(topics.deadletter, wire.encode(dead), key=dead.key)
                 if plan is not None:
-                    written = await self._write_snapshot(p, plan, offset)
+                    written = await snapshots.write(p, self.ctx.config.topics.snapshots, self.state, plan, offset)
                 await p.send_offsets_to_transaction({self.tp: offset}, d.config.group_id)
                 marked = self._premark(offset) if premark else None
                 if marked is not None:
@@ -461,40 +460,6 @@ class PartitionWorker:
             self.last_snapshot = time.monotonic()
             self.snapshot_time = now
             m.snapshot_bytes.labels(str(self.partition)).set(snapshots.size_of(index) + index_ref.size)
-
-    async def _write_snapshot(self, p: AIOKafkaProducer, plan: snapshots.Plan,
-                              offset: int) -> tuple[wire.SnapshotIndex, wire.BlobRef]:
-        """Inside the transaction: the changed blobs' chunks, the new index, tombstones for the
-        chunks it no longer names, and the head last (see flowd.daemon.snapshots)."""
-        assert self.state is not None
-        topic, n, seq = self.ctx.config.topics.snapshots, self.partition, plan.seq
-
-        async def put(name: str, blob: bytes) -> wire.BlobRef:
-            futures: list[Any] = []
-            for i, chunk in enumerate(snapshots.chunks(blob)):
-                if i == 1 and faults.CRASH_POINTS:
-                    # tests: a kill with the first chunk of a blob on the broker, the rest and
-                    # the head not written (tests/integration/test_daemon_snapshots.py)
-                    await futures[0]
-                    crash_point("snapshot_between_chunks", f"partition {n}")  # once per partition
-                futures.append(await p.send(topic, chunk, key=snapshots.blob_key(n, seq, name, i), partition=n))
-            return wire.BlobRef(seq=seq, size=len(blob), offsets=[(await f).offset for f in futures])
-
-        refs: dict[str, wire.BlobRef] = {}
-        for name, blob in plan.blobs.items():
-            refs[name] = await put(name, blob)
-        index = snapshots.next_index(self.state, plan, refs)
-        index_ref = await put(snapshots.INDEX, snapshots.frames([msgspec.msgpack.encode(index)]))
-        old = snapshots.superseded(self.state, plan)
-        if self.state.written_index is not None:
-            old.append((snapshots.INDEX, self.state.written_index))
-        for name, ref in old:
-            for i in range(len(ref.offsets)):
-                await p.send(topic, None, key=snapshots.blob_key(n, ref.seq, name, i), partition=n)
-        head = wire.SnapshotHead(partition=n, offset=offset, time=time.time(), seq=seq, index=index_ref)
-        await p.send(topic, wire.encode_head(head), key=str(n).encode(), partition=n)
-        return index, index_ref
-
 
 def _record(r: Any) -> Record:
     return Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp / 1000.0)
