@@ -297,6 +297,9 @@ async def million(brokers: str, *, runs: int = 1000, width: int = 1000, concurre
         worker = daemon.workers[0]
         state = worker.state
         assert state is not None
+        timing = worker.loaded_timing
+        if timing:
+            print(f"  of which: reading the records {timing[0]:.2f}s, decoding + rebuilding {timing[1]:.2f}s")
         print(f"new owner: restored {sum(len(r.nodes) - 1 for r in state.engine.runs.values()):,} op states in "
               f"{partition:.2f}s from assignment to ready (snapshot read + restore + {null2.started:,} attempts "
               f"re-issued); {ready:.2f}s from daemon start (incl. group join)")

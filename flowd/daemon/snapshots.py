@@ -233,18 +233,23 @@ class Loaded(NamedTuple):
     size: int
     format: int
     marker: bytes | None
+    # seconds spent reading the records, and decoding + rebuilding the state
+    read_seconds: float = 0.0
+    restore_seconds: float = 0.0
 
 
 async def load(store: SnapshotStore, partition: int, *, compiler: Compiler, limits: Limits | None = None) -> Loaded:
     """Read and restore the latest snapshot of ``partition`` (either format). Decoding and
     restoring run in a worker thread, so the event loop keeps heartbeating meanwhile."""
+    t0 = time.monotonic()
     data, marker = await store.load_tail(partition)
     if data is None:
         return Loaded(None, 0, 0.0, 0, 0, marker)
     if wire.snapshot_format(data) == 1:
+        t1 = time.monotonic()
         offset, at, state = await anyio.to_thread.run_sync(
             lambda: legacy_restore(data, compiler=compiler, limits=limits))
-        return Loaded(state, offset, at, len(data), 1, marker)
+        return Loaded(state, offset, at, len(data), 1, marker, t1 - t0, time.monotonic() - t1)
     head = wire.decode_head(data)
     index_blob = (await store.read_blobs(partition, {INDEX: head.index}))[INDEX]
     index = decode_index(index_blob)
@@ -252,10 +257,11 @@ async def load(store: SnapshotStore, partition: int, *, compiler: Compiler, limi
     if index.daemon is not None:
         refs[DAEMON] = index.daemon
     blobs = await store.read_blobs(partition, refs)
+    t1 = time.monotonic()
     state = await anyio.to_thread.run_sync(
         lambda: restore_blobs(head, index, head.index, blobs, compiler=compiler, limits=limits))
-    return Loaded(state, head.offset, head.time, size_of(index) + head.index.size, 2, marker)
-
+    return Loaded(state, head.offset, head.time, size_of(index) + head.index.size, 2, marker,
+                  t1 - t0, time.monotonic() - t1)
 
 async def write(p: Any, topic: str, state: PartitionState, plan: Plan, offset: int) -> tuple[wire.SnapshotIndex, wire.BlobRef]:
     """Inside the caller's transaction (producer ``p``): the changed blobs' chunks, the new

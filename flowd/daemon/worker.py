@@ -91,6 +91,8 @@ class PartitionWorker:
         self.records_since_snapshot = 0
         # the last snapshot's encoding figures (bench/daemon_bench.py reads them)
         self.last_encode: snapshots.Plan | None = None
+        # (reading, decoding + rebuilding) seconds of the restore in open()
+        self.loaded_timing: tuple[float, float] | None = None
         self.opened_at = 0.0
         self.replayed = 0
         self.log = log.bind(partition=partition)
@@ -162,6 +164,7 @@ class PartitionWorker:
         marker = loaded.marker
         size = loaded.size
         t_done = time.monotonic()
+        self.loaded_timing = (loaded.read_seconds, loaded.restore_seconds)
         if loaded.state is not None:
             self.state = loaded.state
             # long-lived now: keep them out of future full collections
@@ -183,7 +186,8 @@ class PartitionWorker:
         assert self.state is not None
         self.log.info("partition_assigned", snapshot_offset=start if snap else None, committed=self.committed,
                       snapshot_bytes=size, runs=len(self.state.engine.runs),
-                      snapshot_format=loaded.format, restore_seconds=round(t_done - t_restore, 3))
+                      snapshot_format=loaded.format, read_seconds=round(loaded.read_seconds, 3),
+                      restore_seconds=round(loaded.restore_seconds, 3), open_seconds=round(t_done - t_restore, 3))
 
     def _suspect(self, data: bytes | None) -> None:
         """A handling marker at or past the committed offset, written by another daemon, says
