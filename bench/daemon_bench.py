@@ -16,6 +16,10 @@ Printed figures:
   snapshot (plus a log tail to replay), then a fresh daemon is started on it: time from
   assignment to ready (restore + replay + re-issuing 100,000 attempts to the executor), and
   from process start of the daemon to ``/readyz``.
+* ``--million``: a partition holding 1,000,000 op states (1,000 runs x 1,000 ops, 10 of each in
+  flight), built by the daemon from 1,000 submissions: a snapshot of every run (records, largest
+  record, longest event-loop stall while it is written), a new owner's restore (assignment ->
+  ready), and an incremental snapshot after 10 runs changed (issue 15).
 
 Targets (issue 5): >= 5,000 op transitions/s, p99 <= 50 ms, recovery <= 5 s. Measured figures and
 the conditions they were taken in: docs/daemon.md, "Figures".
@@ -34,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import anyio
 from aiokafka import TopicPartition
 
-from flowd.daemon import wire
+from flowd.daemon import snapshots, wire
 from flowd.daemon.executors import InstantExecutor
 from flowd.daemon.kafka import ensure_topics, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
@@ -168,7 +172,6 @@ async def recovery(brokers: str, *, runs: int = 1000, width: int = 100, tail: in
     for s in subs:
         state.apply(Record(config.topics.runs, 0, 0, s.run_id.encode(), wire.encode(s)), Outcome())
     ops = sum(len(r.nodes) - 1 for r in state.engine.runs.values())
-    snap = wire.encode_snapshot(state.snapshot(offset=offset, time=time.time()))
     # a tail of the log after the snapshot, already committed: replayed on recovery
     reports = [wire.OpReport(run_id=f"run-{i % runs:05d}", path=f"w{i // runs}", attempt=1, status="running", time=2.0)
                for i in range(tail)]
@@ -179,12 +182,15 @@ async def recovery(brokers: str, *, runs: int = 1000, width: int = 100, tail: in
     tx = producer(config, transactional_id=f"bench-{uuid.uuid4().hex[:6]}", enable_idempotence=True)
     await tx.start()
     await tx.begin_transaction()
-    await tx.send(config.topics.snapshots, snap, key=b"0", partition=0)
+    # the snapshot as the daemon writes it (format 2: chunked blobs; flowd.daemon.snapshots)
+    plan = await snapshots.encode_changes(state)
+    index, index_ref = await snapshots.write(tx, config.topics.snapshots, state, plan, offset)
+    size = snapshots.size_of(index) + index_ref.size
     await tx.send_offsets_to_transaction({TopicPartition(config.topics.runs, 0): end}, config.group_id)
     await tx.commit_transaction()
     await tx.stop()
     await p.stop()
-    print(f"recovery state: {runs:,} runs x {width} ops = {ops:,} op states, snapshot {len(snap) / 1e6:.1f} MB, "
+    print(f"recovery state: {runs:,} runs x {width} ops = {ops:,} op states, snapshot {size / 1e6:.1f} MB, "
           f"{tail:,} records to replay (prepared in {time.monotonic() - t:.1f}s)")
     null = NullExecutor()
     daemon = Daemon(config, executor_factory=lambda send: null)
@@ -201,6 +207,123 @@ async def recovery(brokers: str, *, runs: int = 1000, width: int = 100, tail: in
           f"{ready:.2f}s from daemon start (incl. group join)")
 
 
+class StallProbe:
+    """Wakes every 2 ms and keeps the longest time the event loop made it wait beyond that."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            t = time.perf_counter()
+            await anyio.sleep(0.002)
+            self.longest = max(self.longest, time.perf_counter() - t - 0.002)
+
+
+def wide_limited(n: int, concurrency: int) -> Op:
+    ops = [Op(name=f"w{i}", component=Component(kind="job", run=RUN)) for i in range(n)]
+    return Op(name="wide", component=Component(kind="dag", dag=Dag(ops=ops, concurrency=concurrency)))
+
+
+async def million(brokers: str, *, runs: int = 1000, width: int = 1000, concurrency: int = 10) -> None:
+    """A partition holding ``runs x width`` op states (``concurrency`` of each run in flight):
+    a snapshot of every run (the loop's longest stall while it is written, records and their
+    largest size), then a new owner restores it; then an incremental snapshot after 10 runs
+    changed."""
+    from flowd.daemon.testing import read_all
+
+    config = test_config(brokers, name="million", partitions=1, metrics_port=-1, snapshot_interval=3600.0,
+                         snapshot_records=10**9, state_dir="/tmp/flowd-bench-state", max_batch=50)
+    await ensure_topics(config)
+    pipeline = wide_limited(width, concurrency)
+    p = producer(config, enable_idempotence=True)
+    await p.start()
+    ids = [f"run-{i:05d}" for i in range(runs)]
+    futures = [await p.send(config.topics.runs, wire.encode(wire.Submission(run_id=r, time=1.0, pipeline=pipeline)),
+                            key=r.encode(), partition=0) for r in ids]
+    end = 0
+    for f in futures:
+        end = (await f).offset + 1
+    null = NullExecutor()
+    probe = StallProbe()
+    t_build = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        daemon = Daemon(config, executor_factory=lambda send: null)
+        await tg.start(daemon.run)
+        await daemon.wait_ready()
+        worker = daemon.workers[0]
+        while worker.committed < end:
+            await anyio.sleep(0.5)
+        state = worker.state
+        assert state is not None
+        ops = sum(len(r.nodes) - 1 for r in state.engine.runs.values())
+        print(f"\n== {runs:,} runs x {width:,} ops = {ops:,} op states in one partition, "
+              f"{len(state.daemon.inflight):,} attempts in flight (built by the daemon in {time.monotonic() - t_build:.0f}s)")
+        # a snapshot of everything: every run marked changed, then one record makes it due
+        state.dirty.update(state.engine.runs)
+        worker.has_snapshot = False
+        seq = state.written_seq
+        await tg.start(probe.run)
+        probe.longest = 0.0
+        t0 = time.monotonic()
+        await p.send_and_wait(config.topics.runs, wire.encode(wire.OpReport(
+            run_id=ids[0], path="w0", attempt=1, status="running", time=2.0)), key=ids[0].encode(), partition=0)
+        while state.written_seq == seq:
+            await anyio.sleep(0.01)
+        took = time.monotonic() - t0
+        stall = probe.longest
+        plan = worker.last_encode
+        assert plan is not None
+        full_seq = state.written_seq
+        tg.cancel_scope.cancel()
+    records = [r for r in await read_all(config, config.topics.snapshots) if r.value is not None]
+    full = [r for r in records if r.key is not None and r.key.startswith(f"0/{full_seq}/".encode())]
+    biggest = max(len(r.value) + len(r.key or b"") for r in records)
+    print(f"full snapshot: {len(full):,} records ({sum(len(r.value) for r in full) / 1e6:.1f} MB), largest record on the "
+          f"topic {biggest:,} bytes (key + value); encoded in {plan.encode_seconds:.2f}s in slices of at most "
+          f"{plan.longest_slice * 1000:.0f} ms; longest event-loop stall while snapshotting {stall * 1000:.0f} ms; "
+          f"record -> snapshot committed {took:.2f}s")
+    # a new owner
+    null2 = NullExecutor()
+    t0 = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        daemon = Daemon(config, executor_factory=lambda send: null2)
+        await tg.start(daemon.run)
+        with anyio.fail_after(300):
+            await daemon.wait_ready()
+        ready = time.monotonic() - t0
+        partition = daemon.metrics.recovery_seconds.labels("0")._value.get()
+        worker = daemon.workers[0]
+        state = worker.state
+        assert state is not None
+        timing = worker.loaded_timing
+        if timing:
+            print(f"  of which: reading the records {timing[0]:.2f}s, decoding + rebuilding {timing[1]:.2f}s")
+        print(f"new owner: restored {sum(len(r.nodes) - 1 for r in state.engine.runs.values()):,} op states in "
+              f"{partition:.2f}s from assignment to ready (snapshot read + restore + {null2.started:,} attempts "
+              f"re-issued); {ready:.2f}s from daemon start (incl. group join)")
+        # incremental: 10 runs change
+        seq = state.written_seq
+        await anyio.sleep(0.1)
+        worker.has_snapshot = False
+        probe.longest = 0.0
+        await tg.start(probe.run)
+        for r in ids[:10]:
+            await p.send_and_wait(config.topics.runs, wire.encode(wire.OpReport(
+                run_id=r, path="w1", attempt=1, status="running", time=3.0)), key=r.encode(), partition=0)
+        while state.written_seq == seq or state.dirty:
+            await anyio.sleep(0.01)
+        inc_seq = state.written_seq
+        tg.cancel_scope.cancel()
+    records = await read_all(config, config.topics.snapshots)
+    inc = [r for r in records if r.value is not None and r.key is not None and r.key.startswith(f"0/{inc_seq}/".encode())]
+    runs_rewritten = {r.key.split(b"/")[2] for r in inc if r.key is not None and b"/run:" in r.key}
+    print(f"incremental snapshot after 10 runs changed: {len(runs_rewritten)} run blobs rewritten, {len(inc)} records "
+          f"({sum(len(r.value) for r in inc) / 1e6:.2f} MB); longest stall {probe.longest * 1000:.0f} ms")
+    await p.stop()
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--brokers", default=os.environ.get("FLOWD_BROKERS") or os.environ.get("FLOWD_TEST_KAFKA"))
@@ -208,6 +331,10 @@ async def main() -> None:
     ap.add_argument("--chain", type=int, default=10)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--skip-recovery", action="store_true")
+    ap.add_argument("--million", action="store_true", help="only the 1M-op-state partition case")
+    ap.add_argument("--million-runs", type=int, default=1000)
+    ap.add_argument("--million-width", type=int, default=1000)
+    ap.add_argument("--million-concurrency", type=int, default=10)
     ap.add_argument("--latency-runs", type=int, default=100)
     ap.add_argument("--latency-rate", type=float, default=20.0)
     args = ap.parse_args()
@@ -219,6 +346,10 @@ async def main() -> None:
 
     configure_logging(os.environ.get("FLOWD_LOG_LEVEL", "warning"))
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    if args.million:
+        await million(args.brokers, runs=args.million_runs, width=args.million_width,
+                      concurrency=args.million_concurrency)
+        return
     await throughput(args.brokers, args.runs, args.chain, args.partitions)
     if args.latency_runs:
         await throughput(args.brokers, args.latency_runs, args.chain, args.partitions, rate=args.latency_rate)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["ENABLED", "inject"]
+__all__ = ["CRASH_POINTS", "ENABLED", "inject"]
 
 ENABLED = os.environ.get("FLOWD_TEST_FAULTS") == "1"
+# kill points of flowd.faults.crash_point are set (FLOWD_TEST_CRASH_AT): the daemon waits for
+# the step before one to reach the broker, so the kill lands where its name says
+CRASH_POINTS = bool(os.environ.get("FLOWD_TEST_CRASH_AT"))
 
 
 class InjectedFault(RuntimeError):

@@ -28,6 +28,7 @@ from flowd.daemon.security import SecurityConfigError, client_security, diagnose
 
 __all__ = [
     "BusError",
+    "SnapshotMissing",
     "SnapshotStore",
     "admin",
     "consumer",
@@ -39,8 +40,16 @@ __all__ = [
     "start_client",
 ]
 
-# snapshots of big partitions are large; the topic and the producer allow this much per record
+# the status topic's records (run summaries) may be large; the producer allows this much per
+# record. Snapshots are chunked (flowd.daemon.snapshots) and need no raised limit.
 SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
+# fetch size of the snapshot reader: many ~1 MB chunk records per round trip
+SNAPSHOT_FETCH_BYTES = 16 * 1024 * 1024
+
+
+class SnapshotMissing(Exception):
+    """A record a snapshot's index names is not on the topic (deleted by hand, or a topic
+    recreated): the partition is rebuilt from its log instead."""
 
 
 class BusError(Exception):
@@ -124,7 +133,8 @@ def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
         topics.external: {"retention.ms": str(14 * 24 * 3600 * 1000)},
         topics.deadletter: {"retention.ms": str(30 * 24 * 3600 * 1000)},
         topics.subscriptions: compacted,
-        topics.snapshots: {**compacted, "max.message.bytes": str(SNAPSHOT_MAX_BYTES)},
+        # broker defaults for record size: snapshot chunks stay below 1 MB (flowd.daemon.snapshots)
+        topics.snapshots: compacted,
         # the latest summary of each run (key = run id): flowd runs / status read it
         topics.status: {**compacted, "max.message.bytes": str(SNAPSHOT_MAX_BYTES)},
     }
@@ -196,8 +206,11 @@ class SnapshotStore:
     def __init__(self, config: DaemonConfig) -> None:
         self.topic = config.topics.snapshots
         self._config = config
-        self._reader = consumer(config, group_id=None, max_partition_fetch_bytes=SNAPSHOT_MAX_BYTES,
-                                fetch_max_bytes=SNAPSHOT_MAX_BYTES)
+        # format-1 records (before issue 15) may be up to SNAPSHOT_MAX_BYTES: fetched whole
+        self._reader = consumer(config, group_id=None, max_partition_fetch_bytes=SNAPSHOT_FETCH_BYTES,
+                                fetch_max_bytes=SNAPSHOT_FETCH_BYTES)
+        # one reader, used by one partition's restore at a time
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         await start_client(self._reader, self._config, "snapshot reader")
@@ -205,18 +218,13 @@ class SnapshotStore:
     async def stop(self) -> None:
         await stop_consumer(self._reader)
 
-    async def load(self, partition: int) -> tuple[wire.SnapshotRecord | None, int]:
-        """The latest snapshot record of ``partition`` (or None) and its size in bytes."""
-        data = await self.load_bytes(partition)
-        return (None, 0) if data is None else (wire.decode_snapshot(data), len(data))
-
-    async def load_bytes(self, partition: int) -> bytes | None:
-        """The encoded latest snapshot record of ``partition``, or None."""
-        return (await self.load_tail(partition))[0]
-
     async def load_tail(self, partition: int) -> tuple[bytes | None, bytes | None]:
         """The encoded latest snapshot of ``partition`` and the latest handling marker written
         after it (see ``wire.HandlingMarker``; one older than the snapshot is stale anyway)."""
+        async with self._lock:
+            return await self._load_tail(partition)
+
+    async def _load_tail(self, partition: int) -> tuple[bytes | None, bytes | None]:
         tp = TopicPartition(self.topic, partition)
         snapshot_key, marker_key = str(partition).encode(), wire.marker_key(partition)
         with map_errors(f"cannot read snapshot of partition {partition}"):
@@ -242,6 +250,45 @@ class SnapshotStore:
                     break
                 back *= 8  # only markers or aborted records in the tail: look further back
         return last, marker
+
+    async def read_blobs(self, partition: int, refs: dict[str, wire.BlobRef]) -> dict[str, bytes]:
+        """The blobs ``refs`` names, read by offset (in offset order, seeking over gaps)."""
+        async with self._lock:
+            return await self._read_blobs(partition, refs)
+
+    async def _read_blobs(self, partition: int, refs: dict[str, wire.BlobRef]) -> dict[str, bytes]:
+        tp = TopicPartition(self.topic, partition)
+        wanted: dict[int, tuple[str, int, bytes]] = {}
+        for name, ref in refs.items():
+            for i, offset in enumerate(ref.offsets):
+                wanted[offset] = (name, i, f"{partition}/{ref.seq}/{name}/{i}".encode())
+        parts: dict[str, list[bytes | None]] = {name: [None] * len(ref.offsets) for name, ref in refs.items()}
+        order = sorted(wanted)
+        with map_errors(f"cannot read snapshot of partition {partition}"):
+            self._reader.assign([tp])
+            end = (await self._reader.end_offsets([tp]))[tp]
+            k = 0  # order[k] is the next offset still to find
+            if order:
+                self._reader.seek(tp, order[0])
+            while k < len(order):
+                batch = await self._reader.getmany(tp, timeout_ms=1000)
+                for rec in batch.get(tp, []):
+                    hit = wanted.get(rec.offset)
+                    if hit is not None and rec.key == hit[2] and rec.value is not None:
+                        parts[hit[0]][hit[1]] = rec.value
+                position = await self._reader.position(tp)
+                while k < len(order) and order[k] < position:
+                    if parts[wanted[order[k]][0]][wanted[order[k]][1]] is None:
+                        name, i, key = wanted[order[k]]
+                        raise SnapshotMissing(f"chunk {key.decode()} of the snapshot of partition {partition} "
+                                              f"is not at offset {order[k]} of {self.topic}")
+                    k += 1
+                if k < len(order) and position >= end:
+                    raise SnapshotMissing(f"the snapshot of partition {partition} names offset {order[k]} "
+                                          f"past the end of {self.topic} ({end})")
+                if k < len(order) and order[k] - position > 256:
+                    self._reader.seek(tp, order[k])  # skip records no live blob needs
+        return {name: b"".join(p for p in ps if p is not None) for name, ps in parts.items()}
 
 async def stop_consumer(c: AIOKafkaConsumer) -> None:
     """``c.stop()``, minus a spurious CancelledError aiokafka 0.14 raises when a group-less

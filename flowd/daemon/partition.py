@@ -97,6 +97,17 @@ class PartitionState:
         self._attempt_keys: dict[tuple[str, str, int], str] = {
             (c.run_id, c.path, c.attempt): k for k, c in self.daemon.inflight.items()
         }
+        # run ids whose state (engine or bookkeeping) changed since the last snapshot: only
+        # their blobs are written again (flowd.daemon.snapshots); all, after a format-1 restore
+        self._by_run: dict[str, set[str]] = {}
+        for k, c in self.daemon.inflight.items():
+            self._by_run.setdefault(c.run_id, set()).add(k)
+        self.dirty: set[str] = set(self.engine.runs)
+        # what the partition's latest committed format-2 snapshot holds (seq 0: none yet)
+        self.written = wire.SnapshotIndex()
+        self.written_seq = 0
+        self.written_daemon: bytes | None = None
+        self.written_index: wire.BlobRef | None = None
 
     # ----------------------------------------------------------------------- snapshots
 
@@ -109,6 +120,49 @@ class PartitionState:
     def restore(cls, record: wire.SnapshotRecord, *, compiler: Compiler, limits: Limits | None = None) -> PartitionState:
         return cls(record.partition, compiler=compiler, engine=Engine.restore(record.engine, limits=limits),
                    daemon=record.daemon)
+
+    # -------------------------------------------------------- format 2 (flowd.daemon.snapshots)
+
+    def run_attempts(self, run_id: str, parts: int) -> wire.RunAttempts:
+        """The daemon's attempts of one run, as far as the engine state cannot derive them."""
+        derivable = set(self.engine.in_flight_keys(run_id))
+        mine = self._inflight_of(run_id)
+        return wire.RunAttempts(
+            parts=parts,
+            started=[c for k, c in mine.items() if k not in derivable],
+            not_in_flight=sorted(derivable - mine.keys()),
+            stopping=sorted(k for k in mine if k in self._stopping))
+
+    def _inflight_of(self, run_id: str) -> dict[str, StartOp]:
+        keys = self._by_run.get(run_id, ())
+        return {k: self.daemon.inflight[k] for k in keys if k in self.daemon.inflight}
+
+    def daemon_blob(self) -> wire.DaemonBlob:
+        """The bookkeeping the run blobs do not carry (attempts of runs the engine forgot)."""
+        runs = self.engine.runs
+        orphans = {k: c for k, c in self.daemon.inflight.items() if c.run_id not in runs}
+        return wire.DaemonBlob(finished=self.daemon.finished, subscriptions=self.daemon.subscriptions,
+                               fetching=self.daemon.fetching, inflight=orphans,
+                               stopping=sorted(k for k in orphans if k in self._stopping))
+
+    @classmethod
+    def from_blobs(cls, partition: int, *, engine: Engine, daemon: wire.DaemonBlob,
+                   attempts: dict[str, wire.RunAttempts], compiler: Compiler) -> PartitionState:
+        """A partition restored from format-2 blobs: attempts in flight derived from the engine
+        (minus ``not_in_flight``) plus those stored (``started``)."""
+        inflight: dict[str, StartOp] = dict(daemon.inflight)
+        stopping = list(daemon.stopping)
+        for run_id, a in attempts.items():
+            for cmd in engine.in_flight(run_id, skip=set(a.not_in_flight)):
+                inflight[cmd.key] = cmd
+            for cmd in a.started:
+                inflight[cmd.key] = cmd
+            stopping.extend(a.stopping)
+        state = wire.DaemonState(inflight=inflight, stopping=stopping, finished=daemon.finished,
+                                 subscriptions=daemon.subscriptions, fetching=daemon.fetching)
+        out = cls(partition, compiler=compiler, engine=engine, daemon=state, limits=engine.limits)
+        out.dirty = set()
+        return out
 
     def compact(self, *, now: float, retention: float) -> int:
         """Forget runs finished more than ``retention`` seconds before ``now`` (remembering their
@@ -154,6 +208,7 @@ class PartitionState:
         except msgspec.DecodeError as exc:
             out.deadletters.append(self._dead(record, "undecodable", str(exc)))
             return
+        self.dirty.add(msg.run_id)
         if record.key != msg.run_id.encode():
             # on the key's partition, not the run's: a later, correctly keyed command would go
             # elsewhere and never find the run. Refused rather than run half-reachable.
@@ -174,6 +229,11 @@ class PartitionState:
                 if key is not None:
                     self.daemon.inflight.pop(key, None)
                     self._stopping.discard(key)
+                    keys = self._by_run.get(msg.run_id)
+                    if keys is not None:
+                        keys.discard(key)
+                        if not keys:
+                            del self._by_run[msg.run_id]
         elif isinstance(msg, wire.TimerFiring):
             event = TimerFired(run_id=msg.run_id, timer_id=msg.timer_id, time=msg.time)
         elif isinstance(msg, wire.StopCommand):
@@ -305,6 +365,7 @@ class PartitionState:
             out.finished.append(done)
         elif isinstance(command, StartOp):
             self.daemon.inflight[command.key] = command
+            self._by_run.setdefault(command.run_id, set()).add(command.key)
             self._attempt_keys[(command.run_id, command.path, command.attempt)] = command.key
             out.effects.append(command)
         elif isinstance(command, StopOp):

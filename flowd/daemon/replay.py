@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from aiokafka import TopicPartition
 
-from flowd.daemon import wire
+from flowd.daemon import snapshots, wire
 from flowd.daemon.client import partition_for, read_partition
 from flowd.daemon.compiler import make_compiler
 from flowd.daemon.config import DaemonConfig
@@ -83,13 +83,13 @@ async def replay(config: DaemonConfig, *, partition: int | None = None, run_id: 
         store = SnapshotStore(config)
         await store.start()
         try:
-            snap, _size = await store.load(partition)
+            loaded = await snapshots.load(store, partition, compiler=compiler, limits=config.limits)
         finally:
             await store.stop()
-        if snap is not None:
-            state = PartitionState.restore(snap, compiler=compiler, limits=config.limits)
-            start_offset = snap.offset
-            start = f"snapshot@{snap.offset}"
+        if loaded.state is not None:
+            state = loaded.state
+            start_offset = loaded.offset
+            start = f"snapshot@{loaded.offset}"
     expected: list[tuple[str, str]] = []  # (run id, key)
     final: dict[str, str] = {}
     replayed = 0

@@ -39,7 +39,8 @@ __all__ = [
     "encode_snapshot", "decode_snapshot", "decode_deadletter", "HandlingMarker", "encode_marker",
     "decode_marker", "marker_key",
     "RunSummary", "OpSummary", "run_summary",
-    "decode_status",
+    "decode_status", "BlobRef", "SnapshotIndex", "SnapshotHead", "RunAttempts", "DaemonBlob",
+    "snapshot_format", "decode_head", "encode_head",
 ]
 
 WIRE_VERSION = 1
@@ -245,8 +246,10 @@ class DaemonState(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class SnapshotRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """The latest state of one ``runs`` partition; ``offset`` is the next input offset it does
-    not cover (replay starts there). Written in the same transaction as that offset's commit."""
+    """Format 1 (flowd before issue 15): the whole state of one ``runs`` partition in one record;
+    ``offset`` is the next input offset it does not cover (replay starts there). Written in the
+    same transaction as that offset's commit. Still read (a partition whose latest snapshot is
+    one of these is restored from it, and its next snapshot is written in format 2)."""
 
     format: int = 1
     partition: int
@@ -254,6 +257,70 @@ class SnapshotRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
     time: float
     engine: bytes
     daemon: DaemonState = msgspec.field(default_factory=DaemonState)
+
+
+# --- format 2: incremental snapshots (flowd.daemon.snapshots) ----------------------------------
+#
+# A partition's state is a set of *blobs*: one per run (``run:<run id>``), one for the daemon's
+# own bookkeeping (``daemon``) and an ``index`` naming every live blob. A blob is a byte string
+# of frames (4-byte big-endian length + msgpack value), cut into chunk records of at most
+# ``snapshots.CHUNK_BYTES`` keyed ``<partition>/<seq>/<name>/<i>``. The head (key
+# ``<partition>``, where the format-1 record lived) is written last, in the same transaction.
+
+
+class BlobRef(msgspec.Struct, array_like=True, gc=False):
+    """Where one blob's chunks are: written by snapshot ``seq``, ``size`` bytes in all, chunk i
+    at ``offsets[i]`` of the partition (keys ``<partition>/<seq>/<name>/<i>``)."""
+
+    seq: int
+    size: int
+    offsets: list[int]
+
+
+class SnapshotIndex(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The live blobs of a partition (frame 0 of the ``index`` blob)."""
+
+    runs: dict[str, BlobRef] = {}
+    daemon: BlobRef | None = None
+
+
+class SnapshotHead(msgspec.Struct, kw_only=True):  # every field written: ``format`` tells it apart
+    """The latest state of one ``runs`` partition, format 2 (key ``<partition>``): ``offset`` is
+    the next input offset it does not cover, ``seq`` counts the partition's snapshots, ``index``
+    locates the ``index`` blob. Written last, in the transaction that commits ``offset``."""
+
+    format: int = 2
+    partition: int
+    offset: int
+    time: float
+    seq: int
+    index: BlobRef
+
+
+class RunAttempts(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Frame 0 of a ``run:<id>`` blob (the engine's parts of the run follow, ``parts`` of them).
+
+    The daemon's attempts in flight of the run are not stored: they are derived from the engine
+    state (``Engine.in_flight``), except ``started``: attempts in flight whose command cannot be
+    derived (rendered from templates; or the engine already ended the op, e.g. a timeout, while
+    the executor still stops it); ``not_in_flight``: keys the state would derive that are not in
+    flight; ``stopping``: keys of attempts the engine asked to stop."""
+
+    parts: int
+    started: list[StartOp] = []
+    not_in_flight: list[str] = []
+    stopping: list[str] = []
+
+
+class DaemonBlob(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Frame 0 of the ``daemon`` blob: ``DaemonState`` without what the run blobs carry
+    (``inflight`` here holds only attempts of runs the engine has forgotten)."""
+
+    finished: dict[str, float] = {}
+    subscriptions: dict[str, Subscription] = {}
+    fetching: dict[str, Submission] = {}
+    inflight: dict[str, StartOp] = {}
+    stopping: list[str] = []
 
 
 class HandlingMarker(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -381,6 +448,27 @@ def decode_marker(data: bytes) -> HandlingMarker:
     return _marker_decoder.decode(data)
 
 
+class _Format(msgspec.Struct):
+    format: int = 1
+
+
+_format_decoder = msgspec.msgpack.Decoder(_Format)
+_head_decoder = msgspec.msgpack.Decoder(SnapshotHead)
+
+
+def snapshot_format(data: bytes) -> int:
+    """1 for a whole-partition ``SnapshotRecord``, 2 for a ``SnapshotHead``."""
+    return _format_decoder.decode(data).format
+
+
+def encode_head(head: SnapshotHead) -> bytes:
+    return _msgpack_encoder.encode(head)
+
+
+def decode_head(data: bytes) -> SnapshotHead:
+    return _head_decoder.decode(data)
+
+
 def encode_snapshot(record: SnapshotRecord) -> bytes:
     return _msgpack_encoder.encode(record)
 
@@ -407,7 +495,18 @@ def schema(topic: str) -> dict[str, Any]:
            "$id": f"https://flowd.dev/proto/v{WIRE_VERSION}/{topic}.schema.json",
            "title": f"flowd {topic} topic, v{WIRE_VERSION}", **out}
     if topic == "snapshots":
-        out["description"] = "msgpack-encoded (bytes fields are msgpack bin); internal to the daemon"
+        # every kind of record on the topic: the format-2 head and the frames of its blobs, the
+        # format-1 record, the handling marker (chunk records are slices of a blob's frames)
+        kinds = (SnapshotHead, SnapshotIndex, RunAttempts, DaemonBlob, SnapshotRecord, HandlingMarker)
+        refs, defs = msgspec.json.schema_components(kinds, ref_template="#/$defs/{name}")
+        out = {k: v for k, v in out.items() if k in ("$schema", "$id", "title")}
+        out["oneOf"] = refs
+        out["$defs"] = _normalise_descriptions(defs)
+        out["description"] = ("msgpack-encoded (bytes fields are msgpack bin); internal to the daemon. "
+                              "Key <N>: SnapshotHead (format 2) or SnapshotRecord (format 1); "
+                              "<N>.handling: HandlingMarker; <N>/<seq>/<blob>/<i>: a chunk of a blob, whose "
+                              "frames are SnapshotIndex (blob index), RunAttempts + engine parts "
+                              "(run:<id>), DaemonBlob (daemon)")
     return out
 
 

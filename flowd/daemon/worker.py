@@ -37,8 +37,8 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from flowd.daemon import faults, wire
-from flowd.daemon.kafka import BusError, map_errors, producer
+from flowd.daemon import faults, snapshots, wire
+from flowd.daemon.kafka import BusError, SnapshotMissing, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
 
 if TYPE_CHECKING:
@@ -89,6 +89,10 @@ class PartitionWorker:
         self.snapshot_time = 0.0
         self.has_snapshot = False
         self.records_since_snapshot = 0
+        # the last snapshot's encoding figures (bench/daemon_bench.py reads them)
+        self.last_encode: snapshots.Plan | None = None
+        # (reading, decoding + rebuilding) seconds of the restore in open()
+        self.loaded_timing: tuple[float, float] | None = None
         self.opened_at = 0.0
         self.replayed = 0
         self.log = log.bind(partition=partition)
@@ -151,25 +155,29 @@ class PartitionWorker:
                 await anyio.sleep(min(0.25 * 2**attempt, 5))
                 self.producer = producer(d.config, enable_idempotence=True, retry_backoff_ms=10, transactional_id=txn_id)
         t_load = time.monotonic()
-        data, marker = await d.snapshots.load_tail(self.partition)
-        size = len(data) if data is not None else 0
-        snap = None
-        t_restore = time.monotonic()
-        if data is not None:
-            # decode + restore in a thread: a big partition takes seconds of CPU, and the event
-            # loop must keep heartbeating the group meanwhile (or we would be declared dead)
-            snap, self.state = await anyio.to_thread.run_sync(_restore, data, d.compiler, d.config.limits)
+        try:
+            loaded = await snapshots.load(d.snapshots, self.partition, compiler=d.compiler, limits=d.config.limits)
+        except SnapshotMissing as exc:
+            # the log is the truth: rebuild from its start rather than from half a snapshot
+            self.log.error("snapshot_unreadable", error=str(exc))
+            loaded = snapshots.Loaded(None, 0, 0.0, 0, 0, None)
+        marker = loaded.marker
+        size = loaded.size
         t_done = time.monotonic()
-        if snap is not None:
+        self.loaded_timing = (loaded.read_seconds, loaded.restore_seconds)
+        if loaded.state is not None:
+            self.state = loaded.state
             # long-lived now: keep them out of future full collections
             gc.freeze()
-            start = snap.offset
+            start = loaded.offset
             self.has_snapshot = True
-            self.snapshot_time = snap.time
+            self.snapshot_time = loaded.time
             d.metrics.snapshot_bytes.labels(str(self.partition)).set(size)
         else:
             self.state = PartitionState(self.partition, compiler=d.compiler, limits=d.config.limits)
             start = (await d.consumer.beginning_offsets([self.tp]))[self.tp]
+        snap = loaded.state
+        t_restore = t_load
         committed = await d.consumer.committed(self.tp)
         self.committed = max(start, committed if committed is not None else start)
         d.consumer.seek(self.tp, start)
@@ -178,7 +186,8 @@ class PartitionWorker:
         assert self.state is not None
         self.log.info("partition_assigned", snapshot_offset=start if snap else None, committed=self.committed,
                       snapshot_bytes=size, runs=len(self.state.engine.runs),
-                      load_seconds=round(t_restore - t_load, 3), restore_seconds=round(t_done - t_restore, 3))
+                      snapshot_format=loaded.format, read_seconds=round(loaded.read_seconds, 3),
+                      restore_seconds=round(loaded.restore_seconds, 3), open_seconds=round(t_done - t_restore, 3))
 
     def _suspect(self, data: bytes | None) -> None:
         """A handling marker at or past the committed offset, written by another daemon, says
@@ -377,19 +386,19 @@ class PartitionWorker:
         assert self.producer is not None and self.state is not None
         d, m = self.ctx, self.ctx.metrics
         offset = next_offset if next_offset is not None else self.committed
-        snap_bytes = None
+        plan = None
         if snapshot:
             t = time.monotonic()
-            now = time.time()
-            self.state.compact(now=now, retention=d.config.retention)
-            # in a thread (the lock keeps the state still meanwhile): a big partition takes a
-            # while to encode and the loop must keep serving the other partitions and heartbeats
-            snap_bytes = await anyio.to_thread.run_sync(
-                lambda: wire.encode_snapshot(self.state.snapshot(offset=offset, time=now)))  # type: ignore[union-attr]
+            self.state.compact(now=time.time(), retention=d.config.retention)
+            # only the runs changed since the last snapshot, encoded in slices that yield to the
+            # loop (the lock keeps the state still meanwhile): flowd.daemon.snapshots
+            plan = await snapshots.encode_changes(self.state)
             m.snapshot_seconds.observe(time.monotonic() - t)
+            self.last_encode = plan
         t0 = time.monotonic()
         p, topics = self.producer, d.config.topics
         marked = None
+        written: tuple[wire.SnapshotIndex, wire.BlobRef] | None = None
         try:
             with map_errors(f"transaction of partition {self.partition}"):
                 await p.begin_transaction()
@@ -408,8 +417,8 @@ class PartitionWorker:
                     await p.send(topics.subscriptions, None if sub is None else wire.encode(sub), key=key.encode())
                 for dead in out.deadletters:
                     await p.send(topics.deadletter, wire.encode(dead), key=dead.key)
-                if snap_bytes is not None:
-                    await p.send(topics.snapshots, snap_bytes, key=str(self.partition).encode(), partition=self.partition)
+                if plan is not None:
+                    written = await snapshots.write(p, self.ctx.config.topics.snapshots, self.state, plan, offset)
                 await p.send_offsets_to_transaction({self.tp: offset}, d.config.group_id)
                 marked = self._premark(offset) if premark else None
                 if marked is not None:
@@ -447,26 +456,14 @@ class PartitionWorker:
                 m.observe_done(change, self.state.engine)
         for done_event in out.finished:
             log.info("pipeline_done", run_id=done_event.run_id, status=done_event.status, partition=self.partition)
-        if snap_bytes is not None:
+        if plan is not None and written is not None:
+            index, index_ref = written
+            snapshots.committed(self.state, plan, index, index_ref)
             self.has_snapshot = True
             self.records_since_snapshot = 0
             self.last_snapshot = time.monotonic()
             self.snapshot_time = now
-            m.snapshot_bytes.labels(str(self.partition)).set(len(snap_bytes))
-
-
-def _restore(data: bytes, compiler: Any, limits: Any = None) -> tuple[wire.SnapshotRecord, PartitionState]:
-    # decoding and restoring allocate millions of small acyclic objects: a collection pass
-    # every few thousand allocations would make this several times slower
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        snap = wire.decode_snapshot(data)
-        return snap, PartitionState.restore(snap, compiler=compiler, limits=limits)
-    finally:
-        if paused:
-            gc.enable()
-
+            m.snapshot_bytes.labels(str(self.partition)).set(snapshots.size_of(index) + index_ref.size)
 
 def _record(r: Any) -> Record:
     return Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp / 1000.0)

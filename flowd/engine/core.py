@@ -18,11 +18,11 @@ DAG is done and then count as ``succeeded``.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Iterator, Sequence
 
 import msgspec
 
-from flowd.engine import fields, recovery, template_bounds
+from flowd.engine import fields, recovery, run_parts, template_bounds
 from flowd.engine import status as S
 from flowd.engine.index import Index, new_index
 from flowd.engine.messages import (
@@ -31,6 +31,7 @@ from flowd.engine.messages import (
     Event,
     OpStatus,
     Resume,
+    StartOp,
     Stop,
     StopOp,
     Submit,
@@ -137,6 +138,36 @@ class Engine:
         finally:
             if paused:
                 gc.enable()
+
+    # --------------------------------------------------- one run's state, in parts (daemon snapshots)
+
+    def snapshot_run(self, run_id: str, *, nodes_per_part: int = 4096) -> Iterator[bytes]:
+        """The state of one run as a sequence of msgpack parts: the run without its nodes, then
+        its nodes in insertion order, ``nodes_per_part`` at a time. A caller may do other work
+        between parts (the daemon yields to its event loop) as long as the engine does not
+        change meanwhile. ``restore_run`` takes the parts back."""
+        return run_parts.snapshot_run(self.runs[run_id], nodes_per_part)
+
+    def restore_run(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Add a run from the parts ``snapshot_run`` gave (replacing a run of the same id). The
+        caller pauses the cyclic GC around many of these (see ``restore``)."""
+        run = run_parts.restore_run(parts)
+        self.runs[run.run_id] = run
+        index = self._new_index(run)
+        for node in run.nodes.values():
+            if node.kind in PIPELINE_KINDS:
+                index_node(run, index, node)
+
+    def in_flight_keys(self, run_id: str) -> list[str]:
+        """Keys of the run's attempts that are started and not over by the engine's state and
+        whose StartOp ``in_flight`` can derive again (none rendered from templates). Cheap."""
+        return run_parts.in_flight_keys(self.runs[run_id], self._index[run_id])
+
+    def in_flight(self, run_id: str, *, skip: Container[str] = ()) -> list[StartOp]:
+        """The StartOp of every attempt of ``in_flight_keys`` (except ``skip``), derived again from
+        the state: the command the engine emitted at dispatch (same key, body, params, env and
+        termination). An adapter re-issues them after a restore instead of storing them."""
+        return run_parts.in_flight(self.runs[run_id], self._index[run_id], skip)
 
     def _new_index(self, run: RunState) -> Index:
         index = self._index[run.run_id] = new_index(run)

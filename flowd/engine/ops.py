@@ -26,7 +26,7 @@ from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key
 from flowd.engine.step import Step
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
 from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
-from flowd.spec.compiled import TRIGGER_POLICIES, Op
+from flowd.spec.compiled import TRIGGER_POLICIES, Op, Termination
 
 
 def _no_pipelines(run: RunState, node: Node) -> None:
@@ -151,17 +151,7 @@ class Ops:
         node.message = None
         node.reason = None
         step.emit_status(run, node)
-        cache_key, cache_ttl = (None, None)
-        if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
-            cache_key, cache_ttl = cache_of(spec, node, params, body, env)
-        step.out.append(
-            StartOp(
-                run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
-                kind=node.kind, params=params, run=body, env=env, termination=term,
-                namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
-                cache_key=cache_key, cache_ttl=cache_ttl,
-            )
-        )
+        step.out.append(start_op(run, node, spec, params, body, env, term))
         if term.timeout:
             step.set_timer(run, f"timeout:{node.path}#{node.attempt}", step.now + term.timeout)
 
@@ -243,6 +233,21 @@ def backoff(run: RunState, node: Node, backoff: Any) -> float:
         rng = random.Random(run.seed ^ zlib.crc32(f"{node.path}#{node.attempt}".encode()))
         delay += delay * backoff.jitter * rng.random()
     return delay
+
+
+def start_op(run: RunState, node: Node, spec: Op, params: dict[str, Any], body: Any, env: dict[str, str],
+             term: Termination) -> StartOp:
+    """The command that starts ``node``'s current attempt (at dispatch, and derived again after
+    a restore: :mod:`flowd.engine.run_parts`)."""
+    cache_key, cache_ttl = (None, None)
+    if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
+        cache_key, cache_ttl = cache_of(spec, node, params, body, env)
+    return StartOp(
+        run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
+        kind=node.kind, params=params, run=body, env=env, termination=term,
+        namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
+        cache_key=cache_key, cache_ttl=cache_ttl,
+    )
 
 
 def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],

@@ -23,6 +23,8 @@ SKIPPED = "skipped"
 DONE = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, STOPPED, SKIPPED})
 # statuses an executor may report for an attempt that is still alive
 EXECUTOR_LIVE = frozenset({QUEUED, SCHEDULED, STARTING, RUNNING, PROCESSING, WARNING, UNSCHEDULABLE, UNKNOWN})
+# an attempt in one of these was started and is not over (the executor runs or stops it)
+IN_FLIGHT = EXECUTOR_LIVE | {STOPPING}
 # a child in one of these holds one of its pipeline's concurrency slots
 ACTIVE = frozenset({QUEUED, SCHEDULED, STARTING, RUNNING, PROCESSING, WARNING, UNSCHEDULABLE, UNKNOWN, RETRYING, STOPPING})
 # pre-execution statuses: a stop sets them straight to stopped, nothing to tear down

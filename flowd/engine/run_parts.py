@@ -1,0 +1,95 @@
+"""One run's state in parts, and the attempts in flight derived from it (daemon snapshots).
+
+The daemon snapshots a partition run by run, rewriting only the runs that changed, and does not
+store the ``StartOp`` of an attempt in flight when the engine state gives it again
+(docs/daemon.md, "Snapshots"). ``Engine.snapshot_run`` / ``restore_run`` / ``in_flight_keys``
+/ ``in_flight`` call these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterator, Sequence
+
+import msgspec
+
+from flowd.engine import status as S
+from flowd.engine.fields import resolver
+from flowd.engine.index import Index
+from flowd.engine.messages import StartOp
+from flowd.engine.ops import start_op
+from flowd.engine.resolve import has_templates
+from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, Node, RunState, attempt_key
+from flowd.spec.compiled import Op
+
+_encoder = msgspec.msgpack.Encoder()
+_head_decoder = msgspec.msgpack.Decoder(tuple[int, RunState])
+_nodes_decoder = msgspec.msgpack.Decoder(list[Node])
+
+
+def snapshot_run(run: RunState, nodes_per_part: int) -> Iterator[bytes]:
+    """The run without its nodes, then its nodes in insertion order, ``nodes_per_part`` at a time."""
+    yield _encoder.encode((SNAPSHOT_VERSION, msgspec.structs.replace(run, nodes={})))
+    nodes = list(run.nodes.values())
+    for i in range(0, len(nodes), nodes_per_part):
+        yield _encoder.encode(nodes[i:i + nodes_per_part])
+
+
+def restore_run(parts: Sequence[bytes | memoryview]) -> RunState:
+    version, run = _head_decoder.decode(parts[0])
+    if version != SNAPSHOT_VERSION:
+        raise ValueError(f"snapshot version {version} is not supported (expected {SNAPSHOT_VERSION})")
+    nodes = run.nodes
+    for part in parts[1:]:
+        for node in _nodes_decoder.decode(part):
+            nodes[node.path] = node
+    return run
+
+
+_plain_flags: dict[int, tuple[Op, bool]] = {}
+
+
+def _plain_pipeline(run: RunState) -> bool:
+    """No template anywhere in the run's pipeline, so in none of the specs derived from it (one
+    check per pipeline instead of one per op)."""
+    entry = _plain_flags.get(id(run.pipeline))
+    if entry is None or entry[0] is not run.pipeline:
+        if len(_plain_flags) > 10_000:
+            _plain_flags.clear()
+        blob = msgspec.json.encode(run.pipeline)
+        entry = _plain_flags[id(run.pipeline)] = (run.pipeline, b"{{" not in blob and b"{%" not in blob)
+    return entry[1]
+
+
+def _derivable(spec: Op, plain: bool) -> bool:
+    """The StartOp of an attempt of ``spec`` is a function of the spec and the node's params:
+    nothing was rendered (``globals`` such as ``status`` move on after dispatch)."""
+    term = spec.termination
+    if isinstance(term.max_retries, str) or isinstance(term.timeout, str) or isinstance(term.ttl, str):
+        return False
+    return plain or not has_templates(spec)
+
+
+def _in_flight_nodes(run: RunState, index: Index) -> Iterator[tuple[Node, Op]]:
+    plain = _plain_pipeline(run)
+    specs = index.specs
+    for node in run.nodes.values():
+        if not node.attempt or node.status not in S.IN_FLIGHT or node.kind in PIPELINE_KINDS:
+            continue
+        spec = specs[node.path]
+        if _derivable(spec, plain):
+            yield node, spec
+
+
+def in_flight_keys(run: RunState, index: Index) -> list[str]:
+    return [attempt_key(run, node) for node, _ in _in_flight_nodes(run, index)]
+
+
+def in_flight(run: RunState, index: Index, skip: Container[str]) -> list[StartOp]:
+    out: list[StartOp] = []
+    for node, spec in _in_flight_nodes(run, index):
+        if attempt_key(run, node) in skip:
+            continue
+        params = node.params or {}
+        env = resolver(run, index, node).env(params) if params else {}
+        out.append(start_op(run, node, spec, params, spec.component.run, env, spec.termination))
+    return out
