@@ -27,7 +27,7 @@ import anyio
 from flowd.k8s import naming as N
 from flowd.k8s.client import ApiError, Kube, load_client
 
-__all__ = ["PodLog", "PodLogError", "PodRef", "find_pods", "pod_done", "print_run_logs"]
+__all__ = ["PodLog", "PodLogError", "PodRef", "find_pods", "main_container", "pod_done", "print_run_logs"]
 
 # how long a followed log is read on after its pod ended (lines still in flight), and how often
 # a follower looks at the pod to see whether it ended
@@ -70,12 +70,17 @@ def pod_done(pod: dict[str, Any] | None) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
+def main_container(pod: dict[str, Any]) -> str:
+    """The container whose log is the op's: ``flowd.io/main-container``, else the first."""
+    ann = (pod.get("metadata") or {}).get("annotations") or {}
+    containers = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers", [])]
+    return str(ann.get(N.A_MAIN) or (containers[0] if containers else ""))
+
+
 def _ref(pod: dict[str, Any]) -> PodRef:
     meta = pod["metadata"]
     ann = meta.get("annotations") or {}
-    containers = [c["name"] for c in pod["spec"].get("containers", [])]
-    main = ann.get(N.A_MAIN) or (containers[0] if containers else "")
-    return PodRef(meta["name"], ann.get(N.A_OP_PATH, ""), int(ann.get(N.A_ATTEMPT, "0") or 0), main)
+    return PodRef(meta["name"], ann.get(N.A_OP_PATH, ""), int(ann.get(N.A_ATTEMPT, "0") or 0), main_container(pod))
 
 
 def _under(path: str, op: str | None) -> bool:
