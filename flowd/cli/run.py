@@ -356,8 +356,9 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
     else:
         print(summary(view, elapsed=time.monotonic() - started), flush=True)
         state = "" if args.state_dir is None else f" --state-dir {args.state_dir}"
-        # a hint, not a result: stderr, so the summary stays the last line of stdout
-        print(f"next: flowd logs {run_id} [OP]{state}   |   flowd ui{state}", file=sys.stderr, flush=True)
+        # a hint, not a result: stderr, so the summary stays the last line of stdout; after a
+        # blank line, so on a terminal it does not read as a row of the summary table
+        print(f"\nnext: flowd logs {run_id} [OP]{state}   |   flowd ui{state}", file=sys.stderr, flush=True)
     return 0 if view.status == "succeeded" else 1
 
 

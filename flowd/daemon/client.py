@@ -126,7 +126,9 @@ async def run_summaries(config: DaemonConfig, *, run_id: str | None = None) -> d
     finally:
         await stop_consumer(c)
     if not parts:
-        raise BusError(f"topic {topic} does not exist (a daemon creates it at start)")
+        missing = BusError(f"topic {topic} does not exist (a daemon creates it at start)")
+        missing.missing_topic = True  # type: ignore[attr-defined]  # Kafka answered: not a connection problem
+        raise missing
     if run_id is not None:
         parts = [partition_for(run_id, len(parts))]
     out: dict[str, wire.RunSummary] = {}
