@@ -4,6 +4,12 @@ Retention: ``--keep-days`` (default ``$FLOWD_RETENTION_DAYS``, else 14) by creat
 ``--keep-last N`` runs of each pipeline are always kept (default 1: the latest, so ``--resume``
 and ``flowd logs`` of it keep working). Runs a flowd process is carrying out are never removed.
 ``--dry-run`` lists what would go. Exit 0, 2 usage.
+
+``--daemon``: the daemons' finished runs instead, by the time they finished, with the same
+retention flags: their summaries in the compacted ``status`` topic get a tombstone (what
+``flowd runs --daemon``, ``flowd status`` and ``flowd ui --daemon`` read), and compaction drops
+them. The ``events`` topic keeps its own retention (Kafka's ``retention.ms``); pods go by their
+``ttl``; a daemon's local state dir is not touched. Exit 1 when Kafka fails.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--keep-last", type=int, default=1, metavar="N", help="always keep the N latest runs of each pipeline (default 1)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--state-dir", metavar="DIR", default=None, help="the state dir (default: $FLOWD_STATE_DIR, ...)")
+    p.add_argument("--daemon", action="store_true",
+                   help="forget the daemons' finished runs (tombstones in the compacted status topic) instead")
+    from flowd.cli.bus import add_bus_args
+
+    add_bus_args(p)
     p.set_defaults(func=run)
 
 
@@ -43,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if days < 0 or args.keep_last < 0:
         print("flowd gc: error: --keep-days and --keep-last must be 0 or more", file=sys.stderr)
         return 2
-    store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     cutoff = time.time() - days * 86400
+    if args.daemon:
+        return _daemon_gc(args, cutoff=cutoff, days=days)
+    store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     seen: dict[str, int] = {}
     removed = 0
     for summary in list_runs(store):  # newest first
@@ -56,5 +69,33 @@ def run(args: argparse.Namespace) -> int:
             store.discard(summary.run_id)
         removed += 1
     print(f"{removed} run(s) {'to remove' if args.dry_run else 'removed'} (retention {days:g} days, "
+          f"keeping the last {args.keep_last} of each pipeline)", file=sys.stderr)
+    return 0
+
+
+def _daemon_gc(args: argparse.Namespace, *, cutoff: float, days: float) -> int:
+    import anyio
+
+    from flowd.cli.bus import bus_config
+    from flowd.daemon.client import forget_runs, run_summaries
+    from flowd.daemon.kafka import BusError
+
+    config = bus_config(args)
+    try:
+        summaries = anyio.run(lambda: run_summaries(config))
+        seen: dict[str, int] = {}
+        gone = []
+        for s in sorted(summaries.values(), key=lambda s: s.finished_at or s.time, reverse=True):
+            seen[s.pipeline] = seen.get(s.pipeline, 0) + 1
+            if s.finished_at is None or seen[s.pipeline] <= args.keep_last or s.finished_at >= cutoff:
+                continue  # running, among the last N of its pipeline, or within the retention
+            print(("would forget " if args.dry_run else "forgot ") + s.run_id)
+            gone.append(s.run_id)
+        if not args.dry_run:
+            anyio.run(forget_runs, config, gone)
+    except BusError as exc:
+        print(f"flowd gc: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(gone)} daemon run(s) {'to forget' if args.dry_run else 'forgotten'} (retention {days:g} days, "
           f"keeping the last {args.keep_last} of each pipeline)", file=sys.stderr)
     return 0

@@ -2,8 +2,9 @@
 
 Local runs (``flowd run``, and daemons with the local executor): read from the run's attempt
 directories in the state dir (``--state-dir``, else ``$FLOWD_STATE_DIR``, else the default).
-Runs on Kubernetes (the daemon's k8s executor, ``--k8s``): read through the pod log API, the pod
-named by run id, op path and attempt as the executor names it.
+Runs on Kubernetes: read through the pod log API, the pods found by their run/op/attempt labels —
+without being told for a ``flowd run --executor k8s`` run (its run dir says where its pods are),
+with ``--k8s`` (and ``--namespace``, ``--kubeconfig``) for a daemon's runs.
 
 Without OP every op's logs are printed, each line prefixed by ``[op]`` (``[op#2]`` for attempt
 2); with OP only that op's (and, for a nested DAG or a matrix, the ops inside it). Without
@@ -44,17 +45,22 @@ def _label(path: str, attempt: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.k8s:
-        return _run_k8s(args)
-    from flowd.runtime.logs import LogFollower, attempt_logs
+        return _run_k8s(args, run_id=args.run_id, namespace=args.namespace, kubeconfig=args.kubeconfig)
+    from flowd.runtime.logs import LogFollower, attempt_logs, pod_location
     from flowd.runtime.store import SnapshotStore, default_state_dir
 
     store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     run_id = store.resolve(args.run_id)
     if run_id is None:
         print(f"flowd logs: no run {args.run_id!r} in {store.root} (flowd runs lists them; "
-              "for a run on Kubernetes add --k8s)", file=sys.stderr)
+              "for a daemon's run on Kubernetes add --k8s --namespace NS)", file=sys.stderr)
         return 1
     run_dir = store.run_dir(run_id)
+    pods = pod_location(run_dir)
+    if pods is not None:  # a `flowd run --executor k8s` run: its logs are its pods'
+        return _run_k8s(args, run_id=run_id, namespace=str(pods["namespace"]),
+                        kubeconfig=args.kubeconfig or pods.get("kubeconfig"), context=pods.get("context"),
+                        run_active=lambda: store.is_active(run_id))
     attempts = attempt_logs(run_dir, op=args.op, attempt=args.attempt)
     if args.attempt is None:  # the latest attempt of each op
         latest: dict[str, Any] = {}
@@ -91,17 +97,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_k8s(args: argparse.Namespace) -> int:
+def _run_k8s(args: argparse.Namespace, *, run_id: str, namespace: str, kubeconfig: str | None,
+             context: str | None = None, run_active: Any = None) -> int:
     import anyio
 
-    from flowd.k8s.podlogs import PodLogError, print_pod_logs
+    from flowd.k8s.podlogs import PodLogError, print_run_logs
 
-    if args.op is None:
-        print("flowd logs: with --k8s name the OP whose pod logs to read", file=sys.stderr)
-        return 2
     try:
-        anyio.run(lambda: print_pod_logs(kubeconfig=args.kubeconfig, namespace=args.namespace, run_id=args.run_id,
-                                         path=args.op, attempt=args.attempt, follow=args.follow, out=sys.stdout))
+        anyio.run(lambda: print_run_logs(kubeconfig=kubeconfig, context=context, namespace=namespace, run_id=run_id, op=args.op,
+                                         attempt=args.attempt, follow=args.follow, out=sys.stdout,
+                                         run_active=run_active))
     except PodLogError as exc:
         print(f"flowd logs: {exc}", file=sys.stderr)
         return 1

@@ -334,8 +334,16 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
     run_id = record.run_id
     run_dir = store.run_dir(run_id)
     out = sys.stdout if args.output == "text" else sys.stderr
+    settings = getattr(executor, "settings", None)
+    if settings is not None:
+        # `flowd logs RUN` reads a run on pods through the pod log API: say where they are
+        from flowd.runtime.logs import write_pod_location
+
+        write_pod_location(run_dir, namespace=settings.namespace, kubeconfig=settings.kubeconfig,
+                           context=settings.context)
     if args.output == "text":
-        print(f"run {run_id}: logs in {run_dir / 'attempts'}", file=out, flush=True)
+        where = f"the pods of namespace {settings.namespace}" if settings is not None else run_dir / "attempts"
+        print(f"run {run_id}: logs in {where} (flowd logs {run_id})", file=out, flush=True)
     started = time.monotonic()
     with make_progress(out, pipeline=pipeline) as progress:
         driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace,
@@ -348,8 +356,9 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
     else:
         print(summary(view, elapsed=time.monotonic() - started), flush=True)
         state = "" if args.state_dir is None else f" --state-dir {args.state_dir}"
-        # a hint, not a result: stderr, so the summary stays the last line of stdout
-        print(f"next: flowd logs {run_id} [OP]{state}   |   flowd ui{state}", file=sys.stderr, flush=True)
+        # a hint, not a result: stderr, so the summary stays the last line of stdout; after a
+        # blank line, so on a terminal it does not read as a row of the summary table
+        print(f"\nnext: flowd logs {run_id} [OP]{state}   |   flowd ui{state}", file=sys.stderr, flush=True)
     return 0 if view.status == "succeeded" else 1
 
 

@@ -36,8 +36,12 @@ async def _from_status_view(config: Any, run_id: str) -> dict[str, Any] | None:
 
     try:
         summary = (await run_summaries(config, run_id=run_id)).get(run_id)
-    except BusError:
-        return None
+    except BusError as exc:
+        # no view to read (an older daemon's cluster, no ACL for it): the events may tell; a
+        # broker that cannot be reached is said at once, not tried a second time
+        if getattr(exc, "missing_topic", False) or exc.denied:
+            return None
+        raise
     if summary is None or summary.ops_omitted:
         return None
     done = summary.finished_at is not None

@@ -126,7 +126,9 @@ async def run_summaries(config: DaemonConfig, *, run_id: str | None = None) -> d
     finally:
         await stop_consumer(c)
     if not parts:
-        raise BusError(f"topic {topic} does not exist (a daemon creates it at start)")
+        missing = BusError(f"topic {topic} does not exist (a daemon creates it at start)")
+        missing.missing_topic = True  # type: ignore[attr-defined]  # Kafka answered: not a connection problem
+        raise missing
     if run_id is not None:
         parts = [partition_for(run_id, len(parts))]
     out: dict[str, wire.RunSummary] = {}
@@ -142,6 +144,25 @@ async def run_summaries(config: DaemonConfig, *, run_id: str | None = None) -> d
             if run_id is None or summary.run_id == run_id:
                 out[summary.run_id] = summary
     return out
+
+
+async def forget_runs(config: DaemonConfig, run_ids: list[str]) -> None:
+    """Tombstones for these runs in the compacted ``status`` topic (``flowd gc --daemon``): the
+    next compaction drops their summaries. Only for finished runs: a daemon writes a run's
+    summary again whenever the run changes (a resume brings it back)."""
+    if not run_ids:
+        return
+    topic = config.topics.status
+    p = producer(config, enable_idempotence=True)
+    what = f"cannot publish to {topic} at {config.brokers}"
+    await start_client(p, config, what)
+    with map_errors(what):
+        try:
+            for run_id in run_ids:
+                await p.send(topic, None, key=run_id.encode())
+            await p.flush()
+        finally:
+            await p.stop()
 
 
 async def read_partition(config: DaemonConfig, topic: str, partition: int, *, start: int | None = None,

@@ -22,6 +22,7 @@ import structlog
 
 from flowd.daemon import wire
 from flowd.daemon.kafka import map_errors
+from flowd.daemon.metrics import LOST_REASONS
 from flowd.daemon.timers import TimerWheel
 from flowd.engine import CancelTimer, OpStatus, SetTimer, StartOp, StopOp
 
@@ -144,6 +145,8 @@ class Effects:
 
     def report(self, status: OpStatus) -> None:
         """The executors' ``send``: queue the report for the run's partition of ``runs``."""
+        if status.reason in LOST_REASONS and status.status == "failed":
+            self.metrics.attempts_lost.labels(status.reason).inc()
         self._reports.append(wire.OpReport(
             run_id=status.run_id, path=status.path, attempt=status.attempt, status=status.status,
             time=status.time, message=status.message, reason=status.reason, exit_code=status.exit_code,

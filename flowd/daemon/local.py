@@ -16,6 +16,9 @@ It wraps :class:`flowd.runtime.executor.LocalExecutor` (one per run, under
   ``outputs.json``); a live process (same pid *and* start time) is polled until it ends; a launch
   that provably never started (voided, so that its shim can no longer start) is launched again;
   only a process that vanished without an exit code is reported ``failed`` with reason ``Lost``.
+  While an adopted process runs, its ``$FLOWD_METRICS`` file is read as the LocalExecutor reads
+  it (from the start: the engine ignores points whose step it already has), and what is left
+  is read before its terminal report, so early-stopping policies keep acting across a crash.
 
 Processes lead their own session, so a ``kill -9`` of the daemon leaves them running. Leaving the
 context stops the processes of this daemon (LocalExecutor's contract); ``flowd serve`` exits
@@ -45,7 +48,7 @@ from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
 from flowd.faults import crash_point
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
-from flowd.runtime.executor import LocalExecutor, attempt_dir_name
+from flowd.runtime.executor import METRICS_POLL, LocalExecutor, attempt_dir_name, read_metric_points
 
 __all__ = ["DaemonLocalExecutor"]
 
@@ -217,9 +220,16 @@ class DaemonLocalExecutor:
         self._tg.start_soon(self._watch_orphan, cmd, directory, judged, name=f"adopt {cmd.key}")
 
     async def _watch_orphan(self, cmd: StartOp | StopOp, directory: Path, judged: launch.Judgement) -> None:
+        offset = 0
+        next_metrics = 0.0
         while judged.found is Found.RUNNING:
             await anyio.sleep(POLL_SECONDS)
             judged = launch.inspect(directory, void=False)
+            if judged.found is Found.RUNNING and anyio.current_time() >= next_metrics:
+                next_metrics = anyio.current_time() + METRICS_POLL
+                offset = self._relay_metrics(cmd, directory, offset)
+        if cmd.key not in self._stopping:
+            self._relay_metrics(cmd, directory, offset, rest=True)
         report = self._recorded(cmd, directory)
         if report is None and cmd.key in self._stopping:
             report = OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="stopped",
@@ -228,6 +238,18 @@ class DaemonLocalExecutor:
             run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="failed", time=self.clock(),
             reason="Lost", message="the attempt's process ended while no flowd daemon watched it "
             f"and left no exit code ({directory})"))
+
+    def _relay_metrics(self, cmd: StartOp | StopOp, directory: Path, offset: int, *, rest: bool = False) -> int:
+        """Report the metric points an adopted process appended since ``offset`` (``rest``:
+        all that is left, before its terminal report)."""
+        while True:
+            new_offset, points = read_metric_points(directory / "metrics.jsonl", offset)
+            if points:
+                self.send(OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="running",
+                                   time=self.clock(), metrics=points))
+            if not rest or new_offset == offset:
+                return new_offset
+            offset = new_offset
 
     def _recorded(self, cmd: StartOp | StopOp, directory: Path) -> OpStatus | None:
         data = launch.recorded_result(directory)

@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from flowd import __version__ as _VERSION
 from flowd.engine import DONE, STATUSES, StatusChanged
 
-__all__ = ["Metrics"]
+__all__ = ["LOST_REASONS", "Metrics", "op_backlog", "phases"]
 
 # runs and ops last from a second to a day
 _DURATION = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -35,7 +35,19 @@ STATE_HELP = {
     "flowd_partitions_owned": "Runs partitions this daemon owns",
     "flowd_timers_pending": "Timers (retries, schedules, timeouts) armed and not yet fired",
     "flowd_snapshot_age_seconds": "Seconds since the last snapshot of each owned partition",
+    "flowd_ops_pending": "Ops handed to the executor whose attempt has not started running "
+                         "(queued, scheduled, starting, unschedulable, warning, retrying)",
+    "flowd_ops_lost": "Ops whose last attempt was lost (ended unseen: reason Lost or pod missing) and is not "
+                      "being retried",
 }
+# An attempt is *lost* when it ended without flowd seeing how: its local process ended while no
+# daemon watched it and left no exit code (reason ``Lost``, flowd.daemon.local), or its pod
+# disappeared before it finished (reason ``pod missing``, flowd.k8s). The engine treats it as a
+# failed attempt (retried per maxRetries); the metrics count it apart, because it says something
+# about the infrastructure (node loss, forced deletions, processes killed), not about the job.
+LOST_REASONS = ("Lost", "pod missing")
+# ops whose attempt the executor has been asked to run and that do not run yet
+PENDING_PHASES = frozenset({"queued", "scheduled", "starting", "unschedulable", "warning", "retrying"})
 # outcomes and reasons known in advance: their series exist (at 0) from the start, so rate()
 # and alerts see them before the first occurrence
 TRANSACTION_OUTCOMES = ("committed", "aborted", "failed")
@@ -79,6 +91,9 @@ class Metrics:
                                   buckets=_LATENCY, registry=r)
         self.commands = Counter("flowd_executor_commands", "Commands carried out", ["command"], registry=r)
         self.executor_errors = Counter("flowd_executor_errors", "Executor calls that raised", registry=r)
+        self.attempts_lost = Counter("flowd_attempts_lost",
+                                     "Attempts the executors reported lost (ended unseen), by reason", ["reason"],
+                                     registry=r)
         self.lag = Gauge("flowd_consumer_lag", "Records behind the end of each owned runs partition", ["partition"], registry=r)
         self.ready = Gauge("flowd_ready", "1 when every assigned partition is restored", registry=r)
         self.triggered = Counter("flowd_triggered_runs", "Runs submitted by event subscriptions", registry=r)
@@ -94,6 +109,8 @@ class Metrics:
             self.transactions.labels(outcome)
         for reason in DEAD_LETTER_REASONS:
             self.dead_lettered.labels(reason)
+        for reason in LOST_REASONS:
+            self.attempts_lost.labels(reason)
 
     def count_transition(self, level: str, status: str) -> None:
         # the labelled child looked up once per (level, status): ``labels()`` per transition is
@@ -163,3 +180,18 @@ def phases(states: Iterable[Any]) -> tuple[Tally[str], Tally[str]]:
                 else:
                     runs[node.status] += 1
     return runs, ops
+
+
+def op_backlog(states: Iterable[Any]) -> tuple[int, int]:
+    """(pending, lost) ops of these partition states (see PENDING_PHASES and LOST_REASONS)."""
+    pending = lost = 0
+    for state in states:
+        for run in state.engine.runs.values():
+            for path, node in run.nodes.items():
+                if not path:
+                    continue
+                if node.status in PENDING_PHASES:
+                    pending += 1
+                elif node.status == "failed" and node.reason in LOST_REASONS:
+                    lost += 1
+    return pending, lost

@@ -57,7 +57,7 @@ from flowd.daemon.kafka import (
     map_errors,
     producer,
 )
-from flowd.daemon.metrics import Metrics, phases
+from flowd.daemon.metrics import Metrics, op_backlog, phases
 from flowd.daemon.partition import Compiler
 from flowd.daemon.worker import PartitionContext, PartitionWorker
 from flowd.engine import StartOp
@@ -166,10 +166,13 @@ class Daemon:
     def _collect_state(self) -> list[tuple[str, Any]]:
         states = [w.state for w in list(self.workers.values()) if w.state is not None]
         runs, ops = phases(states)
+        pending, lost = op_backlog(states)
         now = time.time()
         return [
             ("flowd_runs", dict(runs)),
             ("flowd_ops", dict(ops)),
+            ("flowd_ops_pending", pending),
+            ("flowd_ops_lost", lost),
             ("flowd_partitions_owned", len(self.workers)),
             ("flowd_timers_pending", len(self.timers)),
             ("flowd_snapshot_age_seconds",

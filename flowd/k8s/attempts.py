@@ -15,7 +15,8 @@ __all__ = ["Attempt", "FinishedKeys"]
 
 class Attempt:
     __slots__ = ("key", "run_id", "path", "attempt", "kind", "namespace", "name", "resource", "manifest",
-                 "service", "state", "reported", "stop_reason", "ttl", "created_at", "seen", "stuck")
+                 "service", "state", "reported", "stop_reason", "ttl", "created_at", "seen", "stuck",
+                 "pending")
 
     def __init__(self, *, key: str, run_id: str, path: str, attempt: int, kind: str, namespace: str,
                  name: str, resource: str) -> None:
@@ -30,6 +31,8 @@ class Attempt:
         self.created_at = 0.0  # monotonic, when the create call returned
         self.seen = False  # a watch has shown it
         self.stuck: dict[str, Any] | None = None  # the last pod while it waits in a backoff
+        # ended while its log is read to the end for metrics: the latest pod, observed again after
+        self.pending: dict[str, Any] | None = None
 
 
 class FinishedKeys:

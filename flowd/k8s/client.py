@@ -158,6 +158,37 @@ class Kube:
             raise _error(resp.status, data)
         return _decode(data) if data else {}
 
+    async def text_lines(self, path: str, *, query: dict[str, Any], inactivity: float | None = None,
+                         max_line: int = 1 << 16) -> AsyncIterator[bytes]:
+        """A streamed text body (a pod's log), one line at a time without its newline; a line
+        longer than ``max_line`` bytes is cut there. Ends when the server closes the stream;
+        raises ApiError on an error status or when nothing arrives for ``inactivity`` seconds."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=inactivity)
+        resp = await self._call("GET", path, query=query, body=None, content_type="application/json", timeout=timeout)
+        try:
+            if not 200 <= resp.status < 300:
+                raise _error(resp.status, await resp.read())
+            buf = b""
+            while True:
+                try:
+                    chunk = await resp.content.readany()
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    raise ApiError(0, type(exc).__name__, str(exc) or "log stream broken") from exc
+                if not chunk:
+                    if buf:
+                        yield buf
+                    return
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                for line in complete:
+                    yield line[:max_line]
+                if len(buf) > max_line:  # one absurdly long line: cut, keep reading
+                    yield buf[:max_line]
+                    buf = b""
+        finally:
+            resp.release()
+            resp.close()
+
     async def lines(self, path: str, *, query: dict[str, Any], inactivity: float) -> AsyncIterator[dict[str, Any]]:
         """A watch: one decoded event per line. Ends when the server closes the stream; raises
         ApiError when nothing (not even a bookmark) arrives for ``inactivity`` seconds."""

@@ -81,6 +81,12 @@ class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, fo
     main_container: str = "main"
     # default image pull policy of containers that set none (None: cluster default)
     image_pull_policy: str | None = None
+    # intermediate metrics from pods' logs (flowd.k8s.metriclogs): which pods' logs are followed
+    # for `FLOWD_METRIC {...}` lines — matrix (children of a matrix), all, off — at most how many
+    # at once, and how long a finished pod's terminal report may wait for the end of its log
+    metrics_from_logs: str = "matrix"
+    max_log_followers: int = 256
+    metrics_drain_timeout: float = 10.0
     # -- pod policy (flowd.k8s.policy; docs/kubernetes.md "Pod policy") --
     # namespaces a submission may run ops in; empty: only `namespace`; ["*"]: any
     allowed_namespaces: list[str] = []

@@ -47,9 +47,11 @@ from flowd.k8s.client import ApiError, Kube, load_client
 from flowd.k8s.config import Settings
 from flowd.k8s.kubeflow import KUBEFLOW_KINDS, build_job
 from flowd.k8s.limiter import CreateLimiter
+from flowd.k8s.metriclogs import MetricFollowers
 from flowd.k8s.metrics import K8sMetrics
 from flowd.k8s.objects import collection_path, delete, object_path, remove_finalizer
 from flowd.k8s.pod import ConversionError, build_pod, build_service, namespace_of
+from flowd.k8s.podlogs import main_container
 from flowd.k8s.status import (
     GONE,
     Observation,
@@ -98,6 +100,11 @@ class KubernetesExecutor:
         self.metrics = K8sMetrics.for_registry(registry)
         self.limiter: CreateLimiter[Attempt] = CreateLimiter(qps=self.settings.qps, burst=self.settings.burst,
                                                               wait=self.metrics.create_wait)
+        # intermediate metrics read from pods' logs (flowd.k8s.metriclogs)
+        self.followers = MetricFollowers(send=self._send_points, mode=self.settings.metrics_from_logs,
+                                         limit=self.settings.max_log_followers,
+                                         drain_timeout=self.settings.metrics_drain_timeout,
+                                         on_refused=self.metrics.followers_refused.inc)
         self._tg: anyio.abc.TaskGroup | None = None
         self.stats = {"created": 0, "adopted": 0, "create_errors": 0, "reports": 0, "deleted": 0}
 
@@ -237,7 +244,7 @@ class KubernetesExecutor:
                     log.warning("stop_unknown_failed", key=cmd.key, error=str(exc))
         self._finished.add(cmd.key)
         self.send_report(OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status=S.STOPPED,
-                                  time=self.clock(), reason=cmd.reason or "Stopped", message="stopped"))
+                                  time=self.clock(), reason=cmd.reason or "Stopped", message=f"pod stopped ({cmd.reason or 'Stopped'})"))
 
     # ----------------------------------------------------------------------------- reports
 
@@ -260,7 +267,24 @@ class KubernetesExecutor:
             crash_point("k8s.reported", att.key)  # tests only: reported, not committed, finalizer on
 
     def _forget(self, att: Attempt) -> None:
+        self.followers.cancel(att.key)
         self._attempts.pop(att.key, None)
+
+    def _send_points(self, key: str, points: list[dict[str, Any]]) -> None:
+        """Metric points from a pod's log: a ``running`` report with ``metrics``, as the local
+        executor sends for ``$FLOWD_METRICS`` lines (never after the terminal report)."""
+        att = self._attempts.get(key)
+        if att is None or att.state == "done":
+            return
+        self.metrics.metric_points.inc(len(points))
+        self.send_report(OpStatus(run_id=att.run_id, path=att.path, attempt=att.attempt, status=S.RUNNING,
+                                  time=self.clock(), metrics=points))
+
+    def _drained(self, att: Attempt, resource: str) -> None:
+        """A finished pod's log was read to the end: now its terminal status goes out."""
+        obj, att.pending = att.pending, None
+        if obj is not None and self._attempts.get(att.key) is att:
+            self._observe(resource, obj)
 
     # ----------------------------------------------------------------------------- watches
 
@@ -339,12 +363,24 @@ class KubernetesExecutor:
         deleting = bool((obj.get("metadata") or {}).get("deletionTimestamp"))
         if obs.status == GONE:
             if att.stop_reason is not None:
-                obs = Observation(S.STOPPED, reason=att.stop_reason, message="stopped")
+                obs = Observation(S.STOPPED, reason=att.stop_reason, message=f"pod stopped ({att.stop_reason})")
             else:
                 obs = Observation(S.FAILED, reason=obs.reason, message=obs.message)
         elif obs.status in S.DONE and att.stop_reason is not None and obs.status != S.SUCCEEDED:
             obs = Observation(S.STOPPED, reason=att.stop_reason, message=obs.message, exit_code=obs.exit_code)
         att.stuck = obj if obs.status == S.WARNING else None
+        if resource == "pods" and att.state != "done":
+            if obs.status == S.RUNNING and self.followers.wants(key=att.key, path=att.path, resource=resource):
+                assert self._tg is not None and self.kube is not None
+                self.followers.start(self._tg, self.kube, key=att.key, namespace=att.namespace, name=att.name,
+                                     container=main_container(obj))
+            elif obs.status in S.DONE and self.followers.following(att.key):
+                if att.stop_reason is None and (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    # ended by itself: its last metric lines go out before its terminal status
+                    att.pending = obj
+                    self.followers.finish(att.key, lambda: self._drained(att, resource))
+                    return
+                self.followers.cancel(att.key)
         was_done = att.state == "done"
         self._report(att, obs)
         if att.state != "done":
@@ -378,7 +414,7 @@ class KubernetesExecutor:
         """The object is gone (DELETED event, or a 404)."""
         if att.state != "done":
             if att.stop_reason is not None:
-                self._report(att, Observation(S.STOPPED, reason=att.stop_reason, message="stopped"))
+                self._report(att, Observation(S.STOPPED, reason=att.stop_reason, message=f"pod stopped ({att.stop_reason})"))
             else:
                 what = "pod" if att.resource == "pods" else att.resource[:-1]
                 self._report(att, Observation(S.FAILED, reason=MISSING_REASON,
@@ -438,7 +474,7 @@ class KubernetesExecutor:
                 self.stats["create_errors"] += 1
                 self.metrics.create_errors.inc()
                 if att.stop_reason is not None:
-                    self._report(att, Observation(S.STOPPED, reason=att.stop_reason, message="stopped"))
+                    self._report(att, Observation(S.STOPPED, reason=att.stop_reason, message=f"pod stopped ({att.stop_reason})"))
                 else:
                     self._report(att, Observation(S.FAILED, reason="CannotStart", message=f"creating {att.resource[:-1]} "
                                                   f"{att.namespace}/{att.name}: {exc}"))

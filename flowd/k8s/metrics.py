@@ -31,6 +31,11 @@ class K8sMetrics:
         self.reports = Counter("flowd_k8s_reports", "Op status reports sent", ["status"], registry=r)
         self.watch_failures = Counter("flowd_k8s_watch_failures", "Watch streams that broke and were reopened",
                                       ["resource"], registry=r)
+        self.metric_points = Counter("flowd_k8s_metric_points", "Intermediate metric points read from pods' logs",
+                                     registry=r)
+        self.followers_refused = Counter("flowd_k8s_log_followers_refused",
+                                         "Pods whose log was not followed for metrics (max_log_followers reached)",
+                                         registry=r)
         self.relists = Counter("flowd_k8s_relists", "Complete lists (start, reconnect, 410 Gone)", ["resource"],
                                registry=r)
 

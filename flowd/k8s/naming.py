@@ -44,6 +44,9 @@ A_KEY = f"{DOMAIN}/key"
 A_TTL = f"{DOMAIN}/ttl"
 A_MAIN = f"{DOMAIN}/main-container"
 
+# the prefix of a log line that reports an intermediate metric point (flowd.k8s.metriclogs)
+METRICS_PREFIX = "FLOWD_METRIC "
+
 MAX_NAME = 63
 _HASH_LEN = 12  # base32 chars: 60 bits
 _NOT_DNS = re.compile(r"[^a-z0-9]+")

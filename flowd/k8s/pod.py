@@ -211,6 +211,8 @@ def pod_spec(run: dict[str, Any], cmd: StartOp, settings: Settings, *,
             {"name": "FLOWD_RUN_ID", "value": cmd.run_id},
             {"name": "FLOWD_OP_PATH", "value": cmd.path},
             {"name": "FLOWD_ATTEMPT", "value": str(cmd.attempt)},
+            # intermediate metrics: print `FLOWD_METRIC {"step": 1, "loss": 0.5}` (flowd.k8s.metriclogs)
+            {"name": "FLOWD_METRICS_PREFIX", "value": N.METRICS_PREFIX},
         ],
     )
     if env_from:

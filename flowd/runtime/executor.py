@@ -41,7 +41,7 @@ from flowd.outputs import read_outputs_file
 from flowd.runtime.cache import HIT_PREFIX, CacheEntry, LocalCache
 from flowd.runtime.processes import signal_group, start_time
 
-__all__ = ["LocalExecutor", "attempt_dir_name", "LOCAL_KINDS"]
+__all__ = ["LocalExecutor", "attempt_dir_name", "LOCAL_KINDS", "read_metric_points"]
 
 # run kinds the local executor knows how to run
 LOCAL_KINDS = frozenset({"job", "service"})
@@ -51,6 +51,32 @@ STDERR_TAIL_LINES = 5
 # $FLOWD_METRICS: how often it is read while the job runs, and how much per read
 METRICS_POLL = 0.25
 METRICS_READ_BYTES = 1 << 20
+
+
+def read_metric_points(path: Path, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """The complete lines appended to a ``$FLOWD_METRICS`` file after ``offset`` that are JSON
+    objects, and the offset after them (at most METRICS_READ_BYTES per call; lines that are not
+    JSON objects are a job's stray prints and are skipped). Also read by the daemon's watcher
+    of a process a dead daemon started (flowd.daemon.local)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            chunk = f.read(METRICS_READ_BYTES)
+    except OSError:
+        return offset, []
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        # one absurdly long line: skip it
+        return (offset + len(chunk) if len(chunk) >= METRICS_READ_BYTES else offset), []
+    points = []
+    for line in chunk[:end].splitlines():
+        try:
+            point = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(point, dict):
+            points.append(point)
+    return offset + end + 1, points
 
 
 def attempt_dir_name(path: str, attempt: int) -> str:
@@ -362,27 +388,7 @@ class LocalExecutor:
                 self._flush_metrics(attempt)
 
     def _flush_metrics(self, attempt: _Attempt) -> None:
-        path = attempt.dir / "metrics.jsonl"
-        try:
-            with path.open("rb") as f:
-                f.seek(attempt.metrics_offset)
-                chunk = f.read(METRICS_READ_BYTES)
-        except OSError:
-            return
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            if len(chunk) >= METRICS_READ_BYTES:  # one absurdly long line: skip it
-                attempt.metrics_offset += len(chunk)
-            return
-        attempt.metrics_offset += end + 1
-        points = []
-        for line in chunk[:end].splitlines():
-            try:
-                point = json.loads(line)
-            except ValueError:
-                continue  # not JSON: a job's stray print, ignored
-            if isinstance(point, dict):
-                points.append(point)
+        attempt.metrics_offset, points = read_metric_points(attempt.dir / "metrics.jsonl", attempt.metrics_offset)
         if points:
             self._report(attempt.cmd, "running", metrics=points)
 

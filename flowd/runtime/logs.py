@@ -1,16 +1,39 @@
 """Reading the logs of local attempts (``<run dir>/attempts/<op>@<n>/stdout.log, stderr.log``):
 for ``flowd logs``, ``flowd run --logs`` and the web UI. Read-only; the executor writes them.
+
+A run of ``flowd run --executor k8s`` has its logs in its pods instead: ``pods.json`` in the run
+dir says where (namespace, kubeconfig, context), so ``flowd logs RUN`` reads them through the
+pod log API without being told.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["AttemptLogs", "LogFollower", "attempt_logs", "parse_attempt_dir_name", "tail_lines"]
+__all__ = ["AttemptLogs", "LogFollower", "attempt_logs", "parse_attempt_dir_name", "pod_location", "tail_lines",
+           "write_pod_location"]
+
+POD_LOCATION = "pods.json"
+
+
+def write_pod_location(run_dir: Path, *, namespace: str, kubeconfig: str | None, context: str | None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kc = str(Path(kubeconfig).resolve()) if kubeconfig else None
+    (run_dir / POD_LOCATION).write_text(json.dumps({"namespace": namespace, "kubeconfig": kc, "context": context}))
+
+
+def pod_location(run_dir: Path) -> dict[str, str | None] | None:
+    """Where a run's pods are (``flowd run --executor k8s``), or None for a run of local processes."""
+    try:
+        data = json.loads((run_dir / POD_LOCATION).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("namespace"), str) else None
 
 STREAMS = ("stdout", "stderr")
 _ATTEMPT_DIR = re.compile(r"^(?P<path>.+)@(?P<attempt>\d+)$")

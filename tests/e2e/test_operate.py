@@ -74,6 +74,42 @@ def test_k8s_executor_without_a_usable_cluster_fails_in_one_line(tmp_path: Path,
     assert cpu_s < 8 and elapsed < 25, (cpu_s, elapsed)
 
 
+def test_status_tries_an_unusable_broker_once(tmp_path: Path) -> None:
+    """``flowd status`` against a broker that hangs up: one line, and one client's connections
+    (the status-view read failing must not be followed by a second client on the events topic,
+    as it was: twice the connections, twice the wait)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted = [0]
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted[0] += 1
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    port = server.getsockname()[1]
+    try:
+        r = cli("status", "some-run", "--brokers", f"127.0.0.1:{port}")
+        one_client = accepted[0]
+        accepted[0] = 0
+        probe = cli("events", "--brokers", f"127.0.0.1:{port}")  # a command that starts one client
+    finally:
+        server.close()
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "cannot connect to Kafka" in r.stderr and "Traceback" not in r.stderr
+    assert probe.returncode == 1 and accepted[0] >= 1
+    assert one_client == accepted[0], (one_client, accepted[0])
+
+
 def test_a_relative_state_dir_works(tmp_path: Path) -> None:
     file = write(tmp_path, "p.yaml", """\
         version: 1.1
@@ -91,6 +127,10 @@ def test_a_relative_state_dir_works(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["ops"]["a"]["outputs"] == {"x": 3}
     assert (tmp_path / "rel-state" / "runs").is_dir()
+    # text mode: the "next:" hint is set apart from the summary table by a blank line
+    text = cli("run", file.name, "--state-dir", "rel-state", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert text.stderr.startswith("\nnext: flowd logs "), repr(text.stderr)
 
 
 def test_max_procs_never_lets_more_than_n_job_processes_run(tmp_path: Path) -> None:

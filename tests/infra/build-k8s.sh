@@ -102,10 +102,13 @@ build_kwok() {
 }
 
 # kwok's standalone binary has no built-in stages: copy the upstream ones the harness uses
-# from the kwok module (Go module cache) next to the binary. Nothing goes into the repo.
+# from the kwok module (Go module cache) next to the binary, and the CRD of kwok's Logs
+# resource (pod logs served by kwok; the harness installs it). Nothing goes into the repo.
 kwok_stages() {
   local st="$FLOWD_TESTBIN/kwok-$KWOK_VERSION/stages"
-  if [ -f "$st/node-initialize.yaml" ] && [ -f "$st/pod-ready.yaml" ] && [ -f "$st/pod-delete.yaml" ]; then
+  local crds="$FLOWD_TESTBIN/kwok-$KWOK_VERSION/crds"
+  if [ -f "$st/node-initialize.yaml" ] && [ -f "$st/pod-ready.yaml" ] && [ -f "$st/pod-delete.yaml" ] \
+     && [ -f "$crds/kwok.x-k8s.io_logs.yaml" ]; then
     return 0
   fi
   local dir tmp; tmp=$(mktemp -d)
@@ -117,7 +120,10 @@ kwok_stages() {
      "$dir/kustomize/stage/pod/fast/pod-ready.yaml" \
      "$dir/kustomize/stage/pod/fast/pod-delete.yaml" "$st/"
   chmod u+w "$st"/*.yaml
-  log "kwok stages copied to $st"
+  mkdir -p "$crds"
+  cp "$dir/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml" "$crds/"
+  chmod u+w "$crds"/*.yaml
+  log "kwok stages copied to $st, CRDs to $crds"
 }
 
 what=${1:-all}

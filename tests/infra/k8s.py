@@ -5,6 +5,18 @@ Binaries are built from the Go module proxy by ``build-k8s.sh`` and cached by ve
 PKI, and writes a kubeconfig that kubernetes_asyncio can load. kwok plays fake Nodes and
 drives Pods Pending -> Running -> Succeeded/Failed according to pod annotations
 (see ``assets/flowd-stages.yaml``). There is no kube-controller-manager.
+
+Pod logs: kwok is the fake nodes' kubelet. Its server (``--server-address``) answers the
+kubelet's ``/containerLogs`` API, and the fake nodes advertise it (``--node-ip=127.0.0.1``,
+``--node-port``: the node's InternalIP and ``daemonEndpoints.kubeletEndpoint.Port``), so
+kube-apiserver proxies ``GET pods/{name}/log`` to it (``--kubelet-preferred-address-types=
+InternalIP``: the default tries the Hostname address first, which does not resolve; no
+``--kubelet-certificate-authority``, so the apiserver does not verify kwok's self-signed
+certificate). What kwok serves as a container's log is a file named by a ``Logs`` object
+(kwok's CRD: installed here, watched by kwok with ``--enable-crds=Logs``) of the pod's name and namespace; the file is
+in the CRI log format (``<RFC3339Nano time> stdout F <line>``). ``K8sCluster.write_pod_log``
+writes one, and tests/integration/k8s_helpers.PodLogScript plays the lines a pod's
+``flowd.test/log`` annotation lists while the pod runs.
 """
 from __future__ import annotations
 
@@ -43,6 +55,11 @@ A_PENDING_FOR = "flowd.test/pending-for"
 A_EXIT_CODE = "flowd.test/exit-code"
 A_REASON = "flowd.test/reason"
 A_MESSAGE = "flowd.test/message"
+# pod logs (played by tests/integration/k8s_helpers.PodLogScript): a JSON list of lines, and
+# the seconds between two of them
+A_LOG = "flowd.test/log"
+A_LOG_INTERVAL = "flowd.test/log-interval"
+KWOK_API = "/apis/kwok.x-k8s.io/v1alpha1"
 
 
 def etcd_bin() -> Path:
@@ -61,6 +78,14 @@ def kwok_stages_dir() -> Path:
     return testbin() / f"kwok-{KWOK_VERSION}" / "stages"
 
 
+# kwok's CRDs the harness installs (copied at build time from the kwok module, like the stages)
+KWOK_CRDS = ["kwok.x-k8s.io_logs.yaml"]
+
+
+def kwok_crds_dir() -> Path:
+    return testbin() / f"kwok-{KWOK_VERSION}" / "crds"
+
+
 def binaries() -> dict[str, Path]:
     return {"etcd": etcd_bin(), "kube-apiserver": kube_bin("kube-apiserver"),
             "kube-scheduler": kube_bin("kube-scheduler"), "kwok": kwok_bin()}
@@ -70,6 +95,8 @@ def missing() -> list[str]:
     out = [n for n, p in binaries().items() if not os.access(p, os.X_OK)]
     if not all((kwok_stages_dir() / Path(s).name).is_file() for s in UPSTREAM_STAGES):
         out.append("kwok stages")
+    if not all((kwok_crds_dir() / c).is_file() for c in KWOK_CRDS):
+        out.append("kwok CRDs")
     return out
 
 
@@ -80,6 +107,19 @@ def build(what: str = "all") -> None:
     r = subprocess.run(["bash", str(BUILD_SCRIPT), what], env=env)
     if r.returncode != 0:
         raise InfraUnavailable(f"k8s: {BUILD_SCRIPT.name} {what} failed (exit {r.returncode})")
+
+
+def cri_line(line: str, *, stream: str = "stdout", at: float | None = None) -> str:
+    """One line of the CRI container log format, which kwok (as a kubelet) reads."""
+    t = time.time() if at is None else at
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e9):09d}Z"
+    return f"{stamp} {stream} F {line}\n"
+
+
+def append_pod_log(path: Path, lines: list[str]) -> None:
+    with path.open("a") as f:
+        for line in lines:
+            f.write(cri_line(line))
 
 
 # -- PKI / kubeconfig --------------------------------------------------------------------
@@ -266,6 +306,8 @@ class K8sCluster:
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true", "--enable-priority-and-fairness=false",
             "--profiling=false", "--v=1",
+            # pods/log is proxied to the node's kubelet (kwok): by its InternalIP (127.0.0.1)
+            "--kubelet-preferred-address-types=InternalIP",
             f"--cert-dir={self.run_dir / 'apiserver-certs'}",
         ])
         api = self.api()
@@ -308,17 +350,29 @@ class K8sCluster:
     async def _start_kwok(self, timeout: float) -> None:
         cfg = self.run_dir / "kwok.yaml"
         cfg.write_text(kwok_config())
+        # kwok's Logs CRD, before kwok starts watching it (--enable-crds=Logs)
+        def install_crds() -> None:
+            for name in KWOK_CRDS:
+                crd = yaml.safe_load((kwok_crds_dir() / name).read_text())
+                code, raw = self.api().call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+                if code not in (201, 409):
+                    raise InfraUnavailable(f"k8s: installing kwok's CRD {name}: HTTP {code} {raw[:300]!r}")
+
+        await asyncio.to_thread(install_crds)
         home = self.run_dir / "kwok-home"
         home.mkdir()
         self._spawn("kwok", [
             str(kwok_bin()), f"--kubeconfig={self.kubeconfig}", f"--config={cfg}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--cidr=10.244.0.0/16", "--node-ip=10.0.0.2", "--node-lease-duration-seconds=40",
+            "--cidr=10.244.0.0/16", "--node-lease-duration-seconds=40",
+            # the nodes advertise kwok's server as their kubelet (pod logs, see the top)
+            "--node-ip=127.0.0.1", f"--node-port={self.ports['kwok']}", "--enable-crds=Logs",
             f"--server-address=127.0.0.1:{self.ports['kwok']}"],
             env=dict(os.environ, HOME=str(home)))
         api = self.api()
         template = (ASSETS / "fake-node.yaml").read_text()
+
 
         def create_nodes() -> None:
             for name in self.node_names:
@@ -353,6 +407,16 @@ class K8sCluster:
                     raise InfraUnavailable(f"k8s: untainting {name}: HTTP {code} {raw[:300]!r}")
 
         await asyncio.to_thread(untaint)
+
+        # the Logs CRD is established: wait until the API serves it
+        async def logs_served() -> bool:
+            def get() -> bool:
+                code, raw = api.call("GET", KWOK_API, timeout=3)
+                return code == 200 and any(r.get("name") == "logs" for r in json.loads(raw).get("resources", []))
+            return await asyncio.to_thread(get)
+
+        await wait_until(logs_served, timeout=timeout, what="kwok's Logs CRD", interval=0.2,
+                         alive=self._alive("kwok"), log=self.log("kwok"))
 
     async def restart_apiserver(self, *, down_for: float = 0.0, timeout: float = 60.0) -> None:
         """Stop kube-apiserver (SIGTERM, then SIGKILL), leave it down ``down_for`` seconds, and
@@ -398,6 +462,25 @@ class K8sCluster:
 
     async def delete_namespace(self, name: str) -> None:
         await asyncio.to_thread(self.api().call, "DELETE", f"/api/v1/namespaces/{name}")
+
+    def pod_log_path(self, namespace: str, pod: str) -> Path:
+        return self.run_dir / "pod-logs" / namespace / f"{pod}.log"
+
+    def write_pod_log(self, namespace: str, pod: str, lines: list[str] | None = None) -> Path:
+        """Make kwok serve a file as the log of every container of ``namespace/pod``: the
+        file gets ``lines`` (CRI format; append more with :func:`append_pod_log`) and a
+        ``Logs`` object of the pod's name points kwok at it. Idempotent."""
+        path = self.pod_log_path(namespace, pod)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        append_pod_log(path, lines or [])
+        body = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                "metadata": {"name": pod, "namespace": namespace},
+                "spec": {"logs": [{"logsFile": str(path), "follow": True}]}}
+        code, raw = self.api().call("POST", f"{KWOK_API}/namespaces/{namespace}/logs", body)
+        if code not in (201, 409):
+            raise RuntimeError(f"creating Logs {namespace}/{pod}: HTTP {code} {raw[:300]!r}")
+        return path
 
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}

@@ -132,3 +132,57 @@ def reports(harness: Harness, path: str | None = None) -> list[tuple[str, int, s
 
     return [(e.path, e.attempt, e.status, e.reason) for e in harness.events
             if isinstance(e, OpStatus) and (path is None or e.path == path)]
+
+
+class PodLogScript:
+    """The kubelet's side of pod logs on the test cluster: for every pod of ``namespace`` whose
+    ``flowd.test/log`` annotation lists lines (JSON), kwok is made to serve a log file
+    (``K8sCluster.write_pod_log``) and the lines are appended to it one every
+    ``flowd.test/log-interval`` seconds (default 0.2) from the moment the pod runs, as a
+    container would print them. Use as ``async with PodLogScript(cluster, ns) as script``;
+    ``script.played[pod]`` counts the lines written."""
+
+    def __init__(self, cluster: Any, namespace: str, *, poll: float = 0.1) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.poll = poll
+        self.played: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> PodLogScript:
+        self._tasks.append(asyncio.create_task(self._run()))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        from tests.infra.k8s import A_LOG
+
+        api = self.cluster.api()
+        while True:
+            pods = (await asyncio.to_thread(api.json, "GET", f"/api/v1/namespaces/{self.namespace}/pods"))["items"]
+            for pod in pods:
+                name = pod["metadata"]["name"]
+                lines = (pod["metadata"].get("annotations") or {}).get(A_LOG)
+                if lines is None or name in self.played:
+                    continue
+                if (pod.get("status") or {}).get("phase") not in ("Running", "Succeeded", "Failed"):
+                    continue
+                self.played[name] = 0
+                self._tasks.append(asyncio.create_task(self._play(pod, json.loads(lines))))
+            await asyncio.sleep(self.poll)
+
+    async def _play(self, pod: dict[str, Any], lines: list[str]) -> None:
+        from tests.infra.k8s import A_LOG_INTERVAL, append_pod_log
+
+        name = pod["metadata"]["name"]
+        interval = float((pod["metadata"].get("annotations") or {}).get(A_LOG_INTERVAL, "0.2"))
+        path = await asyncio.to_thread(self.cluster.write_pod_log, self.namespace, name)
+        attempt = (pod["metadata"].get("annotations") or {}).get("flowd.io/attempt", "")
+        for line in lines:
+            append_pod_log(path, [line.replace("{attempt}", attempt)])
+            self.played[name] += 1
+            await asyncio.sleep(interval)

@@ -230,3 +230,68 @@ async def test_graceful_restart_leaves_local_ops_running_and_adopts_them(kafka_b
     finally:
         codes = [first.terminate(), second.terminate() if second.proc is not None else 0]
     assert codes == [0, 0]
+
+
+CURVES = """
+version: 1.1
+kind: component
+name: curves-across-a-crash
+run:
+  kind: dag
+  operations:
+    - name: sweep
+      matrix:
+        kind: mapping
+        values: [{base: 1}, {base: 1.5}, {base: 6}, {base: 8}]
+        earlyStopping:
+          - {kind: metric_early_stopping, metric: loss, value: 0, optimization: minimize,
+             policy: {kind: median, evaluationInterval: 1, minSamples: 3}}
+      component:
+        inputs: [{name: base, type: float}]
+        run:
+          kind: job
+          container:
+            image: x
+            command: [sh, -c]
+            args:
+              - |
+                sleep 3
+                for s in 1 2 3 4 5 6 7 8 9 10; do
+                  echo "{\\"step\\": $s, \\"loss\\": $(awk "BEGIN{print {{ base }}/$s}")}" >> "$FLOWD_METRICS"
+                  sleep 0.3
+                done
+"""
+
+
+async def test_metrics_of_adopted_processes_are_read_after_a_crash(kafka_broker, tmp_path: Path) -> None:
+    """kill -9 while the matrix children run and before they report a point: the next daemon
+    adopts the processes, reads their $FLOWD_METRICS files, and the median policy stops the
+    child it rules out (without the adopter reading them, every child would succeed)."""
+    config = test_config(kafka_broker.bootstrap, name="curves", state_dir=str(tmp_path / "state"), executor="local",
+                         instance_id="c-1", partitions=2, snapshot_interval=0.5)
+    pipeline = compile_text(CURVES, source="curves.yaml", base_dir=None).op
+    events = EventCollector(config)
+    first = DaemonProcess(config, log_path=tmp_path / "serve-1.log").start()
+    second = DaemonProcess(config, log_path=tmp_path / "serve-2.log")
+    try:
+        await first.wait_ready()
+        async with anyio.create_task_group() as tg:
+            await tg.start(events.run)
+            run_id = await submit(config, pipeline)
+            await events.wait_for(lambda: sum(
+                1 for e in events.of(run_id) if isinstance(e, wire.StatusEvent) and e.path.startswith("sweep[")
+                and e.status == "running") == 4, timeout=30)
+            first.kill9()
+            second.start()
+            await second.wait_ready()
+            done = await events.wait_done(run_id, timeout=60)
+            tg.cancel_scope.cancel()
+        assert done.status == "succeeded", done.message
+        final = {e.path: e for e in events.of(run_id) if isinstance(e, wire.StatusEvent) and e.path.startswith("sweep[")}
+        assert final["sweep[0]"].status == "succeeded"
+        assert final["sweep[3]"].status == "stopped", final["sweep[3]"]
+        assert '"adopting_attempt"' in (tmp_path / "serve-2.log").read_text()
+    finally:
+        first.terminate()
+        if second.proc is not None:
+            second.terminate()

@@ -81,3 +81,28 @@ async def test_the_ui_over_kafka_lists_runs_shows_ops_and_stops_a_run(kafka_brok
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_gc_daemon_forgets_finished_runs_beyond_the_retention(kafka_broker, tmp_path: Path, capfd) -> None:
+    """``flowd gc --daemon``: tombstones for the finished runs past the retention, the latest of
+    each pipeline kept; ``--dry-run`` forgets nothing."""
+    from flowd.cli import main
+
+    config = test_config(kafka_broker.bootstrap, name="gcview", state_dir=str(tmp_path))
+    bus = ["--brokers", config.brokers, "--prefix", config.prefix]
+    async with serving(config) as (_daemon, events):
+        run_ids = []
+        for _ in range(3):
+            run_ids.append(await submit(config, compiled()))
+            await events.wait_done(run_ids[-1])
+        capfd.readouterr()
+        gc = ["gc", "--daemon", "--keep-days", "0", "--keep-last", "1", *bus]
+        assert await anyio.to_thread.run_sync(main, [*gc, "--dry-run"]) == 0
+        assert sorted(ln.split()[-1] for ln in capfd.readouterr().out.splitlines()) == sorted(run_ids[:2])
+        assert set(await run_summaries(config)) == set(run_ids)
+        assert await anyio.to_thread.run_sync(main, gc) == 0
+        out = capfd.readouterr()
+        assert "2 daemon run(s) forgotten" in out.err
+        assert set(await run_summaries(config)) == {run_ids[2]}
+        assert await anyio.to_thread.run_sync(main, ["runs", "--daemon", "--output", "json", *bus]) == 0
+        assert [r["run_id"] for r in json.loads(capfd.readouterr().out)["runs"]] == [run_ids[2]]

@@ -195,7 +195,8 @@ async def test_manifests_apply_and_rbac_is_exactly_enough(k8s_cluster):
         ("GET", "/api/v1/nodes", None),
         ("GET", "/api/v1/namespaces", None),
         ("DELETE", f"/api/v1/namespaces/{ns}", None),
-        ("GET", f"/api/v1/namespaces/{ns}/pods/x/log", None),
+        ("GET", f"/api/v1/namespaces/{other}/pods/x/log", None),
+        ("POST", f"/api/v1/namespaces/{ns}/pods/x/exec", None),
         ("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", {"metadata": {"name": "x"}}),
         ("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", {"metadata": {"name": "x"}}),
         ("PATCH", f"/api/v1/namespaces/{ns}/pods/x/status", {}),
@@ -207,3 +208,6 @@ async def test_manifests_apply_and_rbac_is_exactly_enough(k8s_cluster):
     # and what it needs is allowed (the executor above did it; spot-check list+watch)
     code, _ = sa.call("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector=app.kubernetes.io/managed-by%3Dflowd")
     assert code == 200
+    # pods/log get (intermediate metrics): allowed, so a missing pod is a 404, not a 403
+    code, _ = sa.call("GET", f"/api/v1/namespaces/{ns}/pods/x/log")
+    assert code == 404

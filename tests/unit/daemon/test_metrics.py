@@ -111,3 +111,28 @@ def test_run_and_op_durations_are_observed_when_they_end() -> None:
     run_sum = {labels["status"]: v for labels, v in got["flowd_run_duration_seconds_sum"]}
     assert op_sum == {s: 30.0 if s == "succeeded" else 0.0 for s in DONE}
     assert run_sum == {s: 32.0 if s == "succeeded" else 0.0 for s in DONE}
+
+
+def test_ops_pending_then_lost() -> None:
+    """Pending from the start order until the executor says it runs; lost when its attempt
+    ended unseen (reason Lost) and no retry is left; a plain failure is not lost."""
+    from flowd.daemon.metrics import op_backlog
+
+    state = PartitionState(0, compiler=lambda msg: (None, []))
+    out = Outcome()
+    state.apply(Record("t", 0, 0, b"r", wire.encode(wire.Submission(run_id="r", time=1.0, pipeline=one_op())), 1.0), out)
+    start = next(c for c in out.effects if isinstance(c, StartOp))
+    assert op_backlog([state]) == (1, 0)  # queued: handed to the executor
+    report = wire.OpReport(run_id="r", path=start.path, attempt=start.attempt, status="running", time=2.0)
+    state.apply(Record("t", 0, 1, b"r", wire.encode(report), 2.0), out)
+    assert op_backlog([state]) == (0, 0)
+    report = wire.OpReport(run_id="r", path=start.path, attempt=start.attempt, status="failed", time=3.0,
+                           reason="Lost", message="ended while no daemon watched it")
+    state.apply(Record("t", 0, 2, b"r", wire.encode(report), 3.0), out)
+    assert op_backlog([state]) == (0, 1)
+    m = Metrics()
+    m.add_state_collector(lambda: [("flowd_ops_pending", 0), ("flowd_ops_lost", 1)])
+    got = scrape(m)
+    assert got["flowd_ops_lost"] == [({}, 1.0)] and got["flowd_ops_pending"] == [({}, 0.0)]
+    # both reasons exist at 0 before the first lost attempt
+    assert sorted(labels["reason"] for labels, _ in got["flowd_attempts_lost_total"]) == ["Lost", "pod missing"]

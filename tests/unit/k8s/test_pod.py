@@ -52,7 +52,8 @@ def test_minimal_pod() -> None:
     assert main["terminationMessagePath"] == "/dev/termination-log"
     assert main["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert env_of(main) == {"FLOWD_OUTPUTS": "/dev/termination-log", "FLOWD_RUN_ID": "run-1",
-                            "FLOWD_OP_PATH": "outer/train", "FLOWD_ATTEMPT": "2"}
+                            "FLOWD_OP_PATH": "outer/train", "FLOWD_ATTEMPT": "2",
+                            "FLOWD_METRICS_PREFIX": "FLOWD_METRIC "}
 
 
 def test_full_runtime_body() -> None:
