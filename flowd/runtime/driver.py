@@ -56,7 +56,7 @@ from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.runtime.executor import LocalExecutor
 from flowd.runtime.journal import COMPACT_MIN_BYTES, JournalEntry, JournalFile, encode_entry
 from flowd.runtime.ledger import Ledger
-from flowd.runtime.store import RunRecord, SnapshotStore, StoreError
+from flowd.runtime.store import RECORD_VERSION, RunRecord, SnapshotStore, StoreError
 from flowd.runtime.timers import TimerService
 
 __all__ = ["Driver", "EngineLike", "Progress"]
@@ -273,6 +273,7 @@ class Driver:
         if self._snapshot_bytes is None or final or self.journal.size >= limit:
             self.record.engine = self.engine.snapshot()
             self.record.seq = self._seq
+            self.record.version = RECORD_VERSION  # a run of an earlier release is written in this format now
             data = self.store.encode(self.ledger.sync())
             self.stats["encode_seconds"] += time.perf_counter() - t0
             await anyio.to_thread.run_sync(self._write_snapshot, data)

@@ -85,8 +85,8 @@ def read_journal(path: Path) -> tuple[list[JournalEntry], int, bool]:
 
 
 def torn_write_armed() -> bool:
-    wanted = os.environ.get(CRASH_AT)
-    return bool(wanted) and "run.journal_torn" in wanted.split(",")
+    wanted = os.environ.get(CRASH_AT) or ""
+    return "run.journal_torn" in wanted.split(",")
 
 
 class JournalFile:
