@@ -137,7 +137,8 @@ class Driver:
         self._stalls = 0
         # persistence figures (bench/store_bench.py): batches, appends, snapshots, seconds waited
         self.stats = {"batches": 0, "appends": 0, "snapshots": 0, "append_bytes": 0, "snapshot_bytes": 0,
-                      "persist_seconds": 0.0, "encode_seconds": 0.0}
+                      "persist_seconds": 0.0, "encode_seconds": 0.0, "append_seconds": 0.0,
+                      "snapshot_seconds": 0.0}
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
         # unbounded on purpose: producers are bounded by live attempts + timers + signals, and a
         # signal handler must never block
@@ -278,12 +279,15 @@ class Driver:
             self.stats["encode_seconds"] += time.perf_counter() - t0
             await anyio.to_thread.run_sync(self._write_snapshot, data)
             self._snapshot_bytes = len(data)
+            self.stats["snapshot_seconds"] += time.perf_counter() - t0
             self.stats["snapshots"] += 1
             self.stats["snapshot_bytes"] += len(data)
         else:
             frame = encode_entry(JournalEntry(seq=self._seq, events=batch))
-            self.stats["encode_seconds"] += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self.stats["encode_seconds"] += t1 - t0
             await anyio.to_thread.run_sync(self._append, frame)
+            self.stats["append_seconds"] += time.perf_counter() - t1
             self.stats["appends"] += 1
             self.stats["append_bytes"] += len(frame)
         self.stats["persist_seconds"] += time.perf_counter() - t0
