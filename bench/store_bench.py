@@ -135,7 +135,7 @@ async def main() -> None:
     ap.add_argument("--per-report", type=int, default=1, help="ops the instant executor finishes per loop turn")
     args = ap.parse_args()
     print(f"{'ops':>7} | {'wall s':>6} | {'batches':>7} | {'appends':>7} | {'snaps':>5} | {'persist us/op':>13} | "
-          f"{'appends us/op':>13} | {'in loop us/op':>13} | {'us/append':>9} | {'snapshots s':>11} | {'journal B/op':>12} | {'state MB':>8} | {'previous store us/op (est.)':>27}")
+          f"{'appends us/op':>13} | {'in loop us/op':>13} | {'us/append':>9} | {'snapshots s':>11} | {'journal B/op':>12} | {'state MB':>8} | {'one whole save s':>16} | {'previous store us/op (est.)':>27}")
     for n in [int(x) for x in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="flowd-store-bench-", dir=str(Path.home() / ".cache")) as tmp:
             r = await one(n, args.per_report, Path(tmp))
