@@ -288,7 +288,10 @@ async def main() -> None:
               f"{args.concurrency} creates in flight; {os.cpu_count()} cores shared by everything"
               + ("; a CPU burner busy-loops on one core" if args.busy else ""))
         if args.run_only:
-            await run_side_by_side(cluster, api, sizes, args)
+            try:
+                await run_side_by_side(cluster, api, sizes, args)
+            finally:
+                await api.close()
             return
         chain = await flowd_chain(cluster, await cluster.create_namespace("chain"))
         print(f"chain (30 ops): op-complete -> next pod created p50 {chain['p50'] * 1000:.1f} ms, "
