@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import signal
@@ -152,6 +153,75 @@ async def flowd_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: 
     return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu": cpu, "rss": rss}
 
 
+async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: int) -> dict:
+    """The same fan-out through what ``flowd run --executor k8s`` runs: flowd.runtime.driver with
+    its store (journal + snapshots, fdatasync'ed, in a temp state dir) and the executor."""
+    from flowd.engine import Engine
+    from flowd.runtime.driver import Driver
+    from flowd.runtime.store import RunRecord, SnapshotStore
+
+    created: dict[str, float] = {}
+    seed_done: list[float] = []
+    all_created = asyncio.Event()
+    stalls: list[float] = []
+
+    def on_created(key: str, t: float) -> None:
+        created[key] = t
+        if len(created) == n + 1:
+            all_created.set()
+
+    class Quiet:
+        def status(self, change) -> None:
+            pass
+
+        def note(self, text: str) -> None:
+            pass
+
+    def factory(send, run_dir):
+        def timed(event):
+            if isinstance(event, OpStatus) and event.path == "seed" and event.status == "succeeded":
+                seed_done.append(time.monotonic())
+            send(event)
+        return KubernetesExecutor(send=timed, kubeconfig=str(cluster.kubeconfig), namespace=ns, watch_namespaces=[ns],
+                                  qps=100_000, burst=100_000, create_workers=concurrency, on_created=on_created)
+
+    async def stall_probe() -> None:
+        # how late a 5 ms sleep wakes up: the event loop's stalls while flowd creates
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            stalls.append(time.perf_counter() - t - 0.005)
+
+    ops = [job("seed", annotations=outcome(run_for="200ms"))]
+    ops += [job(f"fan-{i}", upstream=["seed"], environment=NO_SCHEDULER, annotations=outcome(run_for=RUN_FOR))
+            for i in range(n)]
+    with tempfile.TemporaryDirectory(prefix="flowd-k8s-bench-state-", dir=str(Path.home() / ".cache")) as state:
+        store = SnapshotStore(Path(state))
+        run_id = f"run{n}-{ns}"
+        record = RunRecord(run_id=run_id, file="bench.yaml", file_sha256="", params={}, engine=b"")
+        driver = Driver(Engine(), record=record, store=store, progress=Quiet(), handle_signals=False, executor=factory)
+        task = asyncio.create_task(driver.run([Submit(run_id=run_id, pipeline=dag("fan", ops), time=time.time())]))
+        probe = asyncio.create_task(stall_probe())
+        while not seed_done:
+            await asyncio.sleep(0.01)
+        cpu0 = cpu_seconds()
+        stalls.clear()
+        await asyncio.wait_for(all_created.wait(), 600)
+        cpu = cpu_seconds() - cpu0
+        probe.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    fan = sorted(t for k, t in created.items() if "/fan-" in k)
+    assert len(fan) == n
+    lat = [t - seed_done[0] for t in fan]
+    rate = (n - 1) / (fan[-1] - fan[0]) if n > 1 else float("nan")
+    s = driver.stats
+    return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu": cpu,
+            "stall_max": max(stalls, default=0.0), "stall_p99": pct(stalls, 0.99) if stalls else 0.0,
+            "persist": s["persist_seconds"], "in_loop": s["encode_seconds"], "batches": s["batches"]}
+
+
 async def flowd_chain(cluster: infra.K8sCluster, ns: str, length: int = 30) -> dict:
     created: dict[str, float] = {}
     done: dict[str, float] = {}
@@ -172,22 +242,57 @@ async def flowd_chain(cluster: infra.K8sCluster, ns: str, length: int = 30) -> d
     return {"p50": pct(hops, 0.5), "p99": pct(hops, 0.99)}
 
 
+async def run_side_by_side(cluster: infra.K8sCluster, api: client.ApiClient, sizes: list[int], args) -> None:
+    """bare kubernetes_asyncio loop | `flowd run` path | bare loop again, same bodies and
+    concurrency, interleaved; the ratio is flowd over the faster bare phase of the same round."""
+    print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'bare/s':>7} | {'ratio':>6} | {'loop stall p99':>14} | "
+          f"{'max':>7} | {'persist s':>9} | {'in loop s':>9} | {'batches':>7} | {'cpu/pod':>8}")
+    for n in sizes:
+        ratios = []
+        for rep in range(args.repeat):
+            ns_a, ns_b = await cluster.create_namespace("bare"), await cluster.create_namespace("bare")
+            bare_a = await bare_loop(api, ns_a, manifests(n, ns_a, f"a{n}-{rep}"), args.concurrency, raw=False)
+            f = await flowd_run_fanout(cluster, await cluster.create_namespace("run"), n, args.concurrency)
+            bare_b = await bare_loop(api, ns_b, manifests(n, ns_b, f"b{n}-{rep}"), args.concurrency, raw=False)
+            ratio = f["rate"] / max(bare_a, bare_b)
+            ratios.append(ratio)
+            print(f"{n:>6} | {bare_a:>7.0f} | {f['rate']:>11.0f} | {bare_b:>7.0f} | {ratio:>6.0%} | "
+                  f"{f['stall_p99'] * 1000:>11.1f} ms | {f['stall_max'] * 1000:>4.0f} ms | {f['persist']:>9.2f} | "
+                  f"{f['in_loop']:>9.3f} | {f['batches']:>7} | {f['cpu'] / n * 1000:>5.2f} ms", flush=True)
+        print(f"{n:>6}   median ratio {statistics.median(ratios):.0%}", flush=True)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000,5000")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3, help="runs per size; medians are printed")
+    ap.add_argument("--run-only", action="store_true",
+                    help="only bare client vs `flowd run` (driver + store + executor), side by side, then exit")
+    ap.add_argument("--busy", action="store_true", help="run a CPU burner process (a busy loop) for the whole bench")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the cluster
+    burner = None
+    if args.busy:
+        import subprocess
+
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     cluster = infra.K8sCluster(run_dir=Path(tempfile.mkdtemp(prefix="flowd-k8s-bench-")) / "k8s")
     await cluster.start()
     try:
         ensure_nodes(cluster, 1)
         api = await load_client(kubeconfig=str(cluster.kubeconfig))
         print(f"control plane: k8s {infra.K8S_VERSION} + kwok {infra.KWOK_VERSION}, 1 fake node; "
-              f"{args.concurrency} creates in flight; {os.cpu_count()} cores shared by everything")
+              f"{args.concurrency} creates in flight; {os.cpu_count()} cores shared by everything"
+              + ("; a CPU burner busy-loops on one core" if args.busy else ""))
+        if args.run_only:
+            try:
+                await run_side_by_side(cluster, api, sizes, args)
+            finally:
+                await api.close()
+            return
         chain = await flowd_chain(cluster, await cluster.create_namespace("chain"))
         print(f"chain (30 ops): op-complete -> next pod created p50 {chain['p50'] * 1000:.1f} ms, "
               f"p99 {chain['p99'] * 1000:.1f} ms")
@@ -216,6 +321,9 @@ async def main() -> None:
         await api.close()
     finally:
         cluster.stop()
+        if burner is not None:
+            burner.kill()
+            burner.wait()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from flowd.cli._limits import add_limit_args, limits_of
 from flowd.engine import Event, Resume, RunView, Submit
 from flowd.runtime.driver import Driver
 from flowd.runtime.processes import kill_leftovers
+from flowd.runtime.replay import Restored, restore_run
 from flowd.runtime.store import (
     RunRecord,
     SnapshotStore,
@@ -239,14 +240,15 @@ def resume_local(args: argparse.Namespace, run_ref: str) -> int:
     errors: list[Exception] = []
     try:
         with store.lock(key_of(run_id)):
-            record = store.load(run_id)
-            if record is None:
+            restored = restore_run(store, run_id, limits=args.limits)
+            if restored is None:
                 print(f"flowd resume: run {run_id} has no saved state", file=sys.stderr)
                 return 1
             if store.latest(key_of(run_id)) != run_id:
                 print(f"flowd resume: a later run of the same file exists ({store.latest(key_of(run_id))}); resuming {run_id} anyway",
                       file=sys.stderr)
-            return _continue(args, record=record, store=store, executor=None, file_sha="", file=Path(record.file))
+            return _continue(args, restored=restored, store=store, executor=None, file_sha="",
+                             file=Path(restored.record.file))
     except* StoreError as group:
         errors.extend(group.exceptions)
     print(f"flowd resume: {errors[0]}", file=sys.stderr)
@@ -265,13 +267,13 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         leftovers = kill_leftovers(store.run_dir(latest))
         if leftovers:
             print(f"flowd run: killed {len(leftovers)} process(es) left running by an earlier flowd for this run", file=sys.stderr)
-    record = store.load(latest) if args.resume and latest is not None else None
+    restored = restore_run(store, latest, limits=args.limits) if args.resume and latest is not None else None
     try:
         file_sha = hashlib.sha256(file.read_bytes()).hexdigest()
     except OSError:
         file_sha = ""  # compile_path says what is wrong with it
     initial: list[Event] = []
-    if record is None:
+    if restored is None:
         result = compile_path(file, params=params or None, hub=args.hub, limits=args.limits, presets=args.presets)
         _print_diagnostics(result)
         if not result.valid or result.op is None:
@@ -300,20 +302,19 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         initial.append(Submit(run_id=run_id, pipeline=result.op, time=now, seed=seed, context=context))
         return _drive(args, engine=engine, record=record, store=store, executor=executor, initial=initial,
                       pipeline=result.op.name)
-    return _continue(args, record=record, store=store, executor=executor, file_sha=file_sha, file=file)
+    return _continue(args, restored=restored, store=store, executor=executor, file_sha=file_sha, file=file)
 
 
-def _continue(args: argparse.Namespace, *, record: RunRecord, store: SnapshotStore, executor: Any, file_sha: str,
+def _continue(args: argparse.Namespace, *, restored: Restored, store: SnapshotStore, executor: Any, file_sha: str,
               file: Path) -> int:
-    """Resume a saved run: after a crash, take over what was in flight; after a failure or a
-    stop, send the engine ``Resume`` so what did not succeed runs again."""
-    from flowd.engine import Engine
-
+    """Resume a saved run (its snapshot plus journal replayed): after a crash, take over what
+    was in flight; after a failure or a stop, send the engine ``Resume`` so what did not
+    succeed runs again."""
+    record, engine = restored.record, restored.engine
     run_id = record.run_id
-    try:
-        engine = Engine.restore(record.engine, limits=args.limits)
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise StoreError(f"cannot resume run {run_id}: {exc}; run without --resume to start afresh") from exc
+    if restored.torn:
+        print(f"flowd run: the journal of run {run_id} ended in a torn write (flowd was killed while writing it); "
+              "resuming from the last complete batch", file=sys.stderr)
     if file_sha and file_sha != record.file_sha256:
         print(f"flowd run: {file} changed since the run started; resuming the run as it was submitted", file=sys.stderr)
     pipeline = engine.view(run_id).pipeline

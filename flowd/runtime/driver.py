@@ -2,13 +2,20 @@
 
 One way through: executor reports, timers, Ctrl-C and the initial ``Submit`` all become events
 on one queue. The loop takes everything queued (a batch), feeds it to ``Engine.handle``,
-records what the commands will change (attempts in flight, timers), saves the snapshot
-*before* acting (write-ahead, so a crash never loses a started attempt), then routes each
-command to exactly one adapter::
+records what the commands will change (attempts in flight, timers: flowd.runtime.ledger),
+appends the batch to the run's journal *before* acting (write-ahead, so a crash never loses a
+started attempt), then routes each command to exactly one adapter::
 
     StartOp -> executor.start      StopOp -> executor.stop
     SetTimer -> timers.set         CancelTimer -> timers.cancel
     StatusChanged -> progress      PipelineDone -> finish
+
+Persisting a batch is a journal append (flowd.runtime.journal): the batch's events, written and
+fdatasync'ed in a worker thread while the event loop goes on with everything else (the
+executor's creates and watches, timers, signals); the events that arrive meanwhile make the
+next, larger batch (group commit). Its cost does not depend on the size of the run. The whole
+state is written (a snapshot) for the first batch of this process, then only when the journal
+has grown as big as the last snapshot, and once when the pipeline is done.
 
 Time is the driver's clock (``time.time()``), stamped on events where they are made. The loop
 ends when the pipeline is done and no process is left. If nothing can ever happen again (no
@@ -36,7 +43,6 @@ from flowd.engine import (
     CancelTimer,
     Command,
     Event,
-    OpStatus,
     PipelineDone,
     RunView,
     SetTimer,
@@ -44,11 +50,13 @@ from flowd.engine import (
     StatusChanged,
     Stop,
     StopOp,
-    TimerFired,
 )
+from flowd.faults import crash_point
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.runtime.executor import LocalExecutor
-from flowd.runtime.store import RunRecord, SnapshotStore
+from flowd.runtime.journal import COMPACT_MIN_BYTES, JournalEntry, JournalFile, encode_entry
+from flowd.runtime.ledger import Ledger
+from flowd.runtime.store import RECORD_VERSION, RunRecord, SnapshotStore, StoreError
 from flowd.runtime.timers import TimerService
 
 __all__ = ["Driver", "EngineLike", "Progress"]
@@ -87,7 +95,8 @@ ExecutorFactory = Callable[[Callable[[Event], None], Path], AbstractAsyncContext
 
 class Driver:
     """Runs one pipeline run to its end. ``record`` is the run's saved state (a fresh one for a
-    new run, the loaded one for ``--resume``); it is kept up to date and saved after each batch."""
+    new run, the restored one for ``--resume``: flowd.runtime.replay); it is kept up to date and
+    each batch is journaled before its commands are carried out."""
 
     def __init__(
         self,
@@ -119,9 +128,17 @@ class Driver:
         self.executor_factory = executor
         self.max_procs = max_procs
         self.done: PipelineDone | None = None
-        self._keys: dict[tuple[str, int], str] = {k_path_attempt(c): k for k, c in record.attempts.items()}
-        self._stopping = set(record.stopping)
+        self.ledger = Ledger(record)
+        self.journal = JournalFile(store.journal_path(self.run_id))
+        self._seq = record.seq
+        # the first batch of this process writes a snapshot: a new run gets its snapshot.bin (what
+        # lists it), a resumed one drops the journal it was restored from (and any torn tail)
+        self._snapshot_bytes: int | None = None
         self._stalls = 0
+        # persistence figures (bench/store_bench.py): batches, appends, snapshots, seconds waited
+        self.stats = {"batches": 0, "appends": 0, "snapshots": 0, "append_bytes": 0, "snapshot_bytes": 0,
+                      "persist_seconds": 0.0, "encode_seconds": 0.0, "append_seconds": 0.0,
+                      "snapshot_seconds": 0.0}
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
         # unbounded on purpose: producers are bounded by live attempts + timers + signals, and a
         # signal handler must never block
@@ -155,8 +172,11 @@ class Driver:
                     for timer_id, at in self.record.timers.items():
                         timers.set(timer_id, at)
                     for key, cmd in list(self.record.attempts.items()):
-                        await executor.adopt(cmd, stopping=key in self._stopping)
-                    await self._loop(tg)
+                        await executor.adopt(cmd, stopping=key in self.ledger.stopping)
+                    try:
+                        await self._loop(tg)
+                    finally:
+                        self.journal.close()
             tg.cancel_scope.cancel()
         return self.engine.view(self.run_id)
 
@@ -173,13 +193,9 @@ class Driver:
                         return
                     continue
                 batch = [await self._receive.receive(), *self._drain()]
-            commands: list[Command] = []
-            for event in batch:
-                self._note_event(event)
-                commands.extend(self.engine.handle(event))
-            for command in commands:
-                self._note_command(command)
-            self._save()
+            was_done = self.record.done is not None
+            commands = self.ledger.apply(self.engine, batch)
+            await self._persist(batch, final=not was_done and self.record.done is not None)
             for command in commands:
                 await self._dispatch(command, tg)
 
@@ -245,39 +261,48 @@ class Driver:
                     self.progress.note("flowd: killing every op process now")
                     self._executor.kill_all()
 
-    # ----------------------------------------------------------------------- bookkeeping
+    # ------------------------------------------------------------------------ persistence
 
-    def _note_event(self, event: Event) -> None:
-        if isinstance(event, OpStatus) and event.status in DONE:
-            key = self._keys.pop((event.path, event.attempt), None)
-            if key is not None:
-                self.record.attempts.pop(key, None)
-                self._stopping.discard(key)
-        elif isinstance(event, TimerFired):
-            at = self.record.timers.get(event.timer_id)
-            if at is not None and event.time >= at:
-                del self.record.timers[event.timer_id]
+    async def _persist(self, batch: list[Event], *, final: bool) -> None:
+        """Make the batch durable before its commands are carried out: one journal append, or a
+        snapshot (the first batch of this process, a journal as big as the last snapshot, the
+        pipeline just done). The disk is waited on in a worker thread, never in the loop."""
+        self._seq += 1
+        self.stats["batches"] += 1
+        t0 = time.perf_counter()
+        limit = max(COMPACT_MIN_BYTES, self._snapshot_bytes or 0)
+        if self._snapshot_bytes is None or final or self.journal.size >= limit:
+            self.record.engine = self.engine.snapshot()
+            self.record.seq = self._seq
+            self.record.version = RECORD_VERSION  # a run of an earlier release is written in this format now
+            data = self.store.encode(self.ledger.sync())
+            self.stats["encode_seconds"] += time.perf_counter() - t0
+            await anyio.to_thread.run_sync(self._write_snapshot, data)
+            self._snapshot_bytes = len(data)
+            self.stats["snapshot_seconds"] += time.perf_counter() - t0
+            self.stats["snapshots"] += 1
+            self.stats["snapshot_bytes"] += len(data)
+        else:
+            frame = encode_entry(JournalEntry(seq=self._seq, events=batch))
+            t1 = time.perf_counter()
+            self.stats["encode_seconds"] += t1 - t0
+            await anyio.to_thread.run_sync(self._append, frame)
+            self.stats["append_seconds"] += time.perf_counter() - t1
+            self.stats["appends"] += 1
+            self.stats["append_bytes"] += len(frame)
+        self.stats["persist_seconds"] += time.perf_counter() - t0
+        crash_point("run.persisted", f"{self.run_id}#{self._seq}")  # tests only: durable, nothing carried out
 
-    def _note_command(self, command: Command) -> None:
-        match command:
-            case StartOp():
-                self.record.attempts[command.key] = command
-                self._keys[k_path_attempt(command)] = command.key
-            case StopOp():
-                if command.key in self.record.attempts:
-                    self._stopping.add(command.key)
-            case SetTimer():
-                self.record.timers[command.timer_id] = command.at
-            case CancelTimer():
-                self.record.timers.pop(command.timer_id, None)
-            case PipelineDone():
-                self.record.done = command.status
+    def _write_snapshot(self, data: bytes) -> None:
+        self.store.write(self.run_id, data)
+        crash_point("run.snapshot_written", f"{self.run_id}#{self._seq}")  # tests only: journal not emptied yet
+        try:
+            self.journal.clear()
+        except OSError as exc:
+            raise StoreError(f"cannot empty the journal {self.journal.path}: {exc}") from exc
 
-    def _save(self) -> None:
-        self.record.engine = self.engine.snapshot()
-        self.record.stopping = sorted(self._stopping)
-        self.store.save(self.record)
-
-
-def k_path_attempt(cmd: StartOp) -> tuple[str, int]:
-    return (cmd.path, cmd.attempt)
+    def _append(self, frame: bytes) -> None:
+        try:
+            self.journal.append(frame, key=f"{self.run_id}#{self._seq}")
+        except OSError as exc:
+            raise StoreError(f"cannot append to the journal {self.journal.path}: {exc}") from exc

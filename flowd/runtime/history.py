@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from flowd.engine import Engine, RunView
+from flowd.runtime.replay import restore_run
 from flowd.runtime.store import RunRecord, SnapshotStore, StoreError, key_of
 
 __all__ = ["RunSummary", "list_runs", "load_run", "parse_since", "summary_json"]
@@ -33,19 +34,19 @@ class RunSummary(msgspec.Struct, kw_only=True):
 
 
 def load_run(store: SnapshotStore, run_id: str) -> tuple[RunRecord, Engine, RunView] | None:
-    """The saved run and its engine restored, or None when it cannot be read."""
+    """The saved run and its engine restored (snapshot + journal: live while its flowd runs), or
+    None when it cannot be read."""
     try:
-        record = store.load(run_id)
+        restored = restore_run(store, run_id)
     except StoreError:
         return None
-    if record is None:
+    if restored is None:
         return None
     try:
-        engine = Engine.restore(record.engine)
-        view = engine.view(run_id)
-    except (ValueError, KeyError, msgspec.DecodeError):
+        view = restored.engine.view(run_id)
+    except (ValueError, KeyError):
         return None
-    return record, engine, view
+    return restored.record, restored.engine, view
 
 
 def _summary(store: SnapshotStore, record: RunRecord, view: RunView) -> RunSummary:

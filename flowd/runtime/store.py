@@ -1,4 +1,4 @@
-"""Local snapshot store: one run's saved state, written atomically under the state dir.
+"""Local run store: one run's saved state under the state dir, a snapshot plus a journal.
 
 Layout of a state dir (``--state-dir``)::
 
@@ -6,15 +6,22 @@ Layout of a state dir (``--state-dir``)::
     runs/<key>.latest       the id of the latest run of this key (what ``--resume`` continues)
     runs/<run_id>/          one per run, kept until ``flowd gc``/``flowd rm`` removes it
         snapshot.bin        the RunRecord below (msgspec msgpack), replaced atomically
+        journal.bin         the batches of events since that snapshot (flowd.runtime.journal)
         work/               the run's working directory (cwd of every op process)
         attempts/<op>@<n>/  stdout.log, stderr.log, outputs.json, pid.json, result.json
 
-The record is written *before* the commands of a batch are carried out (write-ahead), so after a
-``kill -9`` the saved engine state never lags behind what the executor was told to do: every
-attempt the executor may have started is listed in ``attempts``, every timer in ``timers``.
+The state of a run is its snapshot plus the journal's entries after it, replayed through the
+engine (flowd.runtime.replay). Each batch is appended to the journal *before* its commands are
+carried out (write-ahead), so after a ``kill -9`` the saved state never lags behind what the
+executor was told to do: every attempt the executor may have started is in ``attempts`` after
+the replay, every timer in ``timers``. The snapshot is rewritten only now and then (compaction).
 
-A write is ``open(tmp) + write + fsync + rename + fsync(dir)``: a reader sees the old record or
-the new one, never a torn file. This module does no engine work and knows no op semantics.
+A snapshot write is ``open(tmp) + write + fsync + rename + fsync(dir)``: a reader sees the old
+record or the new one, never a torn file. This module does no engine work and knows no op
+semantics.
+
+State dirs of earlier releases hold ``snapshot.bin`` alone (record version 1): they read as a
+snapshot with an empty journal.
 
 A *key* names what is run (``flowd-`` + hash of the absolute file path and the params); each
 plain ``flowd run`` of it is a new *run* ``<key>-<n>`` (n = 1, 2, ...), so a re-run never deletes
@@ -38,7 +45,9 @@ from flowd.engine import StartOp
 
 __all__ = ["RunRecord", "SnapshotStore", "StoreError", "default_state_dir", "derive_run_id", "key_of"]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+# versions this release reads: 1 (a snapshot only, earlier releases) and 2 (snapshot + journal)
+READABLE_VERSIONS = frozenset({1, 2})
 
 
 class StoreError(Exception):
@@ -67,6 +76,8 @@ class RunRecord(msgspec.Struct, kw_only=True):
     key: str = ""
     pipeline: str = ""
     created_at: float = 0.0
+    # the last journal entry (driver batch) this snapshot holds; entries after it are replayed
+    seq: int = 0
 
 
 def default_state_dir() -> Path:
@@ -124,13 +135,27 @@ class SnapshotStore:
     def _path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "snapshot.bin"
 
-    def save(self, record: RunRecord) -> None:
-        path = self._path(record.run_id)
+    def snapshot_path(self, run_id: str) -> Path:
+        return self._path(run_id)
+
+    def journal_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "journal.bin"
+
+    def encode(self, record: RunRecord) -> bytes:
+        """The snapshot's bytes (taken in the event loop: the record is not thread-safe)."""
+        return self._encoder.encode(record)
+
+    def write(self, run_id: str, data: bytes) -> None:
+        """Replace the snapshot with ``data`` (blocking: the driver calls it from a worker thread)."""
+        path = self._path(run_id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, self._encoder.encode(record))
+            write_atomic(path, data)
         except OSError as exc:
             raise StoreError(f"cannot write the run's state to {path}: {exc}") from exc
+
+    def save(self, record: RunRecord) -> None:
+        self.write(record.run_id, self.encode(record))
 
     def load(self, run_id: str) -> RunRecord | None:
         """The saved record, or None when this run has never been saved."""
@@ -145,8 +170,9 @@ class SnapshotStore:
             record = self._decoder.decode(data)
         except msgspec.DecodeError as exc:
             raise StoreError(f"the run's state in {path} is unreadable ({exc}); run without --resume") from exc
-        if record.version != RECORD_VERSION:
-            raise StoreError(f"the run's state in {path} has version {record.version}, expected {RECORD_VERSION}")
+        if record.version not in READABLE_VERSIONS:
+            raise StoreError(f"the run's state in {path} has version {record.version}, expected one of "
+                             f"{', '.join(map(str, sorted(READABLE_VERSIONS)))} (written by a newer flowd?)")
         return record
 
     def discard(self, run_id: str) -> None:
@@ -156,12 +182,18 @@ class SnapshotStore:
     # ----------------------------------------------------------------- runs of a key
 
     def run_ids(self) -> list[str]:
-        """Every saved run of this state dir (a directory with a snapshot), oldest first."""
+        """Every saved run of this state dir (a directory with a snapshot), oldest first (by the
+        last write to its snapshot or journal)."""
         base = self.root / "runs"
-        try:
-            found = [(p.stat().st_mtime, p.parent.name) for p in base.glob("*/snapshot.bin")]
-        except OSError:
-            return []
+        found = []
+        for p in base.glob("*/snapshot.bin"):
+            try:
+                changed = p.stat().st_mtime
+            except OSError:
+                continue  # removed meanwhile (flowd rm, gc)
+            with contextlib.suppress(OSError):
+                changed = max(changed, (p.parent / "journal.bin").stat().st_mtime)
+            found.append((changed, p.parent.name))
         return [run_id for _, run_id in sorted(found)]
 
     def latest(self, key: str) -> str | None:

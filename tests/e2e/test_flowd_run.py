@@ -495,3 +495,31 @@ def test_a_single_job_file_is_reported_under_its_name(tmp_path: Path) -> None:
         """)
     report = run_json(job, "--param", "who=bob", state=tmp_path / "state", expect_rc=0)
     assert report["ops"]["single"]["outputs"] == {"greeting": "hi bob"}
+
+
+def test_a_kill_in_the_middle_of_a_journal_append_then_resume(tmp_path: Path) -> None:
+    """``FLOWD_TEST_CRASH_AT=run.journal_torn``: flowd writes half of its first journal frame and
+    SIGKILLs itself (flowd.faults). The torn frame is ignored, --resume goes on from the last
+    whole batch (a started, nothing reported yet: a runs again under the same attempt), and the
+    rest of the pipeline runs once."""
+    from flowd.runtime.journal import read_journal
+    from flowd.runtime.store import SnapshotStore
+
+    log = tmp_path / "log"
+    op = "{{name: {n}, {deps}component: {{run: {{kind: job, container: {{image: x, command: [sh, -c, 'echo {n} >> {log}']}}}}}}}}"
+    ops = [op.format(n=n, deps=f"dependencies: [{d}], " if d else "", log=log) for n, d in (("a", ""), ("b", "a"), ("c", "b"))]
+    pipeline = write(tmp_path, "p.yaml", "version: 1.1\nkind: component\nname: torn\nrun:\n  kind: dag\n  operations:\n"
+                     + "".join(f"    - {o}\n" for o in ops))
+    state = tmp_path / "state"
+    env = {**os.environ, "FLOWD_TEST_CRASH_AT": "run.journal_torn"}
+    killed = flowd(pipeline, "--output", "json", state=state, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    store = SnapshotStore(state)
+    (run_id,) = store.run_ids()
+    entries, good, torn = read_journal(store.journal_path(run_id))
+    assert torn and entries == [] and good == 0 and store.journal_path(run_id).stat().st_size > 0
+    report = run_json(pipeline, "--resume", state=state, expect_rc=0)
+    assert statuses(report) == {"a": "succeeded", "b": "succeeded", "c": "succeeded"}
+    assert [report["ops"][p]["attempts"] for p in "abc"] == [1, 1, 1]
+    lines = log.read_text().split()
+    assert lines[-2:] == ["b", "c"] and lines.count("b") == 1 and set(lines[:-2]) <= {"a"}

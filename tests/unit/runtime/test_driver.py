@@ -13,6 +13,7 @@ from flowd.engine.core import Engine
 from flowd.engine.messages import StartOp, StatusChanged, Submit
 from flowd.engine.view import RunView
 from flowd.runtime.driver import Driver
+from flowd.runtime.replay import restore_run
 from flowd.runtime.store import RunRecord, SnapshotStore, StoreError
 from flowd.spec.compiled import IOSpec, Termination
 from tests.unit.engine.build import dag, job, ref
@@ -102,18 +103,22 @@ async def test_a_stuck_run_is_stopped_instead_of_hanging(tmp_path: Path) -> None
     assert any("nothing is running" in n and "wait" in n for n in progress.notes)
 
 
-class CrashingStore(SnapshotStore):
-    """Stands for a kill -9: the write after ``crash_when`` says so fails and the driver dies."""
+class CrashingDriver(Driver):
+    """Stands for a kill -9: right after the batch ``crash_when`` accepts is durable (snapshot or
+    journal append), the driver dies before carrying out its commands."""
 
-    def __init__(self, root: Path, crash_when) -> None:
-        super().__init__(root)
-        self.crash_when = crash_when
-        self.armed = True
+    crash_when = staticmethod(lambda record: False)
 
-    def save(self, record: RunRecord) -> None:
-        super().save(record)
-        if self.armed and self.crash_when(record):
-            self.armed = False
+    def _write_snapshot(self, data: bytes) -> None:
+        super()._write_snapshot(data)
+        self._maybe_crash()
+
+    def _append(self, frame: bytes) -> None:
+        super()._append(frame)
+        self._maybe_crash()
+
+    def _maybe_crash(self) -> None:
+        if self.crash_when(self.record):
             raise StoreError("simulated crash")
 
 
@@ -125,13 +130,18 @@ async def test_resume_after_a_crash_does_not_rerun_succeeded_ops(tmp_path: Path)
         job("c", upstream=["b"], command=sh(f"echo c >> {log}")),
     ])
     # crash as soon as b is in flight (its StartOp saved): a has succeeded, b runs
-    store = CrashingStore(tmp_path, lambda r: any(cmd.path == "b" for cmd in r.attempts.values()))
-    with pytest.raises(BaseException) as info:
-        await drive(pipeline, store)
+    store = SnapshotStore(tmp_path)
+    crashing = CrashingDriver(Engine(), record=new_record(), store=store, progress=Lines(), grace=1.0,
+                              handle_signals=False)
+    crashing.crash_when = lambda r: any(cmd.path == "b" for cmd in r.attempts.values())
+    with pytest.raises(BaseException) as info, anyio.fail_after(20):
+        await crashing.run([Submit(run_id="run-1", pipeline=pipeline, time=time.time())])
     assert info.group_contains(StoreError) if isinstance(info.value, BaseExceptionGroup) else True
-    record = store.load("run-1")
-    assert record is not None and record.done is None
-    view = await drive(None, store, record=record, engine=Engine.restore(record.engine))
+    assert crashing.stats["appends"] >= 1  # b's start was journaled, not in the snapshot
+    restored = restore_run(store, "run-1")
+    assert restored is not None and restored.record.done is None and restored.replayed >= 1
+    assert [c.path for c in restored.record.attempts.values()] == ["b"]
+    view = await drive(None, store, record=restored.record, engine=restored.engine)
     assert view.status == "succeeded"
     assert [v.status for v in view.ops.values()] == ["succeeded"] * 3
     lines = log.read_text().split()
