@@ -28,6 +28,7 @@ import msgspec
 
 from flowd.engine import status as S
 from flowd.engine import template_bounds
+from flowd.engine.joins import JoinSource
 from flowd.engine.messages import (
     Approve,
     CancelTimer,
@@ -46,7 +47,7 @@ from flowd.engine.messages import (
 )
 from flowd.engine.pipelines import PipelinesMixin, approved_up_front
 from flowd.engine.recovery import RecoveryMixin
-from flowd.engine.resolve import ResolveError, Resolver, has_templates
+from flowd.engine.resolve import ResolveError, Resolver, has_templates, op_uuid
 from flowd.engine.state import (
     PIPELINE_KINDS,
     SNAPSHOT_VERSION,
@@ -102,6 +103,10 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         self._out: list[Command] = []
         self._finished: list[tuple[RunState, Node]] = []
         self._now = 0.0
+        # what joins select from: every op of every run this engine holds (POLYFLOW §8.4)
+        self._joins = JoinSource(lambda: self.runs.values(),
+                                 lambda run, node: list(self._index[run.run_id].specs[node.path].component.tags),
+                                 self.limits, op_uuid)
 
     # ------------------------------------------------------------------------------ public
 
@@ -206,6 +211,8 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
                 kind=node.kind,
                 params=node.params,
                 reason=node.reason,
+                joined=[{"run_id": r, "op": p, "uuid": op_uuid(r, p)}
+                        for r, _, p in (item.partition("/") for item in node.joined)] if node.joined else None,
             )
         return RunView(
             run_id=run_id,
@@ -519,7 +526,8 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         def sibling(name: str) -> Node | None:
             return run.nodes.get(child_path(base, name))
 
-        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get, run.context)
+        return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get, run.context,
+                        joins=self._joins)
 
     def _ready(self, run: RunState, node: Node) -> None:
         """The trigger fired: prepare the op now, or once it is approved."""
@@ -543,6 +551,7 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         try:
             params = resolver.params(partial=node.kind == "matrix")
             node.params = params
+            node.joined = resolver.joined or None
             if spec.conditions is not None and not resolver.condition(params):
                 self._finish(run, node, S.SKIPPED, reason="ConditionsCheckFailed",
                              message=f"conditions {spec.conditions!r} evaluated to false")
@@ -753,6 +762,7 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
                 run_id=run.run_id, path=node.path, status=node.status, time=self._now, attempt=node.attempt,
                 key=event_key(run, node), message=node.message,
                 reason=node.reason, outputs=node.outputs if node.status == S.SUCCEEDED else None,
+                joined=node.joined if node.status == S.COMPILED else None,
             )
         )
 
