@@ -408,6 +408,10 @@ class PartitionWorker:
                     await p.send(topics.subscriptions, None if sub is None else wire.encode(sub), key=key.encode())
                 for dead in out.deadletters:
                     await p.send(topics.deadletter, wire.encode(dead), key=dead.key)
+                # results to cache: in the transaction of the events completing their ops, so a
+                # crash never leaves a hit for an op whose success was not recorded
+                for entry in out.cache_entries:
+                    await p.send(topics.cache, wire.encode(entry), key=entry.key.encode())
                 if snap_bytes is not None:
                     await p.send(topics.snapshots, snap_bytes, key=str(self.partition).encode(), partition=self.partition)
                 await p.send_offsets_to_transaction({self.tp: offset}, d.config.group_id)
@@ -433,6 +437,9 @@ class PartitionWorker:
         m.transactions.labels("committed").inc()
         m.transaction_seconds.observe(done - t0)
         m.produced.labels(topics.events).inc(len(out.events))
+        if out.cache_entries:
+            d.effects.cache.put(out.cache_entries)  # this replica sees them before its tail does
+            m.cache_written.inc(len(out.cache_entries))
         if out.deadletters:
             m.produced.labels(topics.deadletter).inc(len(out.deadletters))
             for dead in out.deadletters:

@@ -22,11 +22,10 @@ IGNORED_FIELDS: dict[str, str] = {
     "cost": "flowd does not account costs",
     "mount": "flowd uploads and mounts no local paths",
     "hooks": "flowd does not run hooks yet",
-    "cache": "only `flowd run` caches results (in its state dir); `flowd serve` does not yet: every op runs there",
 }
 
 _CAMEL = {"plugins": "plugins", "build": "build", "queue": "queue", "cost": "cost", "mount": "mount",
-          "hooks": "hooks", "cache": "cache"}
+          "hooks": "hooks"}
 
 Emit = Callable[[str, tuple[Any, ...], str], None]
 
