@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from flowd.daemon import faults, wire
 from flowd.daemon.kafka import BusError, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
+from flowd.faults import crash_point
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -412,6 +413,7 @@ class PartitionWorker:
                 # crash never leaves a hit for an op whose success was not recorded
                 for entry in out.cache_entries:
                     await p.send(topics.cache, wire.encode(entry), key=entry.key.encode())
+                    crash_point("daemon.cache_sent", entry.key)  # tests only: sent, not committed
                 if snap_bytes is not None:
                     await p.send(topics.snapshots, snap_bytes, key=str(self.partition).encode(), partition=self.partition)
                 await p.send_offsets_to_transaction({self.tp: offset}, d.config.group_id)

@@ -111,3 +111,9 @@ def test_run_and_op_durations_are_observed_when_they_end() -> None:
     run_sum = {labels["status"]: v for labels, v in got["flowd_run_duration_seconds_sum"]}
     assert op_sum == {s: 30.0 if s == "succeeded" else 0.0 for s in DONE}
     assert run_sum == {s: 32.0 if s == "succeeded" else 0.0 for s in DONE}
+
+
+def test_cache_hit_and_miss_series_exist_at_zero() -> None:
+    got = scrape(Metrics())
+    assert {labels["result"]: v for labels, v in got["flowd_cache_lookups_total"]} == {"hit": 0.0, "miss": 0.0}
+    assert got["flowd_cache_entries_written_total"] == [({}, 0.0)]
