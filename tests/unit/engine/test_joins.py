@@ -122,6 +122,7 @@ run:
             seen: {value: outputs.loss}
             arts: {value: artifacts.model}
       component:
+        inputs: [{name: arts, type: artifacts}]
         run: {kind: job, container: {image: busybox, command: [echo]}}
 """
 

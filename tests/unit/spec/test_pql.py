@@ -77,3 +77,35 @@ def test_sort_orders_by_fields_with_missing_values_last() -> None:
         parse_sort("bogus")
     with pytest.raises(PqlError, match="not a field name"):
         parse_sort("metrics.loss, ,")
+
+
+def test_flowd_check_reports_bad_join_queries_at_their_location() -> None:
+    import textwrap
+
+    from flowd.spec import compile_text
+
+    text = textwrap.dedent("""
+    kind: component
+    name: p
+    run:
+      kind: dag
+      operations:
+        - {name: a, component: {run: {kind: job, container: {image: x, command: [echo]}}}}
+        - name: reduce
+          dependencies: [a]
+          params: {u: {ref: ops.a, value: globals.uuid, contextOnly: true}}
+          joins:
+            - {query: "pipeline: {{ u }}, (status: ok", params: {xs: {value: outputs.loss}}}
+            - {query: "hub.name: x", sort: "-metrics.loss, nope", params: {ys: {value: outputs.loss}}}
+            - {query: "pipeline: {{ u }}, metrics.loss: <{{ 0.5 }}", sort: "-metrics.loss"}
+          component:
+            inputs: [{name: xs, type: float, isList: true}, {name: ys, type: float, isList: true}]
+            run: {kind: job, container: {image: x, command: [echo]}}
+    """)
+    result = compile_text(text, source="t.yaml")
+    errors = [(e.location, e.message) for e in result.errors]
+    assert len(errors) == 1
+    assert errors[0][0].endswith("operations[1].joins[0].query") and "without a matching `)`" in errors[0][1]
+    warnings = sorted((w.location, w.message) for w in result.warnings)
+    assert [loc.rsplit(".", 2)[-2:] for loc, _ in warnings] == [["joins[1]", "query"], ["joins[1]", "sort"]]
+    assert "unknown field `hub.name`" in warnings[0][1] and "unknown field `nope`" in warnings[1][1]
