@@ -10,14 +10,14 @@ docs/joins.md). Each op is one run record with the fields of :mod:`flowd.spec.pq
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from flowd.engine.state import Node, RunState
 from flowd.spec.limits import Limits, over
 from flowd.spec.pql import PqlError, field_value, parse_query, parse_sort, sort_records
 
-__all__ = ["JoinError", "JoinSource", "run_record", "select", "join_values"]
+__all__ = ["JoinError", "JoinSource", "RunRecord", "select", "join_values"]
 
 
 class JoinError(ValueError):
@@ -37,36 +37,72 @@ def _metrics(node: Node) -> dict[str, Any]:
     return out
 
 
-def run_record(run: RunState, node: Node, uuid_of: Callable[[str, str], str],
-               tags: Callable[[], list[str]] | None = None) -> dict[str, Any]:
-    """The query fields of one op of one run (see flowd.spec.pql.FIELDS); ``uuid_of(run id,
-    path)`` is the op's ``globals.uuid``."""
-    duration = None
-    if node.finished_at is not None:
-        duration = node.finished_at - (node.started_at if node.started_at is not None else node.created_at)
-    meta: dict[str, Any] = {}
-    if node.suggestion is not None:
-        meta["iteration"] = node.iteration if node.iteration is not None else node.index
-        if node.bracket is not None:
-            meta["bracket_iteration"] = node.bracket
-    return {
-        "uuid": uuid_of(run.run_id, node.path),
-        "name": node.name,
-        "status": node.status,
-        "kind": node.kind,
-        "runtime": node.kind,
-        "tags": tags() if tags is not None else [],
-        "pipeline": uuid_of(run.run_id, node.parent) if node.parent is not None else None,
-        "controller": uuid_of(run.run_id, "") if node.parent is not None else None,
-        "created_at": node.created_at,
-        "started_at": node.started_at,
-        "finished_at": node.finished_at,
-        "duration": duration,
-        "inputs": node.params or {},
-        "outputs": node.outputs or {},
-        "metrics": _metrics(node),
-        "meta_values": meta,
-    }
+_FIELDS = ("uuid", "name", "status", "kind", "runtime", "tags", "pipeline", "controller", "created_at",
+           "started_at", "finished_at", "duration", "inputs", "outputs", "metrics", "meta_values")
+
+
+class RunRecord(Mapping[str, Any]):
+    """The query fields of one op of one run (see flowd.spec.pql.FIELDS), computed when first
+    read: a query usually decides on one or two fields (``pipeline: <uuid>``), so the others of
+    the ops it rejects are never built (a uuid is a SHA-1)."""
+
+    __slots__ = ("run", "node", "_source", "_tags", "_values")
+
+    def __init__(self, run: RunState, node: Node, source: JoinSource, tags: bool) -> None:
+        self.run = run
+        self.node = node
+        self._source = source
+        self._tags = tags
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        values = self._values
+        if key in values:
+            return values[key]
+        if key not in _FIELDS:
+            raise KeyError(key)
+        value = values[key] = self._compute(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in _FIELDS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_FIELDS)
+
+    def _compute(self, key: str) -> Any:
+        run, node, uuid_of = self.run, self.node, self._source.uuid_of
+        if key == "uuid":
+            return uuid_of(run.run_id, node.path)
+        if key in ("name", "status", "kind", "created_at", "started_at", "finished_at"):
+            return getattr(node, key)
+        if key == "runtime":
+            return node.kind
+        if key == "tags":
+            return self._source.tags_of(run, node) if self._tags else []
+        if key == "pipeline":
+            return uuid_of(run.run_id, node.parent) if node.parent is not None else None
+        if key == "controller":
+            return uuid_of(run.run_id, "") if node.parent is not None else None
+        if key == "duration":
+            if node.finished_at is None:
+                return None
+            return node.finished_at - (node.started_at if node.started_at is not None else node.created_at)
+        if key == "inputs":
+            return node.params or {}
+        if key == "outputs":
+            return node.outputs or {}
+        if key == "metrics":
+            return _metrics(node)
+        meta: dict[str, Any] = {}
+        if node.suggestion is not None:
+            meta["iteration"] = node.iteration if node.iteration is not None else node.index
+            if node.bracket is not None:
+                meta["bracket_iteration"] = node.bracket
+        return meta
 
 
 class JoinSource:
@@ -76,18 +112,27 @@ class JoinSource:
     def __init__(self, runs: Callable[[], Iterable[RunState]], tags_of: Callable[[RunState, Node], list[str]],
                  limits: Limits, uuid_of: Callable[[str, str], str]) -> None:
         self._runs = runs
-        self._tags_of = tags_of
+        self.tags_of = tags_of
         self.limits = limits
-        self.uuid_of = uuid_of
+        self._uuid_of = uuid_of
+        # (run id, path) -> uuid: a SHA-1 each, and every join scans every op again
+        self._uuids: dict[tuple[str, str], str] = {}
 
-    def records(self, exclude: tuple[str, str], *, tags: bool) -> list[tuple[RunState, Node, dict[str, Any]]]:
+    def uuid_of(self, run_id: str, path: str) -> str:
+        uid = self._uuids.get((run_id, path))
+        if uid is None:
+            if len(self._uuids) > 1_000_000:
+                self._uuids.clear()
+            uid = self._uuids[(run_id, path)] = self._uuid_of(run_id, path)
+        return uid
+
+    def records(self, exclude: tuple[str, str], *, tags: bool) -> list[RunRecord]:
         out = []
         for run in self._runs():
+            skip = exclude[1] if run.run_id == exclude[0] else None
             for node in run.nodes.values():
-                if (run.run_id, node.path) == exclude:
-                    continue
-                tag_fn = (lambda r=run, n=node: self._tags_of(r, n)) if tags else None
-                out.append((run, node, run_record(run, node, self.uuid_of, tag_fn)))
+                if node.path != skip:
+                    out.append(RunRecord(run, node, self, tags))
         return out
 
 
@@ -106,7 +151,7 @@ def _window(value: Any, what: str, default: int | None) -> int | None:
 
 
 def select(source: JoinSource, exclude: tuple[str, str], query: str, sort: str | None, limit: Any,
-           offset: Any) -> list[tuple[RunState, Node, dict[str, Any]]]:
+           offset: Any) -> list[RunRecord]:
     """The selected runs of one (rendered) join, in order. Raises JoinError."""
     cap = source.limits.max_join_runs
     try:
@@ -120,15 +165,13 @@ def select(source: JoinSource, exclude: tuple[str, str], query: str, sort: str |
     if n > cap:
         raise JoinError(str(over("`limit` asks for", n, "runs", setting="max_join_runs", limit=cap)))
     needs_tags = "tags" in parsed.fields or any(f == "tags" for f, _ in order)
-    matched = [rec for rec in source.records(exclude, tags=needs_tags) if parsed.match(rec[2])]
+    matched = [rec for rec in source.records(exclude, tags=needs_tags) if parsed.match(rec)]
     if order:
-        by_id = {id(rec[2]): rec for rec in matched}
-        matched = [by_id[id(r)] for r in sort_records([rec[2] for rec in matched], order)]
+        matched = sort_records(matched, order)
     return matched[start:start + n]
 
 
-def _value_of(run: RunState, node: Node, record: dict[str, Any], path: str,
-              globals_of: Callable[[RunState, Node], dict[str, Any]]) -> Any:
+def _value_of(record: RunRecord, path: str, globals_of: Callable[[RunState, Node], dict[str, Any]]) -> Any:
     """§3.4 value path ``p`` on one selected run (None when missing)."""
     p = path.strip()
     if p.startswith("{{") and p.endswith("}}"):
@@ -142,7 +185,7 @@ def _value_of(run: RunState, node: Node, record: dict[str, Any], path: str,
         # flowd keeps no artifact store: an op's artifacts are the outputs it reported
         values = record["outputs"]
     elif section == "globals":
-        values = globals_of(run, node)
+        values = globals_of(record.run, record.node)
     else:
         return None
     if not key:
@@ -154,15 +197,15 @@ def _is_artifacts(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and set(value) <= {"files", "dirs"}
 
 
-def join_values(selected: list[tuple[RunState, Node, dict[str, Any]]], path: str,
+def join_values(selected: list[RunRecord], path: str,
                 globals_of: Callable[[RunState, Node], dict[str, Any]]) -> Any:
     """The list of ``path`` over the selected runs, in order (None where missing); ArtifactsType
     mappings are merged into one, each entry prefixed with ``<run uuid>/``."""
-    values = [_value_of(run, node, rec, path, globals_of) for run, node, rec in selected]
+    values = [_value_of(rec, path, globals_of) for rec in selected]
     present = [v for v in values if v is not None]
     if present and all(_is_artifacts(v) for v in present):
         merged: dict[str, list[str]] = {"files": [], "dirs": []}
-        for (_, _, rec), v in zip(selected, values, strict=True):
+        for rec, v in zip(selected, values, strict=True):
             if v is None:
                 continue
             for kind in ("files", "dirs"):

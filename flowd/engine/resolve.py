@@ -388,7 +388,7 @@ class Resolver:
                 if not isinstance(value, str):
                     raise ResolveError(f"{where}: param {name!r} needs a value path such as `outputs.loss`")
                 resolved[name] = join_values(selected, value, _globals_of)
-            self.joined.extend(f"{run.run_id}/{node.path}" for run, node, _ in selected)
+            self.joined.extend(f"{rec.run.run_id}/{rec.node.path}" for rec in selected)
 
     @staticmethod
     def _coerce(io: IOSpec, value: Any, what: str) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["PqlError", "Query", "parse_query", "parse_sort", "FIELDS", "PREFIXES", "check_field", "sort_records"]
 
@@ -346,12 +346,15 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (2, str(value))
 
 
-def sort_records(records: list[dict[str, Any]], order: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+R = TypeVar("R", bound=Mapping[str, Any])
+
+
+def sort_records(records: list[R], order: list[tuple[str, bool]]) -> list[R]:
     """Stable sort by each field in turn; missing values (null) last whatever the direction."""
     out = list(records)
     for field, desc in reversed(order):
-        present = [r for r in out if field_value(r, field) is not None]
-        missing = [r for r in out if field_value(r, field) is None]
-        present.sort(key=lambda r: _sort_key(field_value(r, field)), reverse=desc)
-        out = present + missing
+        values = [(field_value(r, field), r) for r in out]
+        present = [(v, r) for v, r in values if v is not None]
+        present.sort(key=lambda vr: _sort_key(vr[0]), reverse=desc)
+        out = [r for _, r in present] + [r for v, r in values if v is None]
     return out
