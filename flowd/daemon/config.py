@@ -47,6 +47,8 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     snapshot_records: int = 50000
     # finished runs stay in memory (``flowd status`` from the daemon, late reports) this long
     retention: float = 3600.0
+    # the result cache (flowd.daemon.cache): false = every op runs, nothing is read or written
+    cache: bool = True
     # result cache entries each replica keeps in memory (the oldest results go first)
     cache_max_entries: int = 100_000
     # seconds an op start waits for the cache topic to be read after the daemon starts
@@ -130,6 +132,7 @@ FIELDS_HELP = {
     "snapshot_interval": "seconds between snapshots of a partition that receives input",
     "snapshot_records": "input records between snapshots",
     "retention": "seconds a finished run stays in memory",
+    "cache": "result cache in the <prefix>cache topic (false: every op runs)",
     "cache_max_entries": "result cache entries each replica keeps in memory",
     "cache_wait": "seconds an op start waits for the cache topic to be read at start",
     "partitions": "partitions of topics the daemon creates",

@@ -72,7 +72,7 @@ class Effects:
         for cmd in out.effects:
             if isinstance(cmd, StartOp):
                 self.run_partition[cmd.run_id] = partition
-                if cmd.cache_key is not None:
+                if cmd.cache_key is not None and self.config.cache:
                     if queued_at is None:
                         # the ttl is measured at the time of the event that queued the op
                         queued_at = {(t.run_id, t.path): t.time for t in out.transitions}

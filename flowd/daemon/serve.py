@@ -242,8 +242,9 @@ class Daemon:
                     log.info("http_listening", host=c.metrics_host, port=self.http_port)
                 tg.start_soon(_guard, self.timers.run_timers, name="run_timers")
                 tg.start_soon(_guard, self.effects.run_reporter, name="run_reporter")
-                tg.start_soon(_guard, partial(self.effects.cache.tail, c, ready=self.effects.cache_ready),
-                              name="run_cache_tail")
+                if c.cache:
+                    tg.start_soon(_guard, partial(self.effects.cache.tail, c, ready=self.effects.cache_ready),
+                                  name="run_cache_tail")
                 tg.start_soon(_guard, self.run_consumer, name="run_consumer")
                 tg.start_soon(_guard, self.run_loop_lag, name="run_loop_lag")
                 tg.start_soon(_guard, router.run_router, name="run_router")

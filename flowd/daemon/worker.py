@@ -411,7 +411,7 @@ class PartitionWorker:
                     await p.send(topics.deadletter, wire.encode(dead), key=dead.key)
                 # results to cache: in the transaction of the events completing their ops, so a
                 # crash never leaves a hit for an op whose success was not recorded
-                for entry in out.cache_entries:
+                for entry in out.cache_entries if d.config.cache else ():
                     await p.send(topics.cache, wire.encode(entry), key=entry.key.encode())
                     crash_point("daemon.cache_sent", entry.key)  # tests only: sent, not committed
                 if snap_bytes is not None:
@@ -439,7 +439,7 @@ class PartitionWorker:
         m.transactions.labels("committed").inc()
         m.transaction_seconds.observe(done - t0)
         m.produced.labels(topics.events).inc(len(out.events))
-        if out.cache_entries:
+        if out.cache_entries and d.config.cache:
             d.effects.cache.put(out.cache_entries)  # this replica sees them before its tail does
             m.cache_written.inc(len(out.cache_entries))
         if out.deadletters:

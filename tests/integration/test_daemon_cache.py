@@ -93,7 +93,8 @@ async def metrics_text(daemon: Daemon) -> str:
 
 
 def config_for(kafka_broker, tmp_path: Path, name: str, **kw) -> DaemonConfig:
-    return test_config(kafka_broker.bootstrap, name=name, executor="local", state_dir=str(tmp_path / "state"), **kw)
+    return test_config(kafka_broker.bootstrap, name=name, executor="local", state_dir=str(tmp_path / "state"),
+                       cache=True, **kw)
 
 
 async def test_the_second_identical_run_hits_the_cache(kafka_broker, tmp_path: Path) -> None:
