@@ -163,12 +163,16 @@ def _op_entry(op: Any) -> dict[str, Any]:
         source = (op.message or "").removeprefix("cache hit: outputs of ")
         run_id, _, path = source.partition("/")
         entry.update(cache_hit=True, cache_source={"run_id": run_id, "op": path})
+    if getattr(op, "joined", None):
+        # lineage of its joins (POLYFLOW §8.4): the runs they selected, in order
+        entry["joined"] = op.joined
     return entry
 
 
 def json_report(view: RunView) -> dict[str, Any]:
     """The ``--output json`` object. Times are ISO-8601 strings in UTC (or null). An op that
-    reused a cached result also has ``"cache_hit": true`` and ``"cache_source": {run_id, op}``."""
+    reused a cached result also has ``"cache_hit": true`` and ``"cache_source": {run_id, op}``; an
+    op with joins has ``"joined": [{run_id, op, uuid}, ...]``, the runs they selected."""
     return {
         "pipeline": view.pipeline,
         "status": view.status,

@@ -108,8 +108,10 @@ async def run_status(config: DaemonConfig, run_id: str) -> dict[str, Any] | None
             if not view["done"] or event.epoch > view.get("epoch", 0):
                 view.update(status=event.status, message=event.message, done=False, epoch=event.epoch)
         else:
-            view["ops"][event.path] = {"status": event.status, "attempt": event.attempt, "message": event.message,
-                                       "outputs": event.outputs, "time": event.time}
+            op = view["ops"][event.path] = {"status": event.status, "attempt": event.attempt, "message": event.message,
+                                            "outputs": event.outputs, "time": event.time}
+            if event.reason is not None:
+                op["reason"] = event.reason  # CacheHit (the message names the source), Timeout...
     return view
 
 

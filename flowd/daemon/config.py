@@ -47,6 +47,12 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     snapshot_records: int = 50000
     # finished runs stay in memory (``flowd status`` from the daemon, late reports) this long
     retention: float = 3600.0
+    # the result cache (flowd.daemon.cache): false = every op runs, nothing is read or written
+    cache: bool = True
+    # result cache entries each replica keeps in memory (the oldest results go first)
+    cache_max_entries: int = 100_000
+    # seconds an op start waits for the cache topic to be read after the daemon starts
+    cache_wait: float = 10.0
     # partitions of the topics the daemon creates (existing topics are left alone)
     partitions: int = 6
     # replication factor of topics the daemon creates (0: 3, or fewer on a smaller cluster)
@@ -95,7 +101,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class Topics:
-    __slots__ = ("runs", "events", "external", "subscriptions", "snapshots", "deadletter", "status")
+    __slots__ = ("runs", "events", "external", "subscriptions", "snapshots", "deadletter", "status", "cache")
     runs: str
     events: str
     external: str
@@ -103,6 +109,7 @@ class Topics:
     snapshots: str
     deadletter: str
     status: str
+    cache: str
 
     def __init__(self, prefix: str) -> None:
         for name in self.__slots__:
@@ -125,6 +132,9 @@ FIELDS_HELP = {
     "snapshot_interval": "seconds between snapshots of a partition that receives input",
     "snapshot_records": "input records between snapshots",
     "retention": "seconds a finished run stays in memory",
+    "cache": "result cache in the <prefix>cache topic (false: every op runs)",
+    "cache_max_entries": "result cache entries each replica keeps in memory",
+    "cache_wait": "seconds an op start waits for the cache topic to be read at start",
     "partitions": "partitions of topics the daemon creates",
     "replication_factor": "replication of topics the daemon creates (0: 3, or fewer brokers)",
     "session_timeout_ms": "consumer group session timeout",

@@ -21,6 +21,7 @@ import anyio.abc
 import structlog
 
 from flowd.daemon import wire
+from flowd.daemon.cache import ResultCache, hit_report
 from flowd.daemon.kafka import map_errors
 from flowd.daemon.metrics import LOST_REASONS
 from flowd.daemon.timers import TimerWheel
@@ -53,6 +54,10 @@ class Effects:
         self.feedback: AIOKafkaProducer
         self._fetch_tg: anyio.abc.TaskGroup
         self._fetch_limiter = anyio.CapacityLimiter(max(1, config.url_policy.concurrency))
+        # the result cache every replica reads from `<prefix>cache` (flowd.daemon.cache); set
+        # ready once the entries present at start are read, so a restart does not miss them
+        self.cache = ResultCache(config.cache_max_entries)
+        self.cache_ready = anyio.Event()
 
     def attach(self, *, executor: Executor, feedback: AIOKafkaProducer, fetch_tg: anyio.abc.TaskGroup) -> None:
         """Wire in what only exists once the daemon runs (the serve task tree builds them)."""
@@ -64,9 +69,17 @@ class Effects:
 
     async def carry_out(self, partition: int, out: Outcome) -> None:
         m = self.metrics
+        queued_at: dict[tuple[str, str], float] | None = None
         for cmd in out.effects:
             if isinstance(cmd, StartOp):
                 self.run_partition[cmd.run_id] = partition
+                if cmd.cache_key is not None and self.config.cache:
+                    if queued_at is None:
+                        # the ttl is measured at the time of the event that queued the op
+                        queued_at = {(t.run_id, t.path): t.time for t in out.transitions}
+                    if await self._cache_hit(cmd, queued_at.get((cmd.run_id, cmd.path), time.time())):
+                        m.commands.labels("CacheHit").inc()
+                        continue
                 await self.start_attempt(cmd)
             elif isinstance(cmd, StopOp):
                 await self.stop_attempt(cmd)
@@ -82,6 +95,21 @@ class Effects:
             forget = getattr(self.executor, "forget_run", None)
             if forget is not None:
                 forget(done.run_id)
+
+    async def _cache_hit(self, cmd: StartOp, now: float) -> bool:
+        """Report ``cmd`` succeeded from the cache when its key has a result younger than its
+        ttl. Waits (bounded) for the cache to be read at start."""
+        if not self.cache_ready.is_set():
+            with anyio.move_on_after(self.config.cache_wait):
+                await self.cache_ready.wait()
+        entry = self.cache.lookup(cmd.cache_key or "", cmd.cache_ttl, now)
+        if entry is None:
+            self.metrics.cache_lookups.labels("miss").inc()
+            return False
+        self.metrics.cache_lookups.labels("hit").inc()
+        log.info("cache_hit", run_id=cmd.run_id, op_path=cmd.path, source_run=entry.run_id, source_op=entry.path)
+        self.report(hit_report(cmd, entry, now))
+        return True
 
     def set_timer(self, partition: int, run_id: str, timer_id: str, at: float) -> None:
         self.run_partition[run_id] = partition

@@ -137,6 +137,8 @@ def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
         topics.snapshots: compacted,
         # the latest summary of each run (key = run id): flowd runs / status read it
         topics.status: {**compacted, "max.message.bytes": str(SNAPSHOT_MAX_BYTES)},
+        # the result cache (key = cache key): every replica reads it whole (flowd.daemon.cache)
+        topics.cache: compacted,
     }
 
 

@@ -97,6 +97,11 @@ class Metrics:
         self.lag = Gauge("flowd_consumer_lag", "Records behind the end of each owned runs partition", ["partition"], registry=r)
         self.ready = Gauge("flowd_ready", "1 when every assigned partition is restored", registry=r)
         self.triggered = Counter("flowd_triggered_runs", "Runs submitted by event subscriptions", registry=r)
+        self.cache_lookups = Counter("flowd_cache_lookups", "Result cache lookups before an op starts, by result",
+                                     ["result"], registry=r)
+        self.cache_written = Counter("flowd_cache_entries_written", "Results written to the cache topic", registry=r)
+        for result in ("hit", "miss"):
+            self.cache_lookups.labels(result)
         self.run_seconds = Histogram("flowd_run_duration_seconds", "From a run's start to its end, by final status",
                                      ["status"], buckets=_DURATION, registry=r)
         self.op_seconds = Histogram("flowd_op_duration_seconds",

@@ -66,7 +66,8 @@ Compiler = Callable[[wire.Submission], "tuple[Op | None, list[wire.Diagnostic]]"
 class Outcome:
     """What one batch of records asks the serve loop to do."""
 
-    __slots__ = ("events", "subscriptions", "deadletters", "effects", "transitions", "ignored", "finished", "fetches")
+    __slots__ = ("events", "subscriptions", "deadletters", "effects", "transitions", "ignored", "finished", "fetches",
+                 "cache_entries")
 
     def __init__(self) -> None:
         self.events: list[tuple[str, wire.StatusEvent | wire.CompletionEvent]] = []
@@ -78,6 +79,8 @@ class Outcome:
         self.finished: list[wire.CompletionEvent] = []
         # submissions whose urlRefs the daemon must fetch (flowd.daemon.urlrefs)
         self.fetches: list[wire.Submission] = []
+        # results to cache, produced in the same transaction as the events (flowd.daemon.cache)
+        self.cache_entries: list[wire.CacheEntry] = []
         self.ignored = 0
 
 
@@ -165,14 +168,23 @@ class PartitionState:
         return out
 
     def compact(self, *, now: float, retention: float) -> int:
-        """Forget runs finished more than ``retention`` seconds before ``now`` (remembering their
-        ids for the dedupe horizon). Returns how many were forgotten."""
+        """Forget runs finished more than ``retention`` seconds before ``now``, and the oldest
+        finished ones beyond ``max_retained_runs`` (remembering their ids for the dedupe
+        horizon). Returns how many were forgotten."""
         gone = []
+        kept = []
         for run_id, run in self.engine.runs.items():
             if run.done:
                 finished_at = run.nodes[""].finished_at or run.created_at
                 if finished_at < now - retention:
                     gone.append((run_id, finished_at))
+                else:
+                    kept.append((finished_at, run_id))
+        # and at most max_retained_runs finished runs (joins read them: docs/joins.md), the
+        # oldest forgotten first
+        extra = len(kept) - self.engine.limits.max_retained_runs
+        if extra > 0:
+            gone.extend((run_id, finished_at) for finished_at, run_id in sorted(kept)[:extra])
         for run_id, finished_at in gone:
             self.engine.forget(run_id)
             self.daemon.finished[run_id] = finished_at
@@ -220,6 +232,7 @@ class PartitionState:
             self._submission(record, msg, out)
             return
         event: Event
+        cache_key: str | None = None
         if isinstance(msg, wire.OpReport):
             event = OpStatus(run_id=msg.run_id, path=msg.path, attempt=msg.attempt, status=msg.status,
                              time=msg.time, message=msg.message, reason=msg.reason,
@@ -227,13 +240,16 @@ class PartitionState:
             if msg.status in DONE:
                 key = self._attempt_keys.pop((msg.run_id, msg.path, msg.attempt), None)
                 if key is not None:
-                    self.daemon.inflight.pop(key, None)
+                    started = self.daemon.inflight.pop(key, None)
                     self._stopping.discard(key)
                     keys = self._by_run.get(msg.run_id)
                     if keys is not None:
                         keys.discard(key)
                         if not keys:
                             del self._by_run[msg.run_id]
+                    if started is not None and started.cache_key is not None and msg.status == "succeeded" \
+                            and msg.reason != "CacheHit":
+                        cache_key = started.cache_key
         elif isinstance(msg, wire.TimerFiring):
             event = TimerFired(run_id=msg.run_id, timer_id=msg.timer_id, time=msg.time)
         elif isinstance(msg, wire.StopCommand):
@@ -264,6 +280,11 @@ class PartitionState:
                 "has no such op (yet): ops of a nested pipeline exist once it starts"))
             return
         self._handle(record, event, out)
+        if cache_key is not None:
+            node = run.nodes.get(path)
+            if node is not None and node.status == "succeeded" and node.attempt == event.attempt:  # type: ignore[union-attr]
+                out.cache_entries.append(wire.CacheEntry(key=cache_key, run_id=run.run_id, path=path,
+                                                         finished_at=event.time, outputs=node.outputs))
 
     def _submission(self, record: Record, msg: wire.Submission, out: Outcome) -> None:
         run_id = msg.run_id
@@ -354,7 +375,7 @@ class PartitionState:
                 run_id=command.run_id, pipeline=run.pipeline.name if run else "", path=command.path,
                 status=command.status, time=command.time, key=command.key, attempt=command.attempt,
                 message=command.message, reason=command.reason, outputs=command.outputs,
-                epoch=run.epoch if run else 0)))
+                epoch=run.epoch if run else 0, joined=command.joined)))
         elif isinstance(command, PipelineDone):
             run = self.engine.runs.get(command.run_id)
             done = wire.CompletionEvent(run_id=command.run_id, pipeline=run.pipeline.name if run else "",

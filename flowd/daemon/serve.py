@@ -6,6 +6,7 @@
     ├── run_consumer   getmany over ``runs`` -> one PartitionWorker per owned partition
     ├── run_reporter   executor reports and timer firings -> ``runs`` (flowd.daemon.effects)
     ├── run_timers     the timer wheel (flowd.daemon.timers)
+    ├── run_cache_tail ``<prefix>cache`` -> the result cache table (flowd.daemon.cache)
     ├── run_router     event triggers (flowd.daemon.triggers)
     ├── run_http       /metrics /healthz /readyz (flowd.daemon.http)
     └── run_loop_lag   event-loop lag probe
@@ -32,6 +33,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +245,9 @@ class Daemon:
                     log.info("http_listening", host=c.metrics_host, port=self.http_port)
                 tg.start_soon(_guard, self.timers.run_timers, name="run_timers")
                 tg.start_soon(_guard, self.effects.run_reporter, name="run_reporter")
+                if c.cache:
+                    tg.start_soon(_guard, partial(self.effects.cache.tail, c, ready=self.effects.cache_ready),
+                                  name="run_cache_tail")
                 tg.start_soon(_guard, self.run_consumer, name="run_consumer")
                 tg.start_soon(_guard, self.run_loop_lag, name="run_loop_lag")
                 tg.start_soon(_guard, router.run_router, name="run_router")

@@ -37,7 +37,10 @@ def test_config(brokers: str, *, name: str = "t", **overrides: Any) -> DaemonCon
     prefix = f"{name}-{uuid.uuid4().hex[:8]}."
     values: dict[str, Any] = dict(brokers=brokers, prefix=prefix, group_id=prefix + "g", partitions=3,
                                   metrics_port=0, session_timeout_ms=3000, heartbeat_interval_ms=500,
-                                  snapshot_interval=2.0, executor="instant")
+                                  snapshot_interval=2.0, executor="instant",
+                                  # tests count the starts of ops that are often identical (same
+                                  # pipeline submitted again): the cache tests turn it on
+                                  cache=False)
     values.update(overrides)
     return load_config(env={}, overrides=values)
 
@@ -64,6 +67,7 @@ class DaemonProcess:
                 "--snapshot-interval", str(c.snapshot_interval)]
         if c.instance_id:
             args += ["--instance-id", c.instance_id]
+        args += ["--cache", "true" if c.cache else "false"]
         env = {**os.environ, **self.env, "FLOWD_HEARTBEAT_INTERVAL_MS": str(c.heartbeat_interval_ms)}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -143,6 +143,8 @@ class StatusEvent(msgspec.Struct, tag="status", **_S):
     outputs: dict[str, Any] | None = None
     # how many times the run was resumed before this event (0: never); the ``@N`` of ``key``
     epoch: int = 0
+    # on ``compiled``: the runs the op's joins selected, ``<run id>/<op path>``, in order (lineage)
+    joined: list[str] | None = None
 
 
 class Diagnostic(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -348,6 +350,21 @@ class OpSummary(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     attempt: int = 0
     message: str | None = None
     outputs: dict[str, Any] | None = None
+    # why it is in its status: ``CacheHit`` (``message`` names the source run/op), ``Timeout``...
+    reason: str | None = None
+
+
+class CacheEntry(msgspec.Struct, tag="cache_entry", **_S):
+    """A cached result (topic ``cache``, compacted, key = the cache key): the outputs of the
+    attempt that succeeded with that key, written in the same transaction as the events that
+    complete the op. Every replica reads the whole topic; an op whose key is found (and younger
+    than its ``cache.ttl``) is reported ``succeeded`` with reason ``CacheHit`` without running."""
+
+    key: str
+    run_id: str
+    path: str
+    finished_at: float
+    outputs: dict[str, Any] | None = None
 
 
 class RunSummary(msgspec.Struct, tag="run_summary", **_S):
@@ -377,7 +394,8 @@ def run_summary(view: Any, *, time: float) -> RunSummary:
     for op in view.ops.values():
         counts[op.status] = counts.get(op.status, 0) + 1
     many = len(view.ops) > OPS_IN_SUMMARY
-    ops = {} if many else {p: OpSummary(status=o.status, attempt=o.attempts, message=o.message, outputs=o.outputs) for p, o in view.ops.items()}
+    ops = {} if many else {p: OpSummary(status=o.status, attempt=o.attempts, message=o.message, outputs=o.outputs,
+                                        reason=o.reason) for p, o in view.ops.items()}
     return RunSummary(run_id=view.run_id, pipeline=view.pipeline, status=view.status, time=time,
                       started_at=view.started_at, finished_at=view.finished_at, message=view.message,
                       counts=counts, ops=ops, ops_omitted=many)
@@ -391,6 +409,7 @@ TOPIC_TYPES: dict[str, Any] = {
     "deadletter": DeadLetter,
     "snapshots": SnapshotRecord,
     "status": RunSummary,
+    "cache": CacheEntry,
 }
 
 _json_encoder = msgspec.json.Encoder()
@@ -405,6 +424,19 @@ _status_decoder = msgspec.json.Decoder(RunSummary)
 
 def decode_status(data: bytes) -> RunSummary:
     return _status_decoder.decode(data)
+
+
+_cache_decoder = msgspec.json.Decoder(CacheEntry)
+
+
+def decode_cache_entry(data: bytes) -> CacheEntry | None:
+    """A ``cache`` record, or None for one that does not decode (skipped: a cache that cannot
+    be read only costs a run)."""
+    try:
+        return _cache_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
 

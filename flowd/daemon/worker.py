@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from flowd.daemon import faults, snapshots, wire
 from flowd.daemon.kafka import BusError, SnapshotMissing, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
+from flowd.faults import crash_point
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -417,6 +418,11 @@ class PartitionWorker:
                     await p.send(topics.subscriptions, None if sub is None else wire.encode(sub), key=key.encode())
                 for dead in out.deadletters:
                     await p.send(topics.deadletter, wire.encode(dead), key=dead.key)
+                # results to cache: in the transaction of the events completing their ops, so a
+                # crash never leaves a hit for an op whose success was not recorded
+                for entry in out.cache_entries if d.config.cache else ():
+                    await p.send(topics.cache, wire.encode(entry), key=entry.key.encode())
+                    crash_point("daemon.cache_sent", entry.key)  # tests only: sent, not committed
                 if plan is not None:
                     written = await snapshots.write(p, self.ctx.config.topics.snapshots, self.state, plan, offset)
                 await p.send_offsets_to_transaction({self.tp: offset}, d.config.group_id)
@@ -442,6 +448,9 @@ class PartitionWorker:
         m.transactions.labels("committed").inc()
         m.transaction_seconds.observe(done - t0)
         m.produced.labels(topics.events).inc(len(out.events))
+        if out.cache_entries and d.config.cache:
+            d.effects.cache.put(out.cache_entries)  # this replica sees them before its tail does
+            m.cache_written.inc(len(out.cache_entries))
         if out.deadletters:
             m.produced.labels(topics.deadletter).inc(len(out.deadletters))
             for dead in out.deadletters:

@@ -25,6 +25,7 @@ import msgspec
 from flowd.engine import fields, recovery, run_parts, template_bounds
 from flowd.engine import status as S
 from flowd.engine.index import Index, new_index
+from flowd.engine.joins import JoinSource
 from flowd.engine.messages import (
     Approve,
     Command,
@@ -40,7 +41,7 @@ from flowd.engine.messages import (
 from flowd.engine.nodes import approved_up_front, index_node, kind_of, new_node
 from flowd.engine.ops import Ops
 from flowd.engine.pipelines import Pipelines
-from flowd.engine.resolve import ResolveError
+from flowd.engine.resolve import ResolveError, op_uuid
 from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, RunState, Snapshot, attempt_key, child_path
 from flowd.engine.step import Step
 from flowd.engine.tuned import Tuned
@@ -66,6 +67,10 @@ class Engine:
         # the two calls that go back up, handed down as plain callables
         self._ops.start_pipeline = self._pipelines.start_pipeline
         self._tuned.stop = self._pipelines.stop
+        # what joins select from: every op of every run this engine holds (POLYFLOW §8.4)
+        step.joins = JoinSource(lambda: self.runs.values(),
+                                lambda run, node: list(self._index[run.run_id].specs[node.path].component.tags),
+                                self.limits, op_uuid)
 
     # ------------------------------------------------------------------------------ public
 
@@ -197,6 +202,8 @@ class Engine:
                 kind=node.kind,
                 params=node.params,
                 reason=node.reason,
+                joined=[{"run_id": r, "op": p, "uuid": op_uuid(r, p)}
+                        for r, _, p in (item.partition("/") for item in node.joined)] if node.joined else None,
             )
         return RunView(
             run_id=run_id,

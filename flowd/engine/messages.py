@@ -149,6 +149,8 @@ class StatusChanged(msgspec.Struct, tag="status", omit_defaults=True, frozen=Tru
     message: str | None = None
     reason: str | None = None
     outputs: dict[str, Any] | None = None
+    # on ``compiled``: the runs the op's joins selected, "<run id>/<op path>" (lineage, §8.4)
+    joined: list[str] | None = None
 
 
 class PipelineDone(msgspec.Struct, tag="done", omit_defaults=True, frozen=True, gc=False):

@@ -60,9 +60,11 @@ class Ops:
         index = step.index[run.run_id]
         spec = index.specs[node.path]
         resolver = fields.resolver(run, index, node)
+        resolver.join_source = step.joins
         try:
             params = resolver.params(partial=node.kind == "matrix")
             node.params = params
+            node.joined = resolver.joined or None
             if spec.conditions is not None and not resolver.condition(params):
                 step.finish(run, node, S.SKIPPED, reason="ConditionsCheckFailed",
                             message=f"conditions {spec.conditions!r} evaluated to false")

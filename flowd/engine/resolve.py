@@ -16,7 +16,8 @@ from typing import Any
 import msgspec
 
 from flowd.engine import templates
-from flowd.engine.state import Node
+from flowd.engine.joins import JoinError, JoinSource, join_values, select
+from flowd.engine.state import Node, RunState
 from flowd.spec.compiled import IOSpec, Op
 from flowd.spec.types import coerce as _coerce  # the spec layer owns IO typing
 
@@ -92,6 +93,10 @@ def run_globals(run_id: str, node: Node, context: dict[str, Any] | None = None) 
         "cloning_kind": None,
         "is_independent": node.parent is None,
     }
+
+
+def _globals_of(run: RunState, node: Node) -> dict[str, Any]:
+    return run_globals(run.run_id, node, run.context)
 
 
 def _templated(value: Any) -> bool:
@@ -213,8 +218,13 @@ class Resolver:
     any node of the run (a matrix's children)."""
 
     def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None],
-                 node_at: Callable[[str], Node | None] | None = None, context: dict[str, Any] | None = None):
+                 node_at: Callable[[str], Node | None] | None = None, context: dict[str, Any] | None = None,
+                 joins: JoinSource | None = None):
         self.run_id = run_id
+        # the runs a join may select (engine state), and what the last params() joined:
+        # "<run id>/<op path>" of every selected run, in order (lineage, §8.4 step 4)
+        self.join_source = joins
+        self.joined: list[str] = []
         self.run_context = context
         self.node = node
         self.op = op
@@ -336,6 +346,8 @@ class Resolver:
                     resolved[name] = templates.render_value(op.params[name].value, self.context(resolved))
                 except templates.TemplateError as exc:
                     raise ResolveError(f"param {name!r} of op {self._op_name()!r}: {exc}") from None
+        if op.joins:
+            self._join(resolved)
         if partial:
             return resolved
         for io in op.component.inputs:
@@ -351,6 +363,35 @@ class Resolver:
             if io.name in resolved and resolved[io.name] is not None and io.type is not None:
                 resolved[io.name] = self._coerce(io, resolved[io.name], "output")
         return resolved
+
+    def _join(self, resolved: dict[str, Any]) -> None:
+        """§8.4: render each join with the params resolved so far, select its runs, and bind
+        each join param not already a param to the list of its value over them."""
+        source = self.join_source
+        self.joined = []
+        for i, join in enumerate(self.op.joins):
+            where = f"join #{i + 1} of op {self._op_name()!r}"
+            if source is None:
+                raise ResolveError(f"{where}: this runtime knows no runs to join")
+            ctx = self.context(resolved)
+            try:
+                fields = {k: templates.render_value(v, ctx) if isinstance(v, str) and templates.is_template(v) else v
+                          for k in ("query", "sort", "limit", "offset") for v in (join.get(k),)}
+            except templates.TemplateError as exc:
+                raise ResolveError(f"{where}: {exc}") from None
+            try:
+                selected = select(source, (self.run_id, self.node.path), str(fields["query"]),
+                                  None if fields["sort"] is None else str(fields["sort"]), fields["limit"], fields["offset"])
+            except JoinError as exc:
+                raise ResolveError(f"{where}: {exc}") from None
+            for name, param in (join.get("params") or {}).items():
+                if name in self.op.params:
+                    continue  # an op param of the same name wins (§3.7 step 1)
+                value = param.get("value") if isinstance(param, dict) else None
+                if not isinstance(value, str):
+                    raise ResolveError(f"{where}: param {name!r} needs a value path such as `outputs.loss`")
+                resolved[name] = join_values(selected, value, _globals_of)
+            self.joined.extend(f"{rec.run.run_id}/{rec.node.path}" for rec in selected)
 
     @staticmethod
     def _coerce(io: IOSpec, value: Any, what: str) -> Any:

@@ -103,6 +103,9 @@ class Node(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     # matrix node: metric reports seen so far (early-stopping policies evaluate every
     # ``evaluationInterval`` of them)
     n_reports: int = 0
+    # --- joins (POLYFLOW §8.4) ---
+    # lineage: "<run id>/<op path>" of every run the op's joins selected, in order
+    joined: list[str] | None = None
 
 
 class RunState(msgspec.Struct, gc=False, omit_defaults=True):

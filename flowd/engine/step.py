@@ -12,13 +12,14 @@ from typing import Any
 
 from flowd.engine import status as S
 from flowd.engine.index import Index
+from flowd.engine.joins import JoinSource
 from flowd.engine.messages import CancelTimer, Command, SetTimer, StatusChanged
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState, event_key
 from flowd.spec.limits import Limits
 
 
 class Step:
-    __slots__ = ("limits", "index", "out", "finished", "now")
+    __slots__ = ("limits", "index", "out", "finished", "now", "joins")
 
     def __init__(self, limits: Limits) -> None:
         # what a run may make the engine build (ops, rendered templates, reported outputs):
@@ -30,6 +31,8 @@ class Step:
         self.out: list[Command] = []
         self.finished: list[tuple[RunState, Node]] = []
         self.now = 0.0
+        # the runs joins select from (POLYFLOW §8.4): set by the Engine, which holds the runs
+        self.joins: JoinSource | None = None
 
     def begin(self, now: float) -> None:
         self.out = []
@@ -42,6 +45,7 @@ class Step:
                 run_id=run.run_id, path=node.path, status=node.status, time=self.now, attempt=node.attempt,
                 key=event_key(run, node), message=node.message,
                 reason=node.reason, outputs=node.outputs if node.status == S.SUCCEEDED else None,
+                joined=node.joined if node.status == S.COMPILED else None,
             )
         )
 

@@ -23,6 +23,8 @@ class OpView(msgspec.Struct, frozen=True):
     params: dict[str, Any] | None = None
     # why it is in its status (``CacheHit``, ``Timeout``...)
     reason: str | None = None
+    # runs the op's joins selected, in order: [{run_id, op, uuid}] (POLYFLOW §8.4 lineage)
+    joined: list[dict[str, str]] | None = None
 
 
 class RunView(msgspec.Struct, frozen=True):

@@ -47,6 +47,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_outputs_bytes: int = 1 * MiB
     # the params of one submission (``--param`` values, ``Submission.params``), as JSON
     max_params_bytes: int = 1 * MiB
+    # runs one join selects: the default and the cap of its `limit` (POLYFLOW §8.4)
+    max_join_runs: int = 5000
+    # finished runs a `flowd serve` partition keeps in memory (for joins and status) before it
+    # forgets the oldest, whatever `retention` says
+    max_retained_runs: int = 10_000
 
 
 LIMIT_NAMES: tuple[str, ...] = Limits.__struct_fields__
@@ -61,6 +66,8 @@ HELP = {
     "max_template_bytes": "bytes one template renders to",
     "max_outputs_bytes": "bytes of the JSON outputs one attempt reports",
     "max_params_bytes": "bytes of a submission's params (JSON)",
+    "max_join_runs": "runs one join selects (default and cap of its limit)",
+    "max_retained_runs": "finished runs a flowd serve partition keeps for joins",
 }
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowd.spec import model as m
+from flowd.spec import pql
 from flowd.spec.compiled import IOSpec
 from flowd.spec.diagnostics import closest, did_you_mean
 from flowd.spec.types import CoercionError, coerce, is_template, refs_compatible
@@ -121,6 +122,34 @@ def _check_ref_syntax(ref: str, value: Any) -> str | None:
     if ref == "dag" and _strip_braces(value).split(".")[0] == "outputs":
         return "You can not use `outputs` with `ref: dag`: a DAG has no outputs while it runs"
     return None
+
+
+_TPL = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+_PLACEHOLDER = "__tpl__"
+
+
+def check_joins(joins: list[m.Join], emit: Emit) -> None:
+    """§8.4: each join's ``query`` and ``sort`` parse (templates stand for a value), and name
+    run fields flowd knows. Syntax is an error; an unknown field is a warning here and an error
+    when the op runs (the spec leaves unknown fields to run time: one reference fixture queries
+    ``hub.name``)."""
+    for i, join in enumerate(joins):
+        for key, parse in (("query", pql.parse_query), ("sort", pql.parse_sort)):
+            text = getattr(join, key)
+            if text is None:
+                continue
+            plain = _TPL.sub(_PLACEHOLDER, text) if isinstance(text, str) else text
+            try:
+                parsed = parse(plain, strict_fields=False)
+            except pql.PqlError as exc:
+                emit("error", ("joins", i, key), f"join {key} `{text}`: {exc}")
+                continue
+            fields = parsed.fields if isinstance(parsed, pql.Query) else [f for f, _ in parsed]
+            for field in fields:
+                problem = None if _PLACEHOLDER in field else pql.check_field(field)
+                if problem:
+                    emit("warning", ("joins", i, key), f"join {key} `{text}`: {problem}: the op will fail "
+                                                       "when it runs")
 
 
 def check_value_path(value: Any, *, what: str = "a ref") -> str | None:
@@ -302,6 +331,7 @@ def check_params(
     P: dict[str, m.Param] = params
     join_params: set[str] = set()
     if joins:
+        check_joins(joins, emit)
         P = dict(params)
         for j in joins:
             for name, jp in (j.params or {}).items():

@@ -242,7 +242,15 @@ def check_cache(r: dict[str, Any]) -> None:
     assert not any(op.get("cache_hit") for op in r["ops"].values())
 
 
+def check_joins(r: dict[str, Any]) -> None:
+    assert r["status"] == "succeeded"
+    assert r["ops"]["reduce"]["outputs"] == {"losses": [0.0, 0.009], "lrs": [0.01, 0.001]}
+    # lineage: the two best children, best first
+    assert [(j["run_id"], j["op"]) for j in r["ops"]["reduce"]["joined"]] == [(r["run_id"], "tune[1]"), (r["run_id"], "tune[2]")]
+
+
 EXAMPLES = {
+    "joins.yaml": check_joins,
     "cache.yaml": check_cache,
     "presets.yaml": check_presets,
     "fan-in.yaml": check_fan_in,
@@ -286,8 +294,9 @@ def test_feature_example(name: str, tmp_path: Path) -> None:
                         env={**os.environ, "FLOWD_HUB": str(ROOT / "examples" / "hub")})
     EXAMPLES[name](report)
     for op in report["ops"].values():
-        # identical ops of one run may reuse each other's cached result (cache_hit, cache_source)
-        assert set(op) - {"cache_hit", "cache_source"} == {"status", "attempts", "outputs", "started_at",
+        # identical ops of one run may reuse each other's cached result (cache_hit, cache_source);
+        # an op with joins lists the runs they selected (joined)
+        assert set(op) - {"cache_hit", "cache_source", "joined"} == {"status", "attempts", "outputs", "started_at",
                                                            "finished_at", "message"}
         for key in ("started_at", "finished_at"):
             if op[key] is not None:

@@ -136,3 +136,9 @@ def test_ops_pending_then_lost() -> None:
     assert got["flowd_ops_lost"] == [({}, 1.0)] and got["flowd_ops_pending"] == [({}, 0.0)]
     # both reasons exist at 0 before the first lost attempt
     assert sorted(labels["reason"] for labels, _ in got["flowd_attempts_lost_total"]) == ["Lost", "pod missing"]
+
+
+def test_cache_hit_and_miss_series_exist_at_zero() -> None:
+    got = scrape(Metrics())
+    assert {labels["result"]: v for labels, v in got["flowd_cache_lookups_total"]} == {"hit": 0.0, "miss": 0.0}
+    assert got["flowd_cache_entries_written_total"] == [({}, 0.0)]

@@ -129,3 +129,21 @@ def test_a_hooks_hub_ref_is_resolved_by_check(tmp_path):
     result = compile_text(textwrap.dedent(text), source="t.yaml", hub=str(tmp_path))
     assert [e.location for e in result.errors] == ["run.operations[0].hooks[1].hubRef"]
     assert "no-such-component" in result.errors[0].message
+
+
+def test_joins_and_cache_are_honoured_so_they_are_not_warned_about():
+    found = warnings_of(f"""
+    kind: component
+    name: p
+    run:
+      kind: dag
+      operations:
+        - name: a
+          cache: {{disable: false, ttl: 60}}
+          component: {{run: {JOB}}}
+        - name: b
+          dependencies: [a]
+          joins: [{{query: "name: a", params: {{xs: {{value: outputs.loss}}}}}}]
+          component: {{run: {JOB}}}
+    """)
+    assert found == []
