@@ -28,6 +28,7 @@ import msgspec
 
 from flowd.engine import status as S
 from flowd.engine import template_bounds
+from flowd.engine.hooks import fire as fire_hooks
 from flowd.engine.messages import (
     Approve,
     CancelTimer,
@@ -215,6 +216,8 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
             finished_at=root.finished_at,
             message=root.message,
             ops=ops,
+            hooks=[msgspec.to_builtins(h) for h in run.hooks],
+            hook_of=msgspec.to_builtins(run.hook_of) if run.hook_of is not None else None,
         )
 
     def waiting_for(self, run_id: str) -> dict[str, str]:
@@ -269,7 +272,7 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
                 connection=original.connection if original else None,
             )
         return msgspec.structs.replace(
-            op, params=params, matrix=None, upstream=[], event_edges={}, conditions=None,
+            op, params=params, matrix=None, upstream=[], event_edges={}, conditions=None, hooks=[],
             trigger="all_succeeded", skip_on_upstream_skip=False, is_approved=True,
         )
 
@@ -360,7 +363,7 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         context = dict(event.context)
         context.setdefault("project_name", event.pipeline.name)
         run = RunState(run_id=event.run_id, pipeline=event.pipeline, seed=event.seed, created_at=event.time, nodes={},
-                       context=context)
+                       context=context, hook_of=event.hook_of)
         self.runs[event.run_id] = run
         index = self._new_index(run)
         op = event.pipeline
@@ -662,6 +665,7 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
         while head < len(finished):
             run, node = finished[head]
             head += 1
+            self._fire_hooks(run, node)
             if node.parent is None:
                 self._end_run(run, node)
                 continue
@@ -692,6 +696,15 @@ class Engine(PipelinesMixin, TunedMixin, RecoveryMixin):
                 self._schedule_ticks(run, parent)
             self._check_pipeline_end(run, parent)
         finished.clear()
+
+    def _fire_hooks(self, run: RunState, node: Node) -> None:
+        """POLYFLOW §8.3: a finished op's hooks become separate runs (a schedule's hooks fire
+        per tick, a matrix's once for the matrix: its children carry none)."""
+        if node.kind == "schedule" or run.hook_of is not None:
+            return
+        spec = self._index[run.run_id].specs[node.path]
+        if spec.hooks:
+            self._out.extend(fire_hooks(run, node, spec, self._resolver(run, node), self._now))
 
     def _upstream_done(self, run: RunState, index: _Index, down: Node, up: Node) -> None:
         if down.status != S.CREATED:

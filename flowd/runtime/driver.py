@@ -9,6 +9,11 @@ command to exactly one adapter::
     StartOp -> executor.start      StopOp -> executor.stop
     SetTimer -> timers.set         CancelTimer -> timers.cancel
     StatusChanged -> progress      PipelineDone -> finish
+    StartHook -> a Submit of the hook run, into this same loop
+
+Hook runs (POLYFLOW §8.3) are separate runs of the same engine, driven by this loop next to the
+pipeline (their snapshot is the pipeline's, so ``--resume`` resumes them too): the loop ends
+when the pipeline is done and every hook run it started is done too.
 
 Time is the driver's clock (``time.time()``), stamped on events where they are made. The loop
 ends when the pipeline is done and no process is left. If nothing can ever happen again (no
@@ -40,16 +45,18 @@ from flowd.engine import (
     PipelineDone,
     RunView,
     SetTimer,
+    StartHook,
     StartOp,
     StatusChanged,
     Stop,
     StopOp,
+    Submit,
     TimerFired,
 )
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.runtime.executor import LocalExecutor
 from flowd.runtime.store import RunRecord, SnapshotStore
-from flowd.runtime.timers import TimerService
+from flowd.runtime.timers import RUN_SEP, TimerService
 
 __all__ = ["Driver", "EngineLike", "Progress"]
 
@@ -119,7 +126,10 @@ class Driver:
         self.executor_factory = executor
         self.max_procs = max_procs
         self.done: PipelineDone | None = None
-        self._keys: dict[tuple[str, int], str] = {k_path_attempt(c): k for k, c in record.attempts.items()}
+        self._keys: dict[tuple[str, str, int], str] = {k_path_attempt(c): k for k, c in record.attempts.items()}
+        # hook runs started and not done yet (restored from the engine on --resume)
+        runs = getattr(engine, "runs", {})
+        self.hooks_open: set[str] = {r for r, st in runs.items() if st.hook_of is not None and not st.done}
         self._stopping = set(record.stopping)
         self._stalls = 0
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
@@ -144,7 +154,8 @@ class Driver:
             else:
                 opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace,
                                        max_procs=self.max_procs,
-                                       max_outputs_bytes=self.max_outputs_bytes or DEFAULT_MAX_OUTPUTS)
+                                       max_outputs_bytes=self.max_outputs_bytes or DEFAULT_MAX_OUTPUTS,
+                                       run_id=self.run_id)
             async with opened as executor:  # noqa: SIM117
                 async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
                     self._executor, self._timers = executor, timers
@@ -166,8 +177,16 @@ class Driver:
         while True:
             batch = self._drain()
             if not batch:
-                if self.done is not None and self._executor.active == 0:
+                if self.done is not None and self._executor.active == 0 and not self.hooks_open:
                     return
+                if self.done is not None and self._executor.active == 0 and not self.record.timers:
+                    # a hook run that can never move on (held for approval...): stop it
+                    if self._stalls:
+                        return
+                    self._stalls += 1
+                    for run_id in sorted(self.hooks_open):
+                        self.send(Stop(run_id=run_id, time=self.clock(), reason="Stalled"))
+                    continue
                 if self.done is None and self._executor.active == 0 and not self.record.timers:
                     if not self._stalled():
                         return
@@ -198,21 +217,48 @@ class Driver:
             case StopOp():
                 await self._executor.stop(command)
             case SetTimer():
-                self._timers.set(command.timer_id, command.at)
+                self._timers.set(timer_key(self.run_id, command.run_id, command.timer_id), command.at)
             case CancelTimer():
-                self._timers.cancel(command.timer_id)
+                self._timers.cancel(timer_key(self.run_id, command.run_id, command.timer_id))
+            case StartHook():
+                self._start_hook(command)
+            case StatusChanged() if command.run_id != self.run_id:
+                pass  # a hook run's op: the hook's own lines are enough
             case StatusChanged():
                 self.progress.status(command)
                 if command.path in self.approve and command.status in ("created", "compiled"):
                     self.send(Approve(run_id=self.run_id, path=command.path, time=self.clock()))
+            case PipelineDone() if command.run_id != self.run_id:
+                self.hooks_open.discard(command.run_id)
+                self.progress.note(f"flowd: hook run {command.run_id} {command.status}"
+                                   + (f": {command.message}" if command.message else ""))
             case PipelineDone():
                 self.done = command
                 if self._executor.active:
                     # the engine is done with them; whatever still runs (e.g. a service) goes now
                     tg.start_soon(self._stop_leftovers, name="stop leftovers")
 
+    def _start_hook(self, command: StartHook) -> None:
+        """A hook run enters on the path every run enters by: a ``Submit`` event."""
+        src = command.source
+        what = f"hook {src.index} ({src.hub_ref}) of {src.path or 'the pipeline'} ({src.status})"
+        if command.status != "created" or command.pipeline is None:
+            self.progress.note(f"flowd: {what}: {command.status}" + (f": {command.message}" if command.message else ""))
+            return
+        if command.hook_run_id in self.hooks_open:
+            return
+        self.hooks_open.add(command.hook_run_id)
+        self.progress.note(f"flowd: {what}: run {command.hook_run_id}")
+        self.send(Submit(run_id=command.hook_run_id, pipeline=command.pipeline, time=self.clock(), seed=command.seed,
+                         context=command.context, hook_of=command.source))
+
     async def _stop_leftovers(self) -> None:
-        await self._executor.stop_all(reason="pipeline finished")
+        if not self.hooks_open:
+            await self._executor.stop_all(reason="pipeline finished")
+            return
+        # hook runs go on after the pipeline: stop only the pipeline's own leftovers
+        for cmd in [c for c in self.record.attempts.values() if c.run_id == self.run_id]:
+            await self._executor.stop(StopOp(cmd.run_id, cmd.path, cmd.attempt, cmd.key, reason="pipeline finished"))
 
     def _stalled(self) -> bool:
         """Nothing can happen any more. Stop the run once; a second stall gives up."""
@@ -249,14 +295,15 @@ class Driver:
 
     def _note_event(self, event: Event) -> None:
         if isinstance(event, OpStatus) and event.status in DONE:
-            key = self._keys.pop((event.path, event.attempt), None)
+            key = self._keys.pop((event.run_id, event.path, event.attempt), None)
             if key is not None:
                 self.record.attempts.pop(key, None)
                 self._stopping.discard(key)
         elif isinstance(event, TimerFired):
-            at = self.record.timers.get(event.timer_id)
+            key = timer_key(self.run_id, event.run_id, event.timer_id)
+            at = self.record.timers.get(key)
             if at is not None and event.time >= at:
-                del self.record.timers[event.timer_id]
+                del self.record.timers[key]
 
     def _note_command(self, command: Command) -> None:
         match command:
@@ -267,10 +314,10 @@ class Driver:
                 if command.key in self.record.attempts:
                     self._stopping.add(command.key)
             case SetTimer():
-                self.record.timers[command.timer_id] = command.at
+                self.record.timers[timer_key(self.run_id, command.run_id, command.timer_id)] = command.at
             case CancelTimer():
-                self.record.timers.pop(command.timer_id, None)
-            case PipelineDone():
+                self.record.timers.pop(timer_key(self.run_id, command.run_id, command.timer_id), None)
+            case PipelineDone() if command.run_id == self.run_id:
                 self.record.done = command.status
 
     def _save(self) -> None:
@@ -279,5 +326,11 @@ class Driver:
         self.store.save(self.record)
 
 
-def k_path_attempt(cmd: StartOp) -> tuple[str, int]:
-    return (cmd.path, cmd.attempt)
+def k_path_attempt(cmd: StartOp) -> tuple[str, str, int]:
+    return (cmd.run_id, cmd.path, cmd.attempt)
+
+
+def timer_key(driven: str, run_id: str, timer_id: str) -> str:
+    """The driver's name of a timer: its own id for the driven run, qualified by the run id for
+    a hook run driven with it."""
+    return timer_id if run_id == driven else f"{run_id}{RUN_SEP}{timer_id}"

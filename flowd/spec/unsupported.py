@@ -21,13 +21,12 @@ IGNORED_FIELDS: dict[str, str] = {
     "queue": "flowd has no queues: ops are admitted by `concurrency` only",
     "cost": "flowd does not account costs",
     "mount": "flowd uploads and mounts no local paths",
-    "hooks": "flowd does not run hooks yet",
     "joins": "flowd does not run joins yet: their params get no values",
     "cache": "only `flowd run` caches results (in its state dir); `flowd serve` does not yet: every op runs there",
 }
 
 _CAMEL = {"plugins": "plugins", "build": "build", "queue": "queue", "cost": "cost", "mount": "mount",
-          "hooks": "hooks", "joins": "joins", "cache": "cache"}
+          "joins": "joins", "cache": "cache"}
 
 Emit = Callable[[str, tuple[Any, ...], str], None]
 
