@@ -404,6 +404,9 @@ class PartitionWorker:
                     if run_id in engine_runs:
                         summary = wire.run_summary(self.state.engine.view(run_id), time=time.time())
                         await p.send(topics.status, wire.encode(summary), key=run_id.encode())
+                for sub_msg in out.submissions:
+                    # hook runs (POLYFLOW §8.3): on ``runs`` with the rest of the batch, or not at all
+                    await p.send(topics.runs, wire.encode(sub_msg), key=sub_msg.run_id.encode())
                 for key, sub in out.subscriptions:
                     await p.send(topics.subscriptions, None if sub is None else wire.encode(sub), key=key.encode())
                 for dead in out.deadletters:
