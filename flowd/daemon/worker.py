@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from flowd.daemon import faults, wire
 from flowd.daemon.kafka import BusError, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
+from flowd.faults import crash_point
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -418,7 +419,13 @@ class PartitionWorker:
                 if marked is not None:
                     await p.send(topics.snapshots, wire.encode_marker(marked), key=wire.marker_key(self.partition),
                                  partition=self.partition)
+                if out.submissions:
+                    # tests only (flowd.faults): die with the hook runs sent, not committed
+                    crash_point("hooks.produced", out.submissions[0].run_id)
                 await p.commit_transaction()
+                if out.submissions:
+                    # tests only: die with the hook runs committed, before anything else happens
+                    crash_point("hooks.committed", out.submissions[0].run_id)
         except BaseException:
             m.transactions.labels("failed").inc()
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
