@@ -242,7 +242,18 @@ def check_cache(r: dict[str, Any]) -> None:
     assert not any(op.get("cache_hit") for op in r["ops"].values())
 
 
+def check_hooks(r: dict[str, Any]) -> None:
+    # a failing hook run does not fail its pipeline
+    assert r["status"] == "succeeded" and statuses(r) == {"train": "succeeded"}
+    got = [(h["op"], h["index"], h["trigger_status"], h["status"]) for h in r["hooks"]]
+    assert got == [("train", 0, "succeeded", "succeeded"), ("train", 1, "succeeded", "skipped"),
+                   ("", 0, "succeeded", "failed")]
+    assert r["hooks"][0]["outputs"] == {"sent": "train succeeded"}
+    assert len({h["run_id"] for h in r["hooks"]}) == 3
+
+
 EXAMPLES = {
+    "hooks.yaml": check_hooks,
     "cache.yaml": check_cache,
     "presets.yaml": check_presets,
     "fan-in.yaml": check_fan_in,
