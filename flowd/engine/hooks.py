@@ -26,13 +26,12 @@ from flowd.engine.messages import HookOf, StartHook
 from flowd.engine.resolve import Resolver, iso, op_uuid, uuid5
 from flowd.engine.state import HookRecord, Node, RunState
 from flowd.engine.templates import TemplateError, evaluate_condition, is_template, render_text, truth
-from flowd.spec.compiled import Hook, Op, ParamSpec
+from flowd.spec.compiled import HOOK_DEFAULT_PARAMS, Hook, Op, ParamSpec
 
 __all__ = ["DEFAULT_PARAMS", "default_params", "fire", "hook_run_id"]
 
 # the context-only params Polyaxon gives a hook run, describing the run that ended
-DEFAULT_PARAMS = ("name", "uuid", "kind", "status", "runtime", "wait_time", "duration", "inputs", "outputs",
-                  "condition")
+DEFAULT_PARAMS = HOOK_DEFAULT_PARAMS
 
 
 def hook_run_id(run_id: str, path: str, attempt: int, epoch: int, index: int) -> str:

@@ -152,6 +152,11 @@ class Component(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     source: str | None = None
 
 
+# the params every hook run receives (unless ``disableDefaults``), describing the run that ended
+HOOK_DEFAULT_PARAMS = ("name", "uuid", "kind", "status", "runtime", "wait_time", "duration", "inputs", "outputs",
+                       "condition")
+
+
 class Hook(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """A hook of an op (POLYFLOW §8.3): when the op's run ends with a status ``trigger`` matches
     (unset and ``done`` match any) and ``conditions`` render true, ``op`` runs as a separate run.

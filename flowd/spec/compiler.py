@@ -325,8 +325,24 @@ class _Compiler(DagRules):
                 out.append(msgspec.structs.replace(base, error="hook: " + "; ".join(f.message for f in errors)
                                                    if errors else f"hook: {hook.hub_ref!r} could not be compiled"))
                 continue
+            assert h_eff is not None  # h_op is None otherwise
+            self._check_hook_params(hook, params, h_eff)
             out.append(msgspec.structs.replace(base, op=h_op))
         return out
+
+    def _check_hook_params(self, hook: m.Hook, params: dict[str, m.Param], h_eff: Effective) -> None:
+        """The hook's params typed against its component like an op's (§3.3); an input named
+        like a default hook param (``status``, ``outputs``...) gets its value from the finished
+        run, unless ``disableDefaults`` is literally true."""
+        where = self.cmp.at(hook)
+        defaults = () if hook.disable_defaults is True else c.HOOK_DEFAULT_PARAMS
+        inputs = [msgspec.structs.replace(io, is_optional=True) if io.name in defaults else io for io in h_eff.inputs]
+
+        def emit(sev: str, path: tuple[Any, ...], msg: str) -> None:
+            self.emit(sev, (where[0], (*where[1], *path)), f"hook `{hook.hub_ref}`: {msg}")
+
+        check_params(params=params, inputs=inputs, outputs=h_eff.outputs, matrix=None, joins=None,
+                     strict=h_eff.strict, ctx=None, emit=emit, compat=self.compat)
 
     def _matrix(self, op: m.PolyaxonfileSpec, eff: Effective) -> c.Matrix | None:
         if op.matrix is None:
