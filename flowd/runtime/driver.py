@@ -146,7 +146,10 @@ class Driver:
         """Drive the run until it is done; on ``--resume`` first re-arm saved timers and take over
         the attempts that were in flight. Returns the final view."""
         if self.record.done is not None:
-            return self.engine.view(self.run_id)
+            if not self.hooks_open:
+                return self.engine.view(self.run_id)
+            # the pipeline ended before a crash, its hook runs did not: drive them to their end
+            self.done = PipelineDone(self.run_id, self.record.done, self.clock())
         run_dir = self.store.run_dir(self.run_id)
         async with anyio.create_task_group() as tg:
             if self.executor_factory is not None:
