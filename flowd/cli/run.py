@@ -169,10 +169,29 @@ def _op_entry(op: Any) -> dict[str, Any]:
     return entry
 
 
-def json_report(view: RunView) -> dict[str, Any]:
+def hook_entries(view: RunView, hook_runs: dict[str, RunView] | None = None) -> list[dict[str, Any]]:
+    """The hooks the run's ops fired (POLYFLOW §8.3), each with its separate hook run's final
+    status and outputs when it ran: ``{op, index, hub_ref, trigger_status, run_id, status,
+    message, outputs}``. ``status`` is the hook run's status, or ``skipped`` (conditions false)
+    / ``failed`` (could not be resolved: ``message``) when no run was started."""
+    out = []
+    for h in view.hooks:
+        hv = (hook_runs or {}).get(h["run_id"]) if h["status"] == "created" else None
+        root = hv.ops.get(hv.pipeline) if hv is not None else None
+        out.append({
+            "op": h["path"], "index": h["index"], "hub_ref": h["hub_ref"], "trigger_status": h["trigger_status"],
+            "run_id": h["run_id"], "status": hv.status if hv is not None else h["status"],
+            "message": (hv.message if hv is not None else h.get("message")),
+            "outputs": root.outputs if root is not None else None,
+        })
+    return out
+
+
+def json_report(view: RunView, hook_runs: dict[str, RunView] | None = None) -> dict[str, Any]:
     """The ``--output json`` object. Times are ISO-8601 strings in UTC (or null). An op that
     reused a cached result also has ``"cache_hit": true`` and ``"cache_source": {run_id, op}``; an
-    op with joins has ``"joined": [{run_id, op, uuid}, ...]``, the runs they selected."""
+    op with joins has ``"joined": [{run_id, op, uuid}, ...]``, the runs they selected. ``hooks``
+    lists the hook runs (see :func:`hook_entries`); they never change ``status``."""
     return {
         "pipeline": view.pipeline,
         "status": view.status,
@@ -181,6 +200,7 @@ def json_report(view: RunView) -> dict[str, Any]:
         "finished_at": _iso(view.finished_at),
         "message": view.message,
         "ops": {path: _op_entry(op) for path, op in view.ops.items() if path},
+        "hooks": hook_entries(view, hook_runs),
     }
 
 
@@ -356,9 +376,14 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
                         max_outputs_bytes=args.limits.max_outputs_bytes)
         with _streaming_logs(run_dir, progress, enabled=getattr(args, "logs", False)):
             view = anyio.run(driver.run, initial)
+    hook_runs = {h["run_id"]: engine.view(h["run_id"]) for h in view.hooks if h["run_id"] in engine.runs}
     if args.output == "json":
-        sys.stdout.write(json.dumps(json_report(view), indent=2) + "\n")
+        sys.stdout.write(json.dumps(json_report(view, hook_runs), indent=2) + "\n")
     else:
+        for h in hook_entries(view, hook_runs):
+            print(f"hook {h['index']} ({h['hub_ref']}) of {h['op'] or 'the pipeline'} ({h['trigger_status']}): "
+                  f"{h['status']}" + (f" (run {h['run_id']})" if h["status"] not in ("skipped",) else "")
+                  + (f": {h['message']}" if h["message"] else ""), flush=True)
         print(summary(view, elapsed=time.monotonic() - started), flush=True)
         state = "" if args.state_dir is None else f" --state-dir {args.state_dir}"
         # a hint, not a result: stderr, so the summary stays the last line of stdout; after a

@@ -44,7 +44,7 @@ async def publish(config: DaemonConfig, topic: str, key: str, message: Any) -> t
 
 
 async def follow_events(config: DaemonConfig, *, follow: bool, from_beginning: bool = True,
-                        run_id: str | None = None, idle: float = 1.0) -> AsyncIterator[wire.StatusEvent | wire.CompletionEvent]:
+                        run_id: str | None = None, idle: float = 1.0) -> AsyncIterator[wire.EventsMessage]:
     """Events of the ``events`` topic (read_committed). Without ``follow`` it ends at the end
     of the topic as it was when called."""
     c = consumer(config, group_id=None, auto_offset_reset="earliest" if from_beginning else "latest")
@@ -99,7 +99,13 @@ async def run_status(config: DaemonConfig, run_id: str) -> dict[str, Any] | None
         if view is None:
             view = {"run_id": run_id, "pipeline": event.pipeline, "status": "created", "done": False,
                     "message": None, "ops": {}}
-        if isinstance(event, wire.CompletionEvent):
+        if isinstance(event, wire.HookEvent):
+            # a hook of one of its ops (POLYFLOW §8.3): the hook run's own events are keyed by its id
+            view.setdefault("hooks", []).append({
+                "op": event.path, "index": event.index, "hub_ref": event.hub_ref,
+                "trigger_status": event.trigger_status, "run_id": event.hook_run_id, "status": event.status,
+                "message": event.message})
+        elif isinstance(event, wire.CompletionEvent):
             view.update(status=event.status, done=True, message=event.message, epoch=event.epoch)
             if event.diagnostics:
                 view["diagnostics"] = [msgspec.to_builtins(d) for d in event.diagnostics]

@@ -28,10 +28,12 @@ from flowd.engine import (
     Command,
     Engine,
     Event,
+    HookOf,
     OpStatus,
     PipelineDone,
     Resume,
     SetTimer,
+    StartHook,
     StartOp,
     StatusChanged,
     Stop,
@@ -67,10 +69,12 @@ class Outcome:
     """What one batch of records asks the serve loop to do."""
 
     __slots__ = ("events", "subscriptions", "deadletters", "effects", "transitions", "ignored", "finished", "fetches",
-                 "cache_entries")
+                 "cache_entries", "submissions")
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, wire.StatusEvent | wire.CompletionEvent]] = []
+        self.events: list[tuple[str, wire.StatusEvent | wire.CompletionEvent | wire.HookEvent]] = []
+        # hook runs to submit to ``runs`` in the batch's transaction (POLYFLOW §8.3)
+        self.submissions: list[wire.Submission] = []
         self.subscriptions: list[tuple[str, wire.Subscription | None]] = []
         self.deadletters: list[wire.DeadLetter] = []
         self.effects: list[Command] = []
@@ -316,7 +320,13 @@ class PartitionState:
         if subscription_refs(pipeline):
             self._subscribe(msg, pipeline, out)
             return
-        self._handle(record, Submit(run_id=run_id, pipeline=pipeline, time=msg.time, seed=msg.seed), out)
+        hook_of = None
+        if msg.hook_of is not None:
+            h = msg.hook_of
+            hook_of = HookOf(run_id=h.run_id, path=h.path, attempt=h.attempt, index=h.index, hub_ref=h.hub_ref,
+                             status=h.status, epoch=h.epoch)
+        self._handle(record, Submit(run_id=run_id, pipeline=pipeline, time=msg.time, seed=msg.seed,
+                                    context=msg.context, hook_of=hook_of), out)
 
     def _invalid(self, msg: wire.Submission, diagnostics: list[wire.Diagnostic], out: Outcome) -> None:
         name = (msg.source or "pipeline").rsplit("/", 1)[-1]
@@ -395,6 +405,25 @@ class PartitionState:
             out.effects.append(command)
         elif isinstance(command, (SetTimer, CancelTimer)):
             out.effects.append(command)
+        elif isinstance(command, StartHook):
+            self._hook(command, out)
+
+    def _hook(self, command: StartHook, out: Outcome) -> None:
+        """A hook run enters like every run: a submission on ``runs`` (keyed by its derived run
+        id), produced in this batch's transaction. An aborted transaction takes it back and the
+        replay derives it again; a committed one may be read twice, and runs once."""
+        src = command.source
+        run = self.engine.runs.get(src.run_id)
+        out.events.append((src.run_id, wire.HookEvent(
+            run_id=src.run_id, pipeline=run.pipeline.name if run else "", path=src.path, attempt=src.attempt,
+            index=src.index, hub_ref=src.hub_ref, trigger_status=src.status, hook_run_id=command.hook_run_id,
+            status=command.status, time=command.time, key=command.key, message=command.message, epoch=src.epoch)))
+        if command.status == "created" and command.pipeline is not None:
+            out.submissions.append(wire.Submission(
+                run_id=command.hook_run_id, time=command.time, pipeline=command.pipeline, seed=command.seed,
+                source=f"hook:{src.run_id}/{src.path}#{src.index}", context=command.context,
+                hook_of=wire.HookSource(run_id=src.run_id, path=src.path, attempt=src.attempt, index=src.index,
+                                        hub_ref=src.hub_ref, status=src.status, epoch=src.epoch)))
 
     def dead_letter(self, record: Record, reason: str, error: str) -> wire.DeadLetter:
         """The dead letter of ``record`` (also for the worker's own verdicts: crashed, handler_error)."""

@@ -111,7 +111,7 @@ class EventCollector:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.events: list[wire.StatusEvent | wire.CompletionEvent] = []
+        self.events: list[wire.EventsMessage] = []
         self._changed = anyio.Event()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -138,7 +138,7 @@ class EventCollector:
             with anyio.CancelScope(shield=True):
                 await stop_consumer(c)
 
-    def of(self, run_id: str) -> list[wire.StatusEvent | wire.CompletionEvent]:
+    def of(self, run_id: str) -> list[wire.EventsMessage]:
         return [e for e in self.events if e.run_id == run_id]
 
     def completions(self, run_id: str | None = None) -> list[wire.CompletionEvent]:

@@ -33,7 +33,8 @@ from flowd.spec.compiled import Op
 
 __all__ = [
     "WIRE_VERSION", "Submission", "StopCommand", "ApproveCommand", "OpReport", "TimerFiring",
-    "ResumeCommand", "RunsMessage", "StatusEvent", "CompletionEvent", "EventsMessage", "ExternalEvent",
+    "ResumeCommand", "RunsMessage", "StatusEvent", "CompletionEvent", "HookEvent", "HookSource", "EventsMessage",
+    "ExternalEvent",
     "Subscription", "DeadLetter", "Diagnostic", "SnapshotRecord", "DaemonState", "TOPIC_TYPES",
     "encode", "decode_runs", "decode_events", "decode_external", "decode_subscription",
     "encode_snapshot", "decode_snapshot", "decode_deadletter", "HandlingMarker", "encode_marker",
@@ -49,6 +50,19 @@ WIRE_VERSION = 1
 _S = dict(tag_field="type", omit_defaults=True, kw_only=True, forbid_unknown_fields=False, gc=False)
 
 # ------------------------------------------------------------------------------- runs (input)
+
+
+class HookSource(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The run and op a hook run was started for (POLYFLOW §8.3): hook ``index`` of the op at
+    ``path`` (``""``: the pipeline) of run ``run_id``, when attempt ``attempt`` ended ``status``."""
+
+    run_id: str
+    path: str
+    attempt: int
+    index: int
+    hub_ref: str
+    status: str
+    epoch: int = 0
 
 
 class Submission(msgspec.Struct, tag="submit", **_S):
@@ -70,6 +84,11 @@ class Submission(msgspec.Struct, tag="submit", **_S):
     # (flowd.daemon.urlrefs); a producer may fill them in itself instead of the daemon fetching.
     url_documents: dict[str, str] = {}
     url_errors: dict[str, str] = {}
+    # a hook run (POLYFLOW §8.3), published by the daemon itself in the transaction of the
+    # source's transition; its ``run_id`` is derived, so it runs once however often it arrives
+    hook_of: HookSource | None = None
+    # the source run's context for ``globals`` (owner, project, paths)
+    context: dict[str, str] = {}
 
 
 class StopCommand(msgspec.Struct, tag="stop", **_S):
@@ -175,7 +194,30 @@ class CompletionEvent(msgspec.Struct, tag="done", **_S):
     epoch: int = 0
 
 
-EventsMessage = StatusEvent | CompletionEvent
+class HookEvent(msgspec.Struct, tag="hook", **_S):
+    """A hook of an op (``path``; ``""``: the pipeline) of run ``run_id`` was decided when the op
+    ended ``trigger_status`` (POLYFLOW §8.3). ``status`` ``created``: the separate run
+    ``hook_run_id`` was submitted (its own events are keyed by that id); ``skipped``: its
+    conditions were false; ``failed``: it could not be resolved (``message``), nothing runs.
+    Kafka key: ``run_id`` (the source). ``key``: ``RUN/PATH#ATTEMPT:hook-INDEX`` (``@EPOCH``
+    after a resume)."""
+
+    run_id: str
+    pipeline: str
+    path: str
+    attempt: int
+    index: int
+    hub_ref: str
+    trigger_status: str
+    hook_run_id: str
+    status: str
+    time: float
+    key: str
+    message: str | None = None
+    epoch: int = 0
+
+
+EventsMessage = StatusEvent | CompletionEvent | HookEvent
 
 # --------------------------------------------------------------------------- external (input)
 

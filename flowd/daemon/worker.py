@@ -414,6 +414,9 @@ class PartitionWorker:
                     if run_id in engine_runs:
                         summary = wire.run_summary(self.state.engine.view(run_id), time=time.time())
                         await p.send(topics.status, wire.encode(summary), key=run_id.encode())
+                for sub_msg in out.submissions:
+                    # hook runs (POLYFLOW §8.3): on ``runs`` with the rest of the batch, or not at all
+                    await p.send(topics.runs, wire.encode(sub_msg), key=sub_msg.run_id.encode())
                 for key, sub in out.subscriptions:
                     await p.send(topics.subscriptions, None if sub is None else wire.encode(sub), key=key.encode())
                 for dead in out.deadletters:
@@ -430,7 +433,13 @@ class PartitionWorker:
                 if marked is not None:
                     await p.send(topics.snapshots, wire.encode_marker(marked), key=wire.marker_key(self.partition),
                                  partition=self.partition)
+                if out.submissions:
+                    # tests only (flowd.faults): die with the hook runs sent, not committed
+                    crash_point("hooks.produced", out.submissions[0].run_id)
                 await p.commit_transaction()
+                if out.submissions:
+                    # tests only: die with the hook runs committed, before anything else happens
+                    crash_point("hooks.committed", out.submissions[0].run_id)
         except BaseException:
             m.transactions.labels("failed").inc()
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):

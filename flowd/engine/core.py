@@ -213,6 +213,8 @@ class Engine:
             finished_at=root.finished_at,
             message=root.message,
             ops=ops,
+            hooks=[msgspec.to_builtins(h) for h in run.hooks],
+            hook_of=msgspec.to_builtins(run.hook_of) if run.hook_of is not None else None,
         )
 
     def waiting_for(self, run_id: str) -> dict[str, str]:
@@ -244,7 +246,7 @@ class Engine:
         context = dict(event.context)
         context.setdefault("project_name", event.pipeline.name)
         run = RunState(run_id=event.run_id, pipeline=event.pipeline, seed=event.seed, created_at=event.time, nodes={},
-                       context=context)
+                       context=context, hook_of=event.hook_of)
         self.runs[event.run_id] = run
         index = self._new_index(run)
         op = event.pipeline

@@ -72,6 +72,6 @@ def matrix_child_spec(op: Op, base: dict[str, Any], suggestion: dict[str, Any]) 
             connection=original.connection if original else None,
         )
     return msgspec.structs.replace(
-        op, params=params, matrix=None, upstream=[], event_edges={}, conditions=None,
+        op, params=params, matrix=None, upstream=[], event_edges={}, conditions=None, hooks=[],
         trigger="all_succeeded", skip_on_upstream_skip=False, is_approved=True,
     )

@@ -22,6 +22,19 @@ from flowd.spec.compiled import Op, Termination
 # ----------------------------------------------------------------------------------- events
 
 
+class HookOf(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
+    """What a hook run was started for (POLYFLOW §8.3): hook ``index`` of the op at ``path`` of
+    run ``run_id`` (``""``: the pipeline itself), when its attempt ``attempt`` ended ``status``."""
+
+    run_id: str
+    path: str
+    attempt: int
+    index: int
+    hub_ref: str
+    status: str
+    epoch: int = 0
+
+
 class Submit(msgspec.Struct, tag="submit", omit_defaults=True, frozen=True, gc=False):
     """Start a new pipeline run. ``pipeline`` is the compiled root op (see flowd.spec.compiled)."""
 
@@ -33,6 +46,8 @@ class Submit(msgspec.Struct, tag="submit", omit_defaults=True, frozen=True, gc=F
     # what the adapter knows of where the run lives, for `globals` (POLYFLOW §3.5): owner_name,
     # project_name, username, user_email, namespace, context_path, artifacts_path
     context: dict[str, str] = {}
+    # set on a hook run: the run and op it is a hook of (a hook run fires no hooks itself)
+    hook_of: HookOf | None = None
 
 
 class OpStatus(msgspec.Struct, tag="op_status", omit_defaults=True, frozen=True, gc=False):
@@ -162,4 +177,27 @@ class PipelineDone(msgspec.Struct, tag="done", omit_defaults=True, frozen=True, 
     key: str = ""
 
 
-Command = StartOp | StopOp | SetTimer | CancelTimer | StatusChanged | PipelineDone
+class StartHook(msgspec.Struct, tag="start_hook", omit_defaults=True, frozen=True, gc=False):
+    """A finished op's hook (POLYFLOW §8.3), decided. ``status`` ``created``: submit ``pipeline``
+    as a new, separate run ``hook_run_id`` (with ``Submit.hook_of = source``), on the adapter's
+    usual submission path; ``skipped``: its conditions were false; ``failed``: it could not be
+    resolved (``message``), nothing runs. ``hook_run_id`` derives from the source run, op path,
+    attempt, epoch and hook index, so a redelivered or replayed transition asks for the same run
+    and the adapter's once-per-run-id submission makes it run once. Never changes the source."""
+
+    source: HookOf
+    hook_run_id: str
+    status: str
+    time: float
+    key: str
+    pipeline: Op | None = None
+    seed: int = 0
+    context: dict[str, str] = {}
+    message: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.source.run_id
+
+
+Command = StartOp | StopOp | SetTimer | CancelTimer | StatusChanged | PipelineDone | StartHook

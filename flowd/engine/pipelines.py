@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from flowd.engine import fields, tuners
+from flowd.engine import fields, hooks, tuners
 from flowd.engine import matrix as matrix_mod
 from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
@@ -303,6 +303,17 @@ class Pipelines:
 
     # ------------------------------------------------------------------ propagation
 
+    def fire_hooks(self, run: RunState, node: Node) -> None:
+        """POLYFLOW §8.3: a finished op's hooks become separate runs (StartHook commands; a
+        schedule's hooks fire per tick, a matrix's once for the matrix: its children carry none;
+        a hook run fires none)."""
+        if node.kind == "schedule" or run.hook_of is not None:
+            return
+        index = self.step.index[run.run_id]
+        spec = index.specs[node.path]
+        if spec.hooks:
+            self.step.out.extend(hooks.fire(run, node, spec, fields.resolver(run, index, node), self.step.now))
+
     def drain(self) -> None:
         """Propagate terminal statuses: downstream triggers, parent counters, pipeline ends."""
         finished = self.step.finished
@@ -310,6 +321,7 @@ class Pipelines:
         while head < len(finished):
             run, node = finished[head]
             head += 1
+            self.fire_hooks(run, node)
             if node.parent is None:
                 self.end_run(run, node)
                 continue

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from flowd.engine import status as S
+from flowd.engine.messages import HookOf
 from flowd.spec.compiled import Op
 
 SNAPSHOT_VERSION = 1
@@ -108,6 +109,20 @@ class Node(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     joined: list[str] | None = None
 
 
+class HookRecord(msgspec.Struct, gc=False, omit_defaults=True):
+    """A hook of an op of this run, decided (POLYFLOW §8.3): the run it started (``status``
+    ``created``), or why none (``skipped``: conditions false; ``failed``: ``message``)."""
+
+    path: str
+    attempt: int
+    index: int
+    hub_ref: str
+    trigger_status: str
+    run_id: str
+    status: str
+    message: str | None = None
+
+
 class RunState(msgspec.Struct, gc=False, omit_defaults=True):
     run_id: str
     pipeline: Op
@@ -122,6 +137,9 @@ class RunState(msgspec.Struct, gc=False, omit_defaults=True):
     epoch: int = 0
     # the submission's context for `globals` (owner, project, paths)
     context: dict[str, str] = {}
+    # a hook run: whose hook it is; a source run: the hooks its ops fired, in firing order
+    hook_of: HookOf | None = None
+    hooks: list[HookRecord] = []
 
 
 class Snapshot(msgspec.Struct, omit_defaults=True):

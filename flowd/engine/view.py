@@ -35,3 +35,8 @@ class RunView(msgspec.Struct, frozen=True):
     finished_at: float | None
     message: str | None
     ops: dict[str, OpView]
+    # the hooks its ops fired (POLYFLOW §8.3), in firing order: {path, attempt, index, hub_ref,
+    # trigger_status, run_id, status, message}; ``run_id`` names the separate hook run
+    hooks: list[dict[str, Any]] = []
+    # a hook run: {run_id, path, attempt, index, hub_ref, status, epoch} of its source
+    hook_of: dict[str, Any] | None = None

@@ -9,6 +9,11 @@ started attempt), then routes each command to exactly one adapter::
     StartOp -> executor.start      StopOp -> executor.stop
     SetTimer -> timers.set         CancelTimer -> timers.cancel
     StatusChanged -> progress      PipelineDone -> finish
+    StartHook -> a Submit of the hook run, into this same loop
+
+Hook runs (POLYFLOW §8.3) are separate runs of the same engine, driven by this loop next to the
+pipeline (their snapshot is the pipeline's, so ``--resume`` resumes them too): the loop ends
+when the pipeline is done and every hook run it started is done too.
 
 Persisting a batch is a journal append (flowd.runtime.journal): the batch's events, written and
 fdatasync'ed in a worker thread while the event loop goes on with everything else (the
@@ -46,16 +51,18 @@ from flowd.engine import (
     PipelineDone,
     RunView,
     SetTimer,
+    StartHook,
     StartOp,
     StatusChanged,
     Stop,
     StopOp,
+    Submit,
 )
 from flowd.faults import crash_point
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.runtime.executor import LocalExecutor
 from flowd.runtime.journal import COMPACT_MIN_BYTES, JournalEntry, JournalFile, encode_entry
-from flowd.runtime.ledger import Ledger
+from flowd.runtime.ledger import Ledger, timer_key
 from flowd.runtime.store import RECORD_VERSION, RunRecord, SnapshotStore, StoreError
 from flowd.runtime.timers import TimerService
 
@@ -134,6 +141,9 @@ class Driver:
         # the first batch of this process writes a snapshot: a new run gets its snapshot.bin (what
         # lists it), a resumed one drops the journal it was restored from (and any torn tail)
         self._snapshot_bytes: int | None = None
+        # hook runs started and not done yet (restored from the engine on --resume)
+        runs = getattr(engine, "runs", {})
+        self.hooks_open: set[str] = {r for r, st in runs.items() if st.hook_of is not None and not st.done}
         self._stalls = 0
         # persistence figures (bench/store_bench.py): batches, appends, snapshots, seconds waited
         self.stats = {"batches": 0, "appends": 0, "snapshots": 0, "append_bytes": 0, "snapshot_bytes": 0,
@@ -153,7 +163,10 @@ class Driver:
         """Drive the run until it is done; on ``--resume`` first re-arm saved timers and take over
         the attempts that were in flight. Returns the final view."""
         if self.record.done is not None:
-            return self.engine.view(self.run_id)
+            if not self.hooks_open:
+                return self.engine.view(self.run_id)
+            # the pipeline ended before a crash, its hook runs did not: drive them to their end
+            self.done = PipelineDone(self.run_id, self.record.done, self.clock())
         run_dir = self.store.run_dir(self.run_id)
         async with anyio.create_task_group() as tg:
             if self.executor_factory is not None:
@@ -161,7 +174,8 @@ class Driver:
             else:
                 opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace,
                                        max_procs=self.max_procs,
-                                       max_outputs_bytes=self.max_outputs_bytes or DEFAULT_MAX_OUTPUTS)
+                                       max_outputs_bytes=self.max_outputs_bytes or DEFAULT_MAX_OUTPUTS,
+                                       run_id=self.run_id)
             async with opened as executor:  # noqa: SIM117
                 async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
                     self._executor, self._timers = executor, timers
@@ -186,8 +200,16 @@ class Driver:
         while True:
             batch = self._drain()
             if not batch:
-                if self.done is not None and self._executor.active == 0:
+                if self.done is not None and self._executor.active == 0 and not self.hooks_open:
                     return
+                if self.done is not None and self._executor.active == 0 and not self.record.timers:
+                    # a hook run that can never move on (held for approval...): stop it
+                    if self._stalls:
+                        return
+                    self._stalls += 1
+                    for run_id in sorted(self.hooks_open):
+                        self.send(Stop(run_id=run_id, time=self.clock(), reason="Stalled"))
+                    continue
                 if self.done is None and self._executor.active == 0 and not self.record.timers:
                     if not self._stalled():
                         return
@@ -214,21 +236,48 @@ class Driver:
             case StopOp():
                 await self._executor.stop(command)
             case SetTimer():
-                self._timers.set(command.timer_id, command.at)
+                self._timers.set(timer_key(self.run_id, command.run_id, command.timer_id), command.at)
             case CancelTimer():
-                self._timers.cancel(command.timer_id)
+                self._timers.cancel(timer_key(self.run_id, command.run_id, command.timer_id))
+            case StartHook():
+                self._start_hook(command)
+            case StatusChanged() if command.run_id != self.run_id:
+                pass  # a hook run's op: the hook's own lines are enough
             case StatusChanged():
                 self.progress.status(command)
                 if command.path in self.approve and command.status in ("created", "compiled"):
                     self.send(Approve(run_id=self.run_id, path=command.path, time=self.clock()))
+            case PipelineDone() if command.run_id != self.run_id:
+                self.hooks_open.discard(command.run_id)
+                self.progress.note(f"flowd: hook run {command.run_id} {command.status}"
+                                   + (f": {command.message}" if command.message else ""))
             case PipelineDone():
                 self.done = command
                 if self._executor.active:
                     # the engine is done with them; whatever still runs (e.g. a service) goes now
                     tg.start_soon(self._stop_leftovers, name="stop leftovers")
 
+    def _start_hook(self, command: StartHook) -> None:
+        """A hook run enters on the path every run enters by: a ``Submit`` event."""
+        src = command.source
+        what = f"hook {src.index} ({src.hub_ref}) of {src.path or 'the pipeline'} ({src.status})"
+        if command.status != "created" or command.pipeline is None:
+            self.progress.note(f"flowd: {what}: {command.status}" + (f": {command.message}" if command.message else ""))
+            return
+        if command.hook_run_id in self.hooks_open:
+            return
+        self.hooks_open.add(command.hook_run_id)
+        self.progress.note(f"flowd: {what}: run {command.hook_run_id}")
+        self.send(Submit(run_id=command.hook_run_id, pipeline=command.pipeline, time=self.clock(), seed=command.seed,
+                         context=command.context, hook_of=command.source))
+
     async def _stop_leftovers(self) -> None:
-        await self._executor.stop_all(reason="pipeline finished")
+        if not self.hooks_open:
+            await self._executor.stop_all(reason="pipeline finished")
+            return
+        # hook runs go on after the pipeline: stop only the pipeline's own leftovers
+        for cmd in [c for c in self.record.attempts.values() if c.run_id == self.run_id]:
+            await self._executor.stop(StopOp(cmd.run_id, cmd.path, cmd.attempt, cmd.key, reason="pipeline finished"))
 
     def _stalled(self) -> bool:
         """Nothing can happen any more. Stop the run once; a second stall gives up."""

@@ -145,8 +145,12 @@ class LocalExecutor:
         max_procs: int | None = None,
         max_outputs_bytes: int = DEFAULT_MAX_OUTPUTS,
         use_cache: bool = True,
+        run_id: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        # the run this executor's folder belongs to: attempts of other runs driven with it (its
+        # hook runs, POLYFLOW §8.3) go to ``hooks/<their run id>/`` instead
+        self.run_id = run_id
         self.max_outputs_bytes = max_outputs_bytes  # a larger outputs file fails its attempt
         # at most this many job processes at once (None: no limit); the others wait in
         # `_waiting`, in the order they were started, while the engine sees them `queued`.
@@ -187,6 +191,9 @@ class LocalExecutor:
         return len(self._live)
 
     def attempt_dir(self, cmd: StartOp | StopOp) -> Path:
+        if self.run_id is not None and cmd.run_id != self.run_id:
+            # a hook run driven with this run (POLYFLOW §8.3): its attempts in a folder of its own
+            return self.run_dir / "hooks" / cmd.run_id / "attempts" / attempt_dir_name(cmd.path, cmd.attempt)
         return self.run_dir / "attempts" / attempt_dir_name(cmd.path, cmd.attempt)
 
     # ----------------------------------------------------------------------------- commands

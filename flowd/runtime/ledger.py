@@ -25,8 +25,9 @@ from flowd.engine import (
     TimerFired,
 )
 from flowd.runtime.store import RunRecord
+from flowd.runtime.timers import RUN_SEP
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "timer_key"]
 
 
 class _Handles(Protocol):
@@ -34,11 +35,16 @@ class _Handles(Protocol):
 
 
 class Ledger:
-    """Keeps ``record.attempts``, ``.stopping``, ``.timers`` and ``.done`` up to date."""
+    """Keeps ``record.attempts``, ``.stopping``, ``.timers`` and ``.done`` up to date.
+
+    The hook runs a pipeline starts are driven with it (POLYFLOW §8.3): their attempts are kept
+    with the pipeline's, their timers under :func:`timer_key`, and only the pipeline's own
+    ``PipelineDone`` sets ``done``."""
 
     def __init__(self, record: RunRecord) -> None:
         self.record = record
-        self._keys: dict[tuple[str, int], str] = {(c.path, c.attempt): k for k, c in record.attempts.items()}
+        self._keys: dict[tuple[str, str, int], str] = {
+            (c.run_id, c.path, c.attempt): k for k, c in record.attempts.items()}
         self.stopping: set[str] = set(record.stopping)
 
     def apply(self, engine: _Handles, batch: Sequence[Event]) -> list[Command]:
@@ -54,15 +60,16 @@ class Ledger:
     def note_event(self, event: Event) -> None:
         record = self.record
         if isinstance(event, OpStatus) and event.status in DONE:
-            key = self._keys.pop((event.path, event.attempt), None)
+            key = self._keys.pop((event.run_id, event.path, event.attempt), None)
             if key is not None:
                 record.attempts.pop(key, None)
                 self.stopping.discard(key)
         elif isinstance(event, TimerFired):
-            at = record.timers.get(event.timer_id)
+            key = timer_key(record.run_id, event.run_id, event.timer_id)
+            at = record.timers.get(key)
             if at is not None and event.time >= at:
-                del record.timers[event.timer_id]
-        elif isinstance(event, Resume):
+                del record.timers[key]
+        elif isinstance(event, Resume) and event.run_id == record.run_id:
             record.done = None  # a finished run runs again (flowd run --resume, flowd resume)
 
     def note_command(self, command: Command) -> None:
@@ -70,18 +77,24 @@ class Ledger:
         match command:
             case StartOp():
                 record.attempts[command.key] = command
-                self._keys[(command.path, command.attempt)] = command.key
+                self._keys[(command.run_id, command.path, command.attempt)] = command.key
             case StopOp():
                 if command.key in record.attempts:
                     self.stopping.add(command.key)
             case SetTimer():
-                record.timers[command.timer_id] = command.at
+                record.timers[timer_key(record.run_id, command.run_id, command.timer_id)] = command.at
             case CancelTimer():
-                record.timers.pop(command.timer_id, None)
-            case PipelineDone():
+                record.timers.pop(timer_key(record.run_id, command.run_id, command.timer_id), None)
+            case PipelineDone() if command.run_id == record.run_id:
                 record.done = command.status
 
     def sync(self) -> RunRecord:
         """The record with the stop set written back (before it is saved)."""
         self.record.stopping = sorted(self.stopping)
         return self.record
+
+
+def timer_key(driven: str, run_id: str, timer_id: str) -> str:
+    """The driver's name of a timer: its own id for the driven run, qualified by the run id for
+    a hook run driven with it."""
+    return timer_id if run_id == driven else f"{run_id}{RUN_SEP}{timer_id}"

@@ -19,6 +19,10 @@ from flowd.engine import Event, TimerFired
 __all__ = ["TimerService"]
 
 
+# ``<run id><RUN_SEP><timer id>``: a timer of another run than the driven one (a hook run)
+RUN_SEP = "\t"
+
+
 class TimerService:
     """Use as ``async with TimerService(run_id=..., send=..., clock=...) as timers``."""
 
@@ -61,4 +65,8 @@ class TimerService:
                 await anyio.sleep(at - now)
             if self._scopes.get(timer_id) is scope:
                 del self._scopes[timer_id]
-                self.send(TimerFired(run_id=self.run_id, timer_id=timer_id, time=now))
+                run_id, sep, own_id = timer_id.partition(RUN_SEP)
+                if sep:  # a timer of another run driven with this one (a hook run)
+                    self.send(TimerFired(run_id=run_id, timer_id=own_id, time=now))
+                else:
+                    self.send(TimerFired(run_id=self.run_id, timer_id=timer_id, time=now))

@@ -152,6 +152,26 @@ class Component(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     source: str | None = None
 
 
+# the params every hook run receives (unless ``disableDefaults``), describing the run that ended
+HOOK_DEFAULT_PARAMS = ("name", "uuid", "kind", "status", "runtime", "wait_time", "duration", "inputs", "outputs",
+                       "condition")
+
+
+class Hook(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
+    """A hook of an op (POLYFLOW §8.3): when the op's run ends with a status ``trigger`` matches
+    (unset and ``done`` match any) and ``conditions`` render true, ``op`` runs as a separate run.
+    ``op`` is the hook's ``hubRef`` component compiled into an operation with the hook's params;
+    None when flowd could not resolve it (the hook then fails when it fires, with ``error``)."""
+
+    hub_ref: str
+    op: Op | None = None
+    trigger: str | None = None
+    conditions: str | None = None
+    connection: str | None = None
+    disable_defaults: bool | str | None = None
+    error: str | None = None
+
+
 class Op(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """One operation: a DAG node, or the root of a submitted pipeline."""
 
@@ -173,5 +193,5 @@ class Op(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     # top-level only
     schedule: dict[str, Any] | None = None
     events: list[dict[str, Any]] = []
-    hooks: list[dict[str, Any]] = []
+    hooks: list[Hook] = []
     joins: list[dict[str, Any]] = []

@@ -29,6 +29,7 @@ from flowd.spec.expansion import check_ops
 from flowd.spec.limits import LimitError, Limits, json_size, over
 from flowd.spec.matrix import compile_matrix
 from flowd.spec.params import check_params
+from flowd.spec.refs import RefError, locate_hub
 from flowd.spec.types import CoercionError, coerce, is_template
 
 __all__ = ["CompileResult", "compile_text", "compile_path"]
@@ -91,6 +92,9 @@ class _Compiler(DagRules):
         # how many DAGs enclose the one being compiled
         self.ops_read = 1
         self.dag_depth = 0
+        # compiling a hook's component: its own hooks are not compiled (a hook of a hook could
+        # name itself and never end); they are reported as not run
+        self.in_hook = False
         self.op_where: dict[int, tuple[str, tuple[Any, ...]]] = {}
 
     def count_op(self, where: tuple[str, tuple[Any, ...]]) -> None:
@@ -271,11 +275,74 @@ class _Compiler(DagRules):
             cache=cache if isinstance(cache, dict) else None,
             schedule=builtins_of(op.schedule) if root else None,
             events=builtins_of(op.events) if isinstance(op.events, list) else [],
-            hooks=builtins_of(spec.hooks) if isinstance(spec.hooks, list) else [],
+            hooks=self._hooks(op, spec, eff),
             joins=builtins_of(op.joins) if isinstance(op.joins, list) else [],
         )
         self.op_where[id(compiled)] = self.cmp.at(op)
         return compiled
+
+    def _hooks(self, op: m.PolyaxonfileSpec, spec: m.PolyaxonfileSpec, eff: Effective) -> list[c.Hook]:
+        """Each hook's ``hubRef`` compiled into an operation with the hook's params (POLYFLOW §8.3),
+        like an iterative matrix's tuner. A hubRef flowd cannot resolve was reported by
+        ``_check_hook_refs``; its hook keeps the message and fails when it fires."""
+        hooks = spec.hooks if isinstance(spec.hooks, list) else []
+        if not hooks:
+            return []
+        if self.in_hook:
+            self.emit("warning", self.cmp.at(op, "hooks"), "hooks of a hook's component are not run (a hook run "
+                                                          "fires no hooks of its own)")
+            return []
+        out = []
+        for hook in hooks:
+            params = cast("dict[str, m.Param]", dict(hook.params or {}))
+            base = c.Hook(hub_ref=hook.hub_ref, trigger=hook.trigger, conditions=hook.conditions,
+                          connection=hook.connection, disable_defaults=hook.disable_defaults)
+            if is_template(hook.hub_ref):
+                out.append(msgspec.structs.replace(base, error=f"hook hubRef {hook.hub_ref!r} is a template: "
+                                                              "flowd resolves hook components at submission"))
+                continue
+            try:
+                locate_hub(hook.hub_ref, self.cmp.hub)
+            except RefError as exc:
+                out.append(msgspec.structs.replace(base, error=f"hook: {exc}"))
+                continue
+            h_spec = m.PolyaxonfileSpec(hub_ref=hook.hub_ref, params=params or None,
+                                        presets=hook.presets, queue=hook.queue, namespace=hook.namespace)
+            self.cmp.where[id(h_spec)] = self.cmp.at(hook)
+            before = len(self.findings)
+            self.in_hook = True
+            try:
+                h_eff = self.cmp.effective(h_spec, source=eff.source, base_dir=eff.base_dir, components=None)
+                component = (self._component(h_eff, Inherit(), nested=False)
+                             if h_eff is not None and h_eff.run is not None else None)
+                h_op = (self._op(h_spec, h_eff, component, name=f"{hook.hub_ref}", params=params, upstream=[],
+                                 event_edges={}, inherit=Inherit(), root=True)
+                        if h_eff is not None and component is not None else None)
+            finally:
+                self.in_hook = False
+            errors = [f for f in self.findings[before:] if f.severity == "error"]
+            if errors or h_op is None:
+                out.append(msgspec.structs.replace(base, error="hook: " + "; ".join(f.message for f in errors)
+                                                   if errors else f"hook: {hook.hub_ref!r} could not be compiled"))
+                continue
+            assert h_eff is not None  # h_op is None otherwise
+            self._check_hook_params(hook, params, h_eff)
+            out.append(msgspec.structs.replace(base, op=h_op))
+        return out
+
+    def _check_hook_params(self, hook: m.Hook, params: dict[str, m.Param], h_eff: Effective) -> None:
+        """The hook's params typed against its component like an op's (§3.3); an input named
+        like a default hook param (``status``, ``outputs``...) gets its value from the finished
+        run, unless ``disableDefaults`` is literally true."""
+        where = self.cmp.at(hook)
+        defaults = () if hook.disable_defaults is True else c.HOOK_DEFAULT_PARAMS
+        inputs = [msgspec.structs.replace(io, is_optional=True) if io.name in defaults else io for io in h_eff.inputs]
+
+        def emit(sev: str, path: tuple[Any, ...], msg: str) -> None:
+            self.emit(sev, (where[0], (*where[1], *path)), f"hook `{hook.hub_ref}`: {msg}")
+
+        check_params(params=params, inputs=inputs, outputs=h_eff.outputs, matrix=None, joins=None,
+                     strict=h_eff.strict, ctx=None, emit=emit, compat=self.compat)
 
     def _matrix(self, op: m.PolyaxonfileSpec, eff: Effective) -> c.Matrix | None:
         if op.matrix is None:

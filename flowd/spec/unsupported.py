@@ -21,11 +21,9 @@ IGNORED_FIELDS: dict[str, str] = {
     "queue": "flowd has no queues: ops are admitted by `concurrency` only",
     "cost": "flowd does not account costs",
     "mount": "flowd uploads and mounts no local paths",
-    "hooks": "flowd does not run hooks yet",
 }
 
-_CAMEL = {"plugins": "plugins", "build": "build", "queue": "queue", "cost": "cost", "mount": "mount",
-          "hooks": "hooks"}
+_CAMEL = {"plugins": "plugins", "build": "build", "queue": "queue", "cost": "cost", "mount": "mount"}
 
 Emit = Callable[[str, tuple[Any, ...], str], None]
 

@@ -3,6 +3,11 @@ the refusal of event-triggered pipelines)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 from tests.e2e.test_flowd_run import flowd, write
@@ -38,3 +43,49 @@ def test_a_second_run_reuses_cached_results(tmp_path: Path) -> None:
     assert "cache_hit" not in second["ops"]["always"] and "cache_hit" not in second["ops"]["fresh"]
     attempts = list((state / "runs" / second["run_id"] / "attempts").iterdir())
     assert not any("prepare" in p.name for p in attempts)  # no process ran for it
+
+
+def test_a_kill_9_while_a_hook_runs_then_resume_finishes_the_hook_once(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    # the first start of the hook sleeps (and is orphaned by the kill); the resumed one is quick
+    (hub / "slow-notify.yaml").write_text(textwrap.dedent(f"""
+    kind: component
+    name: slow-notify
+    inputs: [{{name: status, type: str}}]
+    run:
+      kind: job
+      container:
+        image: x
+        command: [sh, -c, "echo start-{{{{ status }}}} >> {log}; if [ -f {log}.once ]; then true; else touch {log}.once; sleep 30; fi; echo end >> {log}"]
+    """))
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(textwrap.dedent("""
+    kind: component
+    name: p
+    run:
+      kind: dag
+      operations:
+        - name: a
+          hooks: [{hubRef: slow-notify}]
+          component: {run: {kind: job, container: {image: x, command: [sh, -c, "true"]}}}
+    """))
+    state = tmp_path / "state"
+    args = [sys.executable, "-m", "flowd", "run", str(pipeline), "--hub", str(hub), "--state-dir", str(state),
+            "--output", "json"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "start-succeeded" in log.read_text()):
+            assert time.monotonic() < deadline, proc.stderr
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # the pipeline has ended; its hook run is mid-flight
+        proc.communicate()
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=60)
+    report = json.loads(resumed.stdout)
+    assert resumed.returncode == 0 and report["status"] == "succeeded", resumed.stderr
+    assert [(h["op"], h["status"]) for h in report["hooks"]] == [("a", "succeeded")]
+    # the orphaned first start was killed and the hook ran again, to its end, once
+    assert log.read_text().split() == ["start-succeeded", "start-succeeded", "end"]

@@ -249,8 +249,19 @@ def check_joins(r: dict[str, Any]) -> None:
     assert [(j["run_id"], j["op"]) for j in r["ops"]["reduce"]["joined"]] == [(r["run_id"], "tune[1]"), (r["run_id"], "tune[2]")]
 
 
+def check_hooks(r: dict[str, Any]) -> None:
+    # a failing hook run does not fail its pipeline
+    assert r["status"] == "succeeded" and statuses(r) == {"train": "succeeded"}
+    got = [(h["op"], h["index"], h["trigger_status"], h["status"]) for h in r["hooks"]]
+    assert got == [("train", 0, "succeeded", "succeeded"), ("train", 1, "succeeded", "skipped"),
+                   ("", 0, "succeeded", "failed")]
+    assert r["hooks"][0]["outputs"] == {"sent": "train succeeded"}
+    assert len({h["run_id"] for h in r["hooks"]}) == 3
+
+
 EXAMPLES = {
     "joins.yaml": check_joins,
+    "hooks.yaml": check_hooks,
     "cache.yaml": check_cache,
     "presets.yaml": check_presets,
     "fan-in.yaml": check_fan_in,

@@ -67,8 +67,8 @@ def test_the_spec_layer_knows_neither_engine_nor_adapters():
 
 def test_the_engine_public_surface_is_pinned():
     assert sorted(flowd.engine.__all__) == sorted([
-        "DONE", "STATUSES", "Approve", "CancelTimer", "Command", "Engine", "Event", "OpStatus", "OpView", "PipelineDone",
-        "Resume", "RunView", "SetTimer", "StartOp", "StatusChanged", "Stop", "StopOp", "Submit", "TimerFired",
+        "DONE", "STATUSES", "Approve", "CancelTimer", "Command", "Engine", "Event", "HookOf", "OpStatus", "OpView", "PipelineDone",
+        "Resume", "RunView", "SetTimer", "StartHook", "StartOp", "StatusChanged", "Stop", "StopOp", "Submit", "TimerFired",
     ])
     for name in flowd.engine.__all__:
         assert getattr(flowd.engine, name) is not None

@@ -147,3 +147,27 @@ def test_joins_and_cache_are_honoured_so_they_are_not_warned_about():
           component: {{run: {JOB}}}
     """)
     assert found == []
+
+
+def test_a_hooks_params_are_typed_against_its_component(tmp_path):
+    (tmp_path / "notify.yaml").write_text(
+        "kind: component\nname: notify\ninputs: [{name: status, type: str}, {name: n, type: int, value: 1}]\n"
+        f"run: {JOB}\n")
+    text = f"""
+    kind: component
+    name: p
+    run:
+      kind: dag
+      operations:
+        - name: a
+          hooks:
+            - {{hubRef: notify, params: {{n: {{value: many}}}}}}
+            - {{hubRef: notify}}
+            - {{hubRef: notify, disableDefaults: true}}
+          component: {{run: {JOB}}}
+    """
+    result = compile_text(textwrap.dedent(text), source="t.yaml", hub=str(tmp_path))
+    # `status` comes from the finished run (a default hook param) unless disableDefaults
+    assert [e.location for e in result.errors] == ["run.operations[0].hooks[0].params.n",
+                                                   "run.operations[0].hooks[2].params"]
+    assert "hook `notify`" in result.errors[0].message

@@ -176,7 +176,9 @@ component: {run: {kind: job, container: {image: busybox}}}
 """
     op = compile_text(text).op
     assert op.schedule == {"kind": "cron", "cron": "0 2 * * *", "maxRuns": 3}
-    assert op.hooks == [{"hubRef": "notify", "trigger": "failed"}]
+    # without a hub the hook cannot be compiled: it keeps why, and fails when it fires
+    assert [(h.hub_ref, h.trigger, h.op) for h in op.hooks] == [("notify", "failed", None)]
+    assert "no component hub is configured" in (op.hooks[0].error or "")
 
 
 def test_dag_passdown_fields() -> None:
