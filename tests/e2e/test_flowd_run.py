@@ -242,7 +242,17 @@ def check_cache(r: dict[str, Any]) -> None:
     assert not any(op.get("cache_hit") for op in r["ops"].values())
 
 
+def check_artifacts(r: dict[str, Any]) -> None:
+    assert statuses(r) == {"train": "succeeded", "evaluate": "succeeded"}
+    model = Path(r["ops"]["train"]["outputs"]["model"])
+    assert model.read_text() == "weights-v1" and model.parts[-3:] == (r["run_id"], "train", "model")
+    assert (model.parent / "report" / "summary.txt").read_text() == "loss 0.1"
+    assert r["ops"]["evaluate"]["artifacts"]["consumed"] == [
+        {"path": str(model.parent), "run_id": r["run_id"]}, {"path": str(model), "run_id": r["run_id"]}]
+
+
 EXAMPLES = {
+    "artifacts.yaml": check_artifacts,
     "cache.yaml": check_cache,
     "presets.yaml": check_presets,
     "fan-in.yaml": check_fan_in,
@@ -287,7 +297,7 @@ def test_feature_example(name: str, tmp_path: Path) -> None:
     EXAMPLES[name](report)
     for op in report["ops"].values():
         # identical ops of one run may reuse each other's cached result (cache_hit, cache_source)
-        assert set(op) - {"cache_hit", "cache_source"} == {"status", "attempts", "outputs", "started_at",
+        assert set(op) - {"cache_hit", "cache_source", "artifacts"} == {"status", "attempts", "outputs", "started_at",
                                                            "finished_at", "message"}
         for key in ("started_at", "finished_at"):
             if op[key] is not None:
