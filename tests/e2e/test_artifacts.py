@@ -87,3 +87,28 @@ def test_artifacts_ref_without_a_store_context_is_no_longer_a_run_time_error(tmp
     """The issue's case: `ref: ops.X, value: artifacts.base` passed check and failed at run time."""
     report = run(tmp_path)
     assert report["status"] == "succeeded"
+
+
+def gc(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return flowd("gc", "--state-dir", tmp_path / "state", "--keep-days", "0", *extra)
+
+
+def test_gc_keeps_artifacts_a_kept_run_or_a_cache_entry_refers_to(tmp_path):
+    first = run(tmp_path)
+    second = run(tmp_path)  # a cache hit on the first run's artifacts
+    artifacts = tmp_path / "state" / "artifacts"
+    proc = gc(tmp_path, "--keep-last", "1")
+    assert proc.returncode == 0 and f"removed {first['run_id']}" in proc.stdout, proc.stderr
+    # the first run's state is gone, its artifacts stay: the second run and the cache name them
+    assert not (tmp_path / "state" / "runs" / first["run_id"]).exists()
+    assert (artifacts / first["run_id"] / "produce" / "data" / "part-0").is_file()
+    assert f"kept artifacts of {first['run_id']}" in proc.stderr
+    # once nothing refers to them (no cache entry, the referring run removed) they go
+    for entry in (tmp_path / "state" / "cache").glob("*.json"):
+        entry.unlink()
+    proc = gc(tmp_path, "--keep-last", "0", "--dry-run")
+    assert f"would remove artifacts of {first['run_id']}" in proc.stdout
+    assert (artifacts / first["run_id"]).is_dir()
+    proc = gc(tmp_path, "--keep-last", "0")
+    assert f"removed {second['run_id']}" in proc.stdout and f"removed artifacts of {first['run_id']}" in proc.stdout
+    assert not (artifacts / first["run_id"]).exists()

@@ -32,3 +32,14 @@ def test_the_artifacts_section_of_an_op_and_of_a_cache_hit():
     hit = Node(path="train", parent="", name="train", index=0, kind="job", status="succeeded", reason="CacheHit",
                message="cache hit: outputs of run-0/train", outputs={"model": "s3://b/p/run-0/train/model"})
     assert run_artifacts("run-1", hit, {"artifacts_store": "s3://b/p"})["base"] == "s3://b/p/run-0/train"
+
+
+def test_gc_plan():
+    from flowd.artifacts.gc import collectable, references
+
+    stored = ["r1", "r2", "r3", "r4"]
+    # r1 going and unreferenced; r2 going but referenced; r3 kept; r4 an orphan (its run was removed)
+    assert collectable(stored, going={"r1", "r2"}, kept={"r3"}, referenced={"r2"}) == ["r1", "r4"]
+    blob = b"\x92\xa5/st/r2/op/model\xa3abc /st/r11/x"
+    assert references(blob, "/st", ["r1", "r2", "r11"]) == {"r2", "r11"}
+    assert references(b"nothing", "/st", ["r1"]) == set()
