@@ -121,7 +121,7 @@ async def main() -> None:
 
             staged = tmp / "staged"
 
-            async def adopt(src=src, name=name):
+            async def adopt(src=src, name=name, staged=staged):
                 shutil.rmtree(staged, ignore_errors=True)
                 shutil.copytree(src, staged)  # setup, not timed below
                 t = time.perf_counter()
