@@ -342,7 +342,11 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         # globals.context_path/artifacts_path point into this run's directory of the state dir
         context_path = str(store.run_dir(run_id).resolve())
         context = {"context_path": context_path, "artifacts_path": f"{context_path}/artifacts",
-                   "owner_name": os.environ.get("USER") or "flowd", "artifacts_store": artifacts_location(store)}
+                   "owner_name": os.environ.get("USER") or "flowd"}
+        if executor is None:
+            # only local processes write $FLOWD_ARTIFACTS into the store so far; pods do not
+            # (docs/artifacts.md "Not yet"), so their artifacts refs fail with a clear message
+            context["artifacts_store"] = artifacts_location(store)
         if args.no_cache:
             context["cache"] = "off"
         initial.append(Submit(run_id=run_id, pipeline=result.op, time=now, seed=seed, context=context))
