@@ -105,3 +105,21 @@ async def test_flowd_run_keeps_artifacts_in_s3_and_gc_deletes_them(s3_server, tm
                                    "--keep-last", "0")
     assert proc.returncode == 0 and f"removed artifacts of {run_id}" in proc.stdout, proc.stderr
     assert await store.list(run_id) == []
+
+
+async def test_children_and_list_read_past_one_page(s3_server, monkeypatch):
+    """S3 lists answer 1000 keys a page; gc must see every run, not the first page of them."""
+    import asyncio
+
+    import obstore
+
+    store = _store(s3_server, monkeypatch, "pages")
+    gate = asyncio.Semaphore(16)
+
+    async def one(i):
+        async with gate:
+            await obstore.put_async(store._store, f"run-{i:05d}/x", b"x")
+
+    await asyncio.gather(*(one(i) for i in range(1100)))
+    assert len(await store.children("")) == 1100
+    assert len(await store.list("")) == 1100
