@@ -1,5 +1,9 @@
 """``flowd gc``: remove local runs older than the retention (state, work dir and logs).
 
+The artifacts of removed runs go too (the store of ``--artifacts-store`` / ``$FLOWD_ARTIFACTS_STORE``,
+else ``<state dir>/artifacts``), but never while a kept run or an entry of the result cache still
+refers to them (flowd.artifacts.gc).
+
 Retention: ``--keep-days`` (default ``$FLOWD_RETENTION_DAYS``, else 14) by creation time, and
 ``--keep-last N`` runs of each pipeline are always kept (default 1: the latest, so ``--resume``
 and ``flowd logs`` of it keep working). Runs a flowd process is carrying out are never removed.
@@ -32,6 +36,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--keep-last", type=int, default=1, metavar="N", help="always keep the N latest runs of each pipeline (default 1)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--state-dir", metavar="DIR", default=None, help="the state dir (default: $FLOWD_STATE_DIR, ...)")
+    p.add_argument("--artifacts-store", metavar="DIR|URL", default=None,
+                   help="the artifact store (default: $FLOWD_ARTIFACTS_STORE, else <state dir>/artifacts)")
     p.add_argument("--daemon", action="store_true",
                    help="forget the daemons' finished runs (tombstones in the compacted status topic) instead")
     from flowd.cli.bus import add_bus_args
@@ -60,16 +66,60 @@ def run(args: argparse.Namespace) -> int:
     store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     seen: dict[str, int] = {}
     removed = 0
+    going: set[str] = set()
     for summary in list_runs(store):  # newest first
         seen[summary.pipeline] = seen.get(summary.pipeline, 0) + 1
         if summary.active or seen[summary.pipeline] <= args.keep_last or (summary.created_at or 0) >= cutoff:
             continue
         print(("would remove " if args.dry_run else "removed ") + summary.run_id)
+        going.add(summary.run_id)
         if not args.dry_run:
             store.discard(summary.run_id)
         removed += 1
     print(f"{removed} run(s) {'to remove' if args.dry_run else 'removed'} (retention {days:g} days, "
           f"keeping the last {args.keep_last} of each pipeline)", file=sys.stderr)
+    return _collect_artifacts(args, store, going)
+
+
+def _collect_artifacts(args: argparse.Namespace, store: Any, going: set[str]) -> int:
+    import anyio
+
+    from flowd.artifacts import ArtifactStoreError, StoreConfig, open_store
+    from flowd.artifacts.gc import collectable, references
+
+    try:
+        artifacts = open_store(StoreConfig.from_env(url=args.artifacts_store), default_folder=store.root / "artifacts")
+        stored = anyio.run(artifacts.children, "")
+    except ArtifactStoreError as exc:
+        print(f"flowd gc: error: artifacts store: {exc}", file=sys.stderr)
+        return 1
+    if not stored:
+        return 0
+    location = artifacts.location("")
+    kept = set(store.run_ids()) - going
+    referenced: set[str] = set()
+    # a kept run's state is its snapshot plus its journal (outputs of a running one may be only there)
+    blobs = [p for r in kept for p in (store.run_dir(r) / "snapshot.bin", store.journal_path(r))]
+    blobs += sorted((store.root / "cache").glob("*.json"))
+    for path in blobs:
+        try:
+            referenced |= references(path.read_bytes(), location, stored)
+        except OSError:
+            continue
+    held = sorted(r for r in stored if r in going and r in referenced)
+    for run_id in held:
+        print(f"kept artifacts of {run_id}: a kept run or a cache entry refers to them", file=sys.stderr)
+    doomed = collectable(stored, going=going, kept=kept, referenced=referenced)
+    for run_id in doomed:
+        if store.is_active(run_id):
+            continue
+        print(("would remove artifacts of " if args.dry_run else "removed artifacts of ") + run_id)
+        if not args.dry_run:
+            try:
+                anyio.run(artifacts.delete, run_id)
+            except ArtifactStoreError as exc:
+                print(f"flowd gc: error: {exc}", file=sys.stderr)
+                return 1
     return 0
 
 

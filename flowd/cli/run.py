@@ -89,8 +89,20 @@ def add_parser(subparsers: Any) -> None:
         "--executor-config", metavar="JSON|FILE", default=None,
         help="with --executor k8s: executor settings (docs/kubernetes.md) as a JSON object or a JSON/TOML file",
     )
+    p.add_argument(
+        "--artifacts-store", metavar="DIR|URL", default=None,
+        help="where ops' artifacts ($FLOWD_ARTIFACTS) are kept: a folder or s3://bucket/prefix "
+        "(default: $FLOWD_ARTIFACTS_STORE, else <state dir>/artifacts; docs/artifacts.md)",
+    )
     add_limit_args(p)
     p.set_defaults(func=run)
+
+
+def artifacts_location(store: SnapshotStore) -> str:
+    """Where this run's artifacts go (the executor opens the same store from the environment)."""
+    from flowd.artifacts import StoreConfig, open_store
+
+    return open_store(StoreConfig.from_env(), default_folder=store.root / "artifacts").location("")
 
 
 # a wide fan-out without `concurrency` would otherwise start every process at once
@@ -149,7 +161,29 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
 
 
-def _op_entry(op: Any) -> dict[str, Any]:
+def _under(value: Any, store: str) -> list[str]:
+    """Every string in ``value`` (nested lists/dicts too) that names a place in the store."""
+    if isinstance(value, str):
+        return [value] if value.startswith(store + "/") else []
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _under(item, store)]
+    if isinstance(value, list):
+        return [v for item in value for v in _under(item, store)]
+    return []
+
+
+def lineage(op: Any, store: str) -> dict[str, Any] | None:
+    """Which artifacts the op produced (its outputs in the store) and consumed (its params in the
+    store), each consumed one with the run that produced it (the first part of its key)."""
+    produced = sorted(set(_under(op.outputs or {}, store)))
+    consumed = sorted(set(_under(op.params or {}, store)))
+    if not produced and not consumed:
+        return None
+    return {"produced": produced,
+            "consumed": [{"path": p, "run_id": p[len(store) + 1:].partition("/")[0]} for p in consumed]}
+
+
+def _op_entry(op: Any, store: str | None = None) -> dict[str, Any]:
     entry = {
         "status": op.status,
         "attempts": op.attempts,
@@ -163,6 +197,8 @@ def _op_entry(op: Any) -> dict[str, Any]:
         source = (op.message or "").removeprefix("cache hit: outputs of ")
         run_id, _, path = source.partition("/")
         entry.update(cache_hit=True, cache_source={"run_id": run_id, "op": path})
+    if store and (found := lineage(op, store)):
+        entry["artifacts"] = found
     if getattr(op, "joined", None):
         # lineage of its joins (POLYFLOW §8.4): the runs they selected, in order
         entry["joined"] = op.joined
@@ -187,11 +223,14 @@ def hook_entries(view: RunView, hook_runs: dict[str, RunView] | None = None) -> 
     return out
 
 
-def json_report(view: RunView, hook_runs: dict[str, RunView] | None = None) -> dict[str, Any]:
+def json_report(view: RunView, hook_runs: dict[str, RunView] | None = None,
+                artifacts_store: str | None = None) -> dict[str, Any]:
     """The ``--output json`` object. Times are ISO-8601 strings in UTC (or null). An op that
     reused a cached result also has ``"cache_hit": true`` and ``"cache_source": {run_id, op}``; an
     op with joins has ``"joined": [{run_id, op, uuid}, ...]``, the runs they selected. ``hooks``
-    lists the hook runs (see :func:`hook_entries`); they never change ``status``."""
+    lists the hook runs (see :func:`hook_entries`); they never change ``status``. An op that
+    produced or consumed artifacts of ``artifacts_store`` has ``"artifacts": {"produced": [path],
+    "consumed": [{"path", "run_id"}]}`` (lineage)."""
     return {
         "pipeline": view.pipeline,
         "status": view.status,
@@ -199,7 +238,7 @@ def json_report(view: RunView, hook_runs: dict[str, RunView] | None = None) -> d
         "started_at": _iso(view.started_at),
         "finished_at": _iso(view.finished_at),
         "message": view.message,
-        "ops": {path: _op_entry(op) for path, op in view.ops.items() if path},
+        "ops": {path: _op_entry(op, artifacts_store) for path, op in view.ops.items() if path},
         "hooks": hook_entries(view, hook_runs),
     }
 
@@ -239,6 +278,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"flowd run: error: {problem}", file=sys.stderr)
         return 1
     store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
+    if args.artifacts_store:
+        # the flag is the environment variable for this process: the executor, and op processes
+        # that call `flowd` themselves, see the same store
+        os.environ["FLOWD_ARTIFACTS_STORE"] = str(Path(args.artifacts_store).absolute()) \
+            if "://" not in args.artifacts_store else args.artifacts_store
+    try:
+        artifacts_location(store)
+    except Exception as exc:  # noqa: BLE001 - ArtifactStoreError, or the S3 client refusing its settings
+        print(f"flowd run: error: artifacts store: {exc}", file=sys.stderr)
+        return 2
     key = derive_run_id(file, params)
     errors: list[Exception] = []
     try:
@@ -321,6 +370,10 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         context_path = str(store.run_dir(run_id).resolve())
         context = {"context_path": context_path, "artifacts_path": f"{context_path}/artifacts",
                    "owner_name": os.environ.get("USER") or "flowd"}
+        if executor is None:
+            # only local processes write $FLOWD_ARTIFACTS into the store so far; pods do not
+            # (docs/artifacts.md "Not yet"), so their artifacts refs fail with a clear message
+            context["artifacts_store"] = artifacts_location(store)
         if args.no_cache:
             context["cache"] = "off"
         initial.append(Submit(run_id=run_id, pipeline=result.op, time=now, seed=seed, context=context))
@@ -378,7 +431,7 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
             view = anyio.run(driver.run, initial)
     hook_runs = {h["run_id"]: engine.view(h["run_id"]) for h in view.hooks if h["run_id"] in engine.runs}
     if args.output == "json":
-        sys.stdout.write(json.dumps(json_report(view, hook_runs), indent=2) + "\n")
+        sys.stdout.write(json.dumps(json_report(view, hook_runs, artifacts_location(store)), indent=2) + "\n")
     else:
         for h in hook_entries(view, hook_runs):
             print(f"hook {h['index']} ({h['hub_ref']}) of {h['op'] or 'the pipeline'} ({h['trigger_status']}): "

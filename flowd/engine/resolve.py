@@ -95,6 +95,30 @@ def run_globals(run_id: str, node: Node, context: dict[str, Any] | None = None) 
     }
 
 
+# the message an executor gives a cache hit (flowd.runtime.cache.HIT_PREFIX): its tail names the
+# run and op whose results (and artifacts) were reused
+CACHE_HIT_PREFIX = "cache hit: outputs of "
+
+
+def run_artifacts(run_id: str, node: Node, context: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The ``artifacts`` section of an op (POLYFLOW §3.4): ``base`` (where the store keeps what
+    the op wrote under ``$FLOWD_ARTIFACTS``: ``<store>/<run id>/<op path>``), ``outputs`` (the
+    same place) and each reported output that lies there, by name. A cache hit's are the original
+    op's (nothing is copied). None when the adapter named no artifact store."""
+    store = (context or {}).get("artifacts_store")
+    if not store:
+        return None
+    origin = f"{run_id}/{node.path}"
+    if node.reason == "CacheHit" and node.message and node.message.startswith(CACHE_HIT_PREFIX):
+        origin = node.message[len(CACHE_HIT_PREFIX):]
+    base = f"{str(store).rstrip('/')}/{origin}"
+    info: dict[str, Any] = {"base": base, "outputs": base}
+    for name, value in (node.outputs or {}).items():
+        if isinstance(value, str) and value.startswith(base + "/"):
+            info[name] = value
+    return info
+
+
 def _globals_of(run: RunState, node: Node) -> dict[str, Any]:
     return run_globals(run.run_id, node, run.context)
 
@@ -252,7 +276,11 @@ class Resolver:
                 "outputs": target.outputs,
                 "inputs": target.params,
                 "globals": run_globals(self.run_id, target, self.run_context),
+                "artifacts": run_artifacts(self.run_id, target, self.run_context),
             }
+            if section == "artifacts" and sections["artifacts"] is None and target.status in ("succeeded", "skipped"):
+                raise ResolveError(f"param {name!r}: {ref} has no artifacts: no artifact store is configured "
+                                   "(--artifacts-store / $FLOWD_ARTIFACTS_STORE)")
         elif ref == "dag":
             if self.dag is None:
                 raise ResolveError(f"param {name!r}: `ref: dag` is only valid inside a DAG")

@@ -23,6 +23,7 @@ import collections
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -33,6 +34,8 @@ import anyio
 import anyio.abc
 import msgspec
 
+from flowd.artifacts import ArtifactStoreError, FolderStore, Store, StoreConfig, op_prefix, open_store
+from flowd.artifacts.outputs import bind_outputs
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
 from flowd.faults import crash_point
@@ -146,6 +149,7 @@ class LocalExecutor:
         max_outputs_bytes: int = DEFAULT_MAX_OUTPUTS,
         use_cache: bool = True,
         run_id: str | None = None,
+        artifacts: Store | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         # the run this executor's folder belongs to: attempts of other runs driven with it (its
@@ -163,6 +167,10 @@ class LocalExecutor:
         # (off in the daemon: its hits must be in the log and seen by every replica, which a local
         # folder is not; the daemon's cache is a compacted topic still to come, issue 11)
         self.cache = LocalCache(self.run_dir.parent.parent / "cache") if use_cache else None
+        # where finished attempts' $FLOWD_ARTIFACTS go (flowd.artifacts.config: --artifacts-store,
+        # $FLOWD_ARTIFACTS_STORE, else <state dir>/artifacts)
+        self.artifacts = artifacts if artifacts is not None else open_store(
+            StoreConfig.from_env(), default_folder=self.run_dir.parent.parent / "artifacts")
         self.send = send
         self.clock = clock
         self.grace = grace
@@ -333,6 +341,8 @@ class LocalExecutor:
             FLOWD_OP_PATH=cmd.path,
             FLOWD_ATTEMPT=str(cmd.attempt),
             FLOWD_WORKDIR=str(self.workdir),
+            # files written here are the op's artifacts: kept in the store when it succeeds
+            FLOWD_ARTIFACTS=str(directory / "artifacts"),
         )
         return env
 
@@ -350,6 +360,8 @@ class LocalExecutor:
         for stale in ("outputs.json", "result.json", "pid.json", "metrics.jsonl"):
             (directory / stale).unlink(missing_ok=True)
         (directory / "outputs.json").touch()
+        shutil.rmtree(directory / "artifacts", ignore_errors=True)  # a retry starts with none
+        (directory / "artifacts").mkdir()
         container = cmd.run.get("container") or {}
         cwd = container.get("workingDir")
         cwd = cwd if isinstance(cwd, str) and os.path.isdir(cwd) else self.workdir
@@ -433,12 +445,39 @@ class LocalExecutor:
             fields = dict(status="failed", exit_code=rc, reason="Error", message=message)
         if outputs and outputs_error is None:
             fields["outputs"] = outputs
+        if fields["status"] == "succeeded":
+            await self._publish_artifacts(attempt, fields)
         if fields["status"] == "succeeded" and attempt.cmd.cache_key is not None and self.cache is not None:
             self.cache.save(attempt.cmd.cache_key, CacheEntry(run_id=attempt.cmd.run_id, path=attempt.cmd.path,
                                                               finished_at=self.clock(), outputs=fields.get("outputs")))
         self._finish(attempt, **fields)
         self._finished(attempt)
         await self._release_slot(attempt)
+
+    async def _publish_artifacts(self, attempt: _Attempt, fields: dict[str, Any]) -> None:
+        """Keep what the attempt wrote under $FLOWD_ARTIFACTS in the store (a folder store takes
+        the directory by a rename, no copy) and point its file outputs there. Before the report:
+        a consumer started on the report always finds the files."""
+        cmd = attempt.cmd
+        staging = attempt.dir / "artifacts"
+        try:
+            present = {p.name for p in staging.iterdir()}
+        except OSError:
+            present = set()
+        if not present:
+            return
+        prefix = op_prefix(cmd.run_id, cmd.path)
+        location = self.artifacts.location(prefix)
+        try:
+            if isinstance(self.artifacts, FolderStore):
+                await anyio.to_thread.run_sync(self.artifacts.adopt, prefix, staging)
+            else:
+                await self.artifacts.put(prefix, staging)
+        except ArtifactStoreError as exc:
+            fields.update(status="failed", reason="ArtifactsUpload", message=str(exc))
+            return
+        fields["outputs"] = bind_outputs(fields.get("outputs"), list(cmd.outputs), present, staging=str(staging),
+                                         location=location)
 
     def _finish(self, attempt: _Attempt, **fields: Any) -> None:
         cmd = attempt.cmd

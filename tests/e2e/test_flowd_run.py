@@ -259,9 +259,19 @@ def check_hooks(r: dict[str, Any]) -> None:
     assert len({h["run_id"] for h in r["hooks"]}) == 3
 
 
+def check_artifacts(r: dict[str, Any]) -> None:
+    assert statuses(r) == {"train": "succeeded", "evaluate": "succeeded"}
+    model = Path(r["ops"]["train"]["outputs"]["model"])
+    assert model.read_text() == "weights-v1" and model.parts[-3:] == (r["run_id"], "train", "model")
+    assert (model.parent / "report" / "summary.txt").read_text() == "loss 0.1"
+    assert r["ops"]["evaluate"]["artifacts"]["consumed"] == [
+        {"path": str(model.parent), "run_id": r["run_id"]}, {"path": str(model), "run_id": r["run_id"]}]
+
+
 EXAMPLES = {
     "joins.yaml": check_joins,
     "hooks.yaml": check_hooks,
+    "artifacts.yaml": check_artifacts,
     "cache.yaml": check_cache,
     "presets.yaml": check_presets,
     "fan-in.yaml": check_fan_in,
@@ -306,8 +316,8 @@ def test_feature_example(name: str, tmp_path: Path) -> None:
     EXAMPLES[name](report)
     for op in report["ops"].values():
         # identical ops of one run may reuse each other's cached result (cache_hit, cache_source);
-        # an op with joins lists the runs they selected (joined)
-        assert set(op) - {"cache_hit", "cache_source", "joined"} == {"status", "attempts", "outputs", "started_at",
+        # an op with joins lists the runs they selected (joined), one with artifacts its lineage
+        assert set(op) - {"cache_hit", "cache_source", "joined", "artifacts"} == {"status", "attempts", "outputs", "started_at",
                                                            "finished_at", "message"}
         for key in ("started_at", "finished_at"):
             if op[key] is not None:
