@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, fo
     connections: dict[str, Connection] = {}
     # labels added to every object flowd creates
     extra_labels: dict[str, str] = {}
+    # the image of the built-in init steps (git, file, dockerfile, artifacts): flowd's own, which
+    # carries git and `python -m flowd.initsteps`
+    init_image: str = "ghcr.io/flowd-project/flowd:0.1.0"
     # the main container's name when the component does not name it
     main_container: str = "main"
     # default image pull policy of containers that set none (None: cluster default)
