@@ -9,11 +9,12 @@ maps from a folder per resource (flowd.runtime.secrets). This module only holds 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-__all__ = ["Connection", "ConnectionResource", "GIT_KINDS", "STORE_KINDS"]
+__all__ = ["GIT_KINDS", "STORE_KINDS", "Connection", "ConnectionResource", "named"]
 
 # connection kinds whose init step clones a repository
 GIT_KINDS = frozenset({"git"})
@@ -46,3 +47,9 @@ class Connection(msgspec.Struct, omit_defaults=True, frozen=True, rename="camel"
     secret: ConnectionResource | None = None
     config_map: ConnectionResource | None = None
     env: list[dict[str, Any]] = []
+
+
+def named(catalog: Mapping[str, Connection]) -> dict[str, Connection]:
+    """The catalog with each connection's ``name`` set from its key (a catalog entry need not
+    repeat its name)."""
+    return {key: conn if conn.name else msgspec.structs.replace(conn, name=key) for key, conn in catalog.items()}

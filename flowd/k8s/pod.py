@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from flowd.connections import named
 from flowd.engine import StartOp
 from flowd.initsteps.plan import CONTEXT_ROOT, InitError, plan_init, volume_name
 from flowd.k8s import naming as N
@@ -323,8 +324,7 @@ def _context_mounts(inits: list[dict[str, Any]]) -> list[str]:
 
 
 def _catalog(settings: Settings) -> dict[str, Connection]:
-    return {name: conn if conn.name else Connection(**{**_fields(conn), "name": name})
-            for name, conn in settings.connections.items()}
+    return named(settings.connections)
 
 
 def _argv(value: Any, *, split: bool) -> list[str]:

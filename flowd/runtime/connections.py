@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flowd.connections import Connection, ConnectionResource
+from flowd.connections import Connection, ConnectionResource, named
 
 __all__ = ["ConnectionProblem", "LocalConnections"]
 
@@ -40,7 +40,7 @@ class ConnectionProblem(Exception):
 
 class LocalConnections:
     def __init__(self, catalog: Mapping[str, Connection], *, secrets_dir: Path, volumes_dir: Path) -> None:
-        self.catalog = dict(catalog)
+        self.catalog = named(catalog)
         self.secrets_dir = Path(secrets_dir)
         self.volumes_dir = Path(volumes_dir)
 
