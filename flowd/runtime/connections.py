@@ -41,7 +41,7 @@ class ConnectionProblem(Exception):
 class LocalConnections:
     def __init__(self, catalog: Mapping[str, Connection], *, secrets_dir: Path, volumes_dir: Path) -> None:
         self.catalog = named(catalog)
-        self.secrets_dir = Path(secrets_dir)
+        self.secrets_dir = Path(secrets_dir).absolute()  # processes run in other folders
         self.volumes_dir = Path(volumes_dir)
 
     def lookup(self, name: Any) -> Connection:
