@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from flowd.daemon.config import bus_config
+from flowd.cli.bus import bus_config
 
 
 def publish_command(args: argparse.Namespace, message: Any, *, command: str, done: str) -> int:

@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--state-dir", metavar="DIR", default=None, help="the state dir (default: $FLOWD_STATE_DIR, ...)")
     p.add_argument("--daemon", action="store_true",
                    help="list the runs the daemons serve (from the compacted status topic) instead of local runs")
-    from flowd.daemon.config import add_bus_args
+    from flowd.cli.bus import add_bus_args
 
     add_bus_args(p)
     p.set_defaults(func=run)
@@ -88,8 +88,8 @@ def _daemon_runs(args: argparse.Namespace, since: float | None) -> int:
     """The daemons' runs: every record of the compacted ``status`` topic (one per run)."""
     import anyio
 
+    from flowd.cli.bus import bus_config
     from flowd.daemon.client import run_summaries
-    from flowd.daemon.config import bus_config
     from flowd.daemon.kafka import BusError
     from flowd.runtime.history import _matches
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from flowd.daemon.config import add_bus_args, bus_config
+from flowd.cli.bus import add_bus_args, bus_config
 
 __all__ = ["add_parser", "run"]
 

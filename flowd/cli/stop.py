@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from flowd.cli._control import publish_command
-from flowd.daemon.config import add_bus_args
+from flowd.cli.bus import add_bus_args
 
 __all__ = ["add_parser", "run"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from flowd.cli._limits import add_limit_args, limits_of
-from flowd.daemon.config import add_bus_args, bus_config
+from flowd.cli.bus import add_bus_args, bus_config
 
 __all__ = ["add_parser", "run"]
 

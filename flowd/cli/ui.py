@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--token", default=None, help="token the action buttons need (default: $FLOWD_UI_TOKEN)")
     p.add_argument("--daemon", action="store_true",
                    help="show the daemons' runs (Kafka: the status topic; commands to the runs topic) instead of a state dir")
-    from flowd.daemon.config import add_bus_args
+    from flowd.cli.bus import add_bus_args
 
     add_bus_args(p)
     p.set_defaults(func=run)
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     backend: Any
     if args.daemon:
-        from flowd.daemon.config import bus_config
+        from flowd.cli.bus import bus_config
         from flowd.ui.kafka import KafkaBackend
 
         backend = KafkaBackend(bus_config(args))

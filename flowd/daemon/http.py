@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,7 +21,10 @@ import anyio.abc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
-    from flowd.daemon.serve import Daemon
+    from prometheus_client import CollectorRegistry
+
+# (ready, one line saying why or why not): the daemon's answer to /readyz
+Health = Callable[[], tuple[bool, str]]
 
 __all__ = ["serve_http"]
 
@@ -30,22 +34,19 @@ def _response(status: str, body: bytes, content_type: str = "text/plain; charset
     return head.encode() + body
 
 
-def route(daemon: Daemon, path: str) -> bytes:
+def route(health: Health, registry: CollectorRegistry, path: str) -> bytes:
     path = path.split("?", 1)[0]
     if path == "/healthz":
         return _response("200 OK", b"ok\n")
     if path == "/readyz":
-        if daemon.ready:
-            return _response("200 OK", f"ready: {len(daemon.workers)} partition(s)\n".encode())
-        waiting = sorted(p for p, w in daemon.workers.items() if not w.live)
-        what = "no assignment yet" if not daemon.assigned_once else f"recovering partitions {waiting}"
-        return _response("503 Service Unavailable", f"not ready: {what}\n".encode())
+        ready, what = health()
+        return _response("200 OK" if ready else "503 Service Unavailable", f"{what}\n".encode())
     if path == "/metrics":
-        return _response("200 OK", generate_latest(daemon.metrics.registry), CONTENT_TYPE_LATEST)
+        return _response("200 OK", generate_latest(registry), CONTENT_TYPE_LATEST)
     return _response("404 Not Found", b"not found\n")
 
 
-async def serve_http(daemon: Daemon, host: str, port: int, *,
+async def serve_http(health: Health, registry: CollectorRegistry, host: str, port: int, *,
                      task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -57,7 +58,7 @@ async def serve_http(daemon: Daemon, host: str, port: int, *,
             if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
                 writer.write(_response("405 Method Not Allowed", b"GET only\n"))
             else:
-                writer.write(route(daemon, parts[1]))
+                writer.write(route(health, registry, parts[1]))
             await writer.drain()
         except (TimeoutError, ConnectionError):
             pass

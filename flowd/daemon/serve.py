@@ -4,11 +4,15 @@
 
     Daemon.run
     ├── run_consumer   getmany over ``runs`` -> one PartitionWorker per owned partition
-    ├── run_reporter   executor reports and timer firings -> ``runs`` (the run's partition)
+    ├── run_reporter   executor reports and timer firings -> ``runs`` (flowd.daemon.effects)
     ├── run_timers     the timer wheel (flowd.daemon.timers)
     ├── run_router     event triggers (flowd.daemon.triggers)
     ├── run_http       /metrics /healthz /readyz (flowd.daemon.http)
     └── run_loop_lag   event-loop lag probe
+
+Each part gets only what it needs: a worker a :class:`~flowd.daemon.worker.PartitionContext`,
+the side effects an :class:`~flowd.daemon.effects.Effects` (executor, timers, feedback), the
+router and the HTTP server a few callables. None of them imports this module.
 
 The rebalance listener is tiny (STYLE §5): on revoke it closes the partition's worker (finish the
 batch in flight, final snapshot, release); on assign it opens one (restore, seek). Partitions
@@ -43,6 +47,7 @@ from flowd.daemon import wire
 from flowd.daemon.client import partition_for
 from flowd.daemon.compiler import make_compiler
 from flowd.daemon.config import DaemonConfig
+from flowd.daemon.effects import Effects
 from flowd.daemon.executors import open_executor
 from flowd.daemon.kafka import (
     SnapshotStore,
@@ -53,10 +58,9 @@ from flowd.daemon.kafka import (
     producer,
 )
 from flowd.daemon.metrics import Metrics, phases
-from flowd.daemon.partition import Compiler, Outcome
-from flowd.daemon.timers import TimerWheel
-from flowd.daemon.worker import PartitionWorker
-from flowd.engine import CancelTimer, OpStatus, SetTimer, StartOp, StopOp
+from flowd.daemon.partition import Compiler
+from flowd.daemon.worker import PartitionContext, PartitionWorker
+from flowd.engine import StartOp
 from flowd.executor import Executor
 
 __all__ = ["Daemon"]
@@ -92,12 +96,10 @@ class Daemon:
         # (``flowd serve`` exits there to leave local op processes running: see _detach)
         self.on_released = on_released
         self.workers: dict[int, PartitionWorker] = {}
-        self.run_partition: dict[str, int] = {}
         self.assigned_once = False
         self.http_port: int | None = None
-        self.timers = TimerWheel(self._fire_timer)
-        self._reports: list[wire.OpReport | wire.TimerFiring] = []
-        self._reports_ready = anyio.Event()
+        self.effects = Effects(config, self.metrics)
+        self.timers = self.effects.timers
         self._changed = anyio.Event()
         self._fatal: Exception | None = None
         self._frozen = False
@@ -105,7 +107,6 @@ class Daemon:
         self.executor: Executor
         self.snapshots: SnapshotStore
         self.metrics.add_state_collector(self._collect_state)
-        self.transition_counters: dict[tuple[str, str], Any] = {}
         self._events_partitions = 0
         self._events_partition_of: dict[str, int] = {}
         # this process, in the handling markers it writes (its own markers never mean a death)
@@ -129,6 +130,20 @@ class Daemon:
                 self._events_partition_of.clear()
             part = self._events_partition_of[run_id] = partition_for(run_id, self._events_partitions)
         return part
+
+    def health(self) -> tuple[bool, str]:
+        """(ready, what for /readyz): ready once every assigned partition is restored and replayed."""
+        if self.ready:
+            return True, f"ready: {len(self.workers)} partition(s)"
+        waiting = sorted(p for p, w in self.workers.items() if not w.live)
+        return False, "not ready: " + ("no assignment yet" if not self.assigned_once else f"recovering partitions {waiting}")
+
+    def _context(self, partition: int) -> PartitionContext:
+        return PartitionContext(
+            config=self.config, owner=self.owner, compiler=self.compiler, metrics=self.metrics,
+            consumer=self.consumer, snapshots=self.snapshots, effects=self.effects, mark_handling=self.mark_handling,
+            events_partition=self.events_partition, on_live=self.changed,
+            poisoned=self.poisoned.setdefault(partition, {}))
 
     def changed(self) -> None:
         set_partitions = getattr(getattr(self, "executor", None), "set_partitions", None)
@@ -171,8 +186,9 @@ class Daemon:
         self._events_partitions = partitions["events"]
         Path(c.state_dir).mkdir(parents=True, exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
+            report = self.effects.report
             if self.executor_factory is not None:
-                self.executor = self.executor_factory(self.report)
+                self.executor = self.executor_factory(report)
             else:
                 config = dict(c.executor_config or {})
                 if c.executor == "local":
@@ -183,7 +199,7 @@ class Daemon:
                     config.setdefault("partition_count", partitions["runs"])
                     config.setdefault("registry", self.metrics.registry)
                 self.executor = await stack.enter_async_context(open_executor(
-                    c.executor, send=self.report, state_dir=Path(c.state_dir), config=config,
+                    c.executor, send=report, state_dir=Path(c.state_dir), config=config,
                     on_start=self.on_start))
             self.feedback = producer(c, enable_idempotence=True)
             with map_errors("feedback producer"):
@@ -199,8 +215,8 @@ class Daemon:
             await self.snapshots.start()
             stack.push_async_callback(_shielded, self.snapshots.stop)
             # urlRef fetches (off the partitions' path; flowd.daemon.urlrefs)
-            self._fetch_limiter = anyio.CapacityLimiter(max(1, self.url_policy.concurrency))
-            self._fetch_tg = await stack.enter_async_context(anyio.create_task_group())
+            fetch_tg = await stack.enter_async_context(anyio.create_task_group())
+            self.effects.attach(executor=self.executor, feedback=self.feedback, fetch_tg=fetch_tg)
             # one task per owned partition lives here (started by the rebalance listener)
             self._workers_tg = await stack.enter_async_context(anyio.create_task_group())
             self.consumer = consumer(
@@ -214,15 +230,16 @@ class Daemon:
             stack.push_async_callback(self._shutdown)
             from flowd.daemon.triggers import Router
 
-            router = Router(self)
+            router = Router(c, feedback=self.feedback, metrics=self.metrics, owned=lambda: set(self.workers))
             async with anyio.create_task_group() as tg:
                 if c.metrics_port >= 0:
                     from flowd.daemon.http import serve_http
 
-                    self.http_port = await tg.start(serve_http, self, c.metrics_host, c.metrics_port)
+                    self.http_port = await tg.start(serve_http, self.health, self.metrics.registry,
+                                                    c.metrics_host, c.metrics_port)
                     log.info("http_listening", host=c.metrics_host, port=self.http_port)
                 tg.start_soon(_guard, self.timers.run_timers, name="run_timers")
-                tg.start_soon(_guard, self.run_reporter, name="run_reporter")
+                tg.start_soon(_guard, self.effects.run_reporter, name="run_reporter")
                 tg.start_soon(_guard, self.run_consumer, name="run_consumer")
                 tg.start_soon(_guard, self.run_loop_lag, name="run_loop_lag")
                 tg.start_soon(_guard, router.run_router, name="run_router")
@@ -237,12 +254,8 @@ class Daemon:
                 await worker.close()
             await self.consumer.stop()
             # reports still queued go out now (the reporter task is gone)
-            batch, self._reports = self._reports, []
             with contextlib.suppress(Exception):
-                for msg in batch:
-                    await self.feedback.send(self.topics.runs, wire.encode(msg), key=msg.run_id.encode(),
-                                             partition=self.run_partition.get(msg.run_id))
-                await self.feedback.flush()
+                await self.effects.flush_reports()
             log.info("daemon_stopped")
         if self.on_released is not None:
             self.on_released()
@@ -262,7 +275,7 @@ class Daemon:
             for p in partitions:
                 if p in self.workers:
                     continue
-                worker = PartitionWorker(self, p)
+                worker = PartitionWorker(self._context(p), p)
                 await worker.open()
                 self.workers[p] = worker
                 self._workers_tg.start_soon(self._run_worker, worker, name=f"partition {p}")
@@ -277,7 +290,7 @@ class Daemon:
         await worker.close(final_snapshot=False)
         if self.workers.get(worker.partition) is not worker:
             return  # revoked meanwhile
-        fresh = PartitionWorker(self, worker.partition)
+        fresh = PartitionWorker(self._context(worker.partition), worker.partition)
         await fresh.open()
         if self.workers.get(worker.partition) is not worker:
             await fresh.close(final_snapshot=False)  # revoked while it opened
@@ -339,29 +352,7 @@ class Daemon:
             if high is not None:
                 self.metrics.lag.labels(str(tp.partition)).set(max(0, high - position) + backlog)
 
-    # ----------------------------------------------------------------------- side effects
-
-    async def carry_out(self, partition: int, out: Outcome) -> None:
-        m = self.metrics
-        for cmd in out.effects:
-            if isinstance(cmd, StartOp):
-                self.run_partition[cmd.run_id] = partition
-                await self.start_attempt(cmd)
-            elif isinstance(cmd, StopOp):
-                await self.stop_attempt(cmd)
-            elif isinstance(cmd, SetTimer):
-                self.run_partition[cmd.run_id] = partition
-                self.timers.set(cmd.run_id, cmd.timer_id, cmd.at)
-            elif isinstance(cmd, CancelTimer):
-                self.timers.cancel(cmd.run_id, cmd.timer_id)
-            m.commands.labels(type(cmd).__name__).inc()
-        self.fetch_urls(partition, out.fetches)
-        for done in out.finished:
-            # late reports of a finished run go by key (the default partitioner), like its stop
-            self.run_partition.pop(done.run_id, None)
-            forget = getattr(self.executor, "forget_run", None)
-            if forget is not None:
-                forget(done.run_id)
+    # --------------------------------------------------------------------- handling markers
 
     async def mark_handling(self, partition: int, marker: wire.HandlingMarker) -> None:
         """Record durably, before handling a batch, which records are being handled (one small
@@ -369,82 +360,6 @@ class Daemon:
         with map_errors(f"handling marker of partition {partition}"):
             await self.marker_producer.send_and_wait(self.topics.snapshots, wire.encode_marker(marker),
                                               key=wire.marker_key(partition), partition=partition)
-    def fetch_urls(self, partition: int, submissions: Any) -> None:
-        """Fetch the urlRefs of these submissions in the background; each comes back on its
-        ``runs`` partition with the documents (flowd.daemon.urlrefs)."""
-        for msg in list(submissions):
-            self._fetch_tg.start_soon(self._fetch_urls, partition, msg, name=f"urlRef fetch {msg.run_id}")
-
-    async def _fetch_urls(self, partition: int, msg: wire.Submission) -> None:
-        from flowd.daemon.compiler import compile_with
-        from flowd.daemon.urlrefs import resolve_submission
-
-        hub = self.config.hub
-        t0 = time.monotonic()
-        async with self._fetch_limiter:
-            resolved = await anyio.to_thread.run_sync(
-                resolve_submission, msg, self.url_policy, lambda m, f: compile_with(m, f, hub), abandon_on_cancel=True)
-        log.info("url_refs_fetched", run_id=msg.run_id, documents=len(resolved.url_documents),
-                 errors=list(resolved.url_errors.values())[:3], seconds=round(time.monotonic() - t0, 3))
-        for attempt in range(5):
-            try:
-                with map_errors("publishing fetched urlRefs"):
-                    await self.feedback.send_and_wait(self.topics.runs, wire.encode(resolved),
-                                                      key=msg.run_id.encode(), partition=partition)
-                return
-            except Exception as exc:  # noqa: BLE001 - the next owner of the partition fetches again
-                log.error("url_refs_publish_failed", run_id=msg.run_id, error=str(exc))
-                await anyio.sleep(min(0.5 * 2**attempt, 5))
-
-    async def start_attempt(self, cmd: StartOp) -> None:
-        log.debug("start_op", run_id=cmd.run_id, op_path=cmd.path, attempt=cmd.attempt, key=cmd.key)
-        try:
-            # an executor that logs with structlog gets the run and op in its context
-            with structlog.contextvars.bound_contextvars(run_id=cmd.run_id, op_path=cmd.path):
-                await self.executor.start(cmd)
-        except Exception as exc:  # noqa: BLE001 - the executor's failure is the op's failure
-            self.metrics.executor_errors.inc()
-            log.error("start_failed", run_id=cmd.run_id, op_path=cmd.path, attempt=cmd.attempt, error=str(exc))
-            self.report(OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status="failed",
-                                 time=time.time(), reason="ExecutorError", message=str(exc)))
-
-    async def stop_attempt(self, cmd: StartOp | StopOp) -> None:
-        stop = cmd if isinstance(cmd, StopOp) else StopOp(cmd.run_id, cmd.path, cmd.attempt, cmd.key)
-        try:
-            with structlog.contextvars.bound_contextvars(run_id=cmd.run_id, op_path=cmd.path):
-                await self.executor.stop(stop)
-        except Exception as exc:  # noqa: BLE001
-            self.metrics.executor_errors.inc()
-            log.error("stop_failed", run_id=cmd.run_id, op_path=cmd.path, error=str(exc))
-
-    # ---------------------------------------------------------------------------- feedback
-
-    def report(self, status: OpStatus) -> None:
-        """The executors' ``send``: queue the report for the run's partition of ``runs``."""
-        self._reports.append(wire.OpReport(
-            run_id=status.run_id, path=status.path, attempt=status.attempt, status=status.status,
-            time=status.time, message=status.message, reason=status.reason, exit_code=status.exit_code,
-            outputs=status.outputs, metrics=status.metrics))
-        self._reports_ready.set()
-
-    def _fire_timer(self, run_id: str, timer_id: str, now: float) -> None:
-        self._reports.append(wire.TimerFiring(run_id=run_id, timer_id=timer_id, time=now))
-        self._reports_ready.set()
-
-    async def run_reporter(self) -> None:
-        topic = self.topics.runs
-        while True:
-            await self._reports_ready.wait()
-            self._reports_ready = anyio.Event()
-            batch, self._reports = self._reports, []
-            futures = []
-            with map_errors("reporting to runs"):
-                for msg in batch:
-                    futures.append(await self.feedback.send(
-                        topic, wire.encode(msg), key=msg.run_id.encode(), partition=self.run_partition.get(msg.run_id)))
-                for fut in futures:
-                    await fut
-            self.metrics.produced.labels(topic).inc(len(batch))
 
     async def run_loop_lag(self) -> None:
         while True:

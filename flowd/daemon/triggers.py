@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,7 +42,10 @@ from flowd.daemon.kafka import consumer, map_errors, partitions_of, stop_consume
 from flowd.engine import DONE
 
 if TYPE_CHECKING:
-    from flowd.daemon.serve import Daemon
+    from aiokafka import AIOKafkaProducer
+
+    from flowd.daemon.config import DaemonConfig
+    from flowd.daemon.metrics import Metrics
 
 __all__ = ["Router", "SubscriptionTable", "derived_run_id", "matches", "routed_partitions"]
 
@@ -79,10 +83,10 @@ def matches(sub: wire.Subscription, event: wire.StatusEvent | wire.CompletionEve
 class SubscriptionTable:
     """Every live subscription, read from the compacted ``subscriptions`` topic."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.topic = daemon.topics.subscriptions
+    def __init__(self, config: DaemonConfig) -> None:
+        self.topic = config.topics.subscriptions
         self.subs: dict[str, wire.Subscription] = {}
-        self._reader = consumer(daemon.config, group_id=None)
+        self._reader = consumer(config, group_id=None)
 
     async def start(self) -> None:
         with map_errors("subscriptions reader"):
@@ -118,25 +122,34 @@ def routed_partitions(owned: set[int], *, runs: int, counts: dict[str, int]) -> 
 
 
 class Router:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """Routes the ``events``/``external`` partitions that go with the ``runs`` partitions this
+    daemon owns (``owned()``) and submits a run, by ``feedback``, for each subscription they
+    trigger."""
+
+    def __init__(self, config: DaemonConfig, *, feedback: AIOKafkaProducer, metrics: Metrics,
+                 owned: Callable[[], set[int]]) -> None:
+        self.config = config
+        self.topics = config.topics
+        self.feedback = feedback
+        self.metrics = metrics
+        self.owned = owned
 
     async def run_router(self) -> None:
-        d = self.daemon
-        table = SubscriptionTable(d)
+        c, topics = self.config, self.topics
+        table = SubscriptionTable(c)
         await table.start()
         # no subscribe(): partitions follow the daemon's ownership of ``runs`` (module doc); the
         # group id is only where the offsets live (commits with generation -1, as a Kafka
         # "simple consumer" does)
-        source = consumer(d.config, group_id=f"{d.config.group_id}.triggers")
+        source = consumer(c, group_id=f"{c.group_id}.triggers")
         with map_errors("trigger consumer"):
             await source.start()
-            runs = await partitions_of(source, d.topics.runs)
-            counts = {t: await partitions_of(source, t) for t in (d.topics.events, d.topics.external)}
+            runs = await partitions_of(source, topics.runs)
+            counts = {t: await partitions_of(source, t) for t in (topics.events, topics.external)}
         routed: set[tuple[str, int]] = set()
         try:
             while True:
-                wanted = routed_partitions(set(d.workers), runs=runs, counts=counts)
+                wanted = routed_partitions(self.owned(), runs=runs, counts=counts)
                 if wanted != routed:
                     # positions of the new set are read from the committed offsets
                     source.assign([TopicPartition(t, q) for t, q in sorted(wanted)])
@@ -171,18 +184,18 @@ class Router:
                 await table.stop()
 
     async def _route(self, table: SubscriptionTable, rec: Any) -> list[Any]:
-        d = self.daemon
-        if rec.value is None or (not table.subs and rec.topic != d.topics.external):
+        topics, feedback = self.topics, self.feedback
+        if rec.value is None or (not table.subs and rec.topic != topics.external):
             return []
         try:
-            event: Any = (wire.decode_external(rec.value) if rec.topic == d.topics.external
+            event: Any = (wire.decode_external(rec.value) if rec.topic == topics.external
                           else wire.decode_events(rec.value))
         except msgspec.DecodeError as exc:
-            if rec.topic == d.topics.external:
+            if rec.topic == topics.external:
                 dead = wire.DeadLetter(reason="undecodable", error=str(exc), topic=rec.topic, partition=rec.partition,
                                        offset=rec.offset, time=rec.timestamp / 1000.0, key=rec.key, value=rec.value)
-                d.metrics.dead_lettered.labels("undecodable").inc()
-                return [await d.feedback.send(d.topics.deadletter, wire.encode(dead), key=rec.key)]
+                self.metrics.dead_lettered.labels("undecodable").inc()
+                return [await feedback.send(topics.deadletter, wire.encode(dead), key=rec.key)]
             return []
         futures = []
         for sub in list(table.subs.values()):
@@ -193,6 +206,6 @@ class Router:
             submission = wire.Submission(run_id=run_id, time=time.time(), pipeline=sub.pipeline,
                                          source=f"trigger:{sub.id}")
             log.info("triggered", subscription=sub.id, run_id=run_id, source_key=key)
-            d.metrics.triggered.inc()
-            futures.append(await d.feedback.send(d.topics.runs, wire.encode(submission), key=run_id.encode()))
+            self.metrics.triggered.inc()
+            futures.append(await feedback.send(topics.runs, wire.encode(submission), key=run_id.encode()))
         return futures

@@ -1,6 +1,7 @@
 """One owned ``runs`` partition: restore, replay, then consume-transform-produce in transactions.
 
-Life of a worker (all driven by :mod:`flowd.daemon.serve`):
+Life of a worker (all driven by :mod:`flowd.daemon.serve`, which hands it a
+:class:`PartitionContext`: the few things of the daemon a partition needs, and no more):
 
 1. ``open()`` (from the rebalance listener, before any fetch): start the partition's
    transactional producer -- ``transactional_id = <group>.<runs>.<N>``, so its ``InitProducerId``
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,18 +42,43 @@ from flowd.daemon.kafka import BusError, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
 
 if TYPE_CHECKING:
-    from flowd.daemon.serve import Daemon
+    from aiokafka import AIOKafkaConsumer
 
-__all__ = ["PartitionWorker"]
+    from flowd.daemon.config import DaemonConfig
+    from flowd.daemon.effects import Effects
+    from flowd.daemon.kafka import SnapshotStore
+    from flowd.daemon.metrics import Metrics
+    from flowd.daemon.partition import Compiler
+
+__all__ = ["PartitionContext", "PartitionWorker"]
 
 log = structlog.get_logger("flowd.daemon")
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionContext:
+    """What a partition worker uses of the daemon that runs it. Shared by every partition of
+    one daemon, except ``poisoned``, which outlives the worker: when a worker is rebuilt from
+    the log, its successor gets the same dict and dead-letters the records that raised."""
+
+    config: DaemonConfig
+    owner: str  # this process, in the handling markers it writes
+    compiler: Compiler
+    metrics: Metrics
+    consumer: AIOKafkaConsumer  # the group's consumer of ``runs``: offsets and seeks
+    snapshots: SnapshotStore
+    effects: Effects
+    mark_handling: Callable[[int, wire.HandlingMarker], Awaitable[None]]
+    events_partition: Callable[[str], int]
+    on_live: Callable[[], None]  # the partition is restored and replayed
+    poisoned: dict[int, str]  # offset -> error of a record whose handling raised
+
+
 class PartitionWorker:
-    def __init__(self, daemon: Daemon, partition: int) -> None:
-        self.daemon = daemon
+    def __init__(self, ctx: PartitionContext, partition: int) -> None:
+        self.ctx = ctx
         self.partition = partition
-        self.tp = TopicPartition(daemon.topics.runs, partition)
+        self.tp = TopicPartition(ctx.config.topics.runs, partition)
         self.state: PartitionState | None = None
         self.producer: AIOKafkaProducer | None = None
         self.committed = 0
@@ -88,7 +116,7 @@ class PartitionWorker:
 
     async def run_worker(self) -> None:
         """Process queued records in batches until closed (the partition's task)."""
-        limit = self.daemon.config.max_batch
+        limit = self.ctx.config.max_batch
         while not self.closed:
             if self.pending:
                 batch, self.pending = self.pending[:limit], self.pending[limit:]
@@ -103,9 +131,10 @@ class PartitionWorker:
     # ---------------------------------------------------------------------------- lifecycle
 
     async def open(self) -> None:
-        d = self.daemon
+        d = self.ctx
         self.opened_at = time.monotonic()
-        self.producer = producer(d.config, transactional_id=f"{d.config.group_id}.{d.topics.runs}.{self.partition}",
+        txn_id = f"{d.config.group_id}.{d.config.topics.runs}.{self.partition}"
+        self.producer = producer(d.config, transactional_id=txn_id,
                                  enable_idempotence=True, retry_backoff_ms=10)
         for attempt in range(8):
             try:
@@ -120,8 +149,7 @@ class PartitionWorker:
                 if attempt == 7 or exc.denied:  # a missing ACL is no race: say so now
                     raise
                 await anyio.sleep(min(0.25 * 2**attempt, 5))
-                self.producer = producer(d.config, enable_idempotence=True, retry_backoff_ms=10,
-                                         transactional_id=f"{d.config.group_id}.{d.topics.runs}.{self.partition}")
+                self.producer = producer(d.config, enable_idempotence=True, retry_backoff_ms=10, transactional_id=txn_id)
         t_load = time.monotonic()
         data, marker = await d.snapshots.load_tail(self.partition)
         size = len(data) if data is not None else 0
@@ -162,7 +190,7 @@ class PartitionWorker:
         except msgspec.DecodeError:
             self.log.warning("handling_marker_unreadable")
             return
-        if (m.owner == self.daemon.owner or m.offset < self.committed or m.end <= m.offset
+        if (m.owner == self.ctx.owner or m.offset < self.committed or m.end <= m.offset
                 or m.partition != self.partition):
             return  # ours (we are alive), handled and committed since, or released
         # records before ``m.offset`` (a record marked alone, in a range being isolated) were
@@ -177,23 +205,21 @@ class PartitionWorker:
         assert self.state is not None
         if self.closed:
             return
-        d = self.daemon
+        d, effects = self.ctx, self.ctx.effects
         for run_id, timer_id, at in self.state.pending_timers():
-            d.run_partition[run_id] = self.partition
-            d.timers.set(run_id, timer_id, at)
+            effects.set_timer(self.partition, run_id, timer_id, at)
         attempts = self.state.pending_attempts()
         for cmd, stopping in attempts:
-            d.run_partition[cmd.run_id] = self.partition
-            await d.start_attempt(cmd)
+            await effects.start_attempt(cmd, self.partition)
             if stopping:
-                await d.stop_attempt(cmd)
-        d.fetch_urls(self.partition, self.state.daemon.fetching.values())  # urlRefs still being fetched
+                await effects.stop_attempt(cmd)
+        effects.fetch_urls(self.partition, self.state.daemon.fetching.values())  # urlRefs still being fetched
         self.live = True
         took = time.monotonic() - self.opened_at
         d.metrics.recovery_seconds.labels(str(self.partition)).set(took)
         self.log.info("partition_ready", recovery_seconds=round(took, 3), replayed=self.replayed,
                       runs=len(self.state.engine.runs), attempts_adopted=len(attempts))
-        d.changed()
+        d.on_live()
 
     async def close(self, *, final_snapshot: bool = True) -> None:
         self._wake.set()
@@ -212,14 +238,14 @@ class PartitionWorker:
                     # take our clean exit for a death while handling them
                     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                         try:
-                            await self.daemon.mark_handling(self.partition, wire.HandlingMarker(
+                            await self.ctx.mark_handling(self.partition, wire.HandlingMarker(
                                 partition=self.partition, offset=self.premarked[0], end=self.premarked[0],
-                                owner=self.daemon.owner, time=time.time()))
+                                owner=self.ctx.owner, time=time.time()))
                         except Exception as exc:  # noqa: BLE001 - at worst the next owner isolates them
                             self.log.warning("marker_release_failed", error=str(exc))
             finally:
                 if self.state is not None:
-                    self.daemon.timers.cancel_runs(self.state.run_ids())
+                    self.ctx.effects.release_runs(self.state.run_ids())
                 if self.producer is not None:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                         await self.producer.stop()
@@ -240,7 +266,7 @@ class PartitionWorker:
                     except Exception as exc:  # noqa: BLE001 - handled once already: never a crash loop
                         self.log.error("replay_record_failed", offset=r.offset, error=f"{type(exc).__name__}: {exc}")
                 self.replayed += len(replay)
-                self.daemon.metrics.replayed.inc(len(replay))
+                self.ctx.metrics.replayed.inc(len(replay))
             live = [r for r in records if r.offset >= self.committed] if replay else records
             if not live:
                 return
@@ -277,11 +303,11 @@ class PartitionWorker:
 
     async def _handle(self, batch: list[Any], *, isolated: bool, last: bool) -> None:
         assert self.state is not None
-        d = self.daemon
+        d = self.ctx
         next_offset = batch[-1].offset + 1
         premarked, self.premarked = self.premarked, None
         out = Outcome()
-        poisoned = d.poisoned.setdefault(self.partition, {})
+        poisoned = d.poisoned
         skipped: list[int] = []
         if not isolated and (premarked is None or premarked[0] != batch[0].offset or premarked[1] < next_offset):
             await d.mark_handling(self.partition, wire.HandlingMarker(
@@ -321,7 +347,7 @@ class PartitionWorker:
         # is deterministic, so if the transaction fails the partition is rebuilt from the log
         # and re-derives the very same commands (the executor adopts, never starts twice).
         # Waiting for the commit would add a whole transaction to every hop of a pipeline.
-        await d.carry_out(self.partition, out)
+        await d.effects.carry_out(self.partition, out)
         # a skipped record: the snapshot moves past it, so no later restore replays it
         await self._commit(out, next_offset, snapshot=bool(skipped) or self._snapshot_due(),
                            premark=last and not isolated)
@@ -333,14 +359,14 @@ class PartitionWorker:
     def _premark(self, next_offset: int) -> wire.HandlingMarker | None:
         """The marker of the next batch, if its records are already fetched (as the next call of
         ``process`` will take them)."""
-        nxt = [r for r in self.pending[:self.daemon.config.max_batch] if r.offset >= next_offset]
+        nxt = [r for r in self.pending[:self.ctx.config.max_batch] if r.offset >= next_offset]
         if not nxt:
             return None
         return wire.HandlingMarker(partition=self.partition, offset=nxt[0].offset, end=nxt[-1].offset + 1,
-                                   owner=self.daemon.owner, time=time.time())
+                                   owner=self.ctx.owner, time=time.time())
 
     def _snapshot_due(self) -> bool:
-        c = self.daemon.config
+        c = self.ctx.config
         return (not self.has_snapshot or self.records_since_snapshot >= c.snapshot_records
                 or time.monotonic() - self.last_snapshot >= c.snapshot_interval)
 
@@ -349,7 +375,7 @@ class PartitionWorker:
         ``premark``, records already fetched past the batch are marked as being handled next in
         the same transaction, which spares their batch its own marker write (see ``_handle``)."""
         assert self.producer is not None and self.state is not None
-        d, m = self.daemon, self.daemon.metrics
+        d, m = self.ctx, self.ctx.metrics
         offset = next_offset if next_offset is not None else self.committed
         snap_bytes = None
         if snapshot:
@@ -362,7 +388,7 @@ class PartitionWorker:
                 lambda: wire.encode_snapshot(self.state.snapshot(offset=offset, time=now)))  # type: ignore[union-attr]
             m.snapshot_seconds.observe(time.monotonic() - t)
         t0 = time.monotonic()
-        p, topics = self.producer, d.topics
+        p, topics = self.producer, d.config.topics
         marked = None
         try:
             with map_errors(f"transaction of partition {self.partition}"):
@@ -414,13 +440,8 @@ class PartitionWorker:
                 self.log.warning("dead_lettered", reason=dead.reason, error=dead.error[:200], offset=dead.offset)
         if out.ignored:
             m.ignored.inc(out.ignored)
-        counters = d.transition_counters
         for change in out.transitions:
-            label = ("run" if change.path == "" else "op", change.status)
-            counter = counters.get(label)
-            if counter is None:
-                counter = counters[label] = m.transitions.labels(*label)
-            counter.inc()
+            m.count_transition("run" if change.path == "" else "op", change.status)
             m.transition_latency.observe(max(0.0, now - change.time))
             if self.state is not None:
                 m.observe_done(change, self.state.engine)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import flowd.engine
 
 ROOT = Path(flowd.engine.__file__).resolve().parents[1]
@@ -82,3 +84,59 @@ def test_adapters_use_only_the_engine_public_surface():
             if bad:
                 internal[module] = bad
     assert internal == {}
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+    """``flowd.<package>`` module -> the modules of the same package it imports, anywhere in
+    its source (imports under TYPE_CHECKING and inside functions count too: a cycle hidden
+    there is still two modules that cannot be understood one without the other)."""
+    prefix = f"flowd.{package}"
+    modules = {f"{prefix}.{p.stem}" if p.stem != "__init__" else prefix: p for p in (ROOT / package).glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in modules)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module in modules and node.module != prefix:
+                    deps.add(node.module)
+                # ``from flowd.daemon import wire`` names a module, not the package
+                deps.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules)
+        deps.discard(name)
+        graph[name] = deps - {prefix}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, done = [], set()
+
+    def visit(node: str, trail: list[str]) -> None:
+        if node in trail:
+            found.append(trail[trail.index(node):] + [node])
+            return
+        if node in done:
+            return
+        for dep in sorted(graph.get(node, ())):
+            visit(dep, [*trail, node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])
+    return found
+
+
+@pytest.mark.parametrize("package", ["daemon", "spec", "runtime", "k8s", "cli", "ui"])
+def test_modules_import_one_way(package):
+    assert cycles(module_graph(package)) == []
+
+
+def test_the_daemon_parts_do_not_know_the_daemon():
+    """serve.py builds the daemon's parts and hands each the narrow interface it needs (a
+    PartitionContext, Effects, callables): no part imports serve.py back."""
+    graph = module_graph("daemon")
+    assert sorted(m for m, deps in graph.items() if "flowd.daemon.serve" in deps) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]

@@ -51,23 +51,26 @@ def test_k8s_executor_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
         anyio.run(main)
 
 
-class _FakeDaemon:
-    def __init__(self, ready: bool) -> None:
-        from flowd.daemon.metrics import Metrics
-
-        self.ready = ready
-        self.assigned_once = True
-        self.workers: dict[int, object] = {}
-        self.metrics = Metrics()
-
-
 def test_http_routes() -> None:
-    assert route(_FakeDaemon(True), "/healthz").startswith(b"HTTP/1.0 200")
-    assert route(_FakeDaemon(True), "/readyz").startswith(b"HTTP/1.0 200")
-    assert route(_FakeDaemon(False), "/readyz").startswith(b"HTTP/1.0 503")
-    metrics = route(_FakeDaemon(True), "/metrics")
+    from flowd.daemon.metrics import Metrics
+
+    registry = Metrics().registry
+
+    def ready() -> tuple[bool, str]:
+        return True, "ready: 2 partition(s)"
+
+    def recovering() -> tuple[bool, str]:
+        return False, "not ready: recovering partitions [1]"
+
+    assert route(ready, registry, "/healthz").startswith(b"HTTP/1.0 200")
+    assert route(recovering, registry, "/healthz").startswith(b"HTTP/1.0 200")
+    answer = route(ready, registry, "/readyz")
+    assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(b"ready: 2 partition(s)\n")
+    answer = route(recovering, registry, "/readyz")
+    assert answer.startswith(b"HTTP/1.0 503") and b"recovering partitions [1]" in answer
+    metrics = route(ready, registry, "/metrics")
     assert metrics.startswith(b"HTTP/1.0 200") and b"flowd_transactions_total" in metrics
-    assert route(_FakeDaemon(True), "/nope").startswith(b"HTTP/1.0 404")
+    assert route(ready, registry, "/nope").startswith(b"HTTP/1.0 404")
 
 
 def test_the_deployed_configmap_is_a_valid_daemon_config(tmp_path: Path) -> None:
