@@ -1,4 +1,4 @@
-"""python -m tests.infra build [kafka|k8s|promtool|git|all] | up [kafka|k8s|all] | down [..] | env | status"""
+"""python -m tests.infra build [kafka|k8s|promtool|s3|git|all] | up [kafka|k8s|all] | down [..] | env | status"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 
-from . import gitserver, k8s, kafka, promtool, stack
+from . import gitserver, k8s, kafka, promtool, s3, stack
 from .common import InfraUnavailable, dir_size_mb, run_root, testbin
 
 
@@ -56,6 +56,12 @@ def cmd_build(which: str) -> int:
         promtool.build()
         print(f"promtool {promtool.PROMTOOL_VERSION}: {'cached' if cached else 'built'} in "
               f"{time.monotonic() - t:.1f}s ({promtool.promtool_bin()})")
+    if which in ("s3", "all"):
+        t = time.monotonic()
+        cached = not s3.missing()
+        s3.build()
+        print(f"s3 (gofakes3 {s3.GOFAKES3_VERSION}): {'cached' if cached else 'built'} in "
+              f"{time.monotonic() - t:.1f}s ({s3.s3_bin()})")
     return 0
 
 
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("build", "up", "down"):
         p = sub.add_parser(name)
         p.add_argument("what", nargs="?", default="all",
-                       choices=["kafka", "k8s", "all"] + (["promtool", "git"] if name == "build" else []))
+                       choices=["kafka", "k8s", "all"] + (["promtool", "s3", "git"] if name == "build" else []))
         if name == "up":
             p.add_argument("--nodes", type=int, default=int(os.environ.get("FLOWD_KWOK_NODES", 1)))
     sub.add_parser("env")

@@ -26,6 +26,7 @@ if str(_ROOT) not in sys.path:
 from tests.infra import k8s as _k8s
 from tests.infra import kafka as _kafka
 from tests.infra import kafka_secure as _kafka_secure
+from tests.infra import s3 as _s3
 from tests.infra import stack as _stack
 from tests.infra.common import in_ci
 
@@ -102,6 +103,24 @@ async def k8s_cluster(infra_tmp):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def s3_server(infra_tmp):
+    """A real S3-compatible server (gofakes3, tests/infra/s3.py) with one bucket, `.bucket`;
+    `.endpoint` is "http://127.0.0.1:PORT" and `.env()` the client's credentials."""
+    server = _s3.S3Server(run_dir=infra_tmp / "s3")
+    try:
+        if _s3.missing() and (in_ci() or os.environ.get("FLOWD_INFRA_BUILD") == "1"):
+            await asyncio.to_thread(_s3.build)
+        await server.start()
+    except Exception as e:  # noqa: BLE001
+        _unavailable("S3 server", e)
+    print(f"\n[infra] s3 ready in {server.start_seconds:.1f}s: {server.describe()}")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
