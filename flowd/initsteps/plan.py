@@ -89,6 +89,7 @@ class Step(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     # [from, to, "file"|"dir"] relative to source / dest
     store: str | None = None
     source: str | None = None
+    endpoint: str | None = None  # an s3 connection's schema.endpoint (an S3-compatible server)
     copies: list[list[str]] = []
     # container: the user's container body (or the patch of a built-in step's container)
     container: dict[str, Any] | None = None
@@ -304,10 +305,16 @@ def _artifacts(i: int, spec: Any, paths: Any, conn: Connection | None, path: str
             raise InitError(f"run.init[{i}]: connection {conn.name!r} needs schema.mountPath")
     else:
         source = str(schema.get("bucket") or "")
+        if conn.kind != "s3":
+            raise InitError(f"run.init[{i}]: connection {conn.name!r}: flowd reads artifacts from s3, host_path and "
+                            f"volume_claim connections, not {conn.kind}")
+        if not source.startswith("s3://"):
+            source = f"s3://{source}"
     mount = path or f"{ARTIFACTS_MOUNT}/{conn.name}"
     return Step(index=i, kind="artifacts", label=f"init[{i}] artifacts from {conn.name!r}",
                 name=f"init-{i}-artifacts-{_slug(conn.name)}", mount=path or ARTIFACTS_MOUNT, dest=mount,
-                connection=conn.name, store=conn.kind, source=str(source), copies=copies, container=patch)
+                connection=conn.name, store=conn.kind, source=str(source), copies=copies, container=patch,
+                endpoint=str(schema["endpoint"]) if schema.get("endpoint") else None)
 
 
 # ------------------------------------------------------------------------------ dockerfile

@@ -51,7 +51,7 @@ def run_step(step: Step, *, paths: PathMap, env: Mapping[str, str], cwd: str | N
     elif step.kind in ("file", "dockerfile"):
         _file(step, paths)
     elif step.kind == "artifacts":
-        _artifacts(step, paths, store)
+        _artifacts(step, paths, env, store)
     elif step.kind == "container":
         _container(step, paths, env, cwd)
     else:
@@ -110,7 +110,7 @@ def _file(step: Step, paths: PathMap) -> None:
             _run(["chmod", mode, str(dest)], os.environ, what=f"chmod {mode}")
 
 
-def _artifacts(step: Step, paths: PathMap, store: StoreReader | None) -> None:
+def _artifacts(step: Step, paths: PathMap, env: Mapping[str, str], store: StoreReader | None) -> None:
     assert step.dest is not None
     dest = paths.local(step.dest)
     os.makedirs(dest, exist_ok=True)
@@ -121,10 +121,10 @@ def _artifacts(step: Step, paths: PathMap, store: StoreReader | None) -> None:
             _copy(os.path.join(root, src) if src else root, os.path.join(dest, dst) if dst else dest, what,
                   f"{src or '/'} in connection {step.connection!r}")
         return
-    if store is None:
-        where = "the default artifact store" if not step.connection else f"connection {step.connection!r}"
-        raise StepFailed(f"no artifact store is configured to read {where} from")
-    store(step, dest)
+    if store is not None:
+        store(step, dest)
+    else:
+        read_store(step, dest, env)
 
 
 def _copy(src: str, dst: str, what: str, label: str) -> None:
@@ -155,3 +155,53 @@ def _container(step: Step, paths: PathMap, env: Mapping[str, str], cwd: str | No
         workdir = paths.local(workdir)
     _run([paths.rewrite(a) for a in argv], step_env, cwd=workdir if workdir and os.path.isdir(workdir) else cwd,
          capture=False)
+
+
+def read_store(step: Step, dest: str, env: Mapping[str, str]) -> None:
+    """An artifacts step from the default artifact store (``FLOWD_ARTIFACTS_*`` of the step's
+    environment, else the folder ``$FLOWD_ARTIFACTS_FOLDER``) or from an ``s3`` connection
+    (``schema.bucket``, ``schema.endpoint``; credentials from the connection's secret as
+    ``AWS_*`` env). A ``files`` entry is fetched through its folder (on S3 the folder's other
+    objects are fetched too, then dropped)."""
+    import asyncio
+    import tempfile
+
+    from flowd.artifacts import ArtifactStoreError, StoreConfig, open_store
+
+    if step.store == "s3":
+        config = StoreConfig(url=step.source or "", endpoint=step.endpoint or env.get("FLOWD_ARTIFACTS_ENDPOINT", ""),
+                             region=env.get("AWS_REGION", ""))
+        label = f"connection {step.connection!r}"
+    elif step.store == "":
+        config = StoreConfig.from_env(env)
+        label = "the artifact store"
+    else:
+        raise StepFailed(f"connection kind {step.store!r} is not readable by flowd (s3, host_path, volume_claim)")
+    try:
+        keys = {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+                "session_token": "AWS_SESSION_TOKEN"}
+        credentials = {k: env[v] for k, v in keys.items() if env.get(v)} or None
+        store = open_store(config, default_folder=Path(env.get("FLOWD_ARTIFACTS_FOLDER") or "artifacts"),
+                           credentials=credentials)
+    except ArtifactStoreError as exc:
+        raise StepFailed(str(exc)) from None
+
+    async def fetch() -> None:
+        for src, dst, what in step.copies:
+            target = Path(dest) / dst if dst else Path(dest)
+            if what == "file":
+                parent, _, name = src.rpartition("/")
+                with tempfile.TemporaryDirectory(dir=dest) as tmp:
+                    await store.get(parent, Path(tmp))
+                    got = Path(tmp) / name
+                    if not got.is_file():
+                        raise StepFailed(f"a file {src} in {label} does not exist")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(got, target)
+            else:
+                await store.get(src, target)
+
+    try:
+        asyncio.run(fetch())
+    except ArtifactStoreError as exc:
+        raise StepFailed(f"{label}: {exc}") from None

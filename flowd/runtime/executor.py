@@ -309,6 +309,8 @@ class LocalExecutor:
             FLOWD_WORKDIR=str(self.workdir),
             FLOWD_CONTEXT=start.context,
         )
+        # the default artifact store of `artifacts` init steps when no FLOWD_ARTIFACTS_STORE names one
+        env.setdefault("FLOWD_ARTIFACTS_FOLDER", str(self.run_dir.parent.parent / "artifacts"))
         return env
 
     async def _spawn(self, attempt: _Attempt, *, note: str | None = None) -> None:

@@ -241,3 +241,66 @@ def test_connections_bring_env_and_secrets_to_local_processes(tmp_path: Path) ->
     """, catalog=catalog, secrets_dir=tmp_path / "secrets")
     message = report["ops"]["job"]["message"]
     assert "key 'TOKEN' of the secret 'api' of connection 'api'" in message and "does not exist" in message
+
+
+def test_artifacts_from_the_default_store(tmp_path: Path) -> None:
+    """No connection: the run's artifact store (flowd run: the folder <state dir>/artifacts)."""
+    store = tmp_path / "state" / "artifacts" / "runs-of-prep" / "data"
+    (store / "imgs").mkdir(parents=True)
+    (store / "imgs" / "1.png").write_text("png")
+    (store / "labels.csv").write_text("a,b\n")
+    report, _ = flowd_run(tmp_path, """
+        version: 1.1
+        kind: operation
+        name: job
+        component:
+          run:
+            kind: job
+            init:
+              - artifacts: {dirs: [runs-of-prep/data/imgs], files: [[runs-of-prep/data/labels.csv, labels.csv]]}
+            container:
+              image: x
+              command: [sh, -c, "cat /plx-context/artifacts/runs-of-prep/data/imgs/1.png /plx-context/artifacts/labels.csv"]
+    """)
+    assert report["status"] == "succeeded", report
+    assert (attempt_dir(tmp_path) / "stdout.log").read_text() == "pnga,b\n"
+
+
+def test_artifacts_from_an_s3_connection_with_credentials_from_its_secret(tmp_path: Path) -> None:
+    import asyncio
+
+    from flowd.artifacts import StoreConfig, open_store
+    from tests.infra import s3 as s3infra
+    from tests.infra.common import InfraUnavailable
+
+    server = s3infra.S3Server(run_dir=tmp_path / "s3")
+    try:
+        asyncio.run(server.start())
+    except InfraUnavailable as exc:
+        pytest.skip(f"S3 server unavailable: {exc} (python -m tests.infra build s3)")
+    try:
+        src = tmp_path / "upload"
+        (src / "train").mkdir(parents=True)
+        (src / "train" / "a.csv").write_text("1\n")
+        creds = {"access_key_id": s3infra.ACCESS_KEY, "secret_access_key": s3infra.SECRET_KEY}
+        store = open_store(StoreConfig(url=f"s3://{server.bucket}/datasets", endpoint=server.endpoint),
+                           default_folder=tmp_path, credentials=creds)
+        asyncio.run(store.put("v1", src))
+        secret(tmp_path, "s3-creds", AWS_ACCESS_KEY_ID=s3infra.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=s3infra.SECRET_KEY)
+        catalog = {"lake": {"kind": "s3", "schema": {"bucket": f"s3://{server.bucket}/datasets", "endpoint": server.endpoint},
+                            "secret": {"name": "s3-creds"}}}
+        report, proc = flowd_run(tmp_path, """
+            version: 1.1
+            kind: operation
+            name: job
+            component:
+              run:
+                kind: job
+                init: [{connection: lake, artifacts: {dirs: [v1/train]}}]
+                container: {image: x, command: [cat, /plx-context/artifacts/lake/v1/train/a.csv]}
+        """, catalog=catalog)
+        assert report["status"] == "succeeded", (report, proc.stderr)
+        assert (attempt_dir(tmp_path) / "stdout.log").read_text() == "1\n"
+        assert s3infra.SECRET_KEY not in all_text(attempt_dir(tmp_path))
+    finally:
+        server.stop()
