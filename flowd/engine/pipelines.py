@@ -1,6 +1,7 @@
 """The lifecycle of pipeline nodes (DAGs, matrices, schedules): starting one, its schedule ticks,
 early stopping, stopping, and deciding its final status when its children are done
-(POLYFLOW §5.12, §5.13, §6, §7, §8.1). Part of :class:`flowd.engine.core.Engine`."""
+(POLYFLOW §5.12, §5.13, §6, §7, §8.1); and the drain that propagates terminal statuses up to
+them and on to downstream ops."""
 
 from __future__ import annotations
 
@@ -9,97 +10,107 @@ from typing import Any
 
 import msgspec
 
+from flowd.engine import fields, tuners
 from flowd.engine import matrix as matrix_mod
 from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
-from flowd.engine import tuners
-from flowd.engine.messages import StopOp
-from flowd.engine.parts import EngineParts
+from flowd.engine.index import Index
+from flowd.engine.messages import PipelineDone, StopOp
+from flowd.engine.nodes import approved_up_front, kind_of, new_node
+from flowd.engine.ops import Ops
 from flowd.engine.resolve import ResolveError, dag_outputs, fan_in_outputs
-from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path
-from flowd.engine.templates import TemplateError, is_template, truth
-from flowd.spec.compiled import Op
+from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key, child_path, done_key
+from flowd.engine.step import Step
+from flowd.engine.tuned import Tuned
 from flowd.spec.expansion import Counter, matrix_runs
 from flowd.spec.limits import over
 
 
-class PipelinesMixin(EngineParts):
-    def _start_pipeline(self, run: RunState, node: Node) -> None:
-        index = self._index[run.run_id]
+class Pipelines:
+    """The pipeline nodes of the runs in ``step``: their children are created with :mod:`nodes`
+    and go through ``ops``; tuned matrices iterate through ``tuned``."""
+
+    def __init__(self, step: Step, ops: Ops, tuned: Tuned) -> None:
+        self.step = step
+        self.ops = ops
+        self.tuned = tuned
+
+    def start_pipeline(self, run: RunState, node: Node) -> None:
+        index = self.step.index[run.run_id]
         spec = index.specs[node.path]
         if node.kind != "schedule":
             concurrency = spec.matrix.concurrency if node.kind == "matrix" and spec.matrix else (
                 spec.component.dag.concurrency if spec.component.dag is not None else None)
             try:
-                index.limits[node.path] = self._limit(run, node, concurrency, strict=True)
+                index.limits[node.path] = fields.limit(run, index, node, concurrency, strict=True)
             except ResolveError as exc:
-                self._finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
+                self.step.finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
                 return
         node.status = S.RUNNING
-        node.started_at = self._now
-        self._emit_status(run, node)
+        node.started_at = self.step.now
+        self.step.emit_status(run, node)
         if node.kind == "schedule":
-            self._schedule_ticks(run, node)
-            self._check_pipeline_end(run, node)
+            self.schedule_ticks(run, node)
+            self.check_pipeline_end(run, node)
             return
         if node.kind == "dag":
             dag = spec.component.dag
             if dag is not None and dag.errors and node.parent is not None:
                 # a nested DAG is validated fully only now, as its run is compiled (POLYFLOW §4.3)
-                self._finish(run, node, S.FAILED, reason="CompilationFailed", message="; ".join(dag.errors))
+                self.step.finish(run, node, S.FAILED, reason="CompilationFailed", message="; ".join(dag.errors))
                 return
             ops = dag.ops if dag is not None else []
             children = [
-                self._new_node(
-                    run, index, child_path(node.path, op.name), node.path, op.name, i, self._kind_of(op),
+                new_node(
+                    self.step, run, index, child_path(node.path, op.name), node.path, op.name, i, kind_of(op),
                     approved=approved_up_front(op), n_up=len(op.upstream),
                 )
                 for i, op in enumerate(ops)
             ]
             for child in children:
                 if child.n_up == 0:
-                    self._ready(run, child)
+                    self.ops.ready(run, child)
         else:
             assert spec.matrix is not None
             if spec.matrix.kind in tuners.ITERATIVE_KINDS:
-                self._start_tuned_matrix(run, node)
-                self._check_pipeline_end(run, node)
+                self.tuned.start_tuned_matrix(run, node)
+                self.check_pipeline_end(run, node)
                 return
             try:
                 values = None
                 if isinstance(spec.matrix.values, str):
-                    values = self._resolver(run, node).render(spec.matrix.values, node.params or {}, "matrix.values")
+                    values = fields.resolver(run, self.step.index[run.run_id], node).render(spec.matrix.values, node.params or {}, "matrix.values")
                 seed = run.seed ^ zlib.crc32(node.path.encode())
                 matrix = spec.matrix
                 if isinstance(matrix.seed, str):
-                    matrix = msgspec.structs.replace(matrix, seed=self._number(run, node, matrix.seed, "matrix.seed"))
-                too_big = self._over_max_ops(run, matrix, values, spec.component)
+                    matrix = msgspec.structs.replace(matrix, seed=fields.number(run, self.step.index[run.run_id], node, matrix.seed, "matrix.seed"))
+                too_big = self.over_max_ops(run, matrix, values, spec.component)
                 if too_big is not None:
                     node.message = too_big
-                    self._finish(run, node, S.FAILED, reason="LimitExceeded", message=too_big)
+                    self.step.finish(run, node, S.FAILED, reason="LimitExceeded", message=too_big)
                     return
                 suggestions = matrix_mod.suggestions(matrix, seed, values)
             except (ResolveError, matrix_mod.MatrixError, ValueError, TypeError, KeyError, IndexError) as exc:
                 node.message = f"matrix: {exc}"
-                self._finish(run, node, S.FAILED, reason="CompilationFailed", message=f"matrix: {exc}")
+                self.step.finish(run, node, S.FAILED, reason="CompilationFailed", message=f"matrix: {exc}")
                 return
             kind = spec.component.kind
             children = [
-                self._new_node(run, index, f"{node.path}[{i}]", node.path, f"{spec.name}[{i}]", i, kind, suggestion=s)
+                new_node(self.step, run, index, f"{node.path}[{i}]", node.path, f"{spec.name}[{i}]", i, kind, suggestion=s)
                 for i, s in enumerate(suggestions)
             ]
             for child in children:
-                self._ready(run, child)
-        self._check_pipeline_end(run, node)
+                self.ops.ready(run, child)
+        self.check_pipeline_end(run, node)
 
-    def _over_max_ops(self, run: RunState, matrix: Any, values: Any, component: Any) -> str | None:
+    def over_max_ops(self, run: RunState, matrix: Any, values: Any, component: Any) -> str | None:
         """Why starting this matrix would take the run over ``max_ops``, or None. Counted before
         a single suggestion exists: a templated ``values`` is known only now, and a compiled
         pipeline may come from elsewhere (docs/limits.md)."""
         runs = matrix_runs(matrix, values)
         if runs is None:
             return None
-        limit = self.limits.max_ops
+        limit = self.step.limits.max_ops
         if runs > limit:
             return str(over("this matrix expands to", runs, "runs", setting="max_ops", limit=limit))
         inner = Counter().component(component)
@@ -110,44 +121,44 @@ class PipelinesMixin(EngineParts):
         return str(over(f"this matrix expands to {runs:,} runs{each}, which takes the run to", total, "ops",
                         setting="max_ops", limit=limit))
 
-    def _schedule_ticks(self, run: RunState, node: Node) -> None:
+    def schedule_ticks(self, run: RunState, node: Node) -> None:
         """Create the children that are due and arm a timer for the next tick (POLYFLOW §8.1)."""
-        index = self._index[run.run_id]
+        index = self.step.index[run.run_id]
         spec = index.specs[node.path]
         schedule = spec.schedule or {}
         depends_on_past = schedule.get("dependsOnPast") is True or schedule.get("kind") == "datetime"
         while not node.exhausted and not node.stopping:
             count = len(node.children or ())
-            if node.next_at is not None and node.next_at < self._now and schedule.get("catchUp") is False:
+            if node.next_at is not None and node.next_at < self.step.now and schedule.get("catchUp") is False:
                 node.next_at = None  # fired late: skip to the latest tick instead of replaying missed ones
             if node.next_at is None:
                 try:
                     tick = schedule_mod.next_tick(schedule, created_at=node.created_at, last=node.last_at,
-                                                  count=count, now=self._now)
+                                                  count=count, now=self.step.now)
                 except schedule_mod.ScheduleError as exc:
                     node.exhausted = True
-                    self._finish(run, node, S.FAILED, reason="InvalidSchedule", message=f"schedule: {exc}")
+                    self.step.finish(run, node, S.FAILED, reason="InvalidSchedule", message=f"schedule: {exc}")
                     return
                 if tick is None:
                     node.exhausted = True
                     return
                 node.next_at = tick
-                if tick > self._now:
-                    self._set_timer(run, f"tick:{node.path}#{count}", tick)
+                if tick > self.step.now:
+                    self.step.set_timer(run, f"tick:{node.path}#{count}", tick)
                     return
-            if node.next_at > self._now:
+            if node.next_at > self.step.now:
                 return
             tick, node.next_at, node.last_at = node.next_at, None, node.next_at
-            self._cancel_timer(run, f"tick:{node.path}#{count}")
+            self.step.cancel_timer(run, f"tick:{node.path}#{count}")
             child_op = index.specs[node.path]
-            child = self._new_node(run, index, child_path(node.path, f"tick-{count}"), node.path, f"tick-{count}",
-                                   count, self._kind_of(child_op))
+            child = new_node(self.step, run, index, child_path(node.path, f"tick-{count}"), node.path, f"tick-{count}",
+                                   count, kind_of(child_op))
             child.schedule_at = tick
-            self._ready(run, child)
+            self.ops.ready(run, child)
             if depends_on_past:
                 return  # the next tick is computed when this child ends
 
-    def _check_early_stopping(self, run: RunState, index: Any, pipeline: Node, finished: Node) -> None:
+    def check_early_stopping(self, run: RunState, index: Index, pipeline: Node, finished: Node) -> None:
         if pipeline.stopping or pipeline.status in S.DONE or pipeline.early_outcome:
             return
         spec = index.specs[pipeline.path]
@@ -172,34 +183,34 @@ class PipelinesMixin(EngineParts):
                 pipeline.early_outcome = fired
                 pipeline.reason = f"EarlyStopping:{rule.kind}"
                 pipeline.message = f"early stopping ({rule.kind}) fired"
-                self._stop(run, pipeline, pipeline.reason, early=True)
+                self.stop(run, pipeline, pipeline.reason, early=True)
                 return
 
-    def _check_pipeline_end(self, run: RunState, pipeline: Node) -> None:
+    def check_pipeline_end(self, run: RunState, pipeline: Node) -> None:
         if pipeline.status in S.DONE or pipeline.status == S.CREATED or pipeline.status == S.COMPILED:
             return
         children = pipeline.children or []
         if (pipeline.n_services_live and pipeline.kind == "dag" and not pipeline.stopping
-                and self._fail_service_waiters(run, pipeline)):
+                and self.fail_service_waiters(run, pipeline)):
             return  # the failures propagate through the drain, which checks the end again
         if pipeline.n_services_live and pipeline.n_children_done + pipeline.n_services_live == len(children):
             # only services are left: their pipeline is over, shut them down
             for path in children:
                 child = run.nodes[path]
                 if child.kind == "service" and child.status not in S.DONE and child.status != S.STOPPING:
-                    self._stop(run, child, "PipelineEnded")
+                    self.stop(run, child, "PipelineEnded")
             return
         if pipeline.n_children_done < len(children):
             return
         if (pipeline.kind == "matrix" and not pipeline.stopping and not pipeline.early_outcome
-                and pipeline.status == S.RUNNING and self._next_iteration(run, pipeline)):
+                and pipeline.status == S.RUNNING and self.tuned.next_iteration(run, pipeline)):
             return
         if pipeline.kind == "schedule":
             if pipeline.stopping:
-                self._finish(run, pipeline, S.STOPPED)
+                self.step.finish(run, pipeline, S.STOPPED)
             elif pipeline.exhausted:
                 # child failures do not end or fail a schedule (POLYFLOW §8.1)
-                self._finish(run, pipeline, S.SUCCEEDED, message=f"{len(children)} scheduled run(s)")
+                self.step.finish(run, pipeline, S.SUCCEEDED, message=f"{len(children)} scheduled run(s)")
             return
         if pipeline.early_outcome:
             status = pipeline.early_outcome
@@ -216,7 +227,7 @@ class PipelinesMixin(EngineParts):
             message = f"{pipeline.n_children_failed} op(s) failed"
         reason = None
         outputs = None
-        spec = self._index[run.run_id].specs[pipeline.path]
+        spec = self.step.index[run.run_id].specs[pipeline.path]
         if pipeline.kind == "matrix":
             # fan-in: downstream ops read the children's outputs as lists (children order)
             outputs = fan_in_outputs(pipeline, spec.component.outputs, run.nodes.get)
@@ -225,14 +236,14 @@ class PipelinesMixin(EngineParts):
                 outputs = dag_outputs(run.run_id, pipeline, spec, run.nodes.get, run.context)
             except ResolveError as exc:
                 status, reason, message = S.FAILED, "InvalidOutputs", str(exc)
-        self._finish(run, pipeline, status, message=message, reason=reason, outputs=outputs)
+        self.step.finish(run, pipeline, status, message=message, reason=reason, outputs=outputs)
 
-    def _fail_service_waiters(self, run: RunState, pipeline: Node) -> bool:
+    def fail_service_waiters(self, run: RunState, pipeline: Node) -> bool:
         """A DAG where nothing but services can still move, and some op waits for a service to
         end, would wait forever: a service runs until every other op of its DAG is done. Fail
         those ops with a message naming the service and the fix (an event edge). An op held for
         approval, or any op still in progress, means the DAG can move: nothing is decided."""
-        index = self._index[run.run_id]
+        index = self.step.index[run.run_id]
         blocked: list[tuple[Node, list[str]]] = []
         for path in pipeline.children or ():
             child = run.nodes[path]
@@ -254,68 +265,84 @@ class PipelinesMixin(EngineParts):
                 blocked.append((child, waits))
         for child, waits in blocked:
             names = ", ".join(repr(w) for w in waits)
-            self._finish(run, child, S.FAILED, reason="WaitsForService", message=(
+            self.step.finish(run, child, S.FAILED, reason="WaitsForService", message=(
                 f"op {child.name!r} waits for service {names} to end, but a service runs until every other op of "
                 f"its DAG is done, so it would wait forever; to start once the service runs use "
                 f"`events: [{{ref: ops.{waits[0]}, kinds: [run_status_running]}}]`"))
         return bool(blocked)
 
-    def _stop(self, run: RunState, node: Node, reason: str, *, early: bool = False) -> None:
+    def stop(self, run: RunState, node: Node, reason: str, *, early: bool = False) -> None:
         if node.status in S.DONE:
             return
         if node.kind in PIPELINE_KINDS:
             if node.status in S.SAFE_STOP:
-                self._finish(run, node, S.STOPPED, reason=reason)
+                self.step.finish(run, node, S.STOPPED, reason=reason)
                 return
             node.stopping = True
             if node.kind == "schedule":
                 node.exhausted = True
                 node.next_at = None
-                self._cancel_timer(run, f"tick:{node.path}#{len(node.children or ())}")
+                self.step.cancel_timer(run, f"tick:{node.path}#{len(node.children or ())}")
             if not early:
                 node.reason = reason
             node.status = S.STOPPING
-            self._emit_status(run, node)
+            self.step.emit_status(run, node)
             for path in node.children or ():
-                self._stop(run, run.nodes[path], reason)
-            self._check_pipeline_end(run, node)
+                self.stop(run, run.nodes[path], reason)
+            self.check_pipeline_end(run, node)
             return
         if node.status in S.SAFE_STOP or (node.status == S.RETRYING and f"retry:{node.path}#{node.attempt}" in run.timers):
-            self._finish(run, node, S.STOPPED, reason=reason)
+            self.step.finish(run, node, S.STOPPED, reason=reason)
             return
         if node.status == S.STOPPING:
             return
         node.status = S.STOPPING
         node.reason = reason
-        self._emit_status(run, node)
-        self._out.append(StopOp(run.run_id, node.path, node.attempt, attempt_key(run, node), reason=reason))
+        self.step.emit_status(run, node)
+        self.step.out.append(StopOp(run.run_id, node.path, node.attempt, attempt_key(run, node), reason=reason))
 
-    def _limit(self, run: RunState, node: Node, value: Any, *, strict: bool = False) -> int | None:
-        """A pipeline's concurrency. Before the pipeline starts its params may not be known yet:
-        then a template gives no limit, and ``_start_pipeline`` evaluates it strictly."""
-        try:
-            limit: int | None = self._number(run, node, value, "concurrency")
-        except ResolveError:
-            if strict:
-                raise
-            return None
-        if limit is not None and limit <= 0:
-            if strict:
-                raise ResolveError(f"concurrency must be greater than 0, got {limit}")
-            return None
-        return limit
+    # ------------------------------------------------------------------ propagation
 
+    def drain(self) -> None:
+        """Propagate terminal statuses: downstream triggers, parent counters, pipeline ends."""
+        finished = self.step.finished
+        head = 0
+        while head < len(finished):
+            run, node = finished[head]
+            head += 1
+            if node.parent is None:
+                self.end_run(run, node)
+                continue
+            index = self.step.index[run.run_id]
+            parent = run.nodes[node.parent]
+            if node.holds_slot:
+                node.holds_slot = False
+                parent.active -= 1
+            parent.n_children_done += 1
+            if node.status == S.FAILED:
+                parent.n_children_failed += 1
+            elif node.status == S.STOPPED:
+                parent.n_children_stopped += 1
+            if node.kind == "service":
+                parent.n_services_live -= 1
+            bad = node.status in (S.FAILED, S.UPSTREAM_FAILED)
+            ancestor: Node | None = parent
+            while ancestor is not None:
+                if bad:
+                    ancestor.desc_bad += 1
+                self.check_early_stopping(run, index, ancestor, node)
+                ancestor = run.nodes[ancestor.parent] if ancestor.parent is not None else None
+            if not parent.stopping:
+                for down_path in index.downstream.get(node.path, ()):
+                    self.ops.upstream_done(run, index, run.nodes[down_path], node)
+            self.ops.admit(run, parent)
+            if parent.kind == "schedule" and parent.next_at is None and parent.status == S.RUNNING:
+                self.schedule_ticks(run, parent)
+            self.check_pipeline_end(run, parent)
+        finished.clear()
 
-def approved_up_front(op: Op) -> bool:
-    """Is the op approved before anything is rendered? Only a literal true. A templated
-    ``isApproved`` starts unapproved and is decided when the op is compiled: whatever it renders
-    to, the gate is never bypassed (only a truth word that means true lifts it)."""
-    value = op.is_approved
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and not is_template(value):
-        try:
-            return truth(value, what="isApproved")
-        except TemplateError:
-            return False
-    return False
+    def end_run(self, run: RunState, root: Node) -> None:
+        for timer_id in list(run.timers):
+            self.step.cancel_timer(run, timer_id)
+        run.done = True
+        self.step.out.append(PipelineDone(run.run_id, root.status, self.step.now, root.message, key=done_key(run)))

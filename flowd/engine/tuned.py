@@ -3,53 +3,70 @@
 ``hyperband``, ``bayes`` and ``tpe`` are pure functions (:mod:`flowd.engine.tuners`) called in
 the engine step in which the last child of an iteration ended. ``iterative`` runs the user's
 tuner component as a job between iterations; its suggestions come back in that job's outputs
-(an ``OpStatus`` event the log records). Part of :class:`flowd.engine.core.Engine`.
+(an ``OpStatus`` event the log records). Intermediate metrics and the early-stopping policies
+that judge them live here too: they rule out children of a matrix or DAG while they run.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from flowd.engine import policies, tuners
+from flowd.engine import fields, policies, tuners
 from flowd.engine import status as S
-from flowd.engine.parts import EngineParts
+from flowd.engine.nodes import new_node
+from flowd.engine.ops import Ops
 from flowd.engine.resolve import ResolveError
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState
-from flowd.spec.compiled import Matrix, Op, ParamSpec
+from flowd.engine.step import Step
+from flowd.engine.tuner_job import MAX_HISTORY_BYTES, tuner_history
+from flowd.spec.compiled import Matrix
 
-# matrix fields that may be templates, rendered with the matrix node's params: (key, integer?)
 # bounds on what a user's tuner job exchanges with the engine
 MAX_SUGGESTIONS = 10_000
-MAX_HISTORY_BYTES = 100_000  # an environment string must stay under Linux's 128 KiB MAX_ARG_STRLEN
 # intermediate metrics: points taken from one report, and kept per metric of one run
 MAX_POINTS_PER_REPORT = 1_000
 MAX_POINTS = 10_000
+# matrix fields that may be templates, rendered with the matrix node's params: (key, integer?)
 _TEMPLATED = (("maxIterations", True), ("eta", False), ("numInitialRuns", True))
 
 
-class TunedMixin(EngineParts):
-    def _tuned_matrix(self, run: RunState, node: Node) -> tuple[Matrix, int]:
+def _no_stop(run: RunState, node: Node, reason: str) -> None:
+    raise AssertionError("Tuned.stop is not wired")
+
+
+class Tuned:
+    """The tuned matrices of the runs in ``step``. Children are created with :mod:`nodes` and
+    triggered through ``ops``; stopping a child a policy ruled out is the pipelines' work,
+    handed in as ``stop`` (the one call that goes back up)."""
+
+    def __init__(self, step: Step, ops: Ops) -> None:
+        self.step = step
+        self.ops = ops
+        self.stop: Callable[[RunState, Node, str], None] = _no_stop
+
+    def tuned_matrix(self, run: RunState, node: Node) -> tuple[Matrix, int]:
         """The matrix spec with its templated numbers rendered, and the tuner's seed."""
-        matrix = self._index[run.run_id].specs[node.path].matrix
+        matrix = self.step.index[run.run_id].specs[node.path].matrix
         assert matrix is not None
         if isinstance(matrix.seed, str):
-            matrix = msgspec.structs.replace(matrix, seed=self._number(run, node, matrix.seed, "matrix.seed"))
+            matrix = msgspec.structs.replace(matrix, seed=fields.number(run, self.step.index[run.run_id], node, matrix.seed, "matrix.seed"))
         extra = dict(matrix.extra)
         changed = False
         for key, integer in _TEMPLATED:
             if isinstance(extra.get(key), str):
-                extra[key] = self._number(run, node, extra[key], f"matrix.{key}", integer=integer)
+                extra[key] = fields.number(run, self.step.index[run.run_id], node, extra[key], f"matrix.{key}", integer=integer)
                 changed = True
         if changed:
             matrix = msgspec.structs.replace(matrix, extra=extra)
         seed = matrix.seed if matrix.seed else run.seed ^ zlib.crc32(node.path.encode())
         return matrix, seed
 
-    def _trials(self, run: RunState, node: Node, matrix: Matrix) -> list[tuners.Trial]:
+    def trials(self, run: RunState, node: Node, matrix: Matrix) -> list[tuners.Trial]:
         metric = tuners.metric_spec(matrix)
         out = []
         for path in node.children or ():
@@ -63,48 +80,48 @@ class TunedMixin(EngineParts):
                                     child.iteration or 0, child.bracket))
         return out
 
-    def _start_tuned_matrix(self, run: RunState, node: Node) -> None:
-        if self._index[run.run_id].specs[node.path].matrix.kind == "iterative":  # type: ignore[union-attr]
-            self._start_tuner_job(run, node, 0)
+    def start_tuned_matrix(self, run: RunState, node: Node) -> None:
+        if self.step.index[run.run_id].specs[node.path].matrix.kind == "iterative":  # type: ignore[union-attr]
+            self.start_tuner_job(run, node, 0)
             return
         try:
-            matrix, seed = self._tuned_matrix(run, node)
+            matrix, seed = self.tuned_matrix(run, node)
             batch = tuners.first(matrix, seed)
         except Exception as exc:  # noqa: BLE001 - a tuner's error fails its matrix, never the engine
-            self._tuner_failed(run, node, exc)
+            self.tuner_failed(run, node, exc)
             return
-        self._add_batch(run, node, batch)
+        self.add_batch(run, node, batch)
 
-    def _next_iteration(self, run: RunState, node: Node) -> bool:
+    def next_iteration(self, run: RunState, node: Node) -> bool:
         """All children of the iteration are done: start the next one. False when the matrix is
         finished (the caller then decides its final status)."""
-        spec = self._index[run.run_id].specs[node.path]
+        spec = self.step.index[run.run_id].specs[node.path]
         if spec.matrix is None or spec.matrix.kind not in tuners.ITERATIVE_KINDS:
             return False
         if spec.matrix.kind == "iterative":
-            return self._iterative_next(run, node)
+            return self.iterative_next(run, node)
         try:
-            matrix, seed = self._tuned_matrix(run, node)
-            trials = self._trials(run, node, matrix)
+            matrix, seed = self.tuned_matrix(run, node)
+            trials = self.trials(run, node, matrix)
             iteration = node.iteration if node.iteration is not None else -1
             batch = tuners.next_batch(matrix, seed, iteration, node.bracket, trials)
             while batch is not None and not batch.suggestions:
                 batch = tuners.next_batch(matrix, seed, batch.iteration, batch.bracket, trials)
         except Exception as exc:  # noqa: BLE001
-            self._tuner_failed(run, node, exc)
+            self.tuner_failed(run, node, exc)
             return True
         if batch is None:
             return False
-        self._add_batch(run, node, batch)
+        self.add_batch(run, node, batch)
         return True
 
-    def _tuner_failed(self, run: RunState, node: Node, exc: Exception) -> None:
+    def tuner_failed(self, run: RunState, node: Node, exc: Exception) -> None:
         message = f"matrix {node.name}: tuner: {exc}" if not isinstance(exc, (tuners.TunerError, ResolveError)) else (
             f"matrix: {exc}")
-        self._finish(run, node, S.FAILED, reason="TunerFailed", message=message)
+        self.step.finish(run, node, S.FAILED, reason="TunerFailed", message=message)
 
-    def _add_batch(self, run: RunState, node: Node, batch: tuners.Batch) -> None:
-        index = self._index[run.run_id]
+    def add_batch(self, run: RunState, node: Node, batch: tuners.Batch) -> None:
+        index = self.step.index[run.run_id]
         spec = index.specs[node.path]
         node.iteration = batch.iteration
         node.bracket = batch.bracket
@@ -112,7 +129,7 @@ class TunedMixin(EngineParts):
         created = []
         for k, suggestion in enumerate(batch.suggestions):
             i = len(node.children or ())
-            child = self._new_node(run, index, f"{node.path}[{i}]", node.path, f"{spec.name}[{i}]", i, kind,
+            child = new_node(self.step, run, index, f"{node.path}[{i}]", node.path, f"{spec.name}[{i}]", i, kind,
                                    suggestion=_plain(suggestion))
             child.iteration = batch.iteration
             child.bracket = batch.bracket
@@ -120,70 +137,39 @@ class TunedMixin(EngineParts):
                 child.origin = batch.origins[k]
             created.append(child)
         for child in created:
-            self._ready(run, child)
+            self.ops.ready(run, child)
 
 
     # ------------------------------------------------------------------ iterative: the user's tuner
 
-    def _start_tuner_job(self, run: RunState, node: Node, iteration: int) -> None:
-        spec = self._index[run.run_id].specs[node.path]
+    def start_tuner_job(self, run: RunState, node: Node, iteration: int) -> None:
+        spec = self.step.index[run.run_id].specs[node.path]
         assert spec.matrix is not None
         if spec.matrix.tuner is None:
-            self._finish(run, node, S.FAILED, reason="TunerFailed",
+            self.step.finish(run, node, S.FAILED, reason="TunerFailed",
                          message="matrix: an `iterative` matrix needs a `tuner` (tuner.hubRef) to produce suggestions")
             return
         i = len(node.children or ())
-        _, text = self._tuner_history(run, node, i, iteration)
+        _, text = tuner_history(run, node, i, iteration)
         if len(text) > MAX_HISTORY_BYTES:
-            self._finish(run, node, S.FAILED, reason="TunerFailed", message=(
+            self.step.finish(run, node, S.FAILED, reason="TunerFailed", message=(
                 f"matrix: the tuner history of iteration {iteration} is {len(text)} bytes, over the "
                 f"{MAX_HISTORY_BYTES}-byte limit of $FLOWD_TUNER_HISTORY (fewer runs per iteration or fewer "
                 "iterations)"))
             return
         node.iteration = iteration
         node.bracket = None
-        index = self._index[run.run_id]
-        job = self._new_node(run, index, f"{node.path}/tuner-{iteration}", node.path, f"tuner-{iteration}", i,
+        index = self.step.index[run.run_id]
+        job = new_node(self.step, run, index, f"{node.path}/tuner-{iteration}", node.path, f"tuner-{iteration}", i,
                              spec.matrix.tuner.component.kind)
         job.iteration = iteration
-        self._ready(run, job)
+        self.ops.ready(run, job)
 
-    @staticmethod
-    def _tuner_history(run: RunState, matrix_node: Node, upto: int, iteration: int) -> tuple[list[dict[str, Any]], str]:
-        """Every trial created before child number ``upto``, and the JSON the tuner job reads."""
-        history = []
-        for path in (matrix_node.children or ())[:upto]:
-            child = run.nodes[path]
-            if child.suggestion is None:
-                continue
-            history.append({"params": child.suggestion, "metrics": child.outputs or {}, "status": child.status,
-                            "iteration": child.iteration})
-        text = json.dumps({"iteration": iteration, "history": history}, separators=(",", ":"), default=str)
-        return history, text
-
-    def _tuner_job_spec(self, run: RunState, matrix_node: Node, matrix_spec: Op, job: Node) -> Op:
-        """The tuner op of one iteration: ``tuner.params`` plus the history of every child created
-        before it — ``iteration``, ``matrix`` (the spec), Polyaxon's ``configs``/``metrics`` join
-        params, and ``history`` as JSON in ``$FLOWD_TUNER_HISTORY`` (docs/engine.md)."""
-        assert matrix_spec.matrix is not None and matrix_spec.matrix.tuner is not None
-        tuner = matrix_spec.matrix.tuner
-        history, text = self._tuner_history(run, matrix_node, job.index, job.iteration or 0)
-        matrix = msgspec.to_builtins(msgspec.structs.replace(matrix_spec.matrix, tuner=None))
-        params = dict(tuner.params)
-        for name, value in (("iteration", job.iteration), ("matrix", matrix),
-                            ("configs", [h["params"] for h in history if h["status"] == S.SUCCEEDED]),
-                            ("metrics", [h["metrics"] for h in history if h["status"] == S.SUCCEEDED])):
-            if name not in params:
-                params[name] = ParamSpec(value=value)
-        params["history"] = ParamSpec(value=text, to_env="FLOWD_TUNER_HISTORY")
-        return msgspec.structs.replace(tuner, params=params, upstream=[], event_edges={}, conditions=None,
-                                       trigger="all_succeeded", is_approved=True)
-
-    def _iterative_next(self, run: RunState, node: Node) -> bool:
+    def iterative_next(self, run: RunState, node: Node) -> bool:
         last = run.nodes[node.children[-1]] if node.children else None
         if last is not None and last.suggestion is None:  # the tuner job of this iteration ended
             if last.status != S.SUCCEEDED:
-                self._finish(run, node, S.FAILED, reason="TunerFailed",
+                self.step.finish(run, node, S.FAILED, reason="TunerFailed",
                              message=f"matrix: tuner job {last.name} {last.status}" + (
                                  f": {last.message}" if last.message else ""))
                 return True
@@ -201,26 +187,26 @@ class TunedMixin(EngineParts):
             elif len(suggestions) > MAX_SUGGESTIONS:
                 problem = f"reported {len(suggestions)} suggestions, over the limit of {MAX_SUGGESTIONS} per iteration"
             if problem:
-                self._finish(run, node, S.FAILED, reason="TunerFailed", message=f"matrix: tuner job {last.name} {problem}")
+                self.step.finish(run, node, S.FAILED, reason="TunerFailed", message=f"matrix: tuner job {last.name} {problem}")
                 return True
-            self._add_batch(run, node, tuners.Batch(last.iteration or 0, None, list(suggestions)))  # type: ignore[arg-type]
+            self.add_batch(run, node, tuners.Batch(last.iteration or 0, None, list(suggestions)))  # type: ignore[arg-type]
             return True
         try:
-            matrix, _ = self._tuned_matrix(run, node)
+            matrix, _ = self.tuned_matrix(run, node)
             max_it = tuners._int_field(matrix, "maxIterations", required=True)  # noqa: SLF001
         except Exception as exc:  # noqa: BLE001
-            self._tuner_failed(run, node, exc)
+            self.tuner_failed(run, node, exc)
             return True
         nxt = (node.iteration or 0) + 1
         if max_it is None or nxt > max_it:
             return False
-        self._start_tuner_job(run, node, nxt)
+        self.start_tuner_job(run, node, nxt)
         return True
 
 
     # ----------------------------------------------------- intermediate metrics, stopping policies
 
-    def _metrics(self, run: RunState, node: Node, points: list[Any]) -> None:
+    def metrics(self, run: RunState, node: Node, points: list[Any]) -> None:
         """Record a running attempt's metric points and let its pipeline's policies judge it."""
         curves = node.curves if node.curves is not None else {}
         added: set[str] = set()
@@ -248,7 +234,7 @@ class TunedMixin(EngineParts):
             return
         before = parent.n_reports
         parent.n_reports += count
-        spec = self._index[run.run_id].specs[parent.path]
+        spec = self.step.index[run.run_id].specs[parent.path]
         if parent.kind == "matrix":
             rules = spec.matrix.early_stopping if spec.matrix is not None else []
         else:
@@ -274,7 +260,7 @@ class TunedMixin(EngineParts):
             for path in policies.ruled_out(policy, curves_of, maximize):
                 child = run.nodes[path]
                 child.message = f"stopped by the `{kind}` early-stopping policy on `{rule.metric}`"
-                self._stop(run, child, f"EarlyStopping:{kind}")
+                self.stop(run, child, f"EarlyStopping:{kind}")
 
 
 def _plain(suggestion: dict[str, Any]) -> dict[str, Any]:

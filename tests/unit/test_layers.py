@@ -86,57 +86,100 @@ def test_adapters_use_only_the_engine_public_surface():
     assert internal == {}
 
 
-def module_graph(package: str) -> dict[str, set[str]]:
-    """``flowd.<package>`` module -> the modules of the same package it imports, anywhere in
-    its source (imports under TYPE_CHECKING and inside functions count too: a cycle hidden
-    there is still two modules that cannot be understood one without the other)."""
-    prefix = f"flowd.{package}"
-    modules = {f"{prefix}.{p.stem}" if p.stem != "__init__" else prefix: p for p in (ROOT / package).glob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names if a.name in modules)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                if node.module in modules and node.module != prefix:
-                    deps.add(node.module)
-                # ``from flowd.daemon import wire`` names a module, not the package
-                deps.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules)
-        deps.discard(name)
-        graph[name] = deps - {prefix}
-    return graph
+def named_imports(source: str, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that ``source`` names in any import statement: at the top,
+    inside a function, and under ``if TYPE_CHECKING:`` alike. ``from pkg import x`` names the
+    submodule ``pkg.x`` when there is one, the package otherwise."""
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                targets.add(sub if sub in modules else node.module)
+    return targets & modules
 
 
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    found, done = [], set()
+def import_graph(package: str) -> dict[str, set[str]]:
+    """flowd.<package>.* module -> the modules of the same package it imports. Imports under
+    ``TYPE_CHECKING`` count: a type-only import back is still a dependency of the design (each
+    module's types name the other's classes), and it is exactly how the old engine mixins and
+    the daemon's parts hid their cycles. Imports inside functions count too: deferring an import
+    hides a cycle from Python, not from the reader."""
 
-    def visit(node: str, trail: list[str]) -> None:
-        if node in trail:
-            found.append(trail[trail.index(node):] + [node])
-            return
-        if node in done:
-            return
-        for dep in sorted(graph.get(node, ())):
-            visit(dep, [*trail, node])
-        done.add(node)
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        return ".".join(parts)
 
-    for node in sorted(graph):
-        visit(node, [])
+    paths = {name_of(path): path for path in (ROOT / package).rglob("*.py")}
+    return {module: named_imports(path.read_text(), set(paths)) - {module} for module, path in paths.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[str]:
+    found: list[str] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                found.append(" -> ".join([*path[path.index(target):], target]))
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
     return found
 
 
-@pytest.mark.parametrize("package", ["daemon", "spec", "runtime", "k8s", "cli", "ui"])
+@pytest.mark.parametrize("package", ["engine", "daemon", "spec", "runtime", "k8s", "cli", "ui", "artifacts"])
 def test_modules_import_one_way(package):
-    assert cycles(module_graph(package)) == []
+    """No cycle among a package's modules: each part gets what it needs handed in (the engine:
+    a ``Step``, the parts below it, a callable for the one call that goes back up; the daemon:
+    a ``PartitionContext``, ``Effects``, callables), never an import of the module that
+    imports it."""
+    graph = import_graph(package)
+    assert graph
+    assert cycles(graph) == []
+
+
+def test_the_engine_is_split_by_concept():
+    graph = import_graph("engine")
+    assert "flowd.engine.core" in graph and "flowd.engine.ops" in graph
 
 
 def test_the_daemon_parts_do_not_know_the_daemon():
-    """serve.py builds the daemon's parts and hands each the narrow interface it needs (a
-    PartitionContext, Effects, callables): no part imports serve.py back."""
-    graph = module_graph("daemon")
+    """serve.py builds the daemon's parts and hands each the narrow interface it needs: no part
+    imports serve.py back."""
+    graph = import_graph("daemon")
     assert sorted(m for m, deps in graph.items() if "flowd.daemon.serve" in deps) == []
 
 
 def test_the_cycle_finder_finds_a_cycle():
-    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a -> b -> c -> a"]
+
+
+def test_the_import_graph_sees_every_kind_of_import():
+    """The cycle check above would be blind if it missed an import under TYPE_CHECKING or
+    inside a function."""
+    modules = {"flowd.engine.a", "flowd.engine.b", "flowd.engine.c", "flowd.engine"}
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from flowd.engine import a\n"
+        "if TYPE_CHECKING:\n"
+        "    from flowd.engine.b import Thing\n"
+        "def f():\n"
+        "    import flowd.engine.c\n"
+    )
+    assert named_imports(source, modules) == {"flowd.engine.a", "flowd.engine.b", "flowd.engine.c"}
+    assert named_imports("from flowd.engine import Engine\n", modules) == {"flowd.engine"}
+    graph = import_graph("engine")
+    assert "flowd.engine.tuners.hyperband" in graph["flowd.engine.tuners"]  # imported inside a function

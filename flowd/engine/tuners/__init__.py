@@ -16,75 +16,36 @@ starting flowd or running other matrices never pays for it.
 
 from __future__ import annotations
 
-import math
-import zlib
-from typing import Any, NamedTuple
-
+# the tuners' shared names, re-exported: the engine reads them as tuners.X
+from flowd.engine.tuners.base import (
+    Batch as Batch,
+)
+from flowd.engine.tuners.base import (
+    Trial as Trial,
+)
+from flowd.engine.tuners.base import (
+    TunerError as TunerError,
+)
+from flowd.engine.tuners.base import (
+    _int_field as _int_field,
+)
+from flowd.engine.tuners.base import (
+    _random as _random,
+)
+from flowd.engine.tuners.base import (
+    iteration_seed as iteration_seed,
+)
+from flowd.engine.tuners.base import (
+    metric_spec as metric_spec,
+)
+from flowd.engine.tuners.base import (
+    metric_value as metric_value,
+)
 from flowd.spec.compiled import Matrix
 
 ITERATIVE_KINDS = frozenset({"hyperband", "bayes", "tpe", "iterative"})
 # a tpe matrix without maxIterations has no limit in Polyaxon; flowd bounds it (docs/engine.md)
 UNBOUNDED_ITERATIONS = 1000
-
-
-class TunerError(ValueError):
-    """The matrix cannot be tuned as written (a missing or invalid field): fails the matrix."""
-
-
-class Trial(NamedTuple):
-    """One earlier child, as a tuner sees it."""
-
-    path: str
-    params: dict[str, Any]
-    status: str
-    # the metric the matrix optimises, when the child reported it (None otherwise)
-    metric: float | None
-    iteration: int
-    bracket: int | None
-
-
-class Batch(NamedTuple):
-    """The children of the next iteration (or hyperband round)."""
-
-    iteration: int
-    bracket: int | None
-    suggestions: list[dict[str, Any]]
-    # hyperband survivors: the child each new run continues (``resume``), else None
-    origins: list[str | None] | None = None
-
-
-def metric_spec(matrix: Matrix) -> tuple[str, bool] | None:
-    """(metric name, maximise?) — an unset ``optimization`` maximises (POLYFLOW §6.1)."""
-    metric = matrix.extra.get("metric")
-    if not isinstance(metric, dict) or not metric.get("name"):
-        return None
-    return str(metric["name"]), metric.get("optimization") != "minimize"
-
-
-def metric_value(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value)  # a numeric string from a job's outputs
-        except (TypeError, ValueError):
-            return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def iteration_seed(seed: int, iteration: int, salt: str = "") -> int:
-    """A distinct, stable seed per iteration (and purpose) from the matrix seed."""
-    return (seed * 1_000_003 + iteration * 7_919 + zlib.crc32(salt.encode())) & 0xFFFF_FFFF
-
-
-def _int_field(matrix: Matrix, name: str, *, required: bool, minimum: int = 1) -> int | None:
-    value = matrix.extra.get(name)
-    if value is None:
-        if required:
-            raise TunerError(f"a {matrix.kind} matrix needs `{name}` to run")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TunerError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def first(matrix: Matrix, seed: int) -> Batch:
@@ -128,10 +89,3 @@ def next_batch(matrix: Matrix, seed: int, iteration: int, bracket: int | None, t
 
         return Batch(nxt, None, tpe.suggest(matrix, trials, num_runs, iteration_seed(seed, nxt, "tpe")))
     raise TunerError(f"matrix kind {matrix.kind!r} has no built-in tuner")
-
-
-def _random(matrix: Matrix, count: int, seed: int, iteration: int, trials: list[Trial]) -> list[dict[str, Any]]:
-    from flowd.engine.matrix import random_configs
-
-    return random_configs(matrix.params or {}, count, iteration_seed(seed, iteration, "random"),
-                          exclude=[t.params for t in trials])

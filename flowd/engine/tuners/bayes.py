@@ -24,7 +24,7 @@ import math
 import warnings
 from typing import Any
 
-from flowd.engine.tuners import Trial, TunerError, _random, metric_spec
+from flowd.engine.tuners.base import Trial, TunerError, _random, metric_spec
 from flowd.engine.tuners.space import dims, key
 from flowd.spec.compiled import Matrix
 

@@ -17,7 +17,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
-from flowd.engine.tuners import Batch, Trial, TunerError, _random, metric_spec
+from flowd.engine.tuners.base import Batch, Trial, TunerError, _random, metric_spec
 from flowd.spec.compiled import Matrix
 
 

@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 from flowd.engine.matrix import DISCRETE, expand
-from flowd.engine.tuners import TunerError
+from flowd.engine.tuners.base import TunerError
 from flowd.spec.compiled import HpParam
 from flowd.spec.expansion import range_parts
 

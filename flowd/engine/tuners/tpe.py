@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from flowd.engine.tuners import Trial, TunerError, metric_spec
+from flowd.engine.tuners.base import Trial, TunerError, metric_spec
 from flowd.engine.tuners.space import dims, key
 from flowd.spec.compiled import Matrix
 

@@ -451,7 +451,9 @@ def test_an_engine_error_fails_only_its_run_and_stops_its_attempts(monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(Engine, "_upstream_done", boom)
+    from flowd.engine.ops import Ops
+
+    monkeypatch.setattr(Ops, "upstream_done", boom)
     commands = engine.handle(OpStatus("bad", "a", 1, "succeeded", 1.0))
     done = [c for c in commands if type(c).__name__ == "PipelineDone"]
     assert done and done[0].status == "failed" and "simulated bug" in done[0].message

@@ -1,0 +1,264 @@
+"""The lifecycle of one op node from its trigger to its attempt: ready (the trigger fired),
+prepared (params resolved, conditions evaluated, approval gate), queued for a slot of its
+pipeline, admitted, dispatched as a job attempt (``StartOp``), retried after a failure; and the
+trigger decisions downstream of a finished op (POLYFLOW §5.4, §5.10).
+
+A pipeline node (DAG, matrix, schedule) goes through the same steps until it is dispatched;
+starting it is :class:`flowd.engine.pipelines.Pipelines`' work, handed in as ``start_pipeline``
+(the one call that goes back up)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from flowd.engine import fields
+from flowd.engine import status as S
+from flowd.engine.index import Index
+from flowd.engine.messages import StartOp
+from flowd.engine.resolve import ResolveError, has_templates
+from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key
+from flowd.engine.step import Step
+from flowd.engine.templates import TemplateError, is_template, render_text, truth
+from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
+from flowd.spec.compiled import TRIGGER_POLICIES, Op
+
+
+def _no_pipelines(run: RunState, node: Node) -> None:
+    raise AssertionError("Ops.start_pipeline is not wired")
+
+
+class Ops:
+    def __init__(self, step: Step) -> None:
+        self.step = step
+        # set by the engine once the pipelines exist: starting a dispatched pipeline node
+        self.start_pipeline: Callable[[RunState, Node], None] = _no_pipelines
+
+    def ready(self, run: RunState, node: Node) -> None:
+        """The trigger fired: prepare the op now, or once it is approved."""
+        if node.status != S.CREATED:
+            return
+        node.ready = True
+        if node.approved or is_template(self.step.index[run.run_id].specs[node.path].is_approved):
+            # a templated isApproved is decided by prepare, with the op's params
+            self.prepare(run, node)
+        elif node.reason != "PendingApproval":
+            node.reason = "PendingApproval"
+            node.message = "waiting for approval"
+            self.step.emit_status(run, node)
+
+    def prepare(self, run: RunState, node: Node) -> None:
+        """Compile the op: resolve params, evaluate conditions, then queue it for admission."""
+        if node.status != S.CREATED:
+            return
+        step = self.step
+        index = step.index[run.run_id]
+        spec = index.specs[node.path]
+        resolver = fields.resolver(run, index, node)
+        try:
+            params = resolver.params(partial=node.kind == "matrix")
+            node.params = params
+            if spec.conditions is not None and not resolver.condition(params):
+                step.finish(run, node, S.SKIPPED, reason="ConditionsCheckFailed",
+                            message=f"conditions {spec.conditions!r} evaluated to false")
+                return
+            approved = spec.is_approved
+            if isinstance(approved, str) and is_template(approved):
+                try:
+                    hold = not truth(resolver.render(approved, params, "isApproved"), what="isApproved")
+                except TemplateError as exc:
+                    raise ResolveError(f"isApproved of op {node.path!r}: {exc}") from None
+            else:
+                hold = False
+        except (ResolveError, TemplateError) as exc:
+            step.finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
+            return
+        node.status = S.COMPILED
+        node.message = None
+        if hold and not node.approved:
+            node.reason = "PendingApproval"
+            node.message = "waiting for approval"
+            step.emit_status(run, node)
+            return
+        node.reason = None
+        step.emit_status(run, node)
+        self.enqueue(run, node)
+
+    def approve(self, run: RunState, node: Node) -> None:
+        node.approved = True
+        if node.status == S.CREATED and node.ready:
+            self.prepare(run, node)
+        elif node.status == S.COMPILED and node.reason == "PendingApproval":
+            node.reason = None
+            self.enqueue(run, node)
+
+    def enqueue(self, run: RunState, node: Node) -> None:
+        if node.parent is None:
+            self.dispatch(run, node)
+            return
+        parent = run.nodes[node.parent]
+        parent.waiting.append(node.path)  # type: ignore[union-attr]
+        self.admit(run, parent)
+
+    def admit(self, run: RunState, parent: Node) -> None:
+        if parent.stopping or parent.status in S.DONE:
+            return
+        waiting = parent.waiting
+        assert waiting is not None
+        limit = self.step.index[run.run_id].limits.get(parent.path)
+        while parent.waiting_head < len(waiting) and (not limit or parent.active < limit):
+            path = waiting[parent.waiting_head]
+            parent.waiting_head += 1
+            child = run.nodes[path]
+            if child.status != S.COMPILED:
+                continue
+            parent.active += 1
+            child.holds_slot = True
+            self.dispatch(run, child)
+        if parent.waiting_head == len(waiting) and waiting:
+            waiting.clear()
+            parent.waiting_head = 0
+
+    def dispatch(self, run: RunState, node: Node) -> None:
+        if node.kind in PIPELINE_KINDS:
+            self.start_pipeline(run, node)
+        else:
+            self.dispatch_job(run, node)
+
+    def dispatch_job(self, run: RunState, node: Node) -> None:
+        step = self.step
+        index = step.index[run.run_id]
+        spec = index.specs[node.path]
+        params = node.params or {}
+        resolver = fields.resolver(run, index, node)
+        try:
+            body = spec.component.run
+            if has_templates(spec):
+                body = resolver.render(body, params, "run")
+            env = resolver.env(params)
+            term = fields.termination(run, index, node, spec)
+        except ResolveError as exc:
+            step.finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
+            return
+        node.attempt += 1
+        node.emitted = node.repeats = 0  # a new attempt: a new key space
+        node.status = S.QUEUED
+        node.message = None
+        node.reason = None
+        step.emit_status(run, node)
+        cache_key, cache_ttl = (None, None)
+        if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
+            cache_key, cache_ttl = cache_of(spec, node, params, body, env)
+        step.out.append(
+            StartOp(
+                run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
+                kind=node.kind, params=params, run=body, env=env, termination=term,
+                namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
+                cache_key=cache_key, cache_ttl=cache_ttl,
+            )
+        )
+        if term.timeout:
+            step.set_timer(run, f"timeout:{node.path}#{node.attempt}", step.now + term.timeout)
+
+    def attempt_failed(self, run: RunState, node: Node, message: str | None, reason: str, outputs: Any) -> None:
+        step = self.step
+        index = step.index[run.run_id]
+        spec = index.specs[node.path]
+        try:
+            term = fields.termination(run, index, node, spec)
+        except ResolveError as exc:
+            step.finish(run, node, S.FAILED, message=str(exc), reason="CompilationFailed", outputs=outputs)
+            return
+        parent = run.nodes.get(node.parent) if node.parent is not None else None
+        if node.attempt <= term.max_retries and not (parent is not None and parent.stopping):
+            node.status = S.RETRYING
+            node.message = message
+            node.reason = reason
+            step.emit_status(run, node)
+            if term.backoff is not None:
+                delay = backoff(run, node, term.backoff)
+                step.set_timer(run, f"retry:{node.path}#{node.attempt}", step.now + delay)
+            else:
+                self.dispatch_job(run, node)
+            return
+        step.finish(run, node, S.FAILED, message=message, reason=reason, outputs=outputs)
+
+    def upstream_done(self, run: RunState, index: Index, down: Node, up: Node) -> None:
+        if down.status != S.CREATED:
+            return
+        spec = index.specs[down.path]
+        down.n_done += 1
+        if up.status == S.SUCCEEDED or (up.status == S.SKIPPED and not spec.skip_on_upstream_skip):
+            down.n_ok += 1
+        elif up.status in (S.FAILED, S.UPSTREAM_FAILED):
+            down.n_bad += 1
+        if down.ready:
+            return  # already triggered (one_* policies, event edges), maybe waiting for approval
+        if up.status == S.SKIPPED and spec.skip_on_upstream_skip:
+            self.step.finish(run, down, S.SKIPPED, reason="UpstreamSkipped",
+                             message=f"upstream op {up.name!r} was skipped")
+            return
+        policy: str | None = spec.trigger
+        if policy not in TRIGGER_POLICIES:
+            policy = self.render_trigger(run, down, spec.trigger)
+            if policy is None:
+                return
+        decision = decide(policy, down.n_up, down.n_done, down.n_ok, down.n_bad)
+        if decision == START:
+            self.ready(run, down)
+        elif decision == UPSTREAM_FAILED:
+            self.step.finish(run, down, S.UPSTREAM_FAILED, reason="UpstreamFailed",
+                             message=f"trigger {policy} cannot be satisfied")
+
+    def render_trigger(self, run: RunState, node: Node, policy: str) -> str | None:
+        step = self.step
+        resolver = fields.resolver(run, step.index[run.run_id], node)
+        try:
+            rendered = render_text(policy, resolver.context(resolver.known_params())).strip() if is_template(policy) else policy
+        except TemplateError as exc:
+            step.finish(run, node, S.FAILED, reason="CompilationFailed", message=f"trigger of op {node.path!r}: {exc}")
+            return None
+        if rendered not in TRIGGER_POLICIES:
+            step.finish(run, node, S.FAILED, reason="CompilationFailed",
+                        message=f"trigger {rendered!r} is not one of {', '.join(TRIGGER_POLICIES)}")
+            return None
+        return rendered
+
+    def fire_event_edges(self, run: RunState, node: Node) -> None:
+        for down_path, statuses in self.step.index[run.run_id].event_down.get(node.path, ()):
+            if node.status in statuses:
+                down = run.nodes[down_path]
+                if down.status == S.CREATED and not down.ready:
+                    self.ready(run, down)
+
+
+def backoff(run: RunState, node: Node, backoff: Any) -> float:
+    delay: float = min(backoff.max, backoff.base * backoff.factor ** (node.attempt - 1))
+    if backoff.jitter:
+        rng = random.Random(run.seed ^ zlib.crc32(f"{node.path}#{node.attempt}".encode()))
+        delay += delay * backoff.jitter * rng.random()
+    return delay
+
+
+def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
+             env: dict[str, str]) -> tuple[str | None, float | None]:
+    """The cache key and ttl of a job attempt (POLYFLOW §5.10), or (None, None). On by default
+    inside pipelines; a single-op file caches only with an explicit ``cache``; services never.
+    The key covers the component's content (its rendered runtime, declared IO, kind) and the
+    resolved inputs, restricted to ``cache.io`` when given."""
+    cache = spec.cache or {}
+    if node.kind == "service" or cache.get("disable") is True or (node.parent is None and not spec.cache):
+        return None, None
+    io = cache.get("io")
+    keyed = {k: v for k, v in params.items() if not isinstance(io, list) or k in io}
+    component = spec.component
+    blob = msgspec.json.encode([
+        "flowd-cache-1", component.kind, component.inputs, component.outputs, body, env, sorted(keyed.items()),
+    ])
+    ttl = cache.get("ttl")
+    return hashlib.sha256(blob).hexdigest(), float(ttl) if isinstance(ttl, (int, float)) else None

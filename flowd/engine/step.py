@@ -1,0 +1,73 @@
+"""What every part of the engine shares while it handles an event: its limits, each run's derived
+index, and the outbox of the ``handle()`` call in progress — the time of the event, the commands
+going out, and the nodes that reached a terminal status and still have to be propagated.
+
+The primitives here only record: a status event, a timer, a terminal status. Propagating a
+terminal status (downstream triggers, parent counters, pipeline ends) is
+:meth:`flowd.engine.pipelines.Pipelines.drain`'s work, run once the event's own work is done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowd.engine import status as S
+from flowd.engine.index import Index
+from flowd.engine.messages import CancelTimer, Command, SetTimer, StatusChanged
+from flowd.engine.state import PIPELINE_KINDS, Node, RunState, event_key
+from flowd.spec.limits import Limits
+
+
+class Step:
+    __slots__ = ("limits", "index", "out", "finished", "now")
+
+    def __init__(self, limits: Limits) -> None:
+        # what a run may make the engine build (ops, rendered templates, reported outputs):
+        # plain config from the adapter, never read from the environment (docs/limits.md)
+        self.limits = limits
+        # run id -> what is derived from that run's state and specs (rebuilt on restore)
+        self.index: dict[str, Index] = {}
+        # per handle() call
+        self.out: list[Command] = []
+        self.finished: list[tuple[RunState, Node]] = []
+        self.now = 0.0
+
+    def begin(self, now: float) -> None:
+        self.out = []
+        self.finished = []
+        self.now = now
+
+    def emit_status(self, run: RunState, node: Node) -> None:
+        self.out.append(
+            StatusChanged(
+                run_id=run.run_id, path=node.path, status=node.status, time=self.now, attempt=node.attempt,
+                key=event_key(run, node), message=node.message,
+                reason=node.reason, outputs=node.outputs if node.status == S.SUCCEEDED else None,
+            )
+        )
+
+    def set_timer(self, run: RunState, timer_id: str, at: float) -> None:
+        run.timers[timer_id] = at
+        self.out.append(SetTimer(run.run_id, timer_id, at))
+
+    def cancel_timer(self, run: RunState, timer_id: str) -> None:
+        if run.timers.pop(timer_id, None) is not None:
+            self.out.append(CancelTimer(run.run_id, timer_id))
+
+    def finish(self, run: RunState, node: Node, status: str, *, message: str | None = None,
+               reason: str | None = None, outputs: Any = None) -> None:
+        """Record a terminal status; the drain propagates it."""
+        if node.status in S.DONE:
+            return
+        node.status = status
+        node.finished_at = self.now
+        if message is not None:
+            node.message = message
+        if reason is not None:
+            node.reason = reason
+        if outputs is not None:
+            node.outputs = outputs
+        if node.kind not in PIPELINE_KINDS and node.attempt:
+            self.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            self.cancel_timer(run, f"retry:{node.path}#{node.attempt}")
+        self.emit_status(run, node)
+        self.finished.append((run, node))
