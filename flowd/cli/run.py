@@ -87,7 +87,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--namespace", metavar="NS", default=None, help="with --executor k8s: namespace of ops that set none")
     p.add_argument(
         "--executor-config", metavar="JSON|FILE", default=None,
-        help="with --executor k8s: executor settings (docs/kubernetes.md) as a JSON object or a JSON/TOML file",
+        help="executor settings (docs/kubernetes.md) as a JSON object or a JSON/TOML file; the local executor "
+        "reads their `connections` catalog too (docs/local-runtime.md)",
+    )
+    p.add_argument(
+        "--secrets-dir", metavar="DIR", default=None,
+        help="local executor: the connections' secrets and config maps, a folder per resource and a file per key "
+        "(default: $FLOWD_SECRETS_DIR, else ~/.config/flowd/secrets)",
     )
     p.add_argument(
         "--artifacts-store", metavar="DIR|URL", default=None,
@@ -110,9 +116,9 @@ DEFAULT_MAX_PROCS = max(8, 4 * (os.cpu_count() or 1))
 
 
 def executor_factory(args: argparse.Namespace) -> Any:
-    """None for the local executor (the driver's default), else a factory for the driver."""
-    if args.executor == "local":
-        return None
+    """None for the local executor (the driver's default), else a factory for the driver. The
+    settings are checked for both (one file serves both executors); the local executor keeps
+    their connection catalog in ``args.connection_catalog``."""
     config: dict[str, Any] = {}
     if args.executor_config:
         text = args.executor_config
@@ -126,6 +132,11 @@ def executor_factory(args: argparse.Namespace) -> Any:
                 text = ""
         if text:
             config.update(json.loads(text))
+    if args.executor == "local":
+        from flowd.k8s.config import Settings as _Settings
+
+        args.connection_catalog = _Settings.from_config(config).connections if config else {}
+        return None
     if args.kubeconfig:
         config["kubeconfig"] = args.kubeconfig
     if args.namespace:
@@ -143,6 +154,16 @@ def executor_factory(args: argparse.Namespace) -> Any:
 
     factory.settings = settings  # type: ignore[attr-defined]  # for the cluster check in run()
     return factory
+
+
+def _local_connections(args: argparse.Namespace, store: SnapshotStore) -> Any:
+    """The local executor's connection catalog and secrets folder (flowd.runtime.connections)."""
+    from flowd.initsteps.envsources import secrets_dir_default
+    from flowd.runtime.connections import LocalConnections
+
+    secrets = getattr(args, "secrets_dir", None) or os.environ.get("FLOWD_SECRETS_DIR") or secrets_dir_default()
+    return LocalConnections(getattr(args, "connection_catalog", None) or {}, secrets_dir=Path(secrets),
+                            volumes_dir=store.root / "volumes")
 
 
 def _cluster_problem(executor: Any) -> str | None:
@@ -426,7 +447,7 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
     with make_progress(out, pipeline=pipeline) as progress:
         driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace,
                         approve=args.approve, executor=executor, max_procs=args.max_procs or None,
-                        max_outputs_bytes=args.limits.max_outputs_bytes)
+                        max_outputs_bytes=args.limits.max_outputs_bytes, connections=_local_connections(args, store))
         with _streaming_logs(run_dir, progress, enabled=getattr(args, "logs", False)):
             view = anyio.run(driver.run, initial)
     hook_runs = {h["run_id"]: engine.view(h["run_id"]) for h in view.hooks if h["run_id"] in engine.runs}

@@ -42,12 +42,15 @@ import anyio.abc
 import msgspec
 import structlog
 
+from flowd.connections import Connection
 from flowd.daemon import launch
 from flowd.daemon.launch import Found
 from flowd.engine import OpStatus, StartOp, StopOp
 from flowd.executor import Send
 from flowd.faults import crash_point
+from flowd.initsteps.envsources import secrets_dir_default
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
+from flowd.runtime.connections import LocalConnections
 from flowd.runtime.executor import METRICS_POLL, LocalExecutor, attempt_dir_name, read_metric_points
 
 __all__ = ["DaemonLocalExecutor"]
@@ -66,8 +69,14 @@ def _argv_part(value: Any, *, split: bool) -> list[str]:
 
 class DaemonLocalExecutor:
     def __init__(self, *, send: Send, state_dir: Path, clock: Callable[[], float] = time.time, grace: float = 5.0,
-                 max_outputs_bytes: int = DEFAULT_MAX_OUTPUTS) -> None:
+                 max_outputs_bytes: int = DEFAULT_MAX_OUTPUTS, connections: dict[str, Any] | None = None,
+                 secrets_dir: str | None = None) -> None:
         self.send = send
+        # the connection catalog (the k8s executor's shape) and the local secrets folder
+        # (flowd.runtime.connections; default $FLOWD_SECRETS_DIR, else ~/.config/flowd/secrets)
+        catalog = msgspec.convert(connections or {}, type=dict[str, Connection])
+        secrets = secrets_dir or os.environ.get("FLOWD_SECRETS_DIR") or secrets_dir_default()
+        self.connections = LocalConnections(catalog, secrets_dir=Path(secrets), volumes_dir=Path(state_dir) / "volumes")
         self.max_outputs_bytes = max_outputs_bytes
         self.state_dir = Path(state_dir)
         self.clock = clock
@@ -120,7 +129,7 @@ class DaemonLocalExecutor:
         with scope:
             async with LocalExecutor(run_dir=self.run_dir(run_id), send=self._relay, clock=self.clock,
                                      grace=self.grace, max_outputs_bytes=self.max_outputs_bytes,
-                                     use_cache=False) as ex:
+                                     use_cache=False, connections=self.connections) as ex:
                 task_status.started(ex)
                 await done.wait()
                 while ex.active:  # the engine stops what is left; wait for it to go

@@ -11,34 +11,9 @@ from typing import Any
 
 import msgspec
 
+from flowd.connections import Connection, ConnectionResource
+
 __all__ = ["Settings", "Connection", "ConnectionResource"]
-
-
-class ConnectionResource(msgspec.Struct, omit_defaults=True, frozen=True, rename="camel"):
-    """A Secret or ConfigMap of a connection (Polyaxon's ``V1ConnectionResource``).
-
-    With ``mount_path`` it is mounted as a volume there (only ``items`` if given); without,
-    its keys become env vars of the main container (only ``items`` if given)."""
-
-    name: str
-    items: list[str] | None = None
-    mount_path: str | None = None
-
-
-class Connection(msgspec.Struct, omit_defaults=True, frozen=True, rename="camel"):
-    """A named connection from the agent's catalog (Polyaxon's ``V1Connection``). Ops list
-    the names they use in ``run.connections`` (and params/IO with ``connection:``).
-
-    ``kind`` ``host_path`` and ``volume_claim`` mount ``schema`` (``hostPath``/``volumeClaim``,
-    ``mountPath``, ``readOnly``) into the main container; bucket and other kinds only bring
-    their secret, config map and env."""
-
-    name: str = ""
-    kind: str = "custom"
-    schema: dict[str, Any] | None = msgspec.field(default=None, name="schema")
-    secret: ConnectionResource | None = None
-    config_map: ConnectionResource | None = None
-    env: list[dict[str, Any]] = []
 
 
 class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -77,6 +52,9 @@ class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, fo
     connections: dict[str, Connection] = {}
     # labels added to every object flowd creates
     extra_labels: dict[str, str] = {}
+    # the image of the built-in init steps (git, file, dockerfile, artifacts): flowd's own, which
+    # carries git and `python -m flowd.initsteps`
+    init_image: str = "ghcr.io/flowd-project/flowd:0.1.0"
     # the main container's name when the component does not name it
     main_container: str = "main"
     # default image pull policy of containers that set none (None: cluster default)

@@ -34,7 +34,11 @@ import math
 import shlex
 from typing import Any
 
+import msgspec
+
+from flowd.connections import named
 from flowd.engine import StartOp
+from flowd.initsteps.plan import CONTEXT_ROOT, InitError, plan_init, volume_name
 from flowd.k8s import naming as N
 from flowd.k8s import policy
 from flowd.k8s.config import Connection, ConnectionResource, Settings
@@ -220,11 +224,13 @@ def pod_spec(run: dict[str, Any], cmd: StartOp, settings: Settings, *,
     if mounts:
         main["volumeMounts"] = list(main.get("volumeMounts") or []) + mounts
 
-    inits = []
-    for i, step in enumerate(run.get("init") or []):
-        inits.append(_init_container(step, i, settings))
+    inits = _init_containers(run, settings, volumes)
     if inits:
         spec["initContainers"] = inits
+    context_mounts = [{"name": volume_name(m), "mountPath": m} for m in _context_mounts(inits)]
+    if context_mounts:
+        main["volumeMounts"] = list(main.get("volumeMounts") or []) + context_mounts
+        main["env"] = _merge_env(main["env"], [{"name": "FLOWD_CONTEXT", "value": CONTEXT_ROOT}])
     for i, sidecar in enumerate(run.get("sidecars") or []):
         if not isinstance(sidecar, dict):
             raise ConversionError(f"run.sidecars[{i}] must be a container mapping")
@@ -258,20 +264,69 @@ def _container(body: dict[str, Any], default_name: str, settings: Settings) -> d
     return c
 
 
-def _init_container(step: Any, i: int, settings: Settings) -> dict[str, Any]:
-    if not isinstance(step, dict):
-        raise ConversionError(f"run.init[{i}] must be a mapping")
-    other = sorted(k for k in step if k != "container" and step[k] is not None)
-    if other:
-        # git/artifacts/dockerfile/connection/file/tensorboard steps need Polyaxon's init image
-        raise ConversionError(
-            f"run.init[{i}]: {', '.join(other)} init steps are not supported on Kubernetes by flowd; "
-            "write the step as an init container (init: [{container: {...}}])"
-        )
-    container = step.get("container")
-    if not isinstance(container, dict) or not container.get("image"):
-        raise ConversionError(f"run.init[{i}].container with an image is required")
-    return _container(container, f"init-{i}", settings)
+def _init_containers(run: dict[str, Any], settings: Settings, volumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``run.init`` -> init containers (flowd.initsteps.plan): built-in steps run
+    ``python -m flowd.initsteps step STEP`` in the flowd image (``init_image``) with their context
+    volume and their connection's env and secrets; ``container`` steps run as given, with every
+    context volume mounted. The context volumes are emptyDirs the main container mounts too."""
+    try:
+        plan = plan_init(run.get("init"), _catalog(settings))
+    except InitError as exc:
+        raise ConversionError(str(exc)) from None
+    for mount in plan.mounts:
+        volumes.append({"name": volume_name(mount), "emptyDir": {}})
+    all_mounts = [{"name": volume_name(m), "mountPath": m} for m in plan.mounts]
+    out = []
+    for step in plan.steps:
+        env: list[dict[str, Any]] = []
+        env_from: list[dict[str, Any]] = []
+        mounts: list[dict[str, Any]] = []
+        if step.connection is not None:
+            _connection(_lookup(step.connection, settings), volumes, mounts, env, env_from)
+        if step.kind == "container":
+            assert step.container is not None
+            c = _container(step.container, step.name, settings)
+            mounts = all_mounts + mounts
+        else:
+            body = msgspec.json.encode(msgspec.structs.replace(step, container=None)).decode()
+            c = {"name": step.name, "image": settings.init_image, "command": ["python", "-m", "flowd.initsteps"],
+                 "args": ["step", body], "terminationMessagePolicy": "FallbackToLogsOnError"}
+            if settings.image_pull_policy:
+                c["imagePullPolicy"] = settings.image_pull_policy
+            assert step.mount is not None
+            mounts = [{"name": volume_name(step.mount), "mountPath": step.mount}, *mounts]
+            if step.container:  # Polyaxon's patch of a built-in step's container (resources, env...)
+                patch = _container(step.container, step.name, settings)
+                for key, value in patch.items():
+                    if key in ("env", "volumeMounts", "envFrom"):
+                        c[key] = list(c.get(key) or []) + list(value)
+                    elif key not in ("name", "command", "args"):
+                        c[key] = value
+        if env:
+            c["env"] = _merge_env(c.get("env") or [], env)
+        if env_from:
+            c["envFrom"] = list(c.get("envFrom") or []) + env_from
+        if mounts:
+            c["volumeMounts"] = list(c.get("volumeMounts") or []) + mounts
+        out.append(c)
+    # a connection used by a step and by the op brings its volume once
+    unique = {str(v.get("name")): v for v in reversed(volumes)}
+    volumes[:] = [v for v in volumes if unique.get(str(v.get("name"))) is v]
+    return out
+
+
+def _context_mounts(inits: list[dict[str, Any]]) -> list[str]:
+    found: list[str] = []
+    for c in inits:
+        for m in c.get("volumeMounts") or []:
+            name = str(m.get("name", ""))
+            if (name == "artifacts-context" or name.startswith("connections-context-")) and m["mountPath"] not in found:
+                found.append(m["mountPath"])
+    return found
+
+
+def _catalog(settings: Settings) -> dict[str, Connection]:
+    return named(settings.connections)
 
 
 def _argv(value: Any, *, split: bool) -> list[str]:

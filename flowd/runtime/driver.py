@@ -60,6 +60,7 @@ from flowd.engine import (
 )
 from flowd.faults import crash_point
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
+from flowd.runtime.connections import LocalConnections
 from flowd.runtime.executor import LocalExecutor
 from flowd.runtime.journal import COMPACT_MIN_BYTES, JournalEntry, JournalFile, encode_entry
 from flowd.runtime.ledger import Ledger, timer_key
@@ -119,8 +120,11 @@ class Driver:
         executor: ExecutorFactory | None = None,
         max_procs: int | None = None,
         max_outputs_bytes: int | None = None,
+        connections: LocalConnections | None = None,
     ) -> None:
         self.engine = engine
+        # the connection catalog and secrets folder of the local executor (None: no catalog)
+        self.connections = connections
         self.max_outputs_bytes = max_outputs_bytes
         self.record = record
         self.run_id = record.run_id
@@ -175,7 +179,7 @@ class Driver:
                 opened = LocalExecutor(run_dir=run_dir, send=self.send, clock=self.clock, grace=self.grace,
                                        max_procs=self.max_procs,
                                        max_outputs_bytes=self.max_outputs_bytes or DEFAULT_MAX_OUTPUTS,
-                                       run_id=self.run_id)
+                                       run_id=self.run_id, connections=self.connections)
             async with opened as executor:  # noqa: SIM117
                 async with TimerService(run_id=self.run_id, send=self.send, clock=self.clock) as timers:
                     self._executor, self._timers = executor, timers

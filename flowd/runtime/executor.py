@@ -42,6 +42,8 @@ from flowd.faults import crash_point
 from flowd.outputs import DEFAULT_MAX_BYTES as DEFAULT_MAX_OUTPUTS
 from flowd.outputs import read_outputs_file
 from flowd.runtime.cache import HIT_PREFIX, CacheEntry, LocalCache
+from flowd.runtime.connections import ConnectionProblem, LocalConnections
+from flowd.runtime.initlocal import INIT_FAILED, LocalStart, prepare
 from flowd.runtime.processes import signal_group, start_time
 
 __all__ = ["LocalExecutor", "attempt_dir_name", "LOCAL_KINDS", "read_metric_points"]
@@ -150,11 +152,15 @@ class LocalExecutor:
         use_cache: bool = True,
         run_id: str | None = None,
         artifacts: Store | None = None,
+        connections: LocalConnections | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         # the run this executor's folder belongs to: attempts of other runs driven with it (its
         # hook runs, POLYFLOW §8.3) go to ``hooks/<their run id>/`` instead
         self.run_id = run_id
+        # the connection catalog and the secrets folder (flowd.runtime.connections); None: an
+        # op naming a connection cannot start
+        self.connections = connections
         self.max_outputs_bytes = max_outputs_bytes  # a larger outputs file fails its attempt
         # at most this many job processes at once (None: no limit); the others wait in
         # `_waiting`, in the order they were started, while the engine sees them `queued`.
@@ -327,13 +333,14 @@ class LocalExecutor:
             )
         return argv
 
-    def _env(self, cmd: StartOp, directory: Path) -> dict[str, str]:
+    def _env(self, cmd: StartOp, directory: Path, start: LocalStart) -> dict[str, str]:
         env = dict(os.environ)
         container = cmd.run.get("container") or {}
+        env.update(start.env)  # the connections' (values read from files: only without a wrapper)
         for item in container.get("env") or []:
             if isinstance(item, dict) and "name" in item and item.get("value") is not None:
-                env[str(item["name"])] = _env_value(item["value"])
-        env.update({k: _env_value(v) for k, v in cmd.env.items()})
+                env[str(item["name"])] = start.paths.rewrite(_env_value(item["value"]))
+        env.update({k: start.paths.rewrite(_env_value(v)) for k, v in cmd.env.items()})
         env.update(
             FLOWD_OUTPUTS=str(directory / "outputs.json"),
             FLOWD_METRICS=str(directory / "metrics.jsonl"),
@@ -343,7 +350,10 @@ class LocalExecutor:
             FLOWD_WORKDIR=str(self.workdir),
             # files written here are the op's artifacts: kept in the store when it succeeds
             FLOWD_ARTIFACTS=str(directory / "artifacts"),
+            FLOWD_CONTEXT=start.context,
         )
+        # the default artifact store of `artifacts` init steps when no FLOWD_ARTIFACTS_STORE names one
+        env.setdefault("FLOWD_ARTIFACTS_FOLDER", str(self.run_dir.parent.parent / "artifacts"))
         return env
 
     async def _spawn(self, attempt: _Attempt, *, note: str | None = None) -> None:
@@ -357,14 +367,25 @@ class LocalExecutor:
             await self._release_slot(attempt)
             return
         directory.mkdir(parents=True, exist_ok=True)
-        for stale in ("outputs.json", "result.json", "pid.json", "metrics.jsonl"):
+        for stale in ("outputs.json", "result.json", "pid.json", "metrics.jsonl", INIT_FAILED):
             (directory / stale).unlink(missing_ok=True)
         (directory / "outputs.json").touch()
         shutil.rmtree(directory / "artifacts", ignore_errors=True)  # a retry starts with none
         (directory / "artifacts").mkdir()
         container = cmd.run.get("container") or {}
-        cwd = container.get("workingDir")
-        cwd = cwd if isinstance(cwd, str) and os.path.isdir(cwd) else self.workdir
+        try:
+            # init steps and connections: the wrapper's plan, the path map, the connections' env
+            start = prepare(cmd, directory, argv, self.connections, workdir=self.workdir)
+        except (_CannotStart, ConnectionProblem) as exc:
+            self._finished(attempt)
+            self._finish(attempt, status="failed", reason="CannotStart", message=str(exc))
+            await self._release_slot(attempt)
+            return
+        wanted = container.get("workingDir")
+        wanted = start.paths.local(wanted) if isinstance(wanted, str) else None
+        # with init steps the wrapper changes to workingDir once the steps made it (a clone)
+        argv = start.argv(wanted, self.workdir)
+        cwd = wanted if wanted is not None and os.path.isdir(wanted) and not start.wrapped else self.workdir
         stdout = (directory / "stdout.log").open("ab")
         stderr = (directory / "stderr.log").open("ab")
         try:
@@ -377,7 +398,7 @@ class LocalExecutor:
                 stdout=stdout,
                 stderr=stderr,
                 cwd=cwd,
-                env=self._env(cmd, directory),
+                env=self._env(cmd, directory, start),
                 start_new_session=True,
             )
         except OSError as exc:
@@ -429,6 +450,8 @@ class LocalExecutor:
         if attempt.stopping:
             reason = attempt.stop_reason or "Stopped"
             fields: dict[str, Any] = dict(status="stopped", reason=reason, message=f"process stopped ({reason})")
+        elif (init_failure := _init_failure(attempt.dir)) is not None:
+            fields = dict(status="failed", exit_code=rc, reason="InitError", message=f"{init_failure} ({logs})")
         elif rc == 0 and outputs_error is None:
             fields = dict(status="succeeded", exit_code=0)
         elif rc == 0:
@@ -508,6 +531,15 @@ class LocalExecutor:
             await attempt.finished.wait()
             return
         signal_group(process.pid, signal.SIGKILL)
+
+def _init_failure(directory: Path) -> str | None:
+    """The message the init wrapper left when a step failed (the op's process never started)."""
+    try:
+        record = json.loads((directory / INIT_FAILED).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(record.get("message") or "an init step failed") if isinstance(record, dict) else None
+
 
 class _CannotStart(Exception):
     pass

@@ -237,6 +237,12 @@ def check_presets(r: dict[str, Any]) -> None:
     assert r["ops"]["steady"]["attempts"] == 1
 
 
+def check_init(r: dict[str, Any]) -> None:
+    assert statuses(r) == {"publish": "succeeded", "train": "succeeded"}
+    assert r["ops"]["train"]["outputs"] == {"model": "v2", "script": "ok", "base": "python:3.12-slim",
+                                            "prepared": "yes", "token_chars": 31}
+
+
 def check_cache(r: dict[str, Any]) -> None:
     assert r["status"] == "succeeded" and r["ops"]["prepare"]["outputs"] == {"rows": 5}
     assert not any(op.get("cache_hit") for op in r["ops"].values())
@@ -297,6 +303,7 @@ EXAMPLES = {
     "matrix-iterative.yaml": check_iterative,
     "early-stopping-policies.yaml": check_policies,
     "outputs.yaml": check_outputs,
+    "init.yaml": check_init,
 }
 
 
@@ -305,7 +312,11 @@ def test_every_feature_example_has_a_check() -> None:
 
 
 # flags an example needs (each example's header says how to run it)
-EXAMPLE_ARGS = {"presets.yaml": ("--presets", str(ROOT / "examples" / "presets"))}
+EXAMPLE_ARGS = {
+    "presets.yaml": ("--presets", str(ROOT / "examples" / "presets")),
+    "init.yaml": ("--executor-config", str(FEATURES / "init-connections.json"),
+                  "--secrets-dir", str(ROOT / "examples" / "secrets")),
+}
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

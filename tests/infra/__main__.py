@@ -1,4 +1,4 @@
-"""python -m tests.infra build [kafka|k8s|promtool|s3|all] | up [kafka|k8s|all] | down [..] | env | status"""
+"""python -m tests.infra build [kafka|k8s|promtool|s3|git|all] | up [kafka|k8s|all] | down [..] | env | status"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 
-from . import k8s, kafka, promtool, s3, stack
+from . import gitserver, k8s, kafka, promtool, s3, stack
 from .common import InfraUnavailable, dir_size_mb, run_root, testbin
 
 
@@ -47,6 +47,9 @@ def cmd_build(which: str) -> int:
         print(f"k8s {k8s.K8S_VERSION} / etcd {k8s.ETCD_VERSION} / kwok {k8s.KWOK_VERSION}: "
               f"{'built ' + ', '.join(before) if before else 'cached'} in "
               f"{time.monotonic() - t:.1f}s")
+    if which in ("git", "all"):
+        gitserver.build()  # git's own http-backend: installed with git, nothing to fetch
+        print(f"git server: {gitserver.BACKEND} (started per test on loopback, tests/infra/gitserver.py)")
     if which in ("promtool", "all"):
         t = time.monotonic()
         cached = not promtool.missing()
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("build", "up", "down"):
         p = sub.add_parser(name)
         p.add_argument("what", nargs="?", default="all",
-                       choices=["kafka", "k8s", "all"] + (["promtool", "s3"] if name == "build" else []))
+                       choices=["kafka", "k8s", "all"] + (["promtool", "s3", "git"] if name == "build" else []))
         if name == "up":
             p.add_argument("--nodes", type=int, default=int(os.environ.get("FLOWD_KWOK_NODES", 1)))
     sub.add_parser("env")

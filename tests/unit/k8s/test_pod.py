@@ -142,7 +142,12 @@ def test_connections() -> None:
     [
         pytest.param({}, "run.container with an image", id="no-container"),
         pytest.param({"container": {"image": "x"}, "connections": ["nope"]}, "unknown connection 'nope'", id="connection"),
-        pytest.param({"container": {"image": "x"}, "init": [{"git": {"url": "u"}}]}, "git init steps", id="git-init"),
+        pytest.param({"container": {"image": "x"}, "init": [{"git": {"url": "u"}, "file": {"content": "x"}}]},
+                         r"init\[0\]: one handler per step, got git, file", id="two-init-handlers"),
+            pytest.param({"container": {"image": "x"}, "init": [{"tensorboard": {"uuids": ["u"]}}]},
+                         "tensorboard init steps need Polyaxon", id="tensorboard-init"),
+            pytest.param({"container": {"image": "x"}, "init": [{"connection": "nope"}]},
+                         r"init\[0\]: unknown connection 'nope'", id="init-connection"),
         pytest.param({"container": {"image": "x"}, "environment": {"bogus": 1}}, "unknown field 'bogus'", id="env-key"),
         pytest.param({"container": {"image": "x"}, "sidecars": [{"image": "y", "name": "main"}]}, "unique", id="dup-names"),
     ],
