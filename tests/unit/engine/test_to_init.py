@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import textwrap
 
-from flowd.engine.run_parts import in_flight
 from flowd.spec import compile_text
 from tests.unit.engine.sim import Sim
 
@@ -62,8 +61,7 @@ def test_the_steps_are_derived_again_after_a_restore():
     sim = Sim(compile_ok(PIPELINE), hold={"train"})
     sim.run()
     held = next(s for s in sim.held if s.path == "train")
-    run = sim.engine.runs[sim.run_id]
-    derived = [c for c in in_flight(run, sim.engine._index[sim.run_id], skip=set()) if c.path == "train"]  # noqa: SLF001
+    derived = [c for c in sim.engine.in_flight(sim.run_id, skip=set()) if c.path == "train"]
     assert derived and derived[0].run == held.run
 
 
