@@ -15,7 +15,7 @@ from typing import Any
 
 from flowd.engine.state import Node, RunState
 from flowd.spec.limits import Limits, over
-from flowd.spec.pql import PqlError, field_value, parse_query, parse_sort, sort_records
+from flowd.spec.pql import Condition, PqlError, field_value, parse_query, parse_sort, sort_records
 
 __all__ = ["JoinError", "JoinSource", "RunRecord", "select", "join_values"]
 
@@ -126,7 +126,12 @@ class JoinSource:
             uid = self._uuids[(run_id, path)] = self._uuid_of(run_id, path)
         return uid
 
-    def records(self, exclude: tuple[str, str], *, tags: bool) -> list[RunRecord]:
+    def records(self, exclude: tuple[str, str], *, tags: bool, pipeline: str | None = None) -> list[RunRecord]:
+        """A record per op held (but ``exclude``, the joining op); with ``pipeline`` (a uuid)
+        only the ops directly under that pipeline: a query that requires ``pipeline: X`` reads
+        X's children instead of every op of every run."""
+        if pipeline is not None:
+            return self._children_of(pipeline, exclude, tags)
         out = []
         for run in self._runs():
             skip = exclude[1] if run.run_id == exclude[0] else None
@@ -134,6 +139,37 @@ class JoinSource:
                 if node.path != skip:
                     out.append(RunRecord(run, node, self, tags))
         return out
+
+
+    def _children_of(self, pipeline: str, exclude: tuple[str, str], tags: bool) -> list[RunRecord]:
+        out = []
+        for run in self._runs():
+            for node in run.nodes.values():
+                if not node.children or self.uuid_of(run.run_id, node.path) != pipeline:
+                    continue
+                skip = exclude[1] if run.run_id == exclude[0] else None
+                for path in node.children:
+                    child = run.nodes.get(path)
+                    if child is not None and child.path != skip and child.parent == node.path:
+                        out.append(RunRecord(run, child, self, tags))
+        return out
+
+
+def _required_pipeline(tree: Any) -> str | None:
+    """The uuid X when every record the query matches must have ``pipeline: X`` (a plain
+    equality in the query's top-level conjunction), else None."""
+    if isinstance(tree, Condition):
+        if tree.field == "pipeline" and tree.op == "eq" and not tree.negate and isinstance(tree.arg, str):
+            return tree.arg
+        return None
+    kind, parts = tree
+    if kind != "and":
+        return None
+    for part in parts:
+        found = _required_pipeline(part)
+        if found is not None:
+            return found
+    return None
 
 
 def _window(value: Any, what: str, default: int | None) -> int | None:
@@ -165,7 +201,8 @@ def select(source: JoinSource, exclude: tuple[str, str], query: str, sort: str |
     if n > cap:
         raise JoinError(str(over("`limit` asks for", n, "runs", setting="max_join_runs", limit=cap)))
     needs_tags = "tags" in parsed.fields or any(f == "tags" for f, _ in order)
-    matched = [rec for rec in source.records(exclude, tags=needs_tags) if parsed.match(rec)]
+    records = source.records(exclude, tags=needs_tags, pipeline=_required_pipeline(parsed.tree))
+    matched = [rec for rec in records if parsed.match(rec)]
     if order:
         matched = sort_records(matched, order)
     return matched[start:start + n]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-__all__ = ["PqlError", "Query", "parse_query", "parse_sort", "FIELDS", "PREFIXES", "check_field", "sort_records"]
+__all__ = ["Condition", "PqlError", "Query", "parse_query", "parse_sort", "FIELDS", "PREFIXES", "check_field", "sort_records"]
 
 # run fields a query or a sort may name (POLYFLOW §8.4)
 FIELDS = ("uuid", "name", "status", "kind", "runtime", "tags", "pipeline", "controller",
