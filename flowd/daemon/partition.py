@@ -115,6 +115,9 @@ class PartitionState:
         self.written_seq = 0
         self.written_daemon: bytes | None = None
         self.written_index: wire.BlobRef | None = None
+        # run id -> (its compiled pipeline, the digest naming the ``spec:`` blob that holds it):
+        # runs of one pipeline share that blob, and a run's pipeline is hashed once, not per snapshot
+        self.run_specs: dict[str, tuple[Any, str]] = {}
 
     # ----------------------------------------------------------------------- snapshots
 

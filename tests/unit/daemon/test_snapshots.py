@@ -46,7 +46,7 @@ def round_trip(state: PartitionState) -> PartitionState:
             store[len(store)] = chunk
         refs[name] = wire.BlobRef(seq=plan.seq, size=len(blob), offsets=offsets)
     index = snapshots.next_index(state, plan, refs)
-    blobs = {n: b"".join(store[o] for o in r.offsets) for n, r in index.runs.items()}
+    blobs = {n: b"".join(store[o] for o in r.offsets) for n, r in {**index.specs, **index.runs}.items()}
     if index.daemon is not None:
         blobs[snapshots.DAEMON] = b"".join(store[o] for o in index.daemon.offsets)
     head = wire.SnapshotHead(partition=0, offset=7, time=1.0, seq=plan.seq, index=refs[snapshots.DAEMON])
@@ -93,7 +93,9 @@ def test_an_op_ended_by_a_timeout_while_the_executor_stops_it_is_kept() -> None:
 def test_only_changed_runs_are_encoded_and_forgotten_runs_go() -> None:
     state = submitted(wide(2), wide(2), wide(2))
     plan = anyio.run(snapshots.encode_changes, state)
-    assert set(plan.blobs) == {"run:r0", "run:r1", "run:r2", snapshots.DAEMON}
+    specs = {n for n in plan.blobs if n.startswith(snapshots.SPEC)}
+    assert len(specs) == 1, "three runs of one pipeline share one spec blob"
+    assert set(plan.blobs) == {"run:r0", "run:r1", "run:r2", snapshots.DAEMON} | specs
     refs = {n: wire.BlobRef(seq=plan.seq, size=len(b), offsets=[0]) for n, b in plan.blobs.items()}
     snapshots.committed(state, plan, snapshots.next_index(state, plan, refs), refs[snapshots.DAEMON])
     report(state, "r1", "w0", "succeeded")
@@ -101,8 +103,46 @@ def test_only_changed_runs_are_encoded_and_forgotten_runs_go() -> None:
     assert set(plan.blobs) == {"run:r1"}, "an unchanged run or daemon blob was encoded again"
     state.engine.forget("r2")
     plan = anyio.run(snapshots.encode_changes, state)
-    assert plan.removed == ["run:r2"]
+    assert plan.removed == ["run:r2"], "the spec blob stays: r0 and r1 still use it"
     assert ("run:r2", refs["run:r2"]) in snapshots.superseded(state, plan)
+
+
+def test_a_spec_blob_is_shared_on_restore_and_goes_with_its_last_run() -> None:
+    state = submitted(wide(40), wide(40), wide(3))
+    plan = anyio.run(snapshots.encode_changes, state)
+    specs = sorted(n for n in plan.blobs if n.startswith(snapshots.SPEC))
+    assert len(specs) == 2
+    # the pipeline is stored once, not in every run blob
+    pipeline = msgspec.msgpack.encode(state.engine.runs["r0"].pipeline)
+    assert pipeline not in plan.blobs["run:r0"] and pipeline in plan.blobs[snapshots.SPEC + state.run_specs["r0"][1]]
+    restored = round_trip(submitted(wide(40), wide(40), wide(3)))
+    assert restored.engine.runs["r0"].pipeline is restored.engine.runs["r1"].pipeline
+    assert restored.engine.runs["r0"].pipeline == state.engine.runs["r0"].pipeline
+    refs = {n: wire.BlobRef(seq=plan.seq, size=len(b), offsets=[0]) for n, b in plan.blobs.items()}
+    snapshots.committed(state, plan, snapshots.next_index(state, plan, refs), refs[snapshots.DAEMON])
+    state.engine.forget("r2")
+    plan = anyio.run(snapshots.encode_changes, state)
+    gone = [n for n in plan.removed if n.startswith(snapshots.SPEC)]
+    assert len(gone) == 1 and gone[0] in specs, "the spec of the forgotten run's pipeline goes with it"
+    assert snapshots.next_index(state, plan, {}).specs.keys() == set(specs) - set(gone)
+
+
+def test_a_run_blob_written_before_spec_blobs_still_restores() -> None:
+    """Format 2 as first released: the pipeline inside the run's engine parts, no ``spec``."""
+    state = submitted(wide(5), wide(5, templated=True))
+    report(state, "r0", "w0", "succeeded")
+    blobs = {}
+    for run_id in state.engine.runs:
+        parts = list(state.engine.snapshot_run(run_id))
+        blobs[f"run:{run_id}"] = snapshots.frames([msgspec.msgpack.encode(state.run_attempts(run_id, len(parts))), *parts])
+    daemon = snapshots.frames([msgspec.msgpack.encode(state.daemon_blob())])
+    ref = wire.BlobRef(seq=1, size=1, offsets=[0])
+    index = msgspec.msgpack.decode(msgspec.msgpack.encode({"runs": {n: ref for n in blobs}, "daemon": ref}),
+                                   type=wire.SnapshotIndex)
+    head = wire.SnapshotHead(partition=0, offset=7, time=1.0, seq=1, index=ref)
+    restored = snapshots.restore_blobs(head, index, ref, {**blobs, snapshots.DAEMON: daemon}, compiler=state.compiler)
+    assert restored.engine.snapshot() == state.engine.snapshot()
+    assert restored.daemon.inflight == state.daemon.inflight
 
 
 def test_frames_and_chunks_round_trip_a_blob_larger_than_a_chunk() -> None:
