@@ -65,6 +65,10 @@ _daemon_decoder = msgspec.msgpack.Decoder(wire.DaemonBlob)
 _spec_decoder = msgspec.msgpack.Decoder(Op)
 
 
+def encode_value(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
 def run_blob_name(run_id: str) -> str:
     return f"run:{run_id}"
 
@@ -100,7 +104,8 @@ def chunks(blob: bytes) -> Iterator[bytes]:
 class Plan:
     """What one snapshot writes: new blobs (name -> bytes) and blobs that go (tombstoned)."""
 
-    __slots__ = ("seq", "blobs", "removed", "encode_seconds", "longest_slice")
+    __slots__ = ("seq", "blobs", "removed", "encode_seconds", "longest_slice", "background", "capture_seconds",
+                 "forced", "longest_forced", "write_seconds")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
@@ -108,6 +113,13 @@ class Plan:
         self.removed: list[str] = []
         self.encode_seconds = 0.0
         self.longest_slice = 0.0
+        # written while the partition went on (flowd.daemon.snapshot_job), and what that held
+        # the partition for: the capture at the offset, and runs encoded ahead of a change
+        self.background = False
+        self.capture_seconds = 0.0
+        self.forced = 0
+        self.longest_forced = 0.0
+        self.write_seconds = 0.0
 
 
 async def encode_changes(state: PartitionState) -> Plan:
@@ -130,7 +142,7 @@ async def encode_changes(state: PartitionState) -> Plan:
         run = engine.runs.get(run_id)
         if run is None:
             continue
-        digest = _spec_blob(state, plan, run_id, run.pipeline)
+        digest = spec_blob(state, plan, run_id, run.pipeline)
         parts: list[bytes] = []
         for part in engine.snapshot_run(run_id, nodes_per_part=NODES_PER_PART, without_pipeline=True):
             parts.append(part)
@@ -154,7 +166,7 @@ async def encode_changes(state: PartitionState) -> Plan:
     return plan
 
 
-def _spec_blob(state: PartitionState, plan: Plan, run_id: str, pipeline: Op) -> str:
+def spec_blob(state: PartitionState, plan: Plan, run_id: str, pipeline: Op) -> str:
     """The digest of the run's compiled pipeline; its ``spec:`` blob goes into ``plan`` unless
     the last snapshot (or this one) already holds it. Runs of one pipeline share one blob:
     restore decodes it once (it was about half of every run blob's bytes)."""
@@ -200,15 +212,19 @@ def superseded(state: PartitionState, plan: Plan) -> list[tuple[str, wire.BlobRe
     return out
 
 
-def committed(state: PartitionState, plan: Plan, index: wire.SnapshotIndex, index_ref: wire.BlobRef) -> None:
-    """The snapshot's transaction committed: it is what the next one builds on."""
+def committed(state: PartitionState, plan: Plan, index: wire.SnapshotIndex, index_ref: wire.BlobRef,
+              *, clear_dirty: bool = True) -> None:
+    """The snapshot's transaction committed: it is what the next one builds on. (A snapshot
+    written in the background took its changed runs out of ``dirty`` when it started; the runs
+    in ``dirty`` now changed after its offset.)"""
     state.written = index
     state.written_seq = plan.seq
     state.written_index = index_ref
     daemon = plan.blobs.get(DAEMON)
     if daemon is not None:
         state.written_daemon = bytes(read_frames(daemon)[0])
-    state.dirty.clear()
+    if clear_dirty:
+        state.dirty.clear()
 
 
 def decode_index(blob: bytes) -> wire.SnapshotIndex:
@@ -314,10 +330,12 @@ async def load(store: SnapshotStore, partition: int, *, compiler: Compiler, limi
     return Loaded(state, head.offset, head.time, size_of(index) + head.index.size, 2, marker,
                   t1 - t0, time.monotonic() - t1)
 
-async def write(p: Any, topic: str, state: PartitionState, plan: Plan, offset: int) -> tuple[wire.SnapshotIndex, wire.BlobRef]:
+async def write(p: Any, topic: str, state: PartitionState, plan: Plan, offset: int,
+                *, at: float | None = None) -> tuple[wire.SnapshotIndex, wire.BlobRef]:
     """Inside the caller's transaction (producer ``p``): the changed blobs' chunks, the new
-    index, tombstones for the chunks it no longer names, and the head last. Returns the new
-    index and where it is, for ``committed`` once the transaction commits."""
+    index, tombstones for the chunks it no longer names, and the head last (``at``: when the
+    state was taken, default now). Returns the new index and where it is, for ``committed``
+    once the transaction commits."""
     n, seq = state.partition, plan.seq
 
     async def put(name: str, blob: bytes) -> wire.BlobRef:
@@ -342,6 +360,6 @@ async def write(p: Any, topic: str, state: PartitionState, plan: Plan, offset: i
     for name, ref in old:
         for i in range(len(ref.offsets)):
             await p.send(topic, None, key=blob_key(n, ref.seq, name, i), partition=n)
-    head = wire.SnapshotHead(partition=n, offset=offset, time=time.time(), seq=seq, index=index_ref)
+    head = wire.SnapshotHead(partition=n, offset=offset, time=time.time() if at is None else at, seq=seq, index=index_ref)
     await p.send(topic, wire.encode_head(head), key=str(n).encode(), partition=n)
     return index, index_ref

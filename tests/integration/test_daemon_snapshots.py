@@ -37,10 +37,11 @@ def wide(n: int, name: str = "wide") -> Op:
 
 
 def sweep(n: int, name: str = "big") -> Op:
-    """A run of ``n`` matrix children from a small submission (records on ``runs`` stay under
-    1 MB too): its run blob needs several chunks, its compiled pipeline (``spec:`` blob) one."""
+    """A run of ``n`` matrix children, each with its own params, from a submission under 1 MB
+    (7,000: 0.6 MB): its run blob needs several chunks (1.7 MB), its compiled pipeline
+    (``spec:`` blob) one."""
     return Op(name=name, component=Component(kind="job", run=RUN),
-              matrix=Matrix(kind="mapping", values=[{"i": i} for i in range(n)]))
+              matrix=Matrix(kind="mapping", values=[{"i": i, "tag": f"{i:064d}"} for i in range(n)]))
 
 
 class HoldingExecutor:
@@ -99,7 +100,7 @@ async def test_records_fit_1mb_and_only_changed_runs_are_rewritten(kafka_broker)
                          snapshot_interval=0.5)
     executor = HoldingExecutor()
     async with serving(config, executor):
-        big = await submit(config, sweep(14_000))
+        big = await submit(config, sweep(7000))
         small = await submit(config, wide(3, "small"))
         first = (await wait_heads(config, 1))[-1]
         index = await index_of(config, first)
@@ -109,7 +110,7 @@ async def test_records_fit_1mb_and_only_changed_runs_are_rewritten(kafka_broker)
             first = (await heads(config))[-1]
             index = await index_of(config, first)
         ref_big = index.runs[f"run:{big}"]
-        assert len(ref_big.offsets) >= 2, f"a run of 14,000 matrix children should need several chunks: {ref_big}"
+        assert len(ref_big.offsets) >= 2, f"a run of 7,000 matrix children should need several chunks: {ref_big}"
         # a change to the small run only
         await anyio.sleep(0.6)
         await publish(config, config.topics.runs, small, wire.OpReport(
@@ -156,7 +157,7 @@ async def test_kill_between_chunks_leaves_the_previous_snapshot_whole(kafka_brok
         await first.wait_ready()
         async with anyio.create_task_group() as tg:
             await tg.start(events.run)
-            run_id = await submit(config, sweep(14_000))
+            run_id = await submit(config, sweep(7000))
             with anyio.fail_after(60):
                 while first.proc is not None and first.proc.poll() is None:
                     await anyio.sleep(0.1)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import anyio
 import msgspec
 
-from flowd.daemon import snapshots, wire
+from flowd.daemon import snapshot_job, snapshots, wire
 from flowd.daemon.partition import Outcome, PartitionState, Record
+from flowd.daemon.snapshot_job import SnapshotJob
 from flowd.engine import Engine, OpStatus, StartOp, Submit
 from flowd.spec.compiled import Component, Dag, Op, Termination
 
@@ -35,7 +36,10 @@ def report(state: PartitionState, run_id: str, path: str, status: str, offset: i
 
 
 def round_trip(state: PartitionState) -> PartitionState:
-    plan = anyio.run(snapshots.encode_changes, state)
+    return restore_plan(state, anyio.run(snapshots.encode_changes, state))
+
+
+def restore_plan(state: PartitionState, plan: snapshots.Plan) -> PartitionState:
     store: dict[int, bytes] = {}
     refs = {}
     for name, blob in plan.blobs.items():
@@ -158,3 +162,46 @@ def test_format_is_told_apart() -> None:
     head = wire.encode_head(wire.SnapshotHead(partition=0, offset=1, time=1.0, seq=1,
                                               index=wire.BlobRef(seq=1, size=1, offsets=[0])))
     assert wire.snapshot_format(old) == 1 and wire.snapshot_format(head) == 2
+
+
+def runs_of(state: PartitionState) -> dict[str, bytes]:
+    return {r: msgspec.msgpack.encode(run) for r, run in state.engine.runs.items()}
+
+
+def test_a_background_snapshot_is_the_state_at_its_offset_whatever_is_applied_meanwhile(monkeypatch) -> None:
+    """Copy-on-write by run: records applied while the job encodes (to the run it is in the middle
+    of, to a run it has not reached) do not leak into it; runs they change stay dirty."""
+    monkeypatch.setattr(snapshots, "SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(snapshot_job, "SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(snapshot_job, "NODES_PER_PART", 4)  # r0: a head and 5 parts of nodes
+    state = submitted(wide(20), wide(3), wide(3, templated=True))
+    at_offset = runs_of(state)
+    inflight = dict(state.daemon.inflight)
+    job = SnapshotJob(state, offset=7)
+    assert job.runs == ["r0", "r1", "r2"] and not state.dirty
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(job.encode)
+            await anyio.sleep(0)
+            await anyio.sleep(0)  # the job is inside r0 (its head and first part encoded)
+            assert "run:r0" not in job.plan.blobs
+            report(state, "r0", "w3", "succeeded")
+            report(state, "r2", "w1", "failed")
+            assert {"run:r0", "run:r2"} <= job.plan.blobs.keys(), "a change must wait for its run's blob"
+    anyio.run(main)
+    assert job.plan.forced == 2
+    assert state.before_change is None
+    assert state.dirty == {"r0", "r2"}, "runs changed after the offset are for the next snapshot"
+    assert runs_of(state) != at_offset
+    restored = restore_plan(state, job.plan)
+    assert runs_of(restored) == at_offset
+    assert restored.daemon.inflight == inflight
+
+
+def test_a_background_snapshot_that_fails_leaves_its_runs_dirty() -> None:
+    state = submitted(wide(2), wide(2))
+    job = SnapshotJob(state, offset=3)
+    report(state, "r1", "w0", "succeeded")
+    job.failed()
+    assert state.dirty == {"r0", "r1"} and state.before_change is None
