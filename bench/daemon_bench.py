@@ -274,6 +274,7 @@ async def million(brokers: str, *, runs: int = 1000, width: int = 1000, concurre
         # meanwhile, records keep coming, one at a time, each to another run (so each may make
         # the snapshot encode its run first): how long does the partition take to commit each?
         latencies: list[float] = []
+        worker.longest_batch = 0.0
         k = 0
         while state.written_seq == seq:
             k += 1
@@ -284,8 +285,11 @@ async def million(brokers: str, *, runs: int = 1000, width: int = 1000, concurre
             while worker.committed <= meta.offset:
                 await anyio.sleep(0.001)
             latencies.append(time.monotonic() - sent)
+            if os.environ.get("BENCH_TRACE"):
+                print(f"    probe at +{sent - t0:.2f}s: {latencies[-1] * 1000:.0f} ms (job {'encoding' if worker.job and not worker.job.plan.encode_seconds else 'writing' if worker.job else 'none'})")
             await anyio.sleep(0.01)
         took = time.monotonic() - t0
+        longest_batch = worker.longest_batch
         stall = probe.longest
         plan = worker.last_encode
         assert plan is not None
@@ -303,6 +307,7 @@ async def million(brokers: str, *, runs: int = 1000, width: int = 1000, concurre
               f"{plan.forced} runs encoded ahead of a change, the longest in {plan.longest_forced * 1000:.1f} ms; "
               f"{len(latencies)} records sent one at a time while it was written: produce -> committed p50 "
               f"{(pct(latencies, 0.5) if latencies else 0) * 1000:.0f} ms, max {max(latencies, default=0) * 1000:.0f} ms; "
+              f"longest batch (first record applied -> its transaction committed) {longest_batch * 1000:.0f} ms; "
               f"the snapshot's transaction took {plan.write_seconds:.2f}s")
     else:
         print(f"  written inside the partition's transaction: the partition waited {took:.2f}s")
@@ -335,7 +340,9 @@ async def million(brokers: str, *, runs: int = 1000, width: int = 1000, concurre
                 run_id=r, path="w2", attempt=1, status="running", time=3.0)), key=r.encode(), partition=0)
         while worker.committed <= meta.offset:
             await anyio.sleep(0.01)
-        # the 10 runs changed; one more record (to one of them) makes a snapshot due
+        # the 10 runs changed (and those the records above changed after the last snapshot's
+        # offset); one more record (to one of them) makes a snapshot due
+        changed = len(state.dirty)
         worker.has_snapshot = False
         await p.send_and_wait(config.topics.runs, wire.encode(wire.OpReport(
             run_id=ids[0], path="w3", attempt=1, status="running", time=3.0)), key=ids[0].encode(), partition=0)
@@ -347,7 +354,7 @@ async def million(brokers: str, *, runs: int = 1000, width: int = 1000, concurre
     inc = [r for r in records if r.value is not None and r.key is not None
            and any(r.key.startswith(f"0/{q}/".encode()) for q in range(seq + 1, inc_seq + 1))]
     runs_rewritten = {r.key.split(b"/")[2] for r in inc if r.key is not None and b"/run:" in r.key}
-    print(f"incremental snapshots after 10 runs changed ({inc_seq - seq} of them): {len(runs_rewritten)} run blobs rewritten, {len(inc)} records "
+    print(f"incremental snapshot after {changed} runs changed ({inc_seq - seq} written): {len(runs_rewritten)} run blobs rewritten, {len(inc)} records "
           f"({sum(len(r.value) for r in inc) / 1e6:.2f} MB); longest stall {probe.longest * 1000:.0f} ms")
     await p.stop()
 

@@ -28,16 +28,24 @@ skipped as poison; the last one on close) waits for the job first.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 
 from flowd.daemon import snapshots, wire
 from flowd.daemon.partition import PartitionState
-from flowd.daemon.snapshots import DAEMON, NODES_PER_PART, SLICE_SECONDS, SPEC, Plan
+from flowd.daemon.snapshots import DAEMON, NODES_PER_PART, SPEC, Plan
 
 __all__ = ["SnapshotJob"]
+
+# encode for at most this long before yielding: shorter than a snapshot written inside the
+# transaction (snapshots.SLICE_SECONDS), since every network step of the partition's fetch and
+# transaction that is ready meanwhile waits for the slice to end
+SLICE_SECONDS = 0.005
+# while the partition handles a batch, the job waits this long at most before its next slice
+# (a partition always busy still gets its snapshot written, at a fraction of the speed)
+YIELD_SECONDS = 0.1
 
 
 class SnapshotJob:
@@ -98,8 +106,10 @@ class SnapshotJob:
 
     # ------------------------------------------------------------------------- background
 
-    async def encode(self) -> None:
-        """Encode every run not encoded yet, yielding to the loop every ``SLICE_SECONDS``."""
+    async def encode(self, busy: Callable[[], bool] = lambda: False) -> None:
+        """Encode every run not encoded yet, yielding to the loop every ``SLICE_SECONDS``, and
+        while ``busy()`` (the partition is handling a batch: every network step of its
+        transaction would otherwise wait behind a slice) for up to ``YIELD_SECONDS``."""
         plan = self.plan
         t0 = slice_start = time.monotonic()
         try:
@@ -119,6 +129,9 @@ class SnapshotJob:
                 if now - slice_start >= SLICE_SECONDS:
                     plan.longest_slice = max(plan.longest_slice, now - slice_start)
                     await anyio.sleep(0)
+                    waited = time.monotonic()
+                    while busy() and time.monotonic() - waited < YIELD_SECONDS:
+                        await anyio.sleep(0.002)
                     slice_start = time.monotonic()
         finally:
             self.state.before_change = None

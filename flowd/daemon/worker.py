@@ -98,8 +98,10 @@ class PartitionWorker:
         self.snapshot_time = 0.0
         self.has_snapshot = False
         self.records_since_snapshot = 0
-        # the last snapshot's encoding figures (bench/daemon_bench.py reads them)
+        # the last snapshot's encoding figures, and the longest a batch took from its first
+        # record applied to its commit (bench/daemon_bench.py reads and resets them)
         self.last_encode: snapshots.Plan | None = None
+        self.longest_batch = 0.0
         # (reading, decoding + rebuilding) seconds of the restore in open()
         self.loaded_timing: tuple[float, float] | None = None
         self.opened_at = 0.0
@@ -337,6 +339,7 @@ class PartitionWorker:
     async def _handle(self, batch: list[Any], *, isolated: bool, last: bool) -> None:
         assert self.state is not None
         d = self.ctx
+        t_batch = time.monotonic()
         next_offset = batch[-1].offset + 1
         premarked, self.premarked = self.premarked, None
         out = Outcome()
@@ -390,6 +393,7 @@ class PartitionWorker:
             poisoned.pop(offset, None)
             self.crashes.pop(offset, None)
         d.metrics.batch_records.observe(len(batch))
+        self.longest_batch = max(self.longest_batch, time.monotonic() - t_batch)
 
     def _premark(self, next_offset: int) -> wire.HandlingMarker | None:
         """The marker of the next batch, if its records are already fetched (as the next call of
@@ -512,7 +516,8 @@ class PartitionWorker:
             self.last_snapshot = time.monotonic()
             self.snapshot_time = now
             m.snapshot_bytes.labels(str(self.partition)).set(snapshots.size_of(index) + index_ref.size)
-        if background and self.job is None and self._jobs is not None:
+        # due is asked again: a job that was in flight when this batch began may have committed
+        if background and self.job is None and self._jobs is not None and self._snapshot_due():
             self._start_job(offset)
 
     # ---------------------------------------------------------------- background snapshots
@@ -533,7 +538,7 @@ class PartitionWorker:
     async def _run_job(self, job: SnapshotJob) -> None:
         m, state = self.ctx.metrics, job.state
         try:
-            await job.encode()
+            await job.encode(busy=lambda: self.lock.locked() or bool(self.pending))
             m.snapshot_seconds.observe(job.plan.encode_seconds)
             assert self.snap_producer is not None
             with map_errors(f"snapshot of partition {self.partition}"):
