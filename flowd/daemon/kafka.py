@@ -221,8 +221,10 @@ class SnapshotStore:
         await stop_consumer(self._reader)
 
     async def load_tail(self, partition: int) -> tuple[bytes | None, bytes | None]:
-        """The encoded latest snapshot of ``partition`` and the latest handling marker written
-        after it (see ``wire.HandlingMarker``; one older than the snapshot is stale anyway)."""
+        """The encoded latest snapshot of ``partition`` and the latest handling marker (see
+        ``wire.HandlingMarker``). A snapshot written in the background (flowd.daemon.snapshot_job)
+        may come after markers of batches past its offset, so the marker is the latest one
+        wherever it is; the reader compares it with the committed offset to tell if it is stale."""
         async with self._lock:
             return await self._load_tail(partition)
 
@@ -247,10 +249,9 @@ class SnapshotStore:
                             marker = rec.value
                         elif rec.key == snapshot_key or rec.key is None:
                             last = rec.value
-                            marker = None  # written before this snapshot: stale
-                if last is not None or start == begin:
+                if (last is not None and marker is not None) or start == begin:
                     break
-                back *= 8  # only markers or aborted records in the tail: look further back
+                back *= 8  # no head or no marker in the tail: look further back
         return last, marker
 
     async def read_blobs(self, partition: int, refs: dict[str, wire.BlobRef]) -> dict[str, bytes]:

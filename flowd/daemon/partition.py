@@ -115,6 +115,12 @@ class PartitionState:
         self.written_seq = 0
         self.written_daemon: bytes | None = None
         self.written_index: wire.BlobRef | None = None
+        # run id -> (its compiled pipeline, the digest naming the ``spec:`` blob that holds it):
+        # runs of one pipeline share that blob, and a run's pipeline is hashed once, not per snapshot
+        self.run_specs: dict[str, tuple[Any, str]] = {}
+        # called with a run id before a record may change that run (and nothing else of the
+        # engine): a snapshot being written in the background (flowd.daemon.snapshot_job)
+        self.before_change: Callable[[str], None] | None = None
 
     # ----------------------------------------------------------------------- snapshots
 
@@ -224,6 +230,8 @@ class PartitionState:
         except msgspec.DecodeError as exc:
             out.deadletters.append(self._dead(record, "undecodable", str(exc)))
             return
+        if self.before_change is not None:
+            self.before_change(msg.run_id)  # a snapshot in progress encodes the run as it is now
         self.dirty.add(msg.run_id)
         if record.key != msg.run_id.encode():
             # on the key's partition, not the run's: a later, correctly keyed command would go

@@ -25,6 +25,7 @@ partition of a million ops never stalls the loop, the group heartbeat or other p
 from __future__ import annotations
 
 import gc
+import hashlib
 import struct
 import time
 from collections.abc import Iterator
@@ -34,14 +35,15 @@ import anyio
 import msgspec
 
 from flowd.daemon import faults, wire
-from flowd.daemon.kafka import SnapshotStore
+from flowd.daemon.kafka import SnapshotMissing, SnapshotStore
 from flowd.daemon.partition import Compiler, PartitionState
 from flowd.engine import Engine
 from flowd.faults import crash_point
+from flowd.spec.compiled import Op
 from flowd.spec.limits import Limits
 
 __all__ = ["CHUNK_BYTES", "Plan", "blob_key", "chunks", "encode_changes", "frames", "read_frames",
-           "restore_blobs", "INDEX", "DAEMON"]
+           "restore_blobs", "INDEX", "DAEMON", "SPEC"]
 
 # a chunk record's value; with key and record overhead far below the broker default
 # (message.max.bytes = 1048588) and below 1 MB however one counts it
@@ -53,11 +55,18 @@ SLICE_SECONDS = 0.02
 
 INDEX = "index"
 DAEMON = "daemon"
+# prefix of a compiled pipeline's blob: ``spec:<digest of its msgpack bytes>``
+SPEC = "spec:"
 _LEN = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()
 _index_decoder = msgspec.msgpack.Decoder(wire.SnapshotIndex)
 _attempts_decoder = msgspec.msgpack.Decoder(wire.RunAttempts)
 _daemon_decoder = msgspec.msgpack.Decoder(wire.DaemonBlob)
+_spec_decoder = msgspec.msgpack.Decoder(Op)
+
+
+def encode_value(value: Any) -> bytes:
+    return _encoder.encode(value)
 
 
 def run_blob_name(run_id: str) -> str:
@@ -95,7 +104,8 @@ def chunks(blob: bytes) -> Iterator[bytes]:
 class Plan:
     """What one snapshot writes: new blobs (name -> bytes) and blobs that go (tombstoned)."""
 
-    __slots__ = ("seq", "blobs", "removed", "encode_seconds", "longest_slice")
+    __slots__ = ("seq", "blobs", "removed", "encode_seconds", "longest_slice", "background", "capture_seconds",
+                 "forced", "longest_forced", "write_seconds")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
@@ -103,6 +113,13 @@ class Plan:
         self.removed: list[str] = []
         self.encode_seconds = 0.0
         self.longest_slice = 0.0
+        # written while the partition went on (flowd.daemon.snapshot_job), and what that held
+        # the partition for: the capture at the offset, and runs encoded ahead of a change
+        self.background = False
+        self.capture_seconds = 0.0
+        self.forced = 0
+        self.longest_forced = 0.0
+        self.write_seconds = 0.0
 
 
 async def encode_changes(state: PartitionState) -> Plan:
@@ -122,56 +139,92 @@ async def encode_changes(state: PartitionState) -> Plan:
             slice_start = time.monotonic()
 
     for run_id in sorted(state.dirty):
-        if run_id not in engine.runs:
+        run = engine.runs.get(run_id)
+        if run is None:
             continue
+        digest = spec_blob(state, plan, run_id, run.pipeline)
         parts: list[bytes] = []
-        for part in engine.snapshot_run(run_id, nodes_per_part=NODES_PER_PART):
+        for part in engine.snapshot_run(run_id, nodes_per_part=NODES_PER_PART, without_pipeline=True):
             parts.append(part)
             await tick()
-        head = _encoder.encode(state.run_attempts(run_id, len(parts)))
-        plan.blobs[run_blob_name(run_id)] = frames([head, *parts])
+        attempts = state.run_attempts(run_id, len(parts))
+        attempts.spec = digest
+        plan.blobs[run_blob_name(run_id)] = frames([_encoder.encode(attempts), *parts])
         await tick()
     daemon = _encoder.encode(state.daemon_blob())
     if daemon != state.written_daemon:
         plan.blobs[DAEMON] = frames([daemon])
     live = {run_blob_name(r) for r in engine.runs}
     plan.removed = [name for name in state.written.runs if name not in live]
+    for run_id in [r for r in state.run_specs if r not in engine.runs]:
+        del state.run_specs[run_id]
+    used = {SPEC + digest for _, digest in state.run_specs.values()}
+    plan.removed += [name for name in state.written.specs if name not in used]
     now = time.monotonic()
     plan.longest_slice = max(plan.longest_slice, now - slice_start)
     plan.encode_seconds = now - t0
     return plan
 
 
+def spec_blob(state: PartitionState, plan: Plan, run_id: str, pipeline: Op) -> str:
+    """The digest of the run's compiled pipeline; its ``spec:`` blob goes into ``plan`` unless
+    the last snapshot (or this one) already holds it. Runs of one pipeline share one blob:
+    restore decodes it once (it was about half of every run blob's bytes)."""
+    known = state.run_specs.get(run_id)
+    if known is not None and known[0] is pipeline:
+        digest = known[1]
+        name = SPEC + digest
+        if name in state.written.specs or name in plan.blobs:
+            return digest
+    encoded = _encoder.encode(pipeline)
+    digest = hashlib.sha256(encoded).hexdigest()[:32]
+    state.run_specs[run_id] = (pipeline, digest)
+    name = SPEC + digest
+    if name not in state.written.specs and name not in plan.blobs:
+        plan.blobs[name] = frames([encoded])
+    return digest
+
+
 def next_index(state: PartitionState, plan: Plan, refs: dict[str, wire.BlobRef]) -> wire.SnapshotIndex:
-    runs = {n: r for n, r in state.written.runs.items() if n not in plan.removed}
+    removed = set(plan.removed)
+    runs = {n: r for n, r in state.written.runs.items() if n not in removed}
+    specs = {n: r for n, r in state.written.specs.items() if n not in removed}
     daemon = state.written.daemon
     for name, ref in refs.items():
         if name == DAEMON:
             daemon = ref
+        elif name.startswith(SPEC):
+            specs[name] = ref
         else:
             runs[name] = ref
-    return wire.SnapshotIndex(runs=runs, daemon=daemon)
+    return wire.SnapshotIndex(runs=runs, daemon=daemon, specs=specs)
 
 
 def superseded(state: PartitionState, plan: Plan) -> list[tuple[str, wire.BlobRef]]:
-    """Blobs of the last snapshot that the new index no longer names (their chunks get tombstones)."""
+    """Blobs of the last snapshot that the new index no longer names (their chunks get tombstones).
+    A ``spec:`` blob is never rewritten (its name is its content), only dropped when unused."""
     old = state.written
-    out = [(n, old.runs[n]) for n in plan.removed]
+    named = {**old.runs, **old.specs}
+    out = [(n, named[n]) for n in plan.removed]
     out += [(n, old.runs[n]) for n in plan.blobs if n in old.runs]
     if DAEMON in plan.blobs and old.daemon is not None:
         out.append((DAEMON, old.daemon))
     return out
 
 
-def committed(state: PartitionState, plan: Plan, index: wire.SnapshotIndex, index_ref: wire.BlobRef) -> None:
-    """The snapshot's transaction committed: it is what the next one builds on."""
+def committed(state: PartitionState, plan: Plan, index: wire.SnapshotIndex, index_ref: wire.BlobRef,
+              *, clear_dirty: bool = True) -> None:
+    """The snapshot's transaction committed: it is what the next one builds on. (A snapshot
+    written in the background took its changed runs out of ``dirty`` when it started; the runs
+    in ``dirty`` now changed after its offset.)"""
     state.written = index
     state.written_seq = plan.seq
     state.written_index = index_ref
     daemon = plan.blobs.get(DAEMON)
     if daemon is not None:
         state.written_daemon = bytes(read_frames(daemon)[0])
-    state.dirty.clear()
+    if clear_dirty:
+        state.dirty.clear()
 
 
 def decode_index(blob: bytes) -> wire.SnapshotIndex:
@@ -186,11 +239,23 @@ def restore_blobs(head: wire.SnapshotHead, index: wire.SnapshotIndex, index_ref:
     try:
         engine = Engine(limits)
         attempts: dict[str, wire.RunAttempts] = {}
+        # each distinct compiled pipeline decoded once and shared by its runs (it is frozen)
+        specs = {name.removeprefix(SPEC): _spec_decoder.decode(read_frames(blobs.pop(name))[0])
+                 for name in index.specs}
+        run_specs: dict[str, tuple[Any, str]] = {}
         for name in index.runs:
             parts = read_frames(blobs.pop(name))
             a = _attempts_decoder.decode(parts[0])
-            engine.restore_run(parts[1:1 + a.parts])
-            attempts[name.removeprefix("run:")] = a
+            run_id = name.removeprefix("run:")
+            if a.spec:
+                if a.spec not in specs:
+                    raise SnapshotMissing(f"run blob {name} names spec:{a.spec}, which the index does not hold")
+                pipeline = specs[a.spec]
+                engine.restore_run(parts[1:1 + a.parts], pipeline=pipeline)
+                run_specs[run_id] = (pipeline, a.spec)
+            else:
+                engine.restore_run(parts[1:1 + a.parts])  # written before spec blobs
+            attempts[run_id] = a
         daemon_raw = blobs.get(DAEMON)
         daemon = _daemon_decoder.decode(read_frames(daemon_raw)[0]) if daemon_raw else wire.DaemonBlob()
         state = PartitionState.from_blobs(head.partition, engine=engine, daemon=daemon, attempts=attempts,
@@ -198,6 +263,7 @@ def restore_blobs(head: wire.SnapshotHead, index: wire.SnapshotIndex, index_ref:
         state.written = index
         state.written_seq = head.seq
         state.written_index = index_ref
+        state.run_specs = run_specs
         state.written_daemon = bytes(read_frames(daemon_raw)[0]) if daemon_raw else None
         return state
     finally:
@@ -219,7 +285,8 @@ def legacy_restore(data: bytes, *, compiler: Compiler, limits: Limits | None = N
 
 
 def size_of(index: wire.SnapshotIndex) -> int:
-    return sum(r.size for r in index.runs.values()) + (index.daemon.size if index.daemon else 0)
+    return (sum(r.size for r in index.runs.values()) + sum(r.size for r in index.specs.values())
+            + (index.daemon.size if index.daemon else 0))
 
 
 class Loaded(NamedTuple):
@@ -253,7 +320,7 @@ async def load(store: SnapshotStore, partition: int, *, compiler: Compiler, limi
     head = wire.decode_head(data)
     index_blob = (await store.read_blobs(partition, {INDEX: head.index}))[INDEX]
     index = decode_index(index_blob)
-    refs = dict(index.runs)
+    refs = {**index.specs, **index.runs}
     if index.daemon is not None:
         refs[DAEMON] = index.daemon
     blobs = await store.read_blobs(partition, refs)
@@ -263,10 +330,12 @@ async def load(store: SnapshotStore, partition: int, *, compiler: Compiler, limi
     return Loaded(state, head.offset, head.time, size_of(index) + head.index.size, 2, marker,
                   t1 - t0, time.monotonic() - t1)
 
-async def write(p: Any, topic: str, state: PartitionState, plan: Plan, offset: int) -> tuple[wire.SnapshotIndex, wire.BlobRef]:
+async def write(p: Any, topic: str, state: PartitionState, plan: Plan, offset: int,
+                *, at: float | None = None) -> tuple[wire.SnapshotIndex, wire.BlobRef]:
     """Inside the caller's transaction (producer ``p``): the changed blobs' chunks, the new
-    index, tombstones for the chunks it no longer names, and the head last. Returns the new
-    index and where it is, for ``committed`` once the transaction commits."""
+    index, tombstones for the chunks it no longer names, and the head last (``at``: when the
+    state was taken, default now). Returns the new index and where it is, for ``committed``
+    once the transaction commits."""
     n, seq = state.partition, plan.seq
 
     async def put(name: str, blob: bytes) -> wire.BlobRef:
@@ -291,6 +360,6 @@ async def write(p: Any, topic: str, state: PartitionState, plan: Plan, offset: i
     for name, ref in old:
         for i in range(len(ref.offsets)):
             await p.send(topic, None, key=blob_key(n, ref.seq, name, i), partition=n)
-    head = wire.SnapshotHead(partition=n, offset=offset, time=time.time(), seq=seq, index=index_ref)
+    head = wire.SnapshotHead(partition=n, offset=offset, time=time.time() if at is None else at, seq=seq, index=index_ref)
     await p.send(topic, wire.encode_head(head), key=str(n).encode(), partition=n)
     return index, index_ref

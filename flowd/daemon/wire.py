@@ -326,6 +326,9 @@ class SnapshotIndex(msgspec.Struct, omit_defaults=True, kw_only=True):
 
     runs: dict[str, BlobRef] = {}
     daemon: BlobRef | None = None
+    # ``spec:<digest>`` -> a compiled pipeline shared by the runs whose ``RunAttempts.spec`` is
+    # that digest (added after format 2's first release: an index without it has no spec blobs)
+    specs: dict[str, BlobRef] = {}
 
 
 class SnapshotHead(msgspec.Struct, kw_only=True):  # every field written: ``format`` tells it apart
@@ -354,6 +357,9 @@ class RunAttempts(msgspec.Struct, omit_defaults=True, kw_only=True):
     started: list[StartOp] = []
     not_in_flight: list[str] = []
     stopping: list[str] = []
+    # the run's compiled pipeline is the ``spec:<this>`` blob, not in its engine parts (empty:
+    # it is in the parts, as written before spec blobs existed)
+    spec: str = ""
 
 
 class DaemonBlob(msgspec.Struct, omit_defaults=True, kw_only=True):

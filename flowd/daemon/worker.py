@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from flowd.daemon import faults, snapshots, wire
 from flowd.daemon.kafka import BusError, SnapshotMissing, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
+from flowd.daemon.snapshot_job import SnapshotJob
 from flowd.faults import crash_point
 
 if TYPE_CHECKING:
@@ -82,6 +83,13 @@ class PartitionWorker:
         self.tp = TopicPartition(ctx.config.topics.runs, partition)
         self.state: PartitionState | None = None
         self.producer: AIOKafkaProducer | None = None
+        # writes the snapshots taken in the background (flowd.daemon.snapshot_job), in its own
+        # transactions: ``<partition's transactional id>.snapshots``
+        self.snap_producer: AIOKafkaProducer | None = None
+        self.job: SnapshotJob | None = None
+        self._job_idle = anyio.Event()
+        self._job_idle.set()
+        self._jobs: anyio.abc.TaskGroup | None = None
         self.committed = 0
         self.live = False
         self.closed = False
@@ -90,8 +98,10 @@ class PartitionWorker:
         self.snapshot_time = 0.0
         self.has_snapshot = False
         self.records_since_snapshot = 0
-        # the last snapshot's encoding figures (bench/daemon_bench.py reads them)
+        # the last snapshot's encoding figures, and the longest a batch took from its first
+        # record applied to its commit (bench/daemon_bench.py reads and resets them)
         self.last_encode: snapshots.Plan | None = None
+        self.longest_batch = 0.0
         # (reading, decoding + rebuilding) seconds of the restore in open()
         self.loaded_timing: tuple[float, float] | None = None
         self.opened_at = 0.0
@@ -120,18 +130,24 @@ class PartitionWorker:
         self._wake.set()
 
     async def run_worker(self) -> None:
-        """Process queued records in batches until closed (the partition's task)."""
+        """Process queued records in batches until closed (the partition's task; a snapshot
+        being written in the background is its child, cancelled if it fails)."""
         limit = self.ctx.config.max_batch
-        while not self.closed:
-            if self.pending:
-                batch, self.pending = self.pending[:limit], self.pending[limit:]
-                await self.process(batch)
-                continue
-            if not self.live and self._caught_up:
-                await self.go_live()
-                continue
-            self._wake = anyio.Event()
-            await self._wake.wait()
+        async with anyio.create_task_group() as jobs:
+            self._jobs = jobs
+            try:
+                while not self.closed:
+                    if self.pending:
+                        batch, self.pending = self.pending[:limit], self.pending[limit:]
+                        await self.process(batch)
+                        continue
+                    if not self.live and self._caught_up:
+                        await self.go_live()
+                        continue
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+            finally:
+                self._jobs = None
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -139,22 +155,10 @@ class PartitionWorker:
         d = self.ctx
         self.opened_at = time.monotonic()
         txn_id = f"{d.config.group_id}.{d.config.topics.runs}.{self.partition}"
-        self.producer = producer(d.config, transactional_id=txn_id,
-                                 enable_idempotence=True, retry_backoff_ms=10)
-        for attempt in range(8):
-            try:
-                with map_errors(f"transactional producer of partition {self.partition}"):
-                    await self.producer.start()
-                break
-            except BusError as exc:
-                # the first transactional producer on a fresh broker may race the creation of
-                # __transaction_state; a fenced predecessor may still be ending its transaction
-                self.log.warning("producer_start_retry", attempt=attempt, error=str(exc))
-                await self.producer.stop()
-                if attempt == 7 or exc.denied:  # a missing ACL is no race: say so now
-                    raise
-                await anyio.sleep(min(0.25 * 2**attempt, 5))
-                self.producer = producer(d.config, enable_idempotence=True, retry_backoff_ms=10, transactional_id=txn_id)
+        self.producer = await self._transactional(txn_id)
+        # before the load: fences (and aborts) a background snapshot of a previous owner, so
+        # the head read below stays the latest
+        self.snap_producer = await self._transactional(f"{txn_id}.snapshots")
         t_load = time.monotonic()
         try:
             loaded = await snapshots.load(d.snapshots, self.partition, compiler=d.compiler, limits=d.config.limits)
@@ -189,6 +193,24 @@ class PartitionWorker:
                       snapshot_bytes=size, runs=len(self.state.engine.runs),
                       snapshot_format=loaded.format, read_seconds=round(loaded.read_seconds, 3),
                       restore_seconds=round(loaded.restore_seconds, 3), open_seconds=round(t_done - t_restore, 3))
+
+    async def _transactional(self, txn_id: str) -> AIOKafkaProducer:
+        d = self.ctx
+        for attempt in range(8):
+            p = producer(d.config, transactional_id=txn_id, enable_idempotence=True, retry_backoff_ms=10)
+            try:
+                with map_errors(f"transactional producer of partition {self.partition}"):
+                    await p.start()
+                return p
+            except BusError as exc:
+                # the first transactional producer on a fresh broker may race the creation of
+                # __transaction_state; a fenced predecessor may still be ending its transaction
+                self.log.warning("producer_start_retry", attempt=attempt, error=str(exc))
+                await p.stop()
+                if attempt == 7 or exc.denied:  # a missing ACL is no race: say so now
+                    raise
+                await anyio.sleep(min(0.25 * 2**attempt, 5))
+        raise AssertionError("unreachable")
 
     def _suspect(self, data: bytes | None) -> None:
         """A handling marker at or past the committed offset, written by another daemon, says
@@ -240,7 +262,7 @@ class PartitionWorker:
             try:
                 try:
                     if final_snapshot and self.live and self.records_since_snapshot and self.producer is not None:
-                        await self._commit(Outcome(), None, snapshot=True)
+                        await self._commit(Outcome(), None, snapshot=True, in_transaction=True)
                 except Exception as exc:  # noqa: BLE001 - the next owner replays instead
                     self.log.warning("final_snapshot_failed", error=str(exc))
                 if self.premarked is not None:
@@ -256,9 +278,12 @@ class PartitionWorker:
             finally:
                 if self.state is not None:
                     self.ctx.effects.release_runs(self.state.run_ids())
-                if self.producer is not None:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                        await self.producer.stop()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await self._job_idle.wait()  # a background snapshot finishes (or fails) first
+                for p in (self.producer, self.snap_producer):
+                    if p is not None:
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                            await p.stop()
         self.log.info("partition_released")
 
     # ------------------------------------------------------------------------------ batches
@@ -314,6 +339,7 @@ class PartitionWorker:
     async def _handle(self, batch: list[Any], *, isolated: bool, last: bool) -> None:
         assert self.state is not None
         d = self.ctx
+        t_batch = time.monotonic()
         next_offset = batch[-1].offset + 1
         premarked, self.premarked = self.premarked, None
         out = Outcome()
@@ -359,12 +385,15 @@ class PartitionWorker:
         # Waiting for the commit would add a whole transaction to every hop of a pipeline.
         await d.effects.carry_out(self.partition, out)
         # a skipped record: the snapshot moves past it, so no later restore replays it
+        # a skipped record must be in the snapshot of this very transaction (so no restore
+        # replays it); any other snapshot is taken after the commit and written in the background
         await self._commit(out, next_offset, snapshot=bool(skipped) or self._snapshot_due(),
-                           premark=last and not isolated)
+                           in_transaction=bool(skipped), premark=last and not isolated)
         for offset in skipped:
             poisoned.pop(offset, None)
             self.crashes.pop(offset, None)
         d.metrics.batch_records.observe(len(batch))
+        self.longest_batch = max(self.longest_batch, time.monotonic() - t_batch)
 
     def _premark(self, next_offset: int) -> wire.HandlingMarker | None:
         """The marker of the next batch, if its records are already fetched (as the next call of
@@ -380,15 +409,20 @@ class PartitionWorker:
         return (not self.has_snapshot or self.records_since_snapshot >= c.snapshot_records
                 or time.monotonic() - self.last_snapshot >= c.snapshot_interval)
 
-    async def _commit(self, out: Outcome, next_offset: int | None, *, snapshot: bool, premark: bool = False) -> None:
-        """One transaction: the batch's output, the input offset and (when due) a snapshot. With
-        ``premark``, records already fetched past the batch are marked as being handled next in
-        the same transaction, which spares their batch its own marker write (see ``_handle``)."""
+    async def _commit(self, out: Outcome, next_offset: int | None, *, snapshot: bool, in_transaction: bool = False,
+                      premark: bool = False) -> None:
+        """One transaction: the batch's output, the input offset and (when due) a snapshot:
+        taken at the offset once it is committed and written in the background
+        (``SnapshotJob``), or with ``in_transaction`` inside this transaction. With ``premark``,
+        records already fetched past the batch are marked as being handled next in the same
+        transaction, which spares their batch its own marker write (see ``_handle``)."""
         assert self.producer is not None and self.state is not None
         d, m = self.ctx, self.ctx.metrics
         offset = next_offset if next_offset is not None else self.committed
         plan = None
-        if snapshot:
+        background = snapshot and not in_transaction and self._jobs is not None and self.snap_producer is not None
+        if snapshot and not background:
+            await self._job_idle.wait()  # one snapshot at a time: it builds on the previous one
             t = time.monotonic()
             self.state.compact(now=time.time(), retention=d.config.retention)
             # only the runs changed since the last snapshot, encoded in slices that yield to the
@@ -482,6 +516,47 @@ class PartitionWorker:
             self.last_snapshot = time.monotonic()
             self.snapshot_time = now
             m.snapshot_bytes.labels(str(self.partition)).set(snapshots.size_of(index) + index_ref.size)
+        # due is asked again: a job that was in flight when this batch began may have committed
+        if background and self.job is None and self._jobs is not None and self._snapshot_due():
+            self._start_job(offset)
+
+    # ---------------------------------------------------------------- background snapshots
+
+    def _start_job(self, offset: int) -> None:
+        """Capture the state at ``offset`` (just committed; the lock is held) and write it in
+        the background while the partition goes on (flowd.daemon.snapshot_job)."""
+        assert self.state is not None and self._jobs is not None
+        self.state.compact(now=time.time(), retention=self.ctx.config.retention)
+        job = SnapshotJob(self.state, offset)
+        self.job = job
+        self._job_idle = anyio.Event()
+        self.last_encode = job.plan
+        self.records_since_snapshot = 0
+        self.last_snapshot = time.monotonic()
+        self._jobs.start_soon(self._run_job, job, name=f"snapshot of partition {self.partition}")
+
+    async def _run_job(self, job: SnapshotJob) -> None:
+        m, state = self.ctx.metrics, job.state
+        try:
+            await job.encode(busy=lambda: self.lock.locked() or bool(self.pending))
+            m.snapshot_seconds.observe(job.plan.encode_seconds)
+            assert self.snap_producer is not None
+            with map_errors(f"snapshot of partition {self.partition}"):
+                index, index_ref = await job.write(self.snap_producer, self.ctx.config.topics.snapshots)
+        except Exception as exc:  # noqa: BLE001 - the next snapshot writes these runs again
+            job.failed()
+            self.log.warning("snapshot_failed", offset=job.offset, error=f"{type(exc).__name__}: {exc}")
+        except BaseException:
+            job.failed()
+            raise
+        else:
+            snapshots.committed(state, job.plan, index, index_ref, clear_dirty=False)
+            self.has_snapshot = True
+            self.snapshot_time = job.time
+            m.snapshot_bytes.labels(str(self.partition)).set(snapshots.size_of(index) + index_ref.size)
+        finally:
+            self.job = None
+            self._job_idle.set()
 
 def _record(r: Any) -> Record:
     return Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp / 1000.0)

@@ -46,6 +46,7 @@ from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, RunState, Snaps
 from flowd.engine.step import Step
 from flowd.engine.tuned import Tuned
 from flowd.engine.view import OpView, RunView
+from flowd.spec.compiled import Op
 from flowd.spec.expansion import Counter
 from flowd.spec.limits import Limits, json_size, over
 
@@ -146,17 +147,21 @@ class Engine:
 
     # --------------------------------------------------- one run's state, in parts (daemon snapshots)
 
-    def snapshot_run(self, run_id: str, *, nodes_per_part: int = 4096) -> Iterator[bytes]:
+    def snapshot_run(self, run_id: str, *, nodes_per_part: int = 4096,
+                     without_pipeline: bool = False) -> Iterator[bytes]:
         """The state of one run as a sequence of msgpack parts: the run without its nodes, then
         its nodes in insertion order, ``nodes_per_part`` at a time. A caller may do other work
         between parts (the daemon yields to its event loop) as long as the engine does not
-        change meanwhile. ``restore_run`` takes the parts back."""
-        return run_parts.snapshot_run(self.runs[run_id], nodes_per_part)
+        change meanwhile. ``restore_run`` takes the parts back. ``without_pipeline``: the
+        compiled pipeline (often the same for many runs) is left out, for the caller to store
+        once and hand back to ``restore_run``."""
+        return run_parts.snapshot_run(self.runs[run_id], nodes_per_part, without_pipeline=without_pipeline)
 
-    def restore_run(self, parts: Sequence[bytes | memoryview]) -> None:
-        """Add a run from the parts ``snapshot_run`` gave (replacing a run of the same id). The
-        caller pauses the cyclic GC around many of these (see ``restore``)."""
-        run = run_parts.restore_run(parts)
+    def restore_run(self, parts: Sequence[bytes | memoryview], *, pipeline: Op | None = None) -> None:
+        """Add a run from the parts ``snapshot_run`` gave (replacing a run of the same id), with
+        ``pipeline`` if it was left out (runs may share one: the engine never changes a compiled
+        pipeline). The caller pauses the cyclic GC around many of these (see ``restore``)."""
+        run = run_parts.restore_run(parts, pipeline)
         self.runs[run.run_id] = run
         index = self._new_index(run)
         for node in run.nodes.values():

@@ -19,25 +19,32 @@ from flowd.engine.messages import StartOp
 from flowd.engine.ops import start_op
 from flowd.engine.resolve import has_templates
 from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, Node, RunState, attempt_key
-from flowd.spec.compiled import Op
+from flowd.spec.compiled import Component, Op
 
 _encoder = msgspec.msgpack.Encoder()
 _head_decoder = msgspec.msgpack.Decoder(tuple[int, RunState])
 _nodes_decoder = msgspec.msgpack.Decoder(list[Node])
+# stands in for a pipeline left out of a run's parts (the caller stores it once for many runs)
+_NO_PIPELINE = Op(name="", component=Component(kind="job"))
 
 
-def snapshot_run(run: RunState, nodes_per_part: int) -> Iterator[bytes]:
-    """The run without its nodes, then its nodes in insertion order, ``nodes_per_part`` at a time."""
-    yield _encoder.encode((SNAPSHOT_VERSION, msgspec.structs.replace(run, nodes={})))
+def snapshot_run(run: RunState, nodes_per_part: int, *, without_pipeline: bool = False) -> Iterator[bytes]:
+    """The run without its nodes (and without its compiled pipeline if ``without_pipeline``),
+    then its nodes in insertion order, ``nodes_per_part`` at a time."""
+    head = msgspec.structs.replace(run, nodes={}, pipeline=_NO_PIPELINE) if without_pipeline \
+        else msgspec.structs.replace(run, nodes={})
+    yield _encoder.encode((SNAPSHOT_VERSION, head))
     nodes = list(run.nodes.values())
     for i in range(0, len(nodes), nodes_per_part):
         yield _encoder.encode(nodes[i:i + nodes_per_part])
 
 
-def restore_run(parts: Sequence[bytes | memoryview]) -> RunState:
+def restore_run(parts: Sequence[bytes | memoryview], pipeline: Op | None = None) -> RunState:
     version, run = _head_decoder.decode(parts[0])
     if version != SNAPSHOT_VERSION:
         raise ValueError(f"snapshot version {version} is not supported (expected {SNAPSHOT_VERSION})")
+    if pipeline is not None:
+        run.pipeline = pipeline
     nodes = run.nodes
     for part in parts[1:]:
         for node in _nodes_decoder.decode(part):

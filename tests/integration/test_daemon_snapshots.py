@@ -23,7 +23,7 @@ from flowd.daemon.partition import Outcome, PartitionState, Record
 from flowd.daemon.serve import Daemon
 from flowd.daemon.testing import DaemonProcess, EventCollector, read_all, test_config
 from flowd.engine import StartOp, StopOp
-from flowd.spec.compiled import Component, Dag, Op
+from flowd.spec.compiled import Component, Dag, Matrix, Op
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.asyncio(loop_scope="session")]
 
@@ -34,6 +34,14 @@ MB = 1024 * 1024
 def wide(n: int, name: str = "wide") -> Op:
     ops = [Op(name=f"w{i}", component=Component(kind="job", run=RUN)) for i in range(n)]
     return Op(name=name, component=Component(kind="dag", dag=Dag(ops=ops)))
+
+
+def sweep(n: int, name: str = "big") -> Op:
+    """A run of ``n`` matrix children, each with its own params, from a submission under 1 MB
+    (7,000: 0.6 MB): its run blob needs several chunks (1.7 MB), its compiled pipeline
+    (``spec:`` blob) one."""
+    return Op(name=name, component=Component(kind="job", run=RUN),
+              matrix=Matrix(kind="mapping", values=[{"i": i, "tag": f"{i:064d}"} for i in range(n)]))
 
 
 class HoldingExecutor:
@@ -92,7 +100,7 @@ async def test_records_fit_1mb_and_only_changed_runs_are_rewritten(kafka_broker)
                          snapshot_interval=0.5)
     executor = HoldingExecutor()
     async with serving(config, executor):
-        big = await submit(config, wide(7000, "big"))
+        big = await submit(config, sweep(7000))
         small = await submit(config, wide(3, "small"))
         first = (await wait_heads(config, 1))[-1]
         index = await index_of(config, first)
@@ -102,7 +110,7 @@ async def test_records_fit_1mb_and_only_changed_runs_are_rewritten(kafka_broker)
             first = (await heads(config))[-1]
             index = await index_of(config, first)
         ref_big = index.runs[f"run:{big}"]
-        assert len(ref_big.offsets) >= 2, f"a 7,000-op run should need several chunks: {ref_big}"
+        assert len(ref_big.offsets) >= 2, f"a run of 7,000 matrix children should need several chunks: {ref_big}"
         # a change to the small run only
         await anyio.sleep(0.6)
         await publish(config, config.topics.runs, small, wire.OpReport(
@@ -115,6 +123,8 @@ async def test_records_fit_1mb_and_only_changed_runs_are_rewritten(kafka_broker)
                     break
                 await anyio.sleep(0.3)
     assert idx.runs[f"run:{big}"] == ref_big, "the unchanged big run was written again"
+    assert index.specs and all(idx.specs.get(n) == r for n, r in index.specs.items()), \
+        "a spec blob (named by its content) was written again"
     records = await read_all(config, config.topics.snapshots)
     sizes = [len(r.value) + len(r.key or b"") for r in records if r.value is not None]
     assert max(sizes) <= MB, f"a record of {max(sizes):,} bytes on the snapshots topic"
@@ -147,7 +157,7 @@ async def test_kill_between_chunks_leaves_the_previous_snapshot_whole(kafka_brok
         await first.wait_ready()
         async with anyio.create_task_group() as tg:
             await tg.start(events.run)
-            run_id = await submit(config, wide(7000, "big"))
+            run_id = await submit(config, sweep(7000))
             with anyio.fail_after(60):
                 while first.proc is not None and first.proc.poll() is None:
                     await anyio.sleep(0.1)
