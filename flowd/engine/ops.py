@@ -140,7 +140,7 @@ class Ops:
         resolver = fields.resolver(run, index, node)
         try:
             body = spec.component.run
-            if has_templates(spec):
+            if has_templates(spec, resolver.param_specs):
                 body = resolver.render(body, params, "run")
             env = resolver.env(params)
             term = fields.termination(run, index, node, spec)
