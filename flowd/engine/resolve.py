@@ -287,20 +287,28 @@ class Resolver:
             if target is None:
                 raise ResolveError(f"param {name!r}: op {target_name!r} does not exist in this DAG")
             what = f"op {target_name!r}"
-            sections = {
-                "outputs": target.outputs,
-                "inputs": target.params,
-                "globals": run_globals(self.run_id, target, self.run_context),
-                "artifacts": run_artifacts(self.run_id, target, self.run_context),
+            # only the section asked for is built: globals hash a uuid and format every time,
+            # which cost more than the rest of a fan-out worker's compile
+            sections: dict[str, Callable[[], Any]] = {
+                "outputs": lambda: target.outputs,
+                "inputs": lambda: target.params,
+                "globals": lambda: run_globals(self.run_id, target, self.run_context),
+                "artifacts": lambda: run_artifacts(self.run_id, target, self.run_context),
             }
-            if section == "artifacts" and sections["artifacts"] is None and target.status in ("succeeded", "skipped"):
+            if section not in sections:
+                raise ResolveError(f"param {name!r}: {ref} has no {section!r} information")
+            values = sections[section]()
+            if section == "artifacts" and values is None and target.status in ("succeeded", "skipped"):
                 raise ResolveError(f"param {name!r}: {ref} has no artifacts: no artifact store is configured "
                                    "(--artifacts-store / $FLOWD_ARTIFACTS_STORE)")
         elif ref == "dag":
-            if self.dag is None:
+            dag = self.dag
+            if dag is None:
                 raise ResolveError(f"param {name!r}: `ref: dag` is only valid inside a DAG")
             what = "the DAG"
-            sections = {"inputs": self.dag.params, "globals": run_globals(self.run_id, self.dag, self.run_context)}
+            if section not in ("inputs", "globals"):
+                raise ResolveError(f"param {name!r}: {ref} has no {section!r} information")
+            values = dag.params if section == "inputs" else run_globals(self.run_id, dag, self.run_context)
         elif ref.startswith("runs."):
             raise ResolveError(
                 f"param {name!r}: references to other runs ({ref}) are resolved by the daemon "
@@ -308,9 +316,6 @@ class Resolver:
             )
         else:
             raise ResolveError(f"param {name!r}: unsupported ref {ref!r}")
-        if section not in sections:
-            raise ResolveError(f"param {name!r}: {ref} has no {section!r} information")
-        values = sections[section]
         if values is None:
             raise ResolveError(f"param {name!r}: {what} has no {section} yet (status {self._status_of(ref)})")
         if not key:
