@@ -313,7 +313,8 @@ class Engine:
             self._ops.fire_event_edges(run, node)
             return
         if status == S.SUCCEEDED:
-            self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            if run.timers:  # most runs arm none: skip formatting an id to look up
+                self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             resolver = fields.resolver(run, self._index[run.run_id], node)
             try:
                 outputs = resolver.outputs(event.outputs)
@@ -324,10 +325,12 @@ class Engine:
                 node.started_at = event.time
             self._step.finish(run, node, S.SUCCEEDED, message=event.message, outputs=outputs, reason=event.reason)
         elif status == S.FAILED:
-            self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            if run.timers:  # most runs arm none: skip formatting an id to look up
+                self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             self._ops.attempt_failed(run, node, event.message or _exit_message(event), event.reason or "Failed", event.outputs)
         elif status in S.DONE:
-            self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            if run.timers:  # most runs arm none: skip formatting an id to look up
+                self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             self._step.finish(run, node, status, message=event.message, reason=event.reason, outputs=event.outputs)
 
     def _timer(self, run: RunState, event: TimerFired) -> None:

@@ -103,7 +103,7 @@ class Step:
             node.reason = reason
         if outputs is not None:
             node.outputs = outputs
-        if node.kind not in PIPELINE_KINDS and node.attempt:
+        if run.timers and node.kind not in PIPELINE_KINDS and node.attempt:
             self.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             self.cancel_timer(run, f"retry:{node.path}#{node.attempt}")
         self.emit_status(run, node)
