@@ -18,7 +18,7 @@ DAG is done and then count as ``succeeded``.
 from __future__ import annotations
 
 import gc
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 
 import msgspec
 
@@ -75,8 +75,13 @@ class Engine:
 
     # ------------------------------------------------------------------------------ public
 
-    def handle(self, event: Event) -> list[Command]:
-        self._step.begin(event.time)
+    def handle(self, event: Event, sink: Callable[[Command], None] | None = None) -> list[Command]:
+        """Apply ``event``; return the commands it produced, in order. With ``sink``, each command
+        is handed to it as soon as it is produced instead (same commands, same order) and the
+        list returned is empty: a caller that consumes them at once never holds a whole burst.
+        If the engine fails on the event (the run is quarantined) the commands it already sank
+        stand, and the quarantine stops every op they started."""
+        self._step.begin(event.time, sink)
         bound = template_bounds.bind(self.limits.max_template_bytes)
         try:
             if isinstance(event, Submit):
@@ -105,7 +110,8 @@ class Engine:
         finally:
             template_bounds.unbind(bound)
         out, self._step.out = self._step.out, []
-        return out
+        self._step.sink = None
+        return out if isinstance(out, list) else []
 
     def pending_timers(self) -> list[tuple[str, str, float]]:
         """(run id, timer id, due time) of every armed timer, for an adapter to re-arm after a
@@ -315,7 +321,8 @@ class Engine:
             self._ops.fire_event_edges(run, node)
             return
         if status == S.SUCCEEDED:
-            self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            if run.timers:  # most runs arm none: skip formatting an id to look up
+                self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             resolver = fields.resolver(run, self._index[run.run_id], node)
             try:
                 outputs = resolver.outputs(event.outputs)
@@ -326,10 +333,12 @@ class Engine:
                 node.started_at = event.time
             self._step.finish(run, node, S.SUCCEEDED, message=event.message, outputs=outputs, reason=event.reason)
         elif status == S.FAILED:
-            self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            if run.timers:  # most runs arm none: skip formatting an id to look up
+                self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             self._ops.attempt_failed(run, node, event.message or _exit_message(event), event.reason or "Failed", event.outputs)
         elif status in S.DONE:
-            self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
+            if run.timers:  # most runs arm none: skip formatting an id to look up
+                self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             self._step.finish(run, node, status, message=event.message, reason=event.reason, outputs=event.outputs)
 
     def _timer(self, run: RunState, event: TimerFired) -> None:

@@ -8,11 +8,11 @@ from typing import Any
 
 import msgspec
 
-from flowd.engine.index import Index
+from flowd.engine.index import Index, child_params
 from flowd.engine.resolve import ResolveError, Resolver
 from flowd.engine.state import Node, RunState, child_path
 from flowd.engine.templates import is_template
-from flowd.spec.compiled import Op, Termination
+from flowd.spec.compiled import Op, ParamSpec, Termination
 
 
 def resolver(run: RunState, index: Index, node: Node) -> Resolver:
@@ -26,7 +26,15 @@ def resolver(run: RunState, index: Index, node: Node) -> Resolver:
     def sibling(name: str) -> Node | None:
         return run.nodes.get(child_path(base, name))
 
-    return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get, run.context)
+    param_specs = None
+    if parent is not None and parent.kind == "matrix" and node.suggestion is not None:
+        matrix, suggestion = parent, node.suggestion
+
+        def param_specs() -> dict[str, ParamSpec]:
+            return child_params(index.specs[matrix.path].params, matrix.params or {}, suggestion)
+
+    return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get, run.context,
+                    param_specs=param_specs)
 
 
 def number(run: RunState, index: Index, node: Node, value: Any, what: str, *, integer: bool = True) -> Any:

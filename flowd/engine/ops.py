@@ -64,6 +64,8 @@ class Ops:
         resolver.join_source = step.joins
         try:
             params = resolver.params(partial=node.kind == "matrix")
+            if node.suggestion is not None and _same(params, node.suggestion):
+                params = node.suggestion  # a matrix child's params are mostly its suggestion: keep one dict
             node.params = params
             node.joined = resolver.joined or None
             if spec.conditions is not None and not resolver.condition(params):
@@ -141,7 +143,7 @@ class Ops:
         resolver = fields.resolver(run, index, node)
         try:
             body = spec.component.run
-            if has_templates(spec):
+            if has_templates(spec, resolver.param_specs):
                 body = resolver.render(body, params, "run")
             env = resolver.env(params)
             term = fields.termination(run, index, node, spec)
@@ -229,6 +231,13 @@ class Ops:
                 down = run.nodes[down_path]
                 if down.status == S.CREATED and not down.ready:
                     self.ready(run, down)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same keys in the same order, bound to the very same values (not merely equal ones:
+    ``1 == 1.0 == True``), so either dict encodes and reads exactly as the other."""
+    return len(a) == len(b) and all(ka is kb or ka == kb for ka, kb in zip(a, b, strict=True)) and \
+        all(a[k] is b[k] for k in a)
 
 
 def backoff(run: RunState, node: Node, backoff: Any) -> float:

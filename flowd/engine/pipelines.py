@@ -95,10 +95,13 @@ class Pipelines:
                 self.step.finish(run, node, S.FAILED, reason="CompilationFailed", message=f"matrix: {exc}")
                 return
             kind = spec.component.kind
-            children = [
-                new_node(self.step, run, index, f"{node.path}[{i}]", node.path, f"{spec.name}[{i}]", i, kind, suggestion=s)
-                for i, s in enumerate(suggestions)
-            ]
+            # a matrix at the top of its DAG names its children as it paths them: one string each
+            same = node.path == spec.name
+            children = []
+            for i, s in enumerate(suggestions):
+                path = f"{node.path}[{i}]"
+                children.append(new_node(self.step, run, index, path, node.path, path if same else f"{spec.name}[{i}]",
+                                         i, kind, suggestion=s))
             for child in children:
                 self.ops.ready(run, child)
         self.check_pipeline_end(run, node)

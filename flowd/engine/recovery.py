@@ -100,7 +100,7 @@ def quarantine(step: Step, run: RunState, event: Event, exc: Exception) -> None:
     """End a run whose state an engine error may have left inconsistent: stop what it has
     running, fail it with the error, and touch no other run. Deterministic like everything
     else, so a replay reaches the same verdict."""
-    step.out = []
+    step.discard_out()
     step.finished = []
     for node in run.nodes.values():
         if node.kind not in PIPELINE_KINDS and node.attempt and node.status in S.ACTIVE:

@@ -18,7 +18,7 @@ import msgspec
 from flowd.engine import templates
 from flowd.engine.joins import JoinError, JoinSource, join_values, select
 from flowd.engine.state import Node, RunState
-from flowd.spec.compiled import IOSpec, Op
+from flowd.spec.compiled import IOSpec, Op, ParamSpec
 from flowd.spec.types import coerce as _coerce  # the spec layer owns IO typing
 
 
@@ -134,7 +134,9 @@ def _templated(value: Any) -> bool:
 _run_flags: dict[int, tuple[Any, bool]] = {}
 
 
-def has_templates(op: Op) -> bool:
+def has_templates(op: Op, params: dict[str, ParamSpec] | None = None) -> bool:
+    """Does rendering the op's runtime need its params' context? ``params``: the op's params
+    when they are not ``op.params`` (a matrix child's, ``Resolver.param_specs``)."""
     component = op.component
     entry = _run_flags.get(id(component))
     if entry is None or entry[0] is not component:
@@ -142,7 +144,8 @@ def has_templates(op: Op) -> bool:
             _run_flags.clear()
         entry = (component, _templated(component.run))
         _run_flags[id(component)] = entry
-    return entry[1] or _templated([op.params, op.conditions, op.trigger, op.is_approved])
+    return entry[1] or _templated([op.params if params is None else params, op.conditions, op.trigger,
+                                   op.is_approved])
 
 
 def as_str(value: Any, io: IOSpec | None = None) -> str:
@@ -243,7 +246,8 @@ class Resolver:
 
     def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None],
                  node_at: Callable[[str], Node | None] | None = None, context: dict[str, Any] | None = None,
-                 joins: JoinSource | None = None):
+                 joins: JoinSource | None = None,
+                 param_specs: Callable[[], dict[str, ParamSpec]] | None = None):
         self.run_id = run_id
         # the runs a join may select (engine state), and what the last params() joined:
         # "<run id>/<op path>" of every selected run, in order (lineage, §8.4 step 4)
@@ -256,6 +260,17 @@ class Resolver:
         self.sibling = sibling
         self.node_at = node_at
         self._ops_ctx: dict[str, Any] | None = None
+        # a matrix child's params are its own values over a spec its siblings share: derived
+        # here when first needed (``index.child_params``), never kept on the spec
+        self._param_specs_of = param_specs
+        self._param_specs: dict[str, ParamSpec] | None = None
+
+    @property
+    def param_specs(self) -> dict[str, ParamSpec]:
+        """The op's params as specs: the op's own, or a matrix child's values."""
+        if self._param_specs is None:
+            self._param_specs = self.op.params if self._param_specs_of is None else self._param_specs_of()
+        return self._param_specs
 
     # --- refs -------------------------------------------------------------------------------
 
@@ -272,20 +287,28 @@ class Resolver:
             if target is None:
                 raise ResolveError(f"param {name!r}: op {target_name!r} does not exist in this DAG")
             what = f"op {target_name!r}"
-            sections = {
-                "outputs": target.outputs,
-                "inputs": target.params,
-                "globals": run_globals(self.run_id, target, self.run_context),
-                "artifacts": run_artifacts(self.run_id, target, self.run_context),
+            # only the section asked for is built: globals hash a uuid and format every time,
+            # which cost more than the rest of a fan-out worker's compile
+            sections: dict[str, Callable[[], Any]] = {
+                "outputs": lambda: target.outputs,
+                "inputs": lambda: target.params,
+                "globals": lambda: run_globals(self.run_id, target, self.run_context),
+                "artifacts": lambda: run_artifacts(self.run_id, target, self.run_context),
             }
-            if section == "artifacts" and sections["artifacts"] is None and target.status in ("succeeded", "skipped"):
+            if section not in sections:
+                raise ResolveError(f"param {name!r}: {ref} has no {section!r} information")
+            values = sections[section]()
+            if section == "artifacts" and values is None and target.status in ("succeeded", "skipped"):
                 raise ResolveError(f"param {name!r}: {ref} has no artifacts: no artifact store is configured "
                                    "(--artifacts-store / $FLOWD_ARTIFACTS_STORE)")
         elif ref == "dag":
-            if self.dag is None:
+            dag = self.dag
+            if dag is None:
                 raise ResolveError(f"param {name!r}: `ref: dag` is only valid inside a DAG")
             what = "the DAG"
-            sections = {"inputs": self.dag.params, "globals": run_globals(self.run_id, self.dag, self.run_context)}
+            if section not in ("inputs", "globals"):
+                raise ResolveError(f"param {name!r}: {ref} has no {section!r} information")
+            values = dag.params if section == "inputs" else run_globals(self.run_id, dag, self.run_context)
         elif ref.startswith("runs."):
             raise ResolveError(
                 f"param {name!r}: references to other runs ({ref}) are resolved by the daemon "
@@ -293,9 +316,6 @@ class Resolver:
             )
         else:
             raise ResolveError(f"param {name!r}: unsupported ref {ref!r}")
-        if section not in sections:
-            raise ResolveError(f"param {name!r}: {ref} has no {section!r} information")
-        values = sections[section]
         if values is None:
             raise ResolveError(f"param {name!r}: {what} has no {section} yet (status {self._status_of(ref)})")
         if not key:
@@ -359,9 +379,10 @@ class Resolver:
         """Literal params of the op. ``partial`` (a matrix op) leaves required inputs to the
         matrix suggestions and skips defaults and coercion, which its children do."""
         op = self.op
+        specs = self.param_specs
         resolved: dict[str, Any] = {}
         templated: list[str] = []
-        for name, param in op.params.items():
+        for name, param in specs.items():
             if param.ref:
                 resolved[name] = self._follow(name, param.ref, param.value)
             elif templates.is_template(param.value):
@@ -371,7 +392,7 @@ class Resolver:
         if templated:
             for name in templated:
                 try:
-                    resolved[name] = templates.render_value(op.params[name].value, self.context(resolved))
+                    resolved[name] = templates.render_value(specs[name].value, self.context(resolved))
                 except templates.TemplateError as exc:
                     raise ResolveError(f"param {name!r} of op {self._op_name()!r}: {exc}") from None
         if op.joins:
@@ -413,7 +434,7 @@ class Resolver:
             except JoinError as exc:
                 raise ResolveError(f"{where}: {exc}") from None
             for name, param in (join.get("params") or {}).items():
-                if name in self.op.params:
+                if name in self.param_specs:
                     continue  # an op param of the same name wins (§3.7 step 1)
                 value = param.get("value") if isinstance(param, dict) else None
                 if not isinstance(value, str):
@@ -462,7 +483,7 @@ class Resolver:
         so a template naming one fails with "... is undefined" instead of guessing."""
         known: dict[str, Any] = {}
         pending: list[str] = []
-        for name, param in self.op.params.items():
+        for name, param in self.param_specs.items():
             try:
                 if param.ref:
                     known[name] = self._follow(name, param.ref, param.value)
@@ -474,7 +495,7 @@ class Resolver:
                 continue
         for name in pending:
             try:
-                known[name] = templates.render_value(self.op.params[name].value, self.context(known))
+                known[name] = templates.render_value(self.param_specs[name].value, self.context(known))
             except templates.TemplateError:
                 continue
         for io in self.op.component.inputs:
@@ -487,7 +508,7 @@ class Resolver:
         ios = {io.name: io for io in self.op.component.inputs}
         ios.update({io.name: io for io in self.op.component.outputs})
         for name, value in params.items():
-            param = self.op.params.get(name)
+            param = self.param_specs.get(name)
             io = ios.get(name)
             target = (param.to_env if param is not None else None) or (io.to_env if io is not None else None)
             if target:

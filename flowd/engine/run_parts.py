@@ -67,13 +67,13 @@ def _plain_pipeline(run: RunState) -> bool:
     return entry[1]
 
 
-def _derivable(spec: Op, plain: bool) -> bool:
+def _derivable(run: RunState, index: Index, node: Node, spec: Op, plain: bool) -> bool:
     """The StartOp of an attempt of ``spec`` is a function of the spec and the node's params:
     nothing was rendered (``globals`` such as ``status`` move on after dispatch)."""
     term = spec.termination
     if isinstance(term.max_retries, str) or isinstance(term.timeout, str) or isinstance(term.ttl, str):
         return False
-    return plain or not has_templates(spec)
+    return plain or not has_templates(spec, resolver(run, index, node).param_specs)
 
 
 def _in_flight_nodes(run: RunState, index: Index) -> Iterator[tuple[Node, Op]]:
@@ -83,7 +83,7 @@ def _in_flight_nodes(run: RunState, index: Index) -> Iterator[tuple[Node, Op]]:
         if not node.attempt or node.status not in S.IN_FLIGHT or node.kind in PIPELINE_KINDS:
             continue
         spec = specs[node.path]
-        if _derivable(spec, plain):
+        if _derivable(run, index, node, spec, plain):
             yield node, spec
 
 

@@ -8,7 +8,8 @@ terminal status (downstream triggers, parent counters, pipeline ends) is
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from flowd.engine import status as S
 from flowd.engine.index import Index
@@ -18,8 +19,32 @@ from flowd.engine.state import PIPELINE_KINDS, Node, RunState, event_key
 from flowd.spec.limits import Limits
 
 
+class Outbox(Protocol):
+    """Where the commands of the ``handle()`` call in progress go: a list the call returns, or a
+    caller's sink that takes each command as it is produced (``Engine.handle(event, sink)``)."""
+
+    def append(self, command: Command, /) -> None: ...
+
+    def extend(self, commands: Iterable[Command], /) -> None: ...
+
+
+class Forward:
+    """An outbox that hands each command to a sink at once. A caller that consumes commands as
+    they come (an instant executor, a bench) then never holds one event's whole burst: a
+    million-child matrix emits a million StartOps from one call."""
+
+    __slots__ = ("append",)
+
+    def __init__(self, sink: Callable[[Command], None]) -> None:
+        self.append = sink
+
+    def extend(self, commands: Iterable[Command]) -> None:
+        for command in commands:
+            self.append(command)
+
+
 class Step:
-    __slots__ = ("limits", "index", "out", "finished", "now", "joins")
+    __slots__ = ("limits", "index", "out", "sink", "finished", "now", "joins")
 
     def __init__(self, limits: Limits) -> None:
         # what a run may make the engine build (ops, rendered templates, reported outputs):
@@ -28,16 +53,24 @@ class Step:
         # run id -> what is derived from that run's state and specs (rebuilt on restore)
         self.index: dict[str, Index] = {}
         # per handle() call
-        self.out: list[Command] = []
+        self.out: Outbox = []
+        self.sink: Callable[[Command], None] | None = None
         self.finished: list[tuple[RunState, Node]] = []
         self.now = 0.0
         # the runs joins select from (POLYFLOW §8.4): set by the Engine, which holds the runs
         self.joins: JoinSource | None = None
 
-    def begin(self, now: float) -> None:
-        self.out = []
+    def begin(self, now: float, sink: Callable[[Command], None] | None = None) -> None:
+        self.sink = sink
+        self.out = [] if sink is None else Forward(sink)
         self.finished = []
         self.now = now
+
+    def discard_out(self) -> None:
+        """Drop the commands of the event in progress (its state is not to be trusted). A sink
+        already has the ones produced so far: they told the truth when they were produced, and
+        whatever they started is stopped by the caller of this (``recovery.quarantine``)."""
+        self.out = [] if self.sink is None else Forward(self.sink)
 
     def emit_status(self, run: RunState, node: Node) -> None:
         self.out.append(
@@ -70,7 +103,7 @@ class Step:
             node.reason = reason
         if outputs is not None:
             node.outputs = outputs
-        if node.kind not in PIPELINE_KINDS and node.attempt:
+        if run.timers and node.kind not in PIPELINE_KINDS and node.attempt:
             self.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             self.cancel_timer(run, f"retry:{node.path}#{node.attempt}")
         self.emit_status(run, node)

@@ -165,6 +165,20 @@ def test_restore_then_replay_equals_uninterrupted_run(pipeline, data):
     assert restored.view("r") == whole.view("r")
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(pipeline=pipelines(), data=st.data())
+def test_a_sink_receives_exactly_the_commands_handle_returns(pipeline, data):
+    """``handle(event, sink)`` hands each command over as it is produced: the same commands in the
+    same order as the list ``handle(event)`` returns, and the same state after every event."""
+    events = drive(pipeline, data)
+    listed, sunk = Engine(), Engine()
+    for event in events:
+        got: list = []
+        assert sunk.handle(event, got.append) == []
+        assert got == listed.handle(event)
+    assert sunk.snapshot() == listed.snapshot()
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(pipeline=pipelines(), data=st.data())
 def test_every_run_reaches_a_final_status(pipeline, data):
