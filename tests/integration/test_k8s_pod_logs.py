@@ -173,3 +173,19 @@ async def test_flowd_logs_of_a_daemon_run(kafka_broker, k8s_cluster, k8s_namespa
     assert out.decode().splitlines() == [f"[{op}] {line}" for op in ("first", "second") for line in lines[op]]
     assert code == 0, one_err
     assert one.splitlines() == lines["second"]
+
+
+async def test_flowd_run_logs_streams_pod_output_by_op(k8s_cluster, k8s_namespace, tmp_path: Path) -> None:
+    """``flowd run --executor k8s --logs`` prints each pod's lines as they come, prefixed by op
+    path (``[op#2]`` for a retry), as ``--logs`` does for local jobs, and each line once."""
+    untaint_nodes(k8s_cluster)
+    state = str(tmp_path / "state")
+    async with PodLogScript(k8s_cluster, k8s_namespace):
+        code, out, err = await run_cli("run", str(spec_file(tmp_path)), "--executor", "k8s", "--logs", "--kubeconfig",
+                                       str(k8s_cluster.kubeconfig), "--namespace", k8s_namespace, "--state-dir", state)
+    assert code == 1, err  # train fails twice (maxRetries 1)
+    logged = [line for line in out.splitlines() if line.startswith("[")]
+    assert logged == ["[prepare] prepare: reading", "[prepare] prepare: 3 rows", "[prepare] prepare: done",
+                      "[train] train attempt 1: epoch 1", "[train] train attempt 1: epoch 2",
+                      "[train#2] train attempt 2: epoch 1", "[train#2] train attempt 2: epoch 2"], out + err
+    assert "--logs" not in err, err  # no complaint from the log stream
