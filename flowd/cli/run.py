@@ -443,7 +443,8 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
                            context=settings.context)
     if args.output == "text":
         where = f"the pods of namespace {settings.namespace}" if settings is not None else run_dir / "attempts"
-        print(f"run {run_id}: logs in {where} (flowd logs {run_id})", file=out, flush=True)
+        state = "" if args.state_dir is None else f" --state-dir {args.state_dir}"
+        print(f"run {run_id}: logs in {where} (flowd logs {run_id}{state})", file=out, flush=True)
     started = time.monotonic()
     with make_progress(out, pipeline=pipeline) as progress:
         driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace,

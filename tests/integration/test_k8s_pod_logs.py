@@ -85,7 +85,7 @@ async def test_flowd_logs_of_a_flowd_run_on_pods(k8s_cluster, k8s_namespace, tmp
                                        str(k8s_cluster.kubeconfig), "--namespace", k8s_namespace, "--state-dir", state)
     assert code == 1, err  # train fails twice (maxRetries 1)
     run_id = out.split()[1].rstrip(":")
-    assert out.splitlines()[0] == f"run {run_id}: logs in the pods of namespace {k8s_namespace} (flowd logs {run_id})"
+    assert out.splitlines()[0] == f"run {run_id}: logs in the pods of namespace {k8s_namespace} (flowd logs {run_id} --state-dir {state})"
 
     code, out, err = await run_cli("logs", run_id, "--state-dir", state)
     assert code == 0, err
