@@ -139,10 +139,11 @@ def _daemon_gc(args: argparse.Namespace, *, cutoff: float, days: float) -> int:
             seen[s.pipeline] = seen.get(s.pipeline, 0) + 1
             if s.finished_at is None or seen[s.pipeline] <= args.keep_last or s.finished_at >= cutoff:
                 continue  # running, among the last N of its pipeline, or within the retention
-            print(("would forget " if args.dry_run else "forgot ") + s.run_id)
             gone.append(s.run_id)
         if not args.dry_run:
             anyio.run(forget_runs, config, gone)
+        for run_id in gone:  # after the tombstones are written: a refused write forgot nothing
+            print(("would forget " if args.dry_run else "forgot ") + run_id)
     except BusError as exc:
         print(f"flowd gc: {exc}", file=sys.stderr)
         return 1

@@ -429,6 +429,7 @@ def _continue(args: argparse.Namespace, *, restored: Restored, store: SnapshotSt
 def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: SnapshotStore, executor: Any,
            initial: list[Event], pipeline: str) -> int:
     from flowd.cli.progress import make_progress, summary
+    from flowd.cli.runlogs import streaming_logs
 
     run_id = record.run_id
     run_dir = store.run_dir(run_id)
@@ -442,13 +443,14 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
                            context=settings.context)
     if args.output == "text":
         where = f"the pods of namespace {settings.namespace}" if settings is not None else run_dir / "attempts"
-        print(f"run {run_id}: logs in {where} (flowd logs {run_id})", file=out, flush=True)
+        state = "" if args.state_dir is None else f" --state-dir {args.state_dir}"
+        print(f"run {run_id}: logs in {where} (flowd logs {run_id}{state})", file=out, flush=True)
     started = time.monotonic()
     with make_progress(out, pipeline=pipeline) as progress:
         driver = Driver(engine, record=record, store=store, progress=progress, grace=args.stop_grace,
                         approve=args.approve, executor=executor, max_procs=args.max_procs or None,
                         max_outputs_bytes=args.limits.max_outputs_bytes, connections=_local_connections(args, store))
-        with _streaming_logs(run_dir, progress, enabled=getattr(args, "logs", False)):
+        with streaming_logs(run_dir, progress, enabled=getattr(args, "logs", False), settings=settings):
             view = anyio.run(driver.run, initial)
     hook_runs = {h["run_id"]: engine.view(h["run_id"]) for h in view.hooks if h["run_id"] in engine.runs}
     if args.output == "json":
@@ -468,38 +470,3 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
         print(f"\nnext: flowd logs {run_id} [OP]{state}   |   flowd ui{state}", file=sys.stderr, flush=True)
     return 0 if view.status == "succeeded" else 1
 
-
-class _streaming_logs:
-    """``--logs``: a thread that prints the jobs' new log lines, prefixed by op path, through the
-    progress display (so a live view stays intact) until the run ends."""
-
-    def __init__(self, run_dir: Path, progress: Any, *, enabled: bool) -> None:
-        import threading
-
-        from flowd.runtime.logs import LogFollower
-
-        self.enabled = enabled
-        self.follower = LogFollower(run_dir)
-        self.progress = progress
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="flowd-logs", daemon=True)
-
-    def _flush(self, *, final: bool = False) -> None:
-        for path, attempt, stream, line in self.follower.poll(final=final):
-            label = path if attempt <= 1 else f"{path}#{attempt}"
-            self.progress.note(f"[{label}{' stderr' if stream == 'stderr' else ''}] {line}")
-
-    def _run(self) -> None:
-        while not self.stop.wait(0.2):
-            self._flush()
-
-    def __enter__(self) -> _streaming_logs:
-        if self.enabled:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.stop.set()
-            self.thread.join()
-            self._flush(final=True)

@@ -166,11 +166,36 @@ async def forget_runs(config: DaemonConfig, run_ids: list[str]) -> None:
     await start_client(p, config, what)
     with map_errors(what):
         try:
-            for run_id in run_ids:
-                await p.send(topic, None, key=run_id.encode())
+            # send() only queues: a refused write (no Write ACL on the topic) surfaces when the
+            # delivery is awaited; flush() does not raise it
+            sent = [await p.send(topic, None, key=run_id.encode()) for run_id in run_ids]
             await p.flush()
+            _quiet_unretrieved_kafka_errors()
+            for delivery in sent:
+                await delivery
         finally:
             await p.stop()
+
+
+def _quiet_unretrieved_kafka_errors() -> None:
+    """aiokafka sets a failed batch's error on an internal drain waiter nobody awaits once the
+    batch is dropped, and asyncio would print it as "Future exception was never retrieved"
+    after the command's one-line error. The same error reaches the caller through its
+    delivery future: drop only that report, for Kafka errors, on this loop."""
+    from aiokafka.errors import KafkaError
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), KafkaError) and "never retrieved" in str(context.get("message")):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 async def read_partition(config: DaemonConfig, topic: str, partition: int, *, start: int | None = None,

@@ -164,8 +164,10 @@ def required_acls(config: DaemonConfig, role: str) -> list[tuple[str, str, str, 
     * ``daemon``: ``flowd serve`` with ``create_topics`` off (topics made beforehand); with it
       on, add ``("topic", prefix, "prefixed", "create")``.
     * ``producer``: ``flowd submit/stop/approve/resume`` (write ``runs``) and ``status``,
-      ``events``, ``submit --wait`` (read ``events``). The idempotent producer needs no
+      ``events``, ``submit --wait`` (read ``events``), ``runs --daemon``, ``status``,
+      ``ui --daemon`` (read the compacted ``status`` view). The idempotent producer needs no
       cluster ACL: Kafka >= 3.0 grants IdempotentWrite with Write on any topic (KIP-679).
+    * ``gc``: ``flowd gc --daemon`` (reads the ``status`` view, writes its tombstones).
     """
     t = config.topics
     if role == "daemon":
@@ -187,5 +189,13 @@ def required_acls(config: DaemonConfig, role: str) -> list[tuple[str, str, str, 
             ("topic", t.runs, "literal", "describe"),
             ("topic", t.events, "literal", "read"),
             ("topic", t.events, "literal", "describe"),
+            ("topic", t.status, "literal", "read"),
+            ("topic", t.status, "literal", "describe"),
         ]
-    raise ValueError(f"unknown role {role!r} (daemon, producer)")
+    if role == "gc":
+        return [
+            ("topic", t.status, "literal", "read"),
+            ("topic", t.status, "literal", "describe"),
+            ("topic", t.status, "literal", "write"),
+        ]
+    raise ValueError(f"unknown role {role!r} (daemon, producer, gc)")

@@ -400,6 +400,8 @@ class OpSummary(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     outputs: dict[str, Any] | None = None
     # why it is in its status: ``CacheHit`` (``message`` names the source run/op), ``Timeout``...
     reason: str | None = None
+    # the op's resolved inputs (what the UI shows beside its outputs)
+    params: dict[str, Any] | None = None
 
 
 class CacheEntry(msgspec.Struct, tag="cache_entry", **_S):
@@ -431,22 +433,36 @@ class RunSummary(msgspec.Struct, tag="run_summary", **_S):
     counts: dict[str, int] = {}
     ops: dict[str, OpSummary] = {}
     ops_omitted: bool = False
+    # the run's DAG drawn from its compiled pipeline (left out with ``ops``): every node's kind
+    # by path, in drawing order (nested DAGs' ops and matrix children after their parent, ops
+    # not created yet included), and the dependency edges [upstream path, downstream path]
+    kinds: dict[str, str] = {}
+    edges: list[list[str]] = []
 
 
 OPS_IN_SUMMARY = 2000
 
 
-def run_summary(view: Any, *, time: float) -> RunSummary:
-    """A :class:`RunSummary` from an engine ``RunView``."""
+def run_summary(view: Any, *, time: float, pipeline: Op | None = None) -> RunSummary:
+    """A :class:`RunSummary` from an engine ``RunView``; with the run's compiled ``pipeline``,
+    its graph (``kinds``, ``edges``) too."""
     counts: dict[str, int] = {}
     for op in view.ops.values():
         counts[op.status] = counts.get(op.status, 0) + 1
     many = len(view.ops) > OPS_IN_SUMMARY
     ops = {} if many else {p: OpSummary(status=o.status, attempt=o.attempts, message=o.message, outputs=o.outputs,
-                                        reason=o.reason) for p, o in view.ops.items()}
+                                        reason=o.reason, params=o.params or None) for p, o in view.ops.items()}
+    kinds: dict[str, str] = {}
+    edges: list[list[str]] = []
+    if pipeline is not None and not many:
+        from flowd.dagview import build_graph
+
+        graph = build_graph(pipeline, view)
+        kinds = {path: node.kind for path, node in graph.nodes.items()}
+        edges = [list(e) for e in graph.edges]
     return RunSummary(run_id=view.run_id, pipeline=view.pipeline, status=view.status, time=time,
                       started_at=view.started_at, finished_at=view.finished_at, message=view.message,
-                      counts=counts, ops=ops, ops_omitted=many)
+                      counts=counts, ops=ops, ops_omitted=many, kinds=kinds, edges=edges)
 
 
 TOPIC_TYPES: dict[str, Any] = {

@@ -446,7 +446,8 @@ class PartitionWorker:
                 engine_runs = self.state.engine.runs
                 for run_id in dict.fromkeys(key for key, _ in out.events):
                     if run_id in engine_runs:
-                        summary = wire.run_summary(self.state.engine.view(run_id), time=time.time())
+                        summary = wire.run_summary(self.state.engine.view(run_id), time=time.time(),
+                                                   pipeline=engine_runs[run_id].pipeline)
                         await p.send(topics.status, wire.encode(summary), key=run_id.encode())
                 for sub_msg in out.submissions:
                     # hook runs (POLYFLOW §8.3): on ``runs`` with the rest of the batch, or not at all

@@ -1,14 +1,19 @@
 """The UI's backend over the daemons' Kafka topics (``flowd ui --daemon``), so the UI can run
 beside the daemons: runs and statuses from the compacted ``status`` topic (one record per run),
-commands published to ``runs``. The graph is drawn from the op paths the summary holds (nested
-DAGs and matrices by path); the view carries no dependency edges, so ops of one DAG stand in one
-column. Logs of daemon runs are read with ``flowd logs RUN OP --k8s``, not here."""
+commands published to ``runs``. The graph is the one the daemon drew from the run's compiled
+pipeline into the summary (``kinds``, ``edges``: every op, created yet or not, and its
+dependencies); a summary without it (written by an older daemon, or a run over
+``OPS_IN_SUMMARY`` ops) is drawn from the op paths alone. Op logs: through the pod log API when
+the UI is given a kube config (``k8s``), from the daemon's state dir when given one (the local
+executor's attempt dirs), else the page says where they are."""
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,9 +39,14 @@ def _parent(path: str) -> str:
 
 class KafkaBackend:
     kind = "kafka"
+    approves_live = True  # ApproveCommand reaches a running run
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, *, state_dir: Path | None = None, k8s: dict[str, Any] | None = None) -> None:
+        """``state_dir``: the state dir of daemons with the local executor (their op logs);
+        ``k8s``: ``{kubeconfig, context, namespace}`` to read op logs from the run's pods."""
         self.config = config
+        self.state_dir = state_dir
+        self.k8s = k8s
 
     @property
     def where(self) -> str:
@@ -65,23 +75,59 @@ class KafkaBackend:
         if summary is None:
             return None
         nodes: dict[str, GraphNode] = {}
-        for path in sorted(summary.ops, key=lambda p: (p.count("/"), p)):
-            op = summary.ops[path]
-            parent = _parent(path)
-            kind = "job"
-            nodes[path] = GraphNode(path=path, name=path.rsplit("/", 1)[-1], kind=kind, parent=parent, status=op.status,
-                                    attempts=op.attempt, message=op.message, outputs=op.outputs)
+        kinds = summary.kinds or {p: "job" for p in sorted(summary.ops, key=lambda p: (p.count("/"), p)) if p}
+        for path, kind in kinds.items():
+            op = summary.ops.get(path)
+            nodes[path] = GraphNode(path=path, name=path.rsplit("/", 1)[-1], kind=kind, parent=_parent(path),
+                                    status=op.status if op else None, attempts=op.attempt if op else 0,
+                                    message=op.message if op else None, outputs=op.outputs if op else None,
+                                    params=op.params if op else None)
         for path, node in nodes.items():
             if node.parent in nodes:
                 up = nodes[node.parent]
                 up.children.append(path)
-                up.kind = "matrix" if _INDEX.search(path) else "dag"
-        graph = Graph(pipeline=summary.pipeline, status=summary.status, nodes=nodes, edges=[])
+                if not summary.kinds:  # no kinds from the daemon: a parent's kind is told by its children
+                    up.kind = "matrix" if _INDEX.search(path) else "dag"
+        edges = [(e[0], e[1]) for e in summary.edges if e[0] in nodes and e[1] in nodes]
+        graph = Graph(pipeline=summary.pipeline, status=summary.status, nodes=nodes, edges=edges)
         return {"run": self._json(summary), "graph": graph.to_json(), "layout": layout(graph, collapsed=collapsed),
-                "log_attempts": {}}
+                "log_attempts": self._log_attempts(run_id, summary)}
+
+    def _log_attempts(self, run_id: str, summary: Any) -> dict[str, list[int]]:
+        if self.state_dir is not None and self.k8s is None:
+            from flowd.runtime.logs import attempt_logs
+
+            found: dict[str, list[int]] = {}
+            for item in attempt_logs(self.state_dir / "runs" / run_id):
+                found.setdefault(item.path, []).append(item.attempt)
+            return found
+        return {path: list(range(1, op.attempt + 1)) for path, op in summary.ops.items() if op.attempt}
 
     def logs(self, run_id: str, *, op: str, attempt: int | None, stream: str) -> str | None:
-        return f"logs of daemon runs: flowd logs {run_id} {op} --k8s"
+        if self.k8s is not None:
+            return self._pod_logs(run_id, op=op, attempt=attempt)
+        if self.state_dir is not None:
+            from flowd.ui.local import attempt_text
+
+            return attempt_text(self.state_dir / "runs" / run_id, op=op, attempt=attempt, stream=stream)
+        return (f"This UI reads Kafka only, and a daemon's op logs are not on Kafka. Read them with\n"
+                f"  flowd logs {run_id} {op} --k8s --namespace NS     (daemons with the k8s executor)\n"
+                f"or start flowd ui --daemon with --kubeconfig FILE --namespace NS (pods) or --state-dir DIR "
+                f"(the state dir of daemons with the local executor) to see them here.")
+
+    def _pod_logs(self, run_id: str, *, op: str, attempt: int | None) -> str:
+        from flowd.k8s.podlogs import PodLogError, print_run_logs
+
+        assert self.k8s is not None
+        out = io.StringIO()
+        k = self.k8s
+        try:
+            anyio.run(lambda: print_run_logs(kubeconfig=k.get("kubeconfig"), context=k.get("context"),
+                                             namespace=k.get("namespace") or "default", run_id=run_id, op=op or None,
+                                             attempt=attempt, follow=False, out=out))
+        except PodLogError as exc:
+            return f"(no pod log: {exc})"
+        return out.getvalue()
 
     def _publish(self, message: Any) -> None:
         from flowd.daemon.client import publish

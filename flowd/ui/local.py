@@ -15,9 +15,25 @@ from flowd.runtime.history import list_runs, load_run, parse_since, summary_json
 from flowd.runtime.logs import attempt_logs, tail_lines
 from flowd.runtime.store import SnapshotStore, key_of
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "attempt_text"]
 
 LOG_LINES = 2000
+
+
+def attempt_text(run_dir: Path, *, op: str, attempt: int | None, stream: str) -> str:
+    """The last ``LOG_LINES`` lines of an op's attempt (the latest unless ``attempt``), per
+    stream, from a run dir's attempt dirs ("" when there are none)."""
+    found = [a for a in attempt_logs(run_dir, op=op, attempt=attempt) if a.path == op]
+    if not found:
+        return ""
+    item = found[-1]
+    streams = ("stdout", "stderr") if stream == "all" else (stream,)
+    parts = []
+    for name in streams:
+        lines = tail_lines(item.file(name), LOG_LINES, max_bytes=1 << 20)
+        if lines:
+            parts.append(f"--- {name} (attempt {item.attempt}) ---\n" + "\n".join(lines))
+    return "\n".join(parts)
 
 
 class LocalBackend:
@@ -56,17 +72,7 @@ class LocalBackend:
         run_id = self.store.resolve(run_ref)
         if run_id is None:
             return None
-        found = [a for a in attempt_logs(self.store.run_dir(run_id), op=op, attempt=attempt) if a.path == op]
-        if not found:
-            return ""
-        item = found[-1]
-        streams = ("stdout", "stderr") if stream == "all" else (stream,)
-        parts = []
-        for name in streams:
-            lines = tail_lines(item.file(name), LOG_LINES, max_bytes=1 << 20)
-            if lines:
-                parts.append(f"--- {name} (attempt {item.attempt}) ---\n" + "\n".join(lines))
-        return "\n".join(parts)
+        return attempt_text(self.store.run_dir(run_id), op=op, attempt=attempt, stream=stream)
 
     # ------------------------------------------------------------------------------ actions
 

@@ -46,7 +46,8 @@ def make_server(backend: Any, host: str, port: int, *, token: str | None = None)
                 body = resources.files("flowd.ui").joinpath("static", name).read_bytes()
                 self._send(200, body, TYPES[name[name.rindex("."):]])
             elif path == "/api/config":
-                self._json(200, {"source": backend.kind, "where": backend.where, "actions": token is not None})
+                self._json(200, {"source": backend.kind, "where": backend.where, "actions": token is not None,
+                                 "approve": token is not None and getattr(backend, "approves_live", False)})
             elif path == "/api/runs":
                 try:
                     runs = backend.runs(status=query.get("status") or None, pipeline=query.get("pipeline") or None,

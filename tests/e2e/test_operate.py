@@ -244,6 +244,8 @@ def test_reruns_keep_earlier_runs_logs_listed_by_runs_and_removed_by_rm_and_gc(t
     assert text.returncode == 0, text.stderr
     first_id = text.stdout.splitlines()[0].split()[1].rstrip(":")
     assert text.stdout.startswith(f"run {first_id}: logs in {state / 'runs' / first_id / 'attempts'}")
+    # the hint names the state dir it was given, so it can be pasted as is
+    assert text.stdout.splitlines()[0].endswith(f"(flowd logs {first_id} --state-dir {state})")
     ok.unlink()
     second = run_report("run", file, state=state, rc=1)
     assert second["run_id"] != first_id

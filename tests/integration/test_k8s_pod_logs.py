@@ -85,7 +85,7 @@ async def test_flowd_logs_of_a_flowd_run_on_pods(k8s_cluster, k8s_namespace, tmp
                                        str(k8s_cluster.kubeconfig), "--namespace", k8s_namespace, "--state-dir", state)
     assert code == 1, err  # train fails twice (maxRetries 1)
     run_id = out.split()[1].rstrip(":")
-    assert out.splitlines()[0] == f"run {run_id}: logs in the pods of namespace {k8s_namespace} (flowd logs {run_id})"
+    assert out.splitlines()[0] == f"run {run_id}: logs in the pods of namespace {k8s_namespace} (flowd logs {run_id} --state-dir {state})"
 
     code, out, err = await run_cli("logs", run_id, "--state-dir", state)
     assert code == 0, err
@@ -167,9 +167,52 @@ async def test_flowd_logs_of_a_daemon_run(kafka_broker, k8s_cluster, k8s_namespa
         out, err = await asyncio.wait_for(follow.communicate(), 60)
         code, one, one_err = await run_cli("logs", run_id, "second", "--k8s", "--namespace", k8s_namespace,
                                            "--kubeconfig", str(k8s_cluster.kubeconfig))
+        ui_logs = await ui_pod_logs(config, k8s_cluster, k8s_namespace, run_id, "first")
         tg.cancel_scope.cancel()
     assert done.status == "succeeded"
     assert follow.returncode == 0, err.decode()
     assert out.decode().splitlines() == [f"[{op}] {line}" for op in ("first", "second") for line in lines[op]]
     assert code == 0, one_err
     assert one.splitlines() == lines["second"]
+    # the daemon UI given a kube config shows an op's log from its pod
+    assert ui_logs.splitlines() == lines["first"]
+
+
+async def ui_pod_logs(config: object, cluster: object, namespace: str, run_id: str, op: str) -> str:
+    """``flowd ui --daemon --kubeconfig K --namespace NS``: what its logs API gives for ``op``."""
+    import re
+    import urllib.request
+
+    ui = await asyncio.create_subprocess_exec(
+        *flowd("ui", "--daemon", "--brokers", config.brokers, "--prefix", config.prefix,  # type: ignore[attr-defined]
+               "--port", "0", "--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace),  # type: ignore[attr-defined]
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert ui.stderr is not None
+        line = (await asyncio.wait_for(ui.stderr.readline(), 30)).decode()
+        url = re.search(r"(http://\S+/)", line)[1]  # type: ignore[index]
+
+        def get() -> str:
+            with urllib.request.urlopen(f"{url}api/runs/{run_id}/logs?op={op}", timeout=30) as r:
+                return r.read().decode()
+
+        return await anyio.to_thread.run_sync(get)
+    finally:
+        ui.terminate()
+        await ui.wait()
+
+
+async def test_flowd_run_logs_streams_pod_output_by_op(k8s_cluster, k8s_namespace, tmp_path: Path) -> None:
+    """``flowd run --executor k8s --logs`` prints each pod's lines as they come, prefixed by op
+    path (``[op#2]`` for a retry), as ``--logs`` does for local jobs, and each line once."""
+    untaint_nodes(k8s_cluster)
+    state = str(tmp_path / "state")
+    async with PodLogScript(k8s_cluster, k8s_namespace):
+        code, out, err = await run_cli("run", str(spec_file(tmp_path)), "--executor", "k8s", "--logs", "--kubeconfig",
+                                       str(k8s_cluster.kubeconfig), "--namespace", k8s_namespace, "--state-dir", state)
+    assert code == 1, err  # train fails twice (maxRetries 1)
+    logged = [line for line in out.splitlines() if line.startswith("[")]
+    assert logged == ["[prepare] prepare: reading", "[prepare] prepare: 3 rows", "[prepare] prepare: done",
+                      "[train] train attempt 1: epoch 1", "[train] train attempt 1: epoch 2",
+                      "[train#2] train attempt 2: epoch 1", "[train#2] train attempt 2: epoch 2"], out + err
+    assert "--logs" not in err, err  # no complaint from the log stream

@@ -100,6 +100,15 @@ async def test_daemon_and_commands_work_with_exactly_the_documented_acls(secure_
         code, _, err, _ = await flowd("replay", "--run", run_id, "--group-id", daemon.group_id, *bus_flags(producer),
                                       env=env)
         assert code == 1 and "not authorized" in one_line(err)
+        # it lists the daemons' runs (the status view), but forgetting them needs the gc rows
+        code, out, err, _ = await flowd("runs", "--daemon", "--output", "json", *bus_flags(producer), env=env)
+        assert code == 0 and run_id in out, err
+        gc = ["gc", "--daemon", "--keep-days", "0", "--keep-last", "0", *bus_flags(producer)]
+        code, _, err, _ = await flowd(*gc, env=env)
+        assert code == 1 and "not authorized" in one_line(err)
+        await b.grant("User:producer", required_acls(producer, "gc"))
+        code, out, err, _ = await flowd(*gc, env=env)
+        assert code == 0 and f"forgot {run_id}" in out, err
 
 
 async def test_plain_and_mutual_tls_clients(secure_kafka_broker, tmp_path: Path) -> None:

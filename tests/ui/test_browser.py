@@ -5,35 +5,14 @@ tests/output/ui/ (git-ignored) as artefacts."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
 import textwrap
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "tests" / "output" / "ui"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-if not (CHROMIUM and DRIVER):
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must have chromium and chromium-driver (.ci/run installs them)")
-    pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
-
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.ui.browser import browser, click, shot, start, statuses, ui_url  # noqa: F401 - browser is a fixture
 
 PIPELINE = """\
     version: 1.1
@@ -70,32 +49,7 @@ PIPELINE = """\
     """
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def start(*args: str | Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "flowd", *map(str, args)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def shot(driver: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(SHOTS / f"{name}.png"))
-
-
-def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -> None:
+def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -> None:  # noqa: F811
     file = tmp_path / "ui-demo.yaml"
     go = tmp_path / "go"  # prepare runs until the test has seen it running
     file.write_text(textwrap.dedent(PIPELINE).replace("GO", str(go)))
@@ -103,8 +57,7 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
     ui = start("ui", "--state-dir", state, "--port", "0")
     run = None
     try:
-        assert ui.stderr is not None
-        url = re.search(r"(http://\S+/)", ui.stderr.readline())[1]  # type: ignore[index]
+        url = ui_url(ui)
         run = start("run", file, "--state-dir", state)
         wait = WebDriverWait(browser, 40, poll_frequency=0.1)
         browser.get(url)
@@ -113,37 +66,22 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
         row.click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "svg g.node"))
 
-        def statuses() -> dict[str, str]:
-            # read in one script: the page redraws the DAG when statuses change
-            pairs = browser.execute_script(
-                "return [...document.querySelectorAll('svg g.node')].map(g => [g.dataset.path, g.dataset.status])")
-            return dict(pairs)
-
-        def click(selector: str) -> None:
-            for _ in range(20):  # the element may be redrawn between finding and clicking it
-                try:
-                    browser.find_element(By.CSS_SELECTOR, selector).click()
-                    return
-                except StaleElementReferenceException:
-                    time.sleep(0.05)
-            raise AssertionError(f"could not click {selector}")
-
-        seen = wait.until(lambda d: (s := statuses()).get("prepare") == "running" and s)
+        seen = wait.until(lambda d: (s := statuses(browser)).get("prepare") == "running" and s)
         shot(browser, "2-running")
         # every op of the DAG is drawn, nested ones inside their group
         assert {"prepare", "etl", "etl/extract", "etl/load", "sweep"} <= set(seen)
         assert len(browser.find_elements(By.CSS_SELECTOR, "svg path.edge")) == 3
         # statuses change while it runs, without reloading the page
         go.touch()
-        wait.until(lambda d: statuses().get("prepare") == "succeeded")
-        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda d: statuses().get("sweep") == "succeeded")
+        wait.until(lambda d: statuses(browser).get("prepare") == "succeeded")
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda d: statuses(browser).get("sweep") == "succeeded")
         shot(browser, "3-succeeded")
 
         # a matrix is a table of its children, sortable by params and outputs
-        click('svg g.node[data-path="sweep"]')
+        click(browser, 'svg g.node[data-path="sweep"]')
         rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#matrix-table tbody tr"))
         assert len(rows) == 3
-        click('#matrix-table th[data-col="output score"]')
+        click(browser, '#matrix-table th[data-col="output score"]')
         scores = browser.execute_script(
             "const cols = [...document.querySelectorAll('#matrix-table th')].map(th => th.dataset.col);"
             "const i = cols.indexOf('output score');"
@@ -152,12 +90,12 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
         shot(browser, "4-matrix")
 
         # an op's details and logs
-        click('svg g.node[data-path="prepare"]')
+        click(browser, 'svg g.node[data-path="prepare"]')
         wait.until(lambda d: "prepared" in d.find_element(By.ID, "logs").text)
         assert browser.find_element(By.CSS_SELECTOR, 'dd[data-field="status"]').text == "succeeded"
         # a nested DAG collapses to one box
-        click('svg g.node[data-path="etl"]')
-        wait.until(lambda d: "etl/extract" not in statuses())
+        click(browser, 'svg g.node[data-path="etl"]')
+        wait.until(lambda d: "etl/extract" not in statuses(browser))
         shot(browser, "5-details")
         # read-only: no action buttons
         assert browser.find_elements(By.CSS_SELECTOR, "#actions button") == []

@@ -80,6 +80,7 @@ function select(path) {
   document.getElementById("details").hidden = false;
   document.getElementById("op-title").textContent = path;
   fieldsOf(node);
+  renderOpActions(node);
   const attempts = (last.log_attempts[path] || []);
   const sel = document.getElementById("attempt");
   const keep = sel.value;
@@ -134,10 +135,24 @@ function renderActions(run) {
   box.replaceChildren(...buttons);
 }
 
-async function act(name) {
+// approve: only where the backend takes approvals while a run goes (the daemon's), and only for
+// an op that waits for one
+function renderOpActions(node) {
+  const box = document.getElementById("op-actions");
+  if (!config.actions || !config.approve || node.message !== "waiting for approval") { box.replaceChildren(); return; }
+  if (box.firstChild && box.firstChild.dataset.path === node.path) return;
+  const b = document.createElement("button"); b.textContent = "approve"; b.id = "action-approve"; b.dataset.path = node.path;
+  b.addEventListener("click", () => act("approve", { op: node.path }));
+  box.replaceChildren(b);
+}
+
+async function act(name, body) {
   let token = sessionStorage.getItem("flowd-token") || prompt("token");
   if (!token) return;
-  const resp = await fetch(`/api/runs/${encodeURIComponent(runId)}/${name}`, { method: "POST", headers: { Authorization: "Bearer " + token } });
+  const headers = { Authorization: "Bearer " + token };
+  if (body) headers["Content-Type"] = "application/json";
+  const resp = await fetch(`/api/runs/${encodeURIComponent(runId)}/${name}`,
+                           { method: "POST", headers, body: body ? JSON.stringify(body) : undefined });
   const data = await resp.json();
   if (resp.status === 401) sessionStorage.removeItem("flowd-token"); else sessionStorage.setItem("flowd-token", token);
   document.getElementById("error").textContent = data.message || data.error || "";
@@ -158,14 +173,17 @@ async function refresh() {
   document.getElementById("message").textContent = run.message || "";
   // redraw only what changed: a steady page keeps its elements (and a user's click target)
   const sig = JSON.stringify([last.layout, last.graph.nodes.map(n => [n.status, n.attempts, n.outputs]), selected, run.active]);
-  if (sig !== drawn) {
+  const changed = sig !== drawn;
+  if (changed) {
     drawn = sig;
     draw(last);
     renderActions(run);
     if (matrixOpen) renderMatrix();
   }
-  if (selected) { const node = last.graph.nodes.find(n => n.path === selected); if (node) fieldsOf(node); }
-  if (selected && run.active) loadLogs();
+  if (selected) { const node = last.graph.nodes.find(n => n.path === selected); if (node) { fieldsOf(node); renderOpActions(node); } }
+  // while the run goes, and once more on the change that ends it (an op that ran between two
+  // polls has its output only now)
+  if (selected && (run.active || changed)) loadLogs();
 }
 
 document.getElementById("attempt").addEventListener("change", loadLogs);
