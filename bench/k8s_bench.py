@@ -74,6 +74,10 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def load_avg() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -246,19 +250,34 @@ async def run_side_by_side(cluster: infra.K8sCluster, api: client.ApiClient, siz
     """bare kubernetes_asyncio loop | `flowd run` path | bare loop again, same bodies and
     concurrency, interleaved; the ratio is flowd over the faster bare phase of the same round."""
     print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'bare/s':>7} | {'ratio':>6} | {'loop stall p99':>14} | "
-          f"{'max':>7} | {'persist s':>9} | {'in loop s':>9} | {'batches':>7} | {'cpu/pod':>8}")
+          f"{'max':>7} | {'persist s':>9} | {'in loop s':>9} | {'batches':>7} | {'cpu/pod':>8} | {'bare cpu/pod':>8} | "
+          f"load avg   (bare: {args.bare})")
     for n in sizes:
         ratios = []
         for rep in range(args.repeat):
             ns_a, ns_b = await cluster.create_namespace("bare"), await cluster.create_namespace("bare")
-            bare_a = await bare_loop(api, ns_a, manifests(n, ns_a, f"a{n}-{rep}"), args.concurrency, raw=False)
+            raw = args.bare == "json"
+            bodies = manifests(n, ns_a, f"a{n}-{rep}")
+            cpu_a = cpu_seconds()
+            bare_a = await bare_loop(api, ns_a, bodies, args.concurrency, raw=raw)
+            cpu_a = cpu_seconds() - cpu_a
+            prof = None
+            if args.profile:
+                import cProfile
+
+                prof = cProfile.Profile()
+                prof.enable()
             f = await flowd_run_fanout(cluster, await cluster.create_namespace("run"), n, args.concurrency)
-            bare_b = await bare_loop(api, ns_b, manifests(n, ns_b, f"b{n}-{rep}"), args.concurrency, raw=False)
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(f"{args.profile}.{n}.{rep}")
+            bare_b = await bare_loop(api, ns_b, manifests(n, ns_b, f"b{n}-{rep}"), args.concurrency, raw=raw)
             ratio = f["rate"] / max(bare_a, bare_b)
             ratios.append(ratio)
             print(f"{n:>6} | {bare_a:>7.0f} | {f['rate']:>11.0f} | {bare_b:>7.0f} | {ratio:>6.0%} | "
                   f"{f['stall_p99'] * 1000:>11.1f} ms | {f['stall_max'] * 1000:>4.0f} ms | {f['persist']:>9.2f} | "
-                  f"{f['in_loop']:>9.3f} | {f['batches']:>7} | {f['cpu'] / n * 1000:>5.2f} ms", flush=True)
+                  f"{f['in_loop']:>9.3f} | {f['batches']:>7} | {f['cpu'] / n * 1000:>5.2f} ms | {cpu_a / n * 1000:>5.2f} ms | "
+                  f"{load_avg()}", flush=True)
         print(f"{n:>6}   median ratio {statistics.median(ratios):.0%}", flush=True)
 
 
@@ -270,6 +289,11 @@ async def main() -> None:
     ap.add_argument("--run-only", action="store_true",
                     help="only bare client vs `flowd run` (driver + store + executor), side by side, then exit")
     ap.add_argument("--busy", action="store_true", help="run a CPU burner process (a busy loop) for the whole bench")
+    ap.add_argument("--bare", choices=["k8s", "json"], default="k8s",
+                    help="with --run-only: the bare client — kubernetes_asyncio's CoreV1Api (k8s) or the same "
+                         "loop over flowd's thin JSON client (json: no model decoding, the tighter ceiling)")
+    ap.add_argument("--profile", metavar="PREFIX",
+                    help="with --run-only: cProfile the `flowd run` phases only, into PREFIX.<size>.<round>")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
