@@ -221,7 +221,7 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
     lat = [t - seed_done[0] for t in fan]
     rate = (n - 1) / (fan[-1] - fan[0]) if n > 1 else float("nan")
     s = driver.stats
-    return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu": cpu,
+    return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "last": max(lat), "cpu": cpu,
             "stall_max": max(stalls, default=0.0), "stall_p99": pct(stalls, 0.99) if stalls else 0.0,
             "persist": s["persist_seconds"], "in_loop": s["encode_seconds"], "batches": s["batches"]}
 
@@ -250,7 +250,7 @@ async def run_side_by_side(cluster: infra.K8sCluster, api: client.ApiClient, siz
     """bare kubernetes_asyncio loop | `flowd run` path | bare loop again, same bodies and
     concurrency, interleaved; the ratio is flowd over the faster bare phase of the same round."""
     print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'bare/s':>7} | {'ratio':>6} | {'loop stall p99':>14} | "
-          f"{'max':>7} | {'persist s':>9} | {'in loop s':>9} | {'batches':>7} | {'cpu/pod':>8} | {'bare cpu/pod':>8} | "
+          f"{'max':>7} | {'persist s':>9} | {'in loop s':>9} | {'batches':>7} | {'cpu/pod':>8} | {'bare cpu/pod':>8} | {'seed->all':>9} | "
           f"load avg   (bare: {args.bare})")
     for n in sizes:
         ratios = []
@@ -265,7 +265,7 @@ async def run_side_by_side(cluster: infra.K8sCluster, api: client.ApiClient, siz
             if args.profile:
                 import cProfile
 
-                prof = cProfile.Profile()
+                prof = cProfile.Profile(time.thread_time)  # CPU, not wall: load would inflate wall times
                 prof.enable()
             f = await flowd_run_fanout(cluster, await cluster.create_namespace("run"), n, args.concurrency)
             if prof is not None:
@@ -276,8 +276,8 @@ async def run_side_by_side(cluster: infra.K8sCluster, api: client.ApiClient, siz
             ratios.append(ratio)
             print(f"{n:>6} | {bare_a:>7.0f} | {f['rate']:>11.0f} | {bare_b:>7.0f} | {ratio:>6.0%} | "
                   f"{f['stall_p99'] * 1000:>11.1f} ms | {f['stall_max'] * 1000:>4.0f} ms | {f['persist']:>9.2f} | "
-                  f"{f['in_loop']:>9.3f} | {f['batches']:>7} | {f['cpu'] / n * 1000:>5.2f} ms | {cpu_a / n * 1000:>5.2f} ms | "
-                  f"{load_avg()}", flush=True)
+                  f"{f['in_loop']:>9.3f} | {f['batches']:>7} | {f['cpu'] / n * 1000:>5.2f} ms | {cpu_a / n * 1000:>9.2f} ms | "
+                  f"{f['last']:>7.2f} s | {load_avg()}", flush=True)
         print(f"{n:>6}   median ratio {statistics.median(ratios):.0%}", flush=True)
 
 
