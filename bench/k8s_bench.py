@@ -32,10 +32,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +74,10 @@ def rss_now_mb() -> float:
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def load_avg() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -153,7 +159,8 @@ async def flowd_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: 
     return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu": cpu, "rss": rss}
 
 
-async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: int) -> dict:
+async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: int,
+                           on_seed_done=None) -> dict:
     """The same fan-out through what ``flowd run --executor k8s`` runs: flowd.runtime.driver with
     its store (journal + snapshots, fdatasync'ed, in a temp state dir) and the executor."""
     from flowd.engine import Engine
@@ -165,8 +172,11 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
     all_created = asyncio.Event()
     stalls: list[float] = []
 
+    wall: dict[str, float] = {}
+
     def on_created(key: str, t: float) -> None:
         created[key] = t
+        wall[key] = time.time()
         if len(created) == n + 1:
             all_created.set()
 
@@ -181,6 +191,8 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
         def timed(event):
             if isinstance(event, OpStatus) and event.path == "seed" and event.status == "succeeded":
                 seed_done.append(time.monotonic())
+                if on_seed_done is not None:
+                    on_seed_done()
             send(event)
         return KubernetesExecutor(send=timed, kubeconfig=str(cluster.kubeconfig), namespace=ns, watch_namespaces=[ns],
                                   qps=100_000, burst=100_000, create_workers=concurrency, on_created=on_created)
@@ -217,7 +229,8 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
     lat = [t - seed_done[0] for t in fan]
     rate = (n - 1) / (fan[-1] - fan[0]) if n > 1 else float("nan")
     s = driver.stats
-    return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu": cpu,
+    return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "last": max(lat), "cpu": cpu,
+            "stamps": sorted(t for k, t in wall.items() if "/fan-" in k),
             "stall_max": max(stalls, default=0.0), "stall_p99": pct(stalls, 0.99) if stalls else 0.0,
             "persist": s["persist_seconds"], "in_loop": s["encode_seconds"], "batches": s["batches"]}
 
@@ -246,19 +259,101 @@ async def run_side_by_side(cluster: infra.K8sCluster, api: client.ApiClient, siz
     """bare kubernetes_asyncio loop | `flowd run` path | bare loop again, same bodies and
     concurrency, interleaved; the ratio is flowd over the faster bare phase of the same round."""
     print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'bare/s':>7} | {'ratio':>6} | {'loop stall p99':>14} | "
-          f"{'max':>7} | {'persist s':>9} | {'in loop s':>9} | {'batches':>7} | {'cpu/pod':>8}")
+          f"{'max':>7} | {'persist s':>9} | {'in loop s':>9} | {'batches':>7} | {'cpu/pod':>8} | {'bare cpu/pod':>8} | {'seed->all':>9} | "
+          f"load avg   (bare: {args.bare})")
     for n in sizes:
         ratios = []
         for rep in range(args.repeat):
             ns_a, ns_b = await cluster.create_namespace("bare"), await cluster.create_namespace("bare")
-            bare_a = await bare_loop(api, ns_a, manifests(n, ns_a, f"a{n}-{rep}"), args.concurrency, raw=False)
+            raw = args.bare == "json"
+            bodies = manifests(n, ns_a, f"a{n}-{rep}")
+            cpu_a = cpu_seconds()
+            bare_a = await bare_loop(api, ns_a, bodies, args.concurrency, raw=raw)
+            cpu_a = cpu_seconds() - cpu_a
+            prof = None
+            if args.profile:
+                import cProfile
+
+                prof = cProfile.Profile(time.thread_time)  # CPU, not wall: load would inflate wall times
+                prof.enable()
             f = await flowd_run_fanout(cluster, await cluster.create_namespace("run"), n, args.concurrency)
-            bare_b = await bare_loop(api, ns_b, manifests(n, ns_b, f"b{n}-{rep}"), args.concurrency, raw=False)
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(f"{args.profile}.{n}.{rep}")
+            bare_b = await bare_loop(api, ns_b, manifests(n, ns_b, f"b{n}-{rep}"), args.concurrency, raw=raw)
             ratio = f["rate"] / max(bare_a, bare_b)
             ratios.append(ratio)
             print(f"{n:>6} | {bare_a:>7.0f} | {f['rate']:>11.0f} | {bare_b:>7.0f} | {ratio:>6.0%} | "
                   f"{f['stall_p99'] * 1000:>11.1f} ms | {f['stall_max'] * 1000:>4.0f} ms | {f['persist']:>9.2f} | "
-                  f"{f['in_loop']:>9.3f} | {f['batches']:>7} | {f['cpu'] / n * 1000:>5.2f} ms", flush=True)
+                  f"{f['in_loop']:>9.3f} | {f['batches']:>7} | {f['cpu'] / n * 1000:>5.2f} ms | {cpu_a / n * 1000:>9.2f} ms | "
+                  f"{f['last']:>7.2f} s | {load_avg()}", flush=True)
+        print(f"{n:>6}   median ratio {statistics.median(ratios):.0%}", flush=True)
+
+
+async def _bare_child(kubeconfig: str, ns: str, n: int, concurrency: int) -> None:
+    """The bare client of --paired, in its own process (its CPU is not flowd's): builds its
+    bodies, says ready, creates on "go" from stdin, prints the wall-clock stamp of each create."""
+    api = await load_client(kubeconfig=kubeconfig)
+    kube = Kube(api)
+    bodies = list(reversed(manifests(n, ns, f"p-{ns}")))
+    stamps: list[float] = []
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+
+    async def worker() -> None:
+        while bodies:
+            body = bodies.pop()
+            await kube.request("POST", f"/api/v1/namespaces/{ns}/pods", body=body)
+            stamps.append(time.time())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await kube.close()
+    await api.close()
+    print(json.dumps(stamps), flush=True)
+
+
+def overlap_rates(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Each side's creates per second inside the window both were creating in."""
+    lo, hi = max(a[0], b[0]), min(a[-1], b[-1])
+    if hi <= lo:
+        return float("nan"), float("nan"), 0.0
+    return (sum(lo <= t <= hi for t in a) / (hi - lo), sum(lo <= t <= hi for t in b) / (hi - lo), hi - lo)
+
+
+async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
+    """flowd run's fan-out and a bare client (its own process, flowd's JSON client, same pod
+    bodies, same concurrency) creating AT THE SAME TIME in two namespaces: both see the same
+    machine load at the same moment, which the sequential phases cannot give on a shared box.
+    Rates are counted inside the window where both were creating."""
+    print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'ratio':>6} | {'window':>7} | {'cpu/pod':>8} | load avg"
+          "   (paired: both at once)")
+    for n in sizes:
+        ratios = []
+        for _rep in range(args.repeat):
+            ns_b = await cluster.create_namespace("bare")
+            child = subprocess.Popen([sys.executable, __file__, "--bare-child", str(cluster.kubeconfig), ns_b, str(n),
+                                      str(args.concurrency)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                assert child.stdin is not None and child.stdout is not None
+                if child.stdout.readline().strip() != "ready":
+                    raise RuntimeError("the bare client did not start")
+
+                def go(stdin=child.stdin) -> None:
+                    stdin.write("go\n")
+                    stdin.flush()
+
+                f = await flowd_run_fanout(cluster, await cluster.create_namespace("run"), n, args.concurrency,
+                                           on_seed_done=go)
+                bare = json.loads(await asyncio.to_thread(child.stdout.readline))
+                child.wait()
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+            rb, rf, window = overlap_rates(sorted(bare), f["stamps"])
+            ratios.append(rf / rb)
+            print(f"{n:>6} | {rb:>7.0f} | {rf:>11.0f} | {rf / rb:>6.0%} | {window:>5.1f} s | {f['cpu'] / n * 1000:>5.2f} ms | "
+                  f"{load_avg()}", flush=True)
         print(f"{n:>6}   median ratio {statistics.median(ratios):.0%}", flush=True)
 
 
@@ -270,6 +365,13 @@ async def main() -> None:
     ap.add_argument("--run-only", action="store_true",
                     help="only bare client vs `flowd run` (driver + store + executor), side by side, then exit")
     ap.add_argument("--busy", action="store_true", help="run a CPU burner process (a busy loop) for the whole bench")
+    ap.add_argument("--paired", action="store_true",
+                    help="bare client (own process, JSON client) and `flowd run` creating at the same time, then exit")
+    ap.add_argument("--bare", choices=["k8s", "json"], default="k8s",
+                    help="with --run-only: the bare client — kubernetes_asyncio's CoreV1Api (k8s) or the same "
+                         "loop over flowd's thin JSON client (json: no model decoding, the tighter ceiling)")
+    ap.add_argument("--profile", metavar="PREFIX",
+                    help="with --run-only: cProfile the `flowd run` phases only, into PREFIX.<size>.<round>")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -287,6 +389,12 @@ async def main() -> None:
         print(f"control plane: k8s {infra.K8S_VERSION} + kwok {infra.KWOK_VERSION}, 1 fake node; "
               f"{args.concurrency} creates in flight; {os.cpu_count()} cores shared by everything"
               + ("; a CPU burner busy-loops on one core" if args.busy else ""))
+        if args.paired:
+            try:
+                await run_paired(cluster, sizes, args)
+            finally:
+                await api.close()
+            return
         if args.run_only:
             try:
                 await run_side_by_side(cluster, api, sizes, args)
@@ -327,4 +435,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) == 6 and sys.argv[1] == "--bare-child":
+        asyncio.run(_bare_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+    else:
+        asyncio.run(main())

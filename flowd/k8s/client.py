@@ -146,7 +146,10 @@ class Kube:
             raise ApiError(0, type(exc).__name__, str(exc) or type(exc).__name__) from exc
 
     async def request(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
-                      content_type: str = "application/json", timeout: float = 30.0) -> dict[str, Any]:
+                      content_type: str = "application/json", timeout: float = 30.0,
+                      decode: bool = True) -> dict[str, Any]:
+        """One call; the answer decoded (``decode=False``: read and dropped, ``{}`` returned —
+        for a caller that only needs the status, e.g. a create whose object the watch reports)."""
         resp = await self._call(method, path, query=query, body=body, content_type=content_type, timeout=timeout)
         try:
             data = await resp.read()
@@ -156,7 +159,7 @@ class Kube:
             resp.release()
         if not 200 <= resp.status < 300:
             raise _error(resp.status, data)
-        return _decode(data) if data else {}
+        return _decode(data) if data and decode else {}
 
     async def text_lines(self, path: str, *, query: dict[str, Any], inactivity: float | None = None,
                          max_line: int = 1 << 16) -> AsyncIterator[bytes]:

@@ -258,7 +258,7 @@ class KubernetesExecutor:
             att.stuck = None
             self._finished.add(att.key)
         self.stats["reports"] += 1
-        self.metrics.reports.labels(obs.status).inc()
+        self.metrics.count_report(obs.status)
         self.send_report(OpStatus(
             run_id=att.run_id, path=att.path, attempt=att.attempt, status=obs.status, time=self.clock(),
             message=obs.message, reason=obs.reason, exit_code=obs.exit_code, outputs=obs.outputs,
@@ -457,10 +457,11 @@ class KubernetesExecutor:
         delay: Backoff | None = None  # made on the first retry (seeding a Random costs ~0.1 ms)
         while True:
             try:
-                await self.kube.request("POST", path, body=att.manifest)
+                # the created object is not needed (the watch reports it): not decoded
+                await self.kube.request("POST", path, body=att.manifest, decode=False)
                 crash_point("k8s.created", att.key)  # tests only: the pod exists, nothing recorded
                 self.stats["created"] += 1
-                self.metrics.created.labels(att.kind).inc()
+                self.metrics.count_created(att.kind)
                 break
             except ApiError as exc:
                 if exc.conflict:

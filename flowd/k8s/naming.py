@@ -15,6 +15,7 @@ replaced by a slug plus a hash. The exact identity always travels in annotations
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 
@@ -63,8 +64,12 @@ def _slug(text: str, limit: int) -> str:
     return _NOT_DNS.sub("-", text.lower()).strip("-")[:limit].strip("-")
 
 
+@functools.lru_cache(maxsize=4096)
 def pod_name(run_id: str, path: str, attempt: int) -> str:
-    """``<run>-<op>-<attempt>-<hash>``, at most 63 chars, deterministic and DNS-safe."""
+    """``<run>-<op>-<attempt>-<hash>``, at most 63 chars, deterministic and DNS-safe.
+
+    Pure, so cached: the executor names an attempt's pod when it takes the start and again
+    when it builds the manifest (and the bench profile showed the SHA-256 + base32 of each)."""
     suffix = f"{attempt}-{identity_hash(run_id, path, attempt)}"
     room = MAX_NAME - len(suffix) - 1
     run = _slug(run_id, 20)

@@ -40,6 +40,7 @@ from typing import Protocol
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from flowd.engine import (
@@ -68,6 +69,9 @@ from flowd.runtime.store import RECORD_VERSION, RunRecord, SnapshotStore, StoreE
 from flowd.runtime.timers import TimerService
 
 __all__ = ["Driver", "EngineLike", "Progress"]
+
+# commands carried out between two yields to the event loop (see Driver._loop)
+DISPATCH_SLICE = 64
 
 
 class EngineLike(Protocol):
@@ -224,8 +228,12 @@ class Driver:
             was_done = self.record.done is not None
             commands = self.ledger.apply(self.engine, batch)
             await self._persist(batch, final=not was_done and self.record.done is not None)
-            for command in commands:
+            for i, command in enumerate(commands, 1):
                 await self._dispatch(command, tg)
+                if i % DISPATCH_SLICE == 0:
+                    # a fan-out's thousand starts would otherwise all be converted before the
+                    # executor sends its first create: let the creates begin meanwhile
+                    await anyio.lowlevel.checkpoint()
 
     def _drain(self) -> list[Event]:
         batch: list[Event] = []

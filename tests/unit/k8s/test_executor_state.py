@@ -31,7 +31,7 @@ class Store:
         self.calls: list[tuple[str, str]] = []
 
     async def request(self, method: str, path: str, *, query: Any = None, body: Any = None,
-                      content_type: str = "", timeout: float = 0) -> dict[str, Any]:
+                      content_type: str = "", timeout: float = 0, decode: bool = True) -> dict[str, Any]:
         self.calls.append((method, path))
         if method == "POST":
             url = f"{path}/{body['metadata']['name']}"
