@@ -135,3 +135,24 @@ def test_a_failed_upload_fails_the_pod_with_its_reason() -> None:
     _pod_status(pod, "Failed", {"exitCode": 0}, {"exitCode": 1, "message": "cannot upload the artifacts: denied"})
     obs = observe(pod, now=0)
     assert obs.status == S.FAILED and "flowd-artifacts: cannot upload the artifacts: denied" in (obs.message or "")
+
+
+def _factory_args(**kw: Any) -> Any:
+    import argparse
+
+    base = {"executor": "k8s", "executor_config": None, "kubeconfig": None, "namespace": None, "artifacts_store": None}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_flowd_run_on_k8s_takes_an_s3_store_from_the_environment_and_refuses_a_folder(monkeypatch) -> None:
+    from flowd.cli.run import _pods_store, executor_factory
+
+    monkeypatch.setenv("FLOWD_ARTIFACTS_STORE", "s3://b/p/")
+    monkeypatch.setenv("FLOWD_ARTIFACTS_ENDPOINT", "http://127.0.0.1:9000")
+    factory = executor_factory(_factory_args())
+    assert (factory.settings.artifacts_store, factory.settings.artifacts_endpoint) == ("s3://b/p/", "http://127.0.0.1:9000")
+    assert _pods_store(factory) == "s3://b/p"
+    monkeypatch.setenv("FLOWD_ARTIFACTS_STORE", "/srv/folder")  # a folder of this machine: not for pods
+    assert _pods_store(executor_factory(_factory_args())) is None
+    with pytest.raises(ValueError, match="pods reach only S3"):
+        executor_factory(_factory_args(executor_config='{"artifacts_store": "/srv/folder"}'))
