@@ -477,7 +477,10 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
             view = anyio.run(driver.run, initial)
     hook_runs = {h["run_id"]: engine.view(h["run_id"]) for h in view.hooks if h["run_id"] in engine.runs}
     if args.output == "json":
-        sys.stdout.write(json.dumps(json_report(view, hook_runs, _pods_store(executor) or artifacts_location(store)), indent=2) + "\n")
+        report = json_report(view, hook_runs, _pods_store(executor) or artifacts_location(store))
+        if report["message"] is None and view.status == "stopped" and driver.stall_message:
+            report["message"] = driver.stall_message  # stopped by flowd: say what each op waited for
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         for h in hook_entries(view, hook_runs):
             print(f"hook {h['index']} ({h['hub_ref']}) of {h['op'] or 'the pipeline'} ({h['trigger_status']}): "

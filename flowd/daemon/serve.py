@@ -267,8 +267,10 @@ class Daemon:
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(30):
             for partition in list(self.workers):
-                worker = self.workers.pop(partition)
-                await worker.close()
+                # a rebalance may revoke (and close) a partition while an earlier one closes here
+                worker = self.workers.pop(partition, None)
+                if worker is not None:
+                    await worker.close()
             await self.consumer.stop()
             # reports still queued go out now (the reporter task is gone)
             with contextlib.suppress(Exception):

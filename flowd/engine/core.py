@@ -223,10 +223,13 @@ class Engine:
         index = self._index[run_id]
         out: dict[str, str] = {}
         for path, node in run.nodes.items():
-            if node.status in S.DONE or node.kind in PIPELINE_KINDS:
+            if node.status in S.DONE:
                 continue
             if not node.approved and (node.ready or node.reason == "PendingApproval"):
+                # a matrix or nested DAG held for approval too: nothing under it runs until then
                 out[path] = f"approval (flowd approve / --approve {path})"
+            elif node.kind in PIPELINE_KINDS:
+                continue
             elif node.status == S.CREATED:
                 base = node.parent or ""
                 ups = [up for up in index.specs[path].upstream

@@ -25,6 +25,7 @@ from flowd.engine.resolve import ResolveError, has_templates
 from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key
 from flowd.engine.step import Step
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
+from flowd.engine.to_init import init_steps, with_init_steps
 from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
 from flowd.spec.compiled import TRIGGER_POLICIES, Op, Termination
 
@@ -144,6 +145,7 @@ class Ops:
                 body = resolver.render(body, params, "run")
             env = resolver.env(params)
             term = fields.termination(run, index, node, spec)
+            init_steps(spec, params)  # a toInit param that cannot be a step fails the op here, not at start
         except ResolveError as exc:
             step.finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
             return
@@ -241,6 +243,7 @@ def start_op(run: RunState, node: Node, spec: Op, params: dict[str, Any], body: 
              term: Termination) -> StartOp:
     """The command that starts ``node``'s current attempt (at dispatch, and derived again after
     a restore: :mod:`flowd.engine.run_parts`)."""
+    body = with_init_steps(body, init_steps(spec, params))  # toInit params (checked at dispatch)
     cache_key, cache_ttl = (None, None)
     if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
         cache_key, cache_ttl = cache_of(spec, node, params, body, env)

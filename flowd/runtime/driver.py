@@ -139,6 +139,8 @@ class Driver:
         self.executor_factory = executor
         self.max_procs = max_procs
         self.done: PipelineDone | None = None
+        # why the driver stopped a run that could not progress (the --output json message)
+        self.stall_message: str | None = None
         self.ledger = Ledger(record)
         self.journal = JournalFile(store.journal_path(self.run_id))
         self._seq = record.seq
@@ -294,6 +296,8 @@ class Driver:
         if self._stalls > 1:
             self.progress.note(f"flowd: the run is stuck and does not stop; giving up (waiting: {', '.join(waiting)})")
             return False
+        self.stall_message = (f"stopped: nothing could progress (waiting: {', '.join(waiting) or '-'}; an op held "
+                              "for approval needs --approve PATH)")
         self.progress.note(
             "flowd: nothing is running and nothing is scheduled, but the pipeline is not done "
             f"(waiting: {', '.join(waiting) or '-'}; an op held for approval needs --approve PATH); stopping it"

@@ -171,8 +171,12 @@ class LocalExecutor:
         self.workdir = workdir or self.run_dir / "work"
         # shared by the runs of one state dir (<state dir>/runs/<run id> -> <state dir>/cache)
         # (off in the daemon: its hits must be in the log and seen by every replica, which a local
-        # folder is not; the daemon's cache is a compacted topic still to come, issue 11)
+        # folder is not; the daemon's cache is the compacted topic of flowd.daemon.cache)
         self.cache = LocalCache(self.run_dir.parent.parent / "cache") if use_cache else None
+        # POLYFLOW §5.10 "hit on a still-running run": the attempt running for a cache key, and
+        # the attempts with the same key that wait for its result instead of running too
+        self._cache_runner: dict[str, _Attempt] = {}
+        self._cache_followers: dict[str, list[_Attempt]] = {}
         # where finished attempts' $FLOWD_ARTIFACTS go (flowd.artifacts.config: --artifacts-store,
         # $FLOWD_ARTIFACTS_STORE, else <state dir>/artifacts)
         self.artifacts = artifacts if artifacts is not None else open_store(
@@ -224,7 +228,37 @@ class LocalExecutor:
                 return
         attempt = _Attempt(cmd, self.attempt_dir(cmd))
         self._attempts[cmd.key] = self._live[cmd.key] = attempt
+        if self._follows(attempt):
+            return
         await self._launch(attempt)
+
+    def _follows(self, attempt: _Attempt) -> bool:
+        """An attempt whose cache key is being computed right now by another attempt waits for
+        that one's result (a hit when it succeeds) instead of running the same work twice."""
+        key = attempt.cmd.cache_key
+        if key is None or self.cache is None:
+            return False
+        runner = self._cache_runner.get(key)
+        if runner is None or runner.stopping or runner.finished.is_set():
+            self._cache_runner[key] = attempt
+            return False
+        self._cache_followers.setdefault(key, []).append(attempt)
+        return True
+
+    async def _wake_followers(self, key: str) -> None:
+        """The runner of ``key`` ended: its followers take its result if it succeeded (now in the
+        cache); otherwise the first one runs and the others follow it."""
+        for attempt in self._cache_followers.pop(key, []):
+            if attempt.stopping or attempt.finished.is_set():
+                continue
+            cmd = attempt.cmd
+            hit = self.cache.lookup(key, cmd.cache_ttl, self.clock()) if self.cache is not None else None
+            if hit is not None:
+                self._finished(attempt)
+                self._report(cmd, "succeeded", outputs=hit.outputs, reason="CacheHit",
+                             message=f"{HIT_PREFIX}{hit.run_id}/{hit.path}")
+            elif not self._follows(attempt):
+                await self._launch(attempt)
 
     async def _launch(self, attempt: _Attempt, *, note: str | None = None) -> None:
         """Spawn now if a process slot is free, else wait for one."""
@@ -317,6 +351,11 @@ class LocalExecutor:
     def _finished(self, attempt: _Attempt) -> None:
         self._live.pop(attempt.cmd.key, None)
         attempt.finished.set()
+        key = attempt.cmd.cache_key
+        if key is not None and self._cache_runner.get(key) is attempt:
+            del self._cache_runner[key]
+            if self._cache_followers.get(key) and self._tg is not None:
+                self._tg.start_soon(self._wake_followers, key, name=f"cache followers of {attempt.cmd.key}")
 
     def _report(self, cmd: StartOp | StopOp, status: str, **fields: Any) -> None:
         self.send(OpStatus(run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, status=status, time=self.clock(), **fields))
@@ -520,7 +559,13 @@ class LocalExecutor:
     async def _terminate(self, attempt: _Attempt) -> None:
         process = attempt.process
         if process is None:
-            if attempt in self._waiting:  # never got a process: nothing to kill
+            followers = self._cache_followers.get(attempt.cmd.cache_key or "", [])
+            if attempt in followers:  # waiting for another attempt's result: nothing to kill
+                followers.remove(attempt)
+                self._finished(attempt)
+                reason = attempt.stop_reason or "Stopped"
+                self._finish(attempt, status="stopped", reason=reason, message=f"stopped before it started ({reason})")
+            elif attempt in self._waiting:  # never got a process: nothing to kill
                 self._waiting.remove(attempt)
                 self._finished(attempt)
                 reason = attempt.stop_reason or "Stopped"

@@ -36,6 +36,8 @@ def pod_location(run_dir: Path) -> dict[str, str | None] | None:
     return data if isinstance(data, dict) and isinstance(data.get("namespace"), str) else None
 
 STREAMS = ("stdout", "stderr")
+# how the logs of a hook run the run fired are named (flowd logs RUN hook:1c8d68eb)
+HOOK_PREFIX = "hook:"
 _ATTEMPT_DIR = re.compile(r"^(?P<path>.+)@(?P<attempt>\d+)$")
 
 
@@ -59,23 +61,48 @@ class AttemptLogs:
 
 def attempt_logs(run_dir: Path, *, op: str | None = None, attempt: int | None = None) -> list[AttemptLogs]:
     """The attempts of a run that have a log directory, in (op path, attempt) order; ``op``
-    selects one op (and the ops inside it, for a nested DAG or a matrix), ``attempt`` one attempt."""
+    selects one op (and the ops inside it, for a nested DAG or a matrix), ``attempt`` one attempt.
+
+    The hook runs the run fired (``<run dir>/hooks/<hook run id>/attempts/``) come last, as
+    ``hook:<first 8 characters of the hook run id>`` (a hook that is a DAG: ``hook:<id>/<op>``)."""
     found = []
+    for prefix, folder in [("", run_dir / "attempts"), *_hook_folders(run_dir)]:
+        for path, number, entry in _attempt_dirs(folder, prefix):
+            if op is not None and not (path == op or path.startswith((op + "/", op + "["))):
+                continue
+            if attempt is not None and number != attempt:
+                continue
+            found.append(AttemptLogs(path, number, entry))
+    return sorted(found, key=lambda a: (a.path.startswith(HOOK_PREFIX), a.path, a.attempt))
+
+
+
+def _hook_folders(run_dir: Path) -> list[tuple[str, Path]]:
     try:
-        entries = list((run_dir / "attempts").iterdir())
+        hooks = sorted(e for e in (run_dir / "hooks").iterdir() if e.is_dir())
     except OSError:
         return []
+    return [(f"{HOOK_PREFIX}{h.name[:8]}", h / "attempts") for h in hooks]
+
+
+def _attempt_dirs(folder: Path, prefix: str) -> Iterator[tuple[str, int, Path]]:
+    """(op path, attempt, dir) of each attempt directory in ``folder``; ``prefix`` names the run
+    (a hook run's single op has the path "" and its directory is ``@1``)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
     for entry in entries:
+        if not entry.is_dir():
+            continue
+        if prefix and entry.name.startswith("@") and entry.name[1:].isdigit():
+            yield prefix, int(entry.name[1:]), entry
+            continue
         parsed = parse_attempt_dir_name(entry.name)
-        if parsed is None or not entry.is_dir():
+        if parsed is None:
             continue
         path, number = parsed
-        if op is not None and not (path == op or path.startswith((op + "/", op + "["))):
-            continue
-        if attempt is not None and number != attempt:
-            continue
-        found.append(AttemptLogs(path, number, entry))
-    return sorted(found, key=lambda a: (a.path, a.attempt))
+        yield (f"{prefix}/{path}" if prefix else path), number, entry
 
 
 def tail_lines(path: Path, lines: int, *, max_bytes: int = 65536) -> list[str]:

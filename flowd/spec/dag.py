@@ -351,6 +351,7 @@ class DagRules:
         """[FLOWD] a DAG component's output bound to an inner op (``value: "{{ ops.X.outputs.Y }}"``):
         X must be an op of this DAG declaring Y, like any cross-op template."""
         declared = {io.name: io for io in (eff.spec.outputs or []) if isinstance(io, m.IO)}
+        eff.outputs = [self._implicit_binding(eff, io, ctx, declared) for io in eff.outputs]
         for io in eff.outputs:
             if not (isinstance(io.value, str) and binds_inner_output(io.value)):
                 continue
@@ -359,6 +360,24 @@ class DagRules:
                 problem = self._check_template_ref(tref, "", ctx, False)
                 if problem:  # an error at any depth: the binding is flowd's, no reference verdict to keep
                     self.emit("error", where, f"output `{io.name}` of the DAG: {problem}")
+
+    def _implicit_binding(self, eff: Effective, io: c.IOSpec, ctx: DagContext, declared: dict[str, Any]) -> c.IOSpec:
+        """[FLOWD] a DAG output with no value takes the output of the same name of the one inner
+        op that declares it (``l3`` outputs ``n`` -> the DAG's ``n``), so a value passes out of
+        nested DAGs without a binding at each level. None or several such ops: a warning, since
+        the output would never be produced."""
+        if io.value is not None:
+            return io
+        makers = [name for name, info in ctx.ops.items() if info.outputs is not None and io.name in info.outputs]
+        if len(makers) == 1:
+            return msgspec.structs.replace(io, value=f"{{{{ ops.{makers[0]}.outputs.{io.name} }}}}")
+        if not io.is_optional:
+            where = self.cmp.at(declared[io.name]) if io.name in declared else (eff.source, ("outputs",))
+            why = (f"ops {', '.join(f'`{n}`' for n in makers)} all declare it" if makers
+                   else "no op of the DAG declares an output of that name")
+            self.emit("warning", where, f"output `{io.name}` of the DAG has no value and {why}, so it is never "
+                                        f"produced: bind it with `value: \"{{{{ ops.OP.outputs.{io.name} }}}}\"`")
+        return io
 
     def _service_dependencies(self, order: list[str], edges: dict[str, list[str]],
                               event_edges: dict[str, dict[str, list[str]]], named: dict[str, Any]) -> None:

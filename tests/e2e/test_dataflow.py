@@ -45,6 +45,36 @@ def test_a_second_run_reuses_cached_results(tmp_path: Path) -> None:
     assert not any("prepare" in p.name for p in attempts)  # no process ran for it
 
 
+def test_identical_ops_running_at_once_compute_once_and_the_others_take_the_result(tmp_path: Path) -> None:
+    from tests.e2e.test_flowd_run import run_json
+
+    marks = tmp_path / "marks"
+    # three ops of one component with the same inputs (one cache key), all ready at once
+    job = textwrap.indent(textwrap.dedent(f"""\
+        component:
+          outputs: [{{name: n, type: int}}]
+          run:
+            kind: job
+            container:
+              image: busybox
+              command: [sh, -c]
+              args: ["echo x >> {marks}; sleep 1; echo '{{\\"n\\": 7}}' > $FLOWD_OUTPUTS"]
+    """), "      ")
+    text = "version: 1.1\nkind: component\nname: same\nrun:\n  kind: dag\n  operations:\n"
+    for name in ("a", "b", "c"):
+        text += f"    - name: {name}\n" + job
+    path = tmp_path / "same.yaml"
+    path.write_text(text)
+    report = run_json(path, state=tmp_path / "state", expect_rc=0)
+    assert marks.read_text() == "x\n"  # one process ran
+    ops = report["ops"]
+    assert {p: op["outputs"] for p, op in ops.items()} == {"a": {"n": 7}, "b": {"n": 7}, "c": {"n": 7}}
+    hits = sorted(p for p, op in ops.items() if op.get("cache_hit"))
+    assert len(hits) == 2
+    (runner,) = set(ops) - set(hits)
+    assert all(ops[p]["cache_source"] == {"run_id": report["run_id"], "op": runner} for p in hits)
+
+
 def test_a_kill_9_while_a_hook_runs_then_resume_finishes_the_hook_once(tmp_path: Path) -> None:
     log = tmp_path / "log"
     hub = tmp_path / "hub"

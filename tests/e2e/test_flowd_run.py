@@ -201,6 +201,8 @@ def check_approval(r: dict[str, Any]) -> None:
     # nobody approved: the run cannot progress and flowd stops it rather than hang
     assert r["status"] == "stopped"
     assert statuses(r) == {"build": "succeeded", "deploy": "stopped"}
+    # and says why, naming what each op waited for
+    assert "deploy waits for approval (flowd approve / --approve deploy)" in r["message"]
 
 
 def check_schedule(r: dict[str, Any]) -> None:

@@ -205,10 +205,10 @@ def flaky(tmp_path: Path) -> tuple[Path, Path, Path]:
     return write(tmp_path, "flaky.yaml", FLAKY.format(log=log, ok=ok)), log, ok
 
 
-def run_report(*args: str | Path, state: Path, rc: int) -> dict[str, Any]:
+def run_report(*args: str | Path, state: Path, rc: int = 0, env: dict[str, str] | None = None) -> dict[str, Any]:
     # these tests are about runs, resume and logs: every run executes (no result cache)
     extra = ("--no-cache",) if args[0] == "run" else ()
-    proc = cli(*args, *extra, "--state-dir", state, "--output", "json")
+    proc = cli(*args, *extra, "--state-dir", state, "--output", "json", env=env)
     assert proc.returncode == rc, proc.stderr
     return json.loads(proc.stdout)
 
@@ -324,3 +324,17 @@ def test_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(tmp_path: P
         if run.poll() is None:
             run.kill()
         run.communicate()
+
+
+def test_logs_include_the_hook_runs_a_run_fired(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    env = {"FLOWD_HUB": str(ROOT / "examples" / "hub")}
+    report = run_report("run", FEATURES / "hooks.yaml", state=state, env=env)
+    ran = {h["run_id"][:8]: h for h in report["hooks"] if h["status"] != "skipped"}
+    logs = cli("logs", report["run_id"], "--state-dir", state)
+    assert logs.returncode == 0, logs.stderr
+    hook_lines = [ln for ln in logs.stdout.splitlines() if ln.startswith("[hook:")]
+    assert sorted(ln.split("]")[0][6:] for ln in hook_lines) == sorted(ran)
+    assert f"[hook:{report['hooks'][0]['run_id'][:8]}] to #training: train succeeded (outputs: {{loss: 0.25}})" in hook_lines
+    one = cli("logs", report["run_id"], f"hook:{report['hooks'][0]['run_id'][:8]}", "--state-dir", state)
+    assert one.stdout.splitlines() == ["to #training: train succeeded (outputs: {loss: 0.25})"]

@@ -134,3 +134,58 @@ def test_check_types_dag_output_bindings():
     """
     result = compile_text(textwrap.dedent(job_binding), source="t.yaml")
     assert not result.valid and "only a DAG component" in result.errors[0].message
+
+
+UNBOUND = """
+kind: component
+name: nest
+run:
+  kind: dag
+  operations:
+    - name: l1
+      component:
+        outputs: [{name: n, type: int}]
+        run:
+          kind: dag
+          operations:
+            - name: l2
+              component:
+                outputs: [{name: n, type: int}]
+                run:
+                  kind: dag
+                  operations:
+                    - name: l3
+                      component:
+                        outputs: [{name: n, type: int}]
+                        run: {kind: job, container: {image: busybox, command: [echo]}}
+    - name: use
+      params: {got: {ref: ops.l1, value: outputs.n}}
+      component:
+        inputs: [{name: got, type: int}]
+        run: {kind: job, container: {image: busybox, command: [echo, "{{ got }}"]}}
+"""
+
+
+def test_a_dag_output_with_no_value_takes_the_one_inner_output_of_its_name():
+    sim = Sim(compile_ok(UNBOUND), outputs=lambda s: {"n": "21"} if s.path.endswith("l3") else None)
+    sim.run()
+    assert sim.node("l1/l2").outputs == {"n": 21} and sim.node("l1").outputs == {"n": 21}
+    use = next(s for s in sim.started if s.path == "use")
+    assert use.params == {"got": 21} and sim.done.status == "succeeded"
+
+
+def test_a_dag_output_nothing_or_several_ops_could_produce_is_warned_about():
+    none = textwrap.dedent(UNBOUND).replace("outputs: [{name: n, type: int}]\n        run:\n          kind: dag",
+                                            "outputs: [{name: m, type: int}]\n        run:\n          kind: dag")
+    result = compile_text(none, source="t.yaml")
+    assert [w.message for w in result.warnings if "never produced" in w.message] == [
+        "output `m` of the DAG has no value and no op of the DAG declares an output of that name, so it is never "
+        'produced: bind it with `value: "{{ ops.OP.outputs.m }}"`']
+    several = textwrap.dedent(UNBOUND).replace(
+        "                    - name: l3\n",
+        "                    - name: l0\n                      component:\n"
+        "                        outputs: [{name: n, type: int}]\n"
+        "                        run: {kind: job, container: {image: busybox, command: [echo]}}\n"
+        "                    - name: l3\n")
+    result = compile_text(several, source="t.yaml")
+    assert any("ops `l0`, `l3` all declare it" in w.message for w in result.warnings)

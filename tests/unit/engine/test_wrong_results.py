@@ -277,3 +277,29 @@ def test_an_op_held_for_approval_next_to_a_service_is_not_declared_stuck():
     sim.run()
     assert sim.status("client") == "created" and sim.done is None
     assert sim.engine.waiting_for(sim.run_id)["prep"].startswith("approval")
+
+
+def test_a_matrix_or_nested_dag_held_for_approval_says_so_when_the_run_stalls():
+    text = """
+    kind: component
+    name: held
+    run:
+      kind: dag
+      operations:
+        - name: sweep
+          isApproved: false
+          matrix: {kind: mapping, values: [{x: 1}, {x: 2}]}
+          component: {inputs: [{name: x, type: int}], run: {kind: job, container: {image: busybox, command: [echo]}}}
+        - name: sub
+          isApproved: false
+          component:
+            run:
+              kind: dag
+              operations:
+                - {name: inner, component: {run: {kind: job, container: {image: busybox, command: [echo]}}}}
+    """
+    sim = Sim(compile_ok(text))
+    sim.run()
+    assert sim.started == [] and sim.done is None
+    waits = sim.engine.waiting_for(sim.run_id)
+    assert waits == {"sweep": "approval (flowd approve / --approve sweep)", "sub": "approval (flowd approve / --approve sub)"}

@@ -345,3 +345,21 @@ async def test_a_waiting_attempt_stops_without_ever_running(tmp_path: Path, rec:
         assert rec.statuses("queued") == ["stopped"]
         await ex.stop(stop_of(busy))
         await rec.terminal("busy")
+
+
+async def test_a_follower_of_a_failed_runner_runs_itself_and_a_stopped_one_never_runs(tmp_path: Path, rec: Recorder) -> None:
+    """Attempts with the cache key of a running attempt wait for it (POLYFLOW §5.10); when it
+    does not succeed the next one runs; one stopped while waiting ends without a process."""
+    marks = tmp_path / "marks"
+    script = f"import sys, time; open({str(marks)!r}, 'a').write(sys.argv[1] + '\\n'); time.sleep(0.5); sys.exit(sys.argv[1] == 'a')"
+    cmds = {p: start(p, [PY, "-c", script, p], cache_key="same-key") for p in ("a", "b", "c")}
+    async with executor(tmp_path, rec) as ex:
+        for cmd in cmds.values():
+            await ex.start(cmd)
+        await ex.stop(stop_of(cmds["c"], reason="Upstream"))
+        assert (await rec.terminal("c")).status == "stopped"
+        assert (await rec.terminal("a")).status == "failed"
+        b = await rec.terminal("b")
+        assert b.status == "succeeded" and b.reason is None  # it ran: a failure is never a result to reuse
+    assert marks.read_text().split() == ["a", "b"]
+    assert "running" not in rec.statuses("c")
