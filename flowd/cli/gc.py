@@ -12,7 +12,10 @@ and ``flowd logs`` of it keep working). Runs a flowd process is carrying out are
 ``--daemon``: the daemons' finished runs instead, by the time they finished, with the same
 retention flags: their summaries in the compacted ``status`` topic get a tombstone (what
 ``flowd runs --daemon``, ``flowd status`` and ``flowd ui --daemon`` read), and compaction drops
-them. The ``events`` topic keeps its own retention (Kafka's ``retention.ms``); pods go by their
+them. With an artifact store (``--artifacts-store``, else the daemons' ``artifacts_store`` from ``--config`` or
+``$FLOWD_ARTIFACTS_STORE``),
+their artifacts go too, never while a kept run's summary or a ``<prefix>cache`` entry names them.
+The ``events`` topic keeps its own retention (Kafka's ``retention.ms``); pods go by their
 ``ttl``; a daemon's local state dir is not touched. Exit 1 when Kafka fails.
 """
 
@@ -140,6 +143,11 @@ def _daemon_gc(args: argparse.Namespace, *, cutoff: float, days: float) -> int:
             if s.finished_at is None or seen[s.pipeline] <= args.keep_last or s.finished_at >= cutoff:
                 continue  # running, among the last N of its pipeline, or within the retention
             gone.append(s.run_id)
+        # the artifacts first: a crash after them leaves the summaries, and the next gc forgets
+        # those runs (their artifacts then count as orphans); never the other way round
+        code = _daemon_artifacts(args, config, summaries, set(gone), cutoff=cutoff)
+        if code:
+            return code
         if not args.dry_run:
             anyio.run(forget_runs, config, gone)
         for run_id in gone:  # after the tombstones are written: a refused write forgot nothing
@@ -149,4 +157,72 @@ def _daemon_gc(args: argparse.Namespace, *, cutoff: float, days: float) -> int:
         return 1
     print(f"{len(gone)} daemon run(s) {'to forget' if args.dry_run else 'forgotten'} (retention {days:g} days, "
           f"keeping the last {args.keep_last} of each pipeline)", file=sys.stderr)
+    return 0
+
+
+def _daemon_artifacts(args: argparse.Namespace, config: Any, summaries: dict[str, Any], gone: set[str], *,
+                      cutoff: float) -> int:
+    """The artifacts of the daemons' runs (``--artifacts-store`` / ``$FLOWD_ARTIFACTS_STORE``, the
+    store the daemons were given; nothing without one): a run's go when the run is forgotten
+    now, or was forgotten earlier (no summary) and its newest object is older than the
+    retention, and neither a kept run's summary (its ops' outputs) nor a live entry of the
+    ``<prefix>cache`` topic names ``<store>/<run id>/``. Running runs have a summary: kept."""
+    import anyio
+    import msgspec
+
+    from flowd.artifacts import ArtifactStoreError, StoreConfig, open_store
+    from flowd.artifacts.gc import collectable, references
+    from flowd.daemon.client import latest_values
+    from flowd.daemon.kafka import BusError
+
+    # --artifacts-store, else the daemons' setting (--config file, $FLOWD_ARTIFACTS_*)
+    settings = StoreConfig(url=args.artifacts_store or config.artifacts_store, endpoint=config.artifacts_endpoint,
+                           region=config.artifacts_region)
+    if not settings.url:
+        return 0
+    try:
+        artifacts = open_store(settings, default_folder=Path("."))
+        stored = anyio.run(artifacts.children, "")
+    except ArtifactStoreError as exc:
+        print(f"flowd gc: error: artifacts store: {exc}", file=sys.stderr)
+        return 1
+    if not stored:
+        return 0
+    location = artifacts.location("")
+    kept = set(summaries) - gone
+    referenced: set[str] = set()
+    for run_id in kept:
+        summary = summaries[run_id]
+        if summary.ops_omitted:
+            print(f"flowd gc: warning: run {run_id} has too many ops for its summary: artifacts it refers to "
+                  "are not seen", file=sys.stderr)
+        referenced |= references(msgspec.json.encode(summary), location, stored)
+    try:
+        cache = anyio.run(latest_values, config, config.topics.cache)
+    except BusError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        cache = {}  # a deployment with the cache off
+    for value in cache.values():
+        referenced |= references(value, location, stored)
+    for run_id in sorted(r for r in stored if r in gone and r in referenced):
+        print(f"kept artifacts of {run_id}: a kept run or a cache entry refers to them", file=sys.stderr)
+    async def sweep() -> None:
+        doomed = []
+        for run_id in collectable(stored, going=gone, kept=kept, referenced=referenced):
+            if run_id not in gone:  # an orphan: only once its files are past the retention too
+                objects = await artifacts.list(run_id)
+                if not objects or max(o.modified for o in objects) >= cutoff:
+                    continue
+            doomed.append(run_id)
+        for run_id in doomed:
+            if not args.dry_run:
+                await artifacts.delete(run_id)
+            print(("would remove artifacts of " if args.dry_run else "removed artifacts of ") + run_id)
+
+    try:
+        anyio.run(sweep)
+    except ArtifactStoreError as exc:
+        print(f"flowd gc: error: {exc}", file=sys.stderr)
+        return 1
     return 0

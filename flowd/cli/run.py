@@ -137,6 +137,14 @@ def executor_factory(args: argparse.Namespace) -> Any:
 
         args.connection_catalog = _Settings.from_config(config).connections if config else {}
         return None
+    # the pods' artifact store: the settings file, else --artifacts-store/$FLOWD_ARTIFACTS_* when
+    # they name S3 (a folder of this machine is out of the pods' reach)
+    url = getattr(args, "artifacts_store", None) or os.environ.get("FLOWD_ARTIFACTS_STORE", "")
+    if "artifacts_store" not in config and url.startswith("s3://"):
+        config["artifacts_store"] = url
+        for key in ("endpoint", "region", "connection"):
+            if os.environ.get(f"FLOWD_ARTIFACTS_{key.upper()}"):
+                config.setdefault(f"artifacts_{key}", os.environ[f"FLOWD_ARTIFACTS_{key.upper()}"])
     if args.kubeconfig:
         config["kubeconfig"] = args.kubeconfig
     if args.namespace:
@@ -144,6 +152,12 @@ def executor_factory(args: argparse.Namespace) -> Any:
     from flowd.k8s.config import Settings
 
     settings = Settings.from_config(config)  # report bad settings now, before anything runs
+    from flowd.k8s.artifacts import ArtifactsError, store_base
+
+    try:
+        store_base(settings)
+    except ArtifactsError as exc:
+        raise ValueError(str(exc)) from None
 
     def factory(send: Any, run_dir: Path) -> Any:
         from flowd.k8s.drain import draining
@@ -154,6 +168,15 @@ def executor_factory(args: argparse.Namespace) -> Any:
 
     factory.settings = settings  # type: ignore[attr-defined]  # for the cluster check in run()
     return factory
+
+
+def _pods_store(executor: Any) -> str | None:
+    settings = getattr(executor, "settings", None)
+    if settings is None or not getattr(settings, "artifacts_store", ""):
+        return None
+    from flowd.k8s.artifacts import store_base
+
+    return store_base(settings)
 
 
 def _local_connections(args: argparse.Namespace, store: SnapshotStore) -> Any:
@@ -392,9 +415,11 @@ def _run_locked(args: argparse.Namespace, *, file: Path, params: dict[str, str],
         context = {"context_path": context_path, "artifacts_path": f"{context_path}/artifacts",
                    "owner_name": os.environ.get("USER") or "flowd"}
         if executor is None:
-            # only local processes write $FLOWD_ARTIFACTS into the store so far; pods do not
-            # (docs/artifacts.md "Not yet"), so their artifacts refs fail with a clear message
             context["artifacts_store"] = artifacts_location(store)
+        elif (pods_store := _pods_store(executor)) is not None:
+            # pods upload to and download from the S3 store of the executor settings
+            # (flowd.k8s.artifacts); without one, artifacts refs fail with a clear message
+            context["artifacts_store"] = pods_store
         if args.no_cache:
             context["cache"] = "off"
         initial.append(Submit(run_id=run_id, pipeline=result.op, time=now, seed=seed, context=context))
@@ -454,7 +479,7 @@ def _drive(args: argparse.Namespace, *, engine: Any, record: RunRecord, store: S
             view = anyio.run(driver.run, initial)
     hook_runs = {h["run_id"]: engine.view(h["run_id"]) for h in view.hooks if h["run_id"] in engine.runs}
     if args.output == "json":
-        report = json_report(view, hook_runs, artifacts_location(store))
+        report = json_report(view, hook_runs, _pods_store(executor) or artifacts_location(store))
         if report["message"] is None and view.status == "stopped" and driver.stall_message:
             report["message"] = driver.stall_message  # stopped by flowd: say what each op waited for
         sys.stdout.write(json.dumps(report, indent=2) + "\n")

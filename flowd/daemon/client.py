@@ -154,6 +154,29 @@ async def run_summaries(config: DaemonConfig, *, run_id: str | None = None) -> d
     return out
 
 
+async def latest_values(config: DaemonConfig, topic: str) -> dict[bytes, bytes]:
+    """The live records of a compacted topic (key -> latest value; tombstones drop the key),
+    read_committed up to its end as of now. Raises BusError when the topic does not exist."""
+    c = consumer(config, group_id=None)
+    await start_client(c, config, f"cannot read {topic}")
+    try:
+        with map_errors(f"cannot read {topic}"):
+            md = await c._client.fetch_all_metadata()  # noqa: SLF001 - no public metadata call
+            parts = sorted(md.partitions_for_topic(topic) or ())
+    finally:
+        await stop_consumer(c)
+    if not parts:
+        raise BusError(f"topic {topic} does not exist (a daemon creates it at start)")
+    out: dict[bytes, bytes] = {}
+    for part in parts:
+        async for rec in read_partition(config, topic, part):
+            if rec.value is None:
+                out.pop(rec.key, None)
+            else:
+                out[rec.key] = rec.value
+    return out
+
+
 async def forget_runs(config: DaemonConfig, run_ids: list[str]) -> None:
     """Tombstones for these runs in the compacted ``status`` topic (``flowd gc --daemon``): the
     next compaction drops their summaries. Only for finished runs: a daemon writes a run's

@@ -86,6 +86,14 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url_ref_max_bytes: int = 1024 * 1024
     url_ref_max_documents: int = 16
     url_ref_concurrency: int = 4
+    # the artifact store (docs/artifacts.md): a folder (local executor; default <state_dir>/artifacts)
+    # or s3://bucket[/prefix] (required for pods), its endpoint and region, and the catalog
+    # connection whose secret carries the credentials into pods. Credentials are never settings:
+    # the daemon's own S3 client reads AWS_* from its environment
+    artifacts_store: str = ""
+    artifacts_endpoint: str = ""
+    artifacts_region: str = ""
+    artifacts_connection: str = ""
 
     @property
     def topics(self) -> Topics:
@@ -143,6 +151,10 @@ FIELDS_HELP = {
     "url_ref_timeout": "seconds per network step of a urlRef fetch (2x for a whole document)",
     "url_ref_max_bytes": "largest urlRef document",
     "url_ref_max_documents": "most urlRef documents per submission",
+    "artifacts_store": "artifact store: a folder, or s3://bucket[/prefix] (pods need S3)",
+    "artifacts_endpoint": "S3-compatible endpoint of the artifact store (empty: AWS)",
+    "artifacts_region": "region of the S3 artifact store",
+    "artifacts_connection": "catalog connection whose secret gives pods the store credentials",
 }
 
 # the Kafka security settings: flags of `flowd serve` and of every command that talks to Kafka

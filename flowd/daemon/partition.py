@@ -94,6 +94,9 @@ def subscription_refs(op: Op) -> list[dict[str, Any]]:
 
 
 class PartitionState:
+    # the deployment's artifact store location, put into every run's context (flowd.daemon.artifacts)
+    artifacts_store: str | None = None
+
     def __init__(self, partition: int, *, compiler: Compiler, engine: Engine | None = None,
                  daemon: wire.DaemonState | None = None, limits: Limits | None = None) -> None:
         self.partition = partition
@@ -333,8 +336,12 @@ class PartitionState:
             h = msg.hook_of
             hook_of = HookOf(run_id=h.run_id, path=h.path, attempt=h.attempt, index=h.index, hub_ref=h.hub_ref,
                              status=h.status, epoch=h.epoch)
+        context = msg.context
+        if self.artifacts_store is not None:
+            # refs to artifacts name this deployment's store, whatever a submitter wrote
+            context = {**(context or {}), "artifacts_store": self.artifacts_store}
         self._handle(record, Submit(run_id=run_id, pipeline=pipeline, time=msg.time, seed=msg.seed,
-                                    context=msg.context, hook_of=hook_of), out)
+                                    context=context, hook_of=hook_of), out)
 
     def _invalid(self, msg: wire.Submission, diagnostics: list[wire.Diagnostic], out: Outcome) -> None:
         name = (msg.source or "pipeline").rsplit("/", 1)[-1]

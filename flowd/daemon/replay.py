@@ -18,6 +18,7 @@ import msgspec
 from aiokafka import TopicPartition
 
 from flowd.daemon import snapshots, wire
+from flowd.daemon.artifacts import artifacts_location
 from flowd.daemon.client import partition_for, read_partition
 from flowd.daemon.compiler import make_compiler
 from flowd.daemon.config import DaemonConfig
@@ -78,6 +79,7 @@ async def replay(config: DaemonConfig, *, partition: int | None = None, run_id: 
     compiler = make_compiler(config.hub, config.url_policy, config.limits)  # the same urlRef decisions as the daemon
     start_offset: int | None = None
     state = PartitionState(partition, compiler=compiler, limits=config.limits)
+    state.artifacts_store = artifacts_location(config)
     start = "beginning"
     if from_snapshot:
         store = SnapshotStore(config)

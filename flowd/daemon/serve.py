@@ -46,6 +46,7 @@ from aiokafka.coordinator.assignors.sticky.sticky_assignor import (
 from aiokafka.errors import IllegalStateError, ProducerFenced
 
 from flowd.daemon import wire
+from flowd.daemon.artifacts import executor_settings
 from flowd.daemon.client import partition_for
 from flowd.daemon.compiler import make_compiler
 from flowd.daemon.config import DaemonConfig
@@ -198,7 +199,15 @@ class Daemon:
                 config = dict(c.executor_config or {})
                 if c.executor == "local":
                     config.setdefault("max_outputs_bytes", c.limits.max_outputs_bytes)
+                # the artifact store (flowd.daemon.artifacts): settings for pods, env for processes
+                store_settings = executor_settings(c)
+                if c.executor == "local":
+                    for key, value in store_settings.items():
+                        os.environ[key] = str(Path(value).absolute()) if key == "FLOWD_ARTIFACTS_STORE" \
+                            and "://" not in value else value
                 if c.executor == "k8s":
+                    for key, value in store_settings.items():
+                        config.setdefault(key, value)
                     # label pods with the runs partition that owns them (so after a rebalance each
                     # replica follows only its own pods) and serve the executor's metrics here
                     config.setdefault("partition_count", partitions["runs"])

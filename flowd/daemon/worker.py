@@ -38,6 +38,7 @@ import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from flowd.daemon import faults, snapshots, wire
+from flowd.daemon.artifacts import artifacts_location
 from flowd.daemon.kafka import BusError, SnapshotMissing, map_errors, producer
 from flowd.daemon.partition import Outcome, PartitionState, Record
 from flowd.daemon.snapshot_job import SnapshotJob
@@ -181,6 +182,8 @@ class PartitionWorker:
         else:
             self.state = PartitionState(self.partition, compiler=d.compiler, limits=d.config.limits)
             start = (await d.consumer.beginning_offsets([self.tp]))[self.tp]
+        # where this deployment's artifacts refs point (a setting, not state: never snapshotted)
+        self.state.artifacts_store = artifacts_location(d.config)
         snap = loaded.state
         t_restore = t_load
         committed = await d.consumer.committed(self.tp)

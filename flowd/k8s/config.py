@@ -55,6 +55,14 @@ class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, fo
     # the image of the built-in init steps (git, file, dockerfile, artifacts): flowd's own, which
     # carries git and `python -m flowd.initsteps`
     init_image: str = "ghcr.io/flowd-project/flowd:0.1.0"
+    # the artifact store of pods (docs/artifacts.md "On Kubernetes"): s3://bucket[/prefix], the
+    # S3 endpoint (empty: AWS) and region; credentials come from the catalog connection
+    # `artifacts_connection` (its secret as env, e.g. AWS_ACCESS_KEY_ID), never from a setting.
+    # Empty store: pods get no $FLOWD_ARTIFACTS and artifacts refs are not downloaded
+    artifacts_store: str = ""
+    artifacts_endpoint: str = ""
+    artifacts_region: str = ""
+    artifacts_connection: str | None = None
     # the main container's name when the component does not name it
     main_container: str = "main"
     # default image pull policy of containers that set none (None: cluster default)

@@ -39,8 +39,8 @@ import msgspec
 from flowd.connections import named
 from flowd.engine import StartOp
 from flowd.initsteps.plan import CONTEXT_ROOT, InitError, plan_init, volume_name
+from flowd.k8s import artifacts, policy
 from flowd.k8s import naming as N
-from flowd.k8s import policy
 from flowd.k8s.config import Connection, ConnectionResource, Settings
 from flowd.partitioning import partition_for
 
@@ -149,6 +149,11 @@ def build_pod(cmd: StartOp, settings: Settings) -> dict[str, Any]:
     run = cmd.run or {}
     namespace = checked_namespace(cmd, settings)
     spec, main = pod_spec(run, cmd, settings)
+    try:
+        artifacts.attach(spec, main, cmd, settings, lambda c: _artifacts_credentials(c, settings))
+    except artifacts.ArtifactsError as exc:
+        raise ConversionError(str(exc)) from None
+    policy.harden(spec, settings)  # the flowd containers just added
     env_meta = run.get("environment") or {}
     metadata: dict[str, Any] = {
         "name": name,
@@ -302,6 +307,13 @@ def _init_containers(run: dict[str, Any], settings: Settings, volumes: list[dict
                         c[key] = list(c.get(key) or []) + list(value)
                     elif key not in ("name", "command", "args"):
                         c[key] = value
+        if step.kind == "artifacts" and step.connection is None:
+            # the deployment's store (flowd.k8s.artifacts): its settings and credentials
+            if not settings.artifacts_store:
+                raise ConversionError(f"run.{step.label}: an artifacts step without a connection reads the "
+                                      "deployment's artifact store; set artifacts_store in the executor settings")
+            env = artifacts.store_env(settings) + env
+            _artifacts_credentials(c, settings)
         if env:
             c["env"] = _merge_env(c.get("env") or [], env)
         if env_from:
@@ -323,6 +335,24 @@ def _context_mounts(inits: list[dict[str, Any]]) -> list[str]:
             if (name == "artifacts-context" or name.startswith("connections-context-")) and m["mountPath"] not in found:
                 found.append(m["mountPath"])
     return found
+
+
+def _artifacts_credentials(container: dict[str, Any], settings: Settings) -> None:
+    """The artifacts connection's env and secret on a flowd artifacts container (an S3
+    connection's secret holds AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; Polyaxon's layout)."""
+    if not settings.artifacts_connection:
+        return
+    env: list[dict[str, Any]] = []
+    env_from: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    _connection(_lookup(settings.artifacts_connection, settings), volumes, mounts, env, env_from)
+    if volumes:
+        raise ConversionError(f"artifacts_connection {settings.artifacts_connection!r}: its secret must come as "
+                              "env (no mountPath): the flowd containers read AWS_* from their environment")
+    container["env"] = _merge_env(container.get("env") or [], env)
+    if env_from:
+        container["envFrom"] = env_from
 
 
 def _catalog(settings: Settings) -> dict[str, Connection]:

@@ -30,13 +30,17 @@ anything else                                          unknown
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from flowd.artifacts.outputs import bind_outputs
 from flowd.engine import status as S
 from flowd.k8s import naming as N
+from flowd.k8s.artifacts import ENV_DECLARED, UPLOADER
+from flowd.k8s.artifacts import OUT as UPLOAD_STAGING
 from flowd.outputs import parse_outputs
 
 __all__ = ["Observation", "GONE", "observe", "identity", "parse_time", "finished_at", "kubeflow_observe",
@@ -119,7 +123,48 @@ def _succeeded(pod: dict[str, Any]) -> Observation:
     outputs, error = _outputs(term.get("message"))
     if error is not None:
         return Observation(S.FAILED, reason="InvalidOutputs", message=error, exit_code=0)
+    uploaded = _uploaded(pod)
+    if uploaded is not None:
+        location, present, declared = uploaded
+        outputs = bind_outputs(outputs, declared, present, staging=UPLOAD_STAGING, location=location)
     return Observation(S.SUCCEEDED, exit_code=0, outputs=outputs)
+
+
+def _uploaded(pod: dict[str, Any]) -> tuple[str, set[str], list[str]] | None:
+    """What the ``flowd-artifacts`` sidecar (flowd.k8s.artifacts) stored: its termination
+    message ``{"location", "present"}`` and the declared outputs in its env; None without one."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == UPLOADER:
+            try:
+                told = json.loads((_terminated(cs) or {}).get("message") or "")
+                location, present = str(told["location"]), {str(n) for n in told["present"]}
+            except (ValueError, KeyError, TypeError):
+                return None
+            declared: list[str] = []
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                for e in c.get("env") or [] if c.get("name") == UPLOADER else []:
+                    if e.get("name") == ENV_DECLARED:
+                        try:
+                            declared = [str(n) for n in json.loads(e.get("value") or "[]")]
+                        except ValueError:
+                            pass
+            return location, present, declared
+    return None
+
+
+def _main_failed_early(pod: dict[str, Any]) -> Observation | None:
+    """With the artifacts sidecar, a pod stays Running after its main container failed until
+    the sidecar ends; the op has failed already (and a main container that could not start,
+    e.g. an image without /bin/sh for the wrapper, never tells the sidecar)."""
+    names = {c.get("name") for c in (pod.get("spec") or {}).get("containers") or []}
+    if UPLOADER not in names:
+        return None
+    term = _terminated(_main_status(pod))
+    if term is None or term.get("exitCode", 0) == 0:
+        return None
+    message = term.get("message") or f"exited with code {term.get('exitCode')}"
+    return Observation(S.FAILED, reason=term.get("reason") or "Error", message=_clip(message),
+                       exit_code=term.get("exitCode"))
 
 
 def _failed(pod: dict[str, Any]) -> Observation:
@@ -177,6 +222,9 @@ def observe(pod: dict[str, Any], *, now: float, stuck_timeout: float = 300.0) ->
         return _succeeded(pod)
     if phase == "Failed":
         return _failed(pod)
+    early = _main_failed_early(pod) if phase in ("Running", "Pending") else None
+    if early is not None:
+        return early
     deleted = parse_time(meta.get("deletionTimestamp"))
     if deleted is not None:
         # without a kubelet answering, a pod being deleted never finishes: conclude once the

@@ -1,0 +1,69 @@
+"""Artifacts on the real apiserver (kwok runs no containers): with an S3 store in the executor
+settings, the producer's pod carries the exit-code wrapper and the ``flowd-artifacts`` uploader,
+the consumer's pod downloads what its ``artifacts.base`` ref names in a ``flowd-inputs`` init
+container, and the store credentials are secret references on flowd's containers only. The
+apiserver validates and returns these specs; the processes inside are tested for real against
+an S3 server in test_artifacts_pod.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from kubernetes_asyncio import client
+
+from flowd.artifacts.podside import WRAPPER
+from flowd.engine.messages import Submit
+from flowd.k8s import naming as N
+from flowd.k8s.harness import Harness
+from flowd.spec.compiled import IOSpec, ParamSpec
+from tests.integration.k8s_helpers import dag, executor, job, outcome, untaint_nodes
+
+pytestmark = [pytest.mark.integration, pytest.mark.k8s, pytest.mark.asyncio(loop_scope="session")]
+
+STORE = "s3://artifacts/team-a"
+CONNECTIONS = {"store": {"kind": "s3", "schema": {"bucket": "s3://artifacts"},
+                         "secret": {"name": "s3-creds", "items": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]}}}
+
+
+@pytest.fixture(autouse=True)
+def _schedulable(k8s_cluster):
+    untaint_nodes(k8s_cluster)
+
+
+async def test_producer_uploads_and_consumer_downloads_through_the_pod_spec(k8s_cluster, k8s_namespace, k8s_api):
+    pipeline = dag("art", [
+        job("train", annotations=outcome()),
+        job("evaluate", upstream=["train"], inputs=[IOSpec(name="base", type="str")],
+            params={"base": ParamSpec(ref="ops.train", value="artifacts.base", to_env="MODEL_DIR")},
+            annotations=outcome()),
+    ])
+    h = Harness()
+    v1 = client.CoreV1Api(k8s_api)
+    async with executor(k8s_cluster, k8s_namespace, h, default_ttl=None, init_image="flowd:it",
+                        artifacts_store=STORE, artifacts_endpoint="http://minio.storage:9000",
+                        artifacts_connection="store", connections=CONNECTIONS) as ex:
+        run = Submit(run_id="r-art", pipeline=pipeline, time=0.0, context={"artifacts_store": STORE})
+        views = await asyncio.wait_for(h.run(ex, run), 60)
+        assert {p: o.status for p, o in views["r-art"].ops.items() if p} == {"train": "succeeded",
+                                                                              "evaluate": "succeeded"}
+        train = await v1.read_namespaced_pod(N.pod_name("r-art", "train", 1), k8s_namespace)
+        evaluate = await v1.read_namespaced_pod(N.pod_name("r-art", "evaluate", 1), k8s_namespace)
+
+    main, uploader = train.spec.containers
+    assert main.command[:4] == ["/bin/sh", "-c", WRAPPER, "flowd-wrap"] and main.command[4:] == ["step"]
+    assert {e.name: e.value for e in main.env}["FLOWD_ARTIFACTS"] == "/flowd/artifacts/out"
+    assert (uploader.name, uploader.image) == ("flowd-artifacts", "flowd:it")
+    up_env = {e.name: e for e in uploader.env}
+    assert up_env["FLOWD_ARTIFACTS_PREFIX"].value == "r-art/train"
+    assert up_env["FLOWD_ARTIFACTS_STORE"].value == STORE
+    assert up_env["AWS_SECRET_ACCESS_KEY"].value_from.secret_key_ref.name == "s3-creds"
+    assert not any("AWS_" in e.name for e in main.env)
+    assert {v.name for v in train.spec.volumes if v.empty_dir is not None} >= {"flowd-artifacts"}
+
+    (fetch,) = [c for c in evaluate.spec.init_containers if c.name == "flowd-inputs"]
+    pairs = json.loads({e.name: e.value for e in fetch.env}["FLOWD_FETCH"])
+    assert pairs == [["r-art/train", "/flowd/inputs/r-art/train"]]
+    assert {e.name: e.value for e in evaluate.spec.containers[0].env}["MODEL_DIR"] == "/flowd/inputs/r-art/train"
+    assert "/flowd/inputs" in {m.mount_path for m in evaluate.spec.containers[0].volume_mounts}
