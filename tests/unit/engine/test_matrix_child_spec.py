@@ -19,7 +19,7 @@ def test_children_share_one_spec_and_run_with_their_own_values():
                 params={"lr": ParamSpec(value=None, to_env="LR"), "tag": ParamSpec(value="base", to_env="TAG")},
                 matrix=Matrix(kind="mapping", values=[{"lr": 0.1}, {"lr": 0.2, "tag": "other"}]))
     engine, starts = _start(dag("p", [sweep]))
-    specs = engine._index["r"].specs  # noqa: SLF001 - the derived index is what this test is about
+    specs = engine._index["r"].specs
     assert specs["sweep[0]"] is specs["sweep[1]"]
     assert specs["sweep[0]"].params == {} and specs["sweep[0]"].matrix is None
     by_path = {s.path: s for s in starts}
