@@ -28,7 +28,6 @@ from flowd.engine import (
     Command,
     Engine,
     Event,
-    HookOf,
     OpStatus,
     PipelineDone,
     Resume,
@@ -331,17 +330,12 @@ class PartitionState:
         if subscription_refs(pipeline):
             self._subscribe(msg, pipeline, out)
             return
-        hook_of = None
-        if msg.hook_of is not None:
-            h = msg.hook_of
-            hook_of = HookOf(run_id=h.run_id, path=h.path, attempt=h.attempt, index=h.index, hub_ref=h.hub_ref,
-                             status=h.status, epoch=h.epoch)
         context = msg.context
         if self.artifacts_store is not None:
             # refs to artifacts name this deployment's store, whatever a submitter wrote
             context = {**(context or {}), "artifacts_store": self.artifacts_store}
         self._handle(record, Submit(run_id=run_id, pipeline=pipeline, time=msg.time, seed=msg.seed,
-                                    context=context, hook_of=hook_of), out)
+                                    context=context, hook_of=msg.hook_of), out)
 
     def _invalid(self, msg: wire.Submission, diagnostics: list[wire.Diagnostic], out: Outcome) -> None:
         name = (msg.source or "pipeline").rsplit("/", 1)[-1]
@@ -437,8 +431,7 @@ class PartitionState:
             out.submissions.append(wire.Submission(
                 run_id=command.hook_run_id, time=command.time, pipeline=command.pipeline, seed=command.seed,
                 source=f"hook:{src.run_id}/{src.path}#{src.index}", context=command.context,
-                hook_of=wire.HookSource(run_id=src.run_id, path=src.path, attempt=src.attempt, index=src.index,
-                                        hub_ref=src.hub_ref, status=src.status, epoch=src.epoch)))
+                hook_of=src))
 
     def dead_letter(self, record: Record, reason: str, error: str) -> wire.DeadLetter:
         """The dead letter of ``record`` (also for the worker's own verdicts: crashed, handler_error)."""

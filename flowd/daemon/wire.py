@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from flowd.engine import StartOp
+from flowd.engine import HookOf, StartOp
 from flowd.spec.compiled import Op
 
 __all__ = [
@@ -52,17 +52,9 @@ _S = dict(tag_field="type", omit_defaults=True, kw_only=True, forbid_unknown_fie
 # ------------------------------------------------------------------------------- runs (input)
 
 
-class HookSource(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """The run and op a hook run was started for (POLYFLOW §8.3): hook ``index`` of the op at
-    ``path`` (``""``: the pipeline) of run ``run_id``, when attempt ``attempt`` ended ``status``."""
-
-    run_id: str
-    path: str
-    attempt: int
-    index: int
-    hub_ref: str
-    status: str
-    epoch: int = 0
+# the run and op a hook run was started for: the engine's own struct (as StartOp is), so the
+# daemon passes it through instead of copying it field by field
+HookSource = HookOf
 
 
 class Submission(msgspec.Struct, tag="submit", **_S):
