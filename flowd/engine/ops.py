@@ -147,7 +147,8 @@ class Ops:
                 body = resolver.render(body, params, "run")
             env = resolver.env(params)
             term = fields.termination(run, index, node, spec)
-            init_steps(spec, params)  # a toInit param that cannot be a step fails the op here, not at start
+            # toInit params as init steps (a param that cannot be one fails the op here)
+            body = with_init_steps(body, init_steps(spec, params))
         except ResolveError as exc:
             step.finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
             return
@@ -252,7 +253,6 @@ def start_op(run: RunState, node: Node, spec: Op, params: dict[str, Any], body: 
              term: Termination) -> StartOp:
     """The command that starts ``node``'s current attempt (at dispatch, and derived again after
     a restore: :mod:`flowd.engine.run_parts`)."""
-    body = with_init_steps(body, init_steps(spec, params))  # toInit params (checked at dispatch)
     cache_key, cache_ttl = (None, None)
     if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
         cache_key, cache_ttl = cache_of(spec, node, params, body, env)

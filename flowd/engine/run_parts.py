@@ -19,6 +19,7 @@ from flowd.engine.messages import StartOp
 from flowd.engine.ops import start_op
 from flowd.engine.resolve import has_templates
 from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, Node, RunState, attempt_key
+from flowd.engine.to_init import init_steps, with_init_steps
 from flowd.spec.compiled import Component, Op
 
 _encoder = msgspec.msgpack.Encoder()
@@ -98,5 +99,8 @@ def in_flight(run: RunState, index: Index, skip: Container[str]) -> list[StartOp
             continue
         params = node.params or {}
         env = resolver(run, index, node).env(params) if params else {}
-        out.append(start_op(run, node, spec, params, spec.component.run, env, spec.termination))
+        # the body dispatch built: the component's runtime plus the toInit steps (valid, or the
+        # attempt would never have started)
+        body = with_init_steps(spec.component.run, init_steps(spec, params))
+        out.append(start_op(run, node, spec, params, body, env, spec.termination))
     return out
