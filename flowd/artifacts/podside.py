@@ -6,10 +6,17 @@ their environment (a connection's secret), never from argv.
 container runs through a POSIX-sh wrapper (:data:`WRAPPER`) that writes the op's exit code to
 ``$FLOWD_ARTIFACTS_EXIT`` in the shared emptyDir. The sidecar waits for that file; on 0 it
 replaces ``$FLOWD_ARTIFACTS_PREFIX`` in the store with ``$FLOWD_ARTIFACTS`` and writes
-``{"location", "present"}`` (the top-level names it uploaded) to its termination message, which
-the executor reads with the main container's outputs (flowd.k8s.status). A failed upload exits 1
-with the reason in the termination message: the pod fails, so a success is never reported
-before the files are in the store. On a non-zero code it uploads nothing and exits 0.
+``{"location", "present", "outputs"}`` (the top-level names it uploaded, and the op's outputs:
+the JSON object the op wrote to ``$FLOWD_OUTPUTS`` in the same emptyDir) to its termination
+message, which the executor reads (flowd.k8s.status). When that message would not fit the
+kubelet's 4 KiB, the same report goes to the store at ``$FLOWD_ARTIFACTS_REPORT/report.json``
+(:func:`flowd.artifacts.layout.report_prefix`: per run, op and attempt) and the message is only
+a pointer ``{"location", "report": {"at", "bytes", "sha256"}}``; the executor reads the report
+back and checks its size and digest before it reports the op's outputs. Outputs over
+``$FLOWD_MAX_OUTPUTS_BYTES`` (setting ``max_outputs_bytes``) or that are not a JSON object fail
+the upload. A failed upload exits 1 with the reason in the termination message: the pod fails,
+so a success is never reported before the files (and the report) are in the store. On a
+non-zero code it uploads nothing and exits 0.
 
 ``python -m flowd.artifacts.podside fetch`` — the ``flowd-inputs`` init container of a consumer.
 ``$FLOWD_FETCH`` is a JSON list of ``[key, local path]``: each key (relative to the store) is
@@ -19,20 +26,27 @@ downloaded as a folder, or, when no folder has that name, as the file of that na
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from flowd.artifacts.config import StoreConfig, open_store
+from flowd.artifacts.layout import REPORT_FILE
 from flowd.artifacts.store import ArtifactStoreError, Store
+from flowd.outputs import DEFAULT_MAX_BYTES, read_outputs_file
 
-__all__ = ["WRAPPER", "fetch", "main", "upload"]
+__all__ = ["INLINE_MAX", "WRAPPER", "fetch", "main", "upload"]
 
 TERMINATION_LOG = "/dev/termination-log"
+# the kubelet keeps at most 4096 bytes of a termination message (the tail): a report up to this
+# size travels in it, a larger one through the store
+INLINE_MAX = 3800
 
 # The main container's command becomes: /bin/sh -c WRAPPER flowd-wrap <command> <args...>.
 # It runs the op as a child, passes SIGTERM/SIGINT on (sh as pid 1 would otherwise ignore them),
@@ -69,6 +83,25 @@ def _finish(message: str, code: int, env: Mapping[str, str]) -> int:
     return code
 
 
+def _report_message(report: dict[str, object], store: Store, env: Mapping[str, str]) -> str:
+    """The termination message for ``report``: the report itself when it fits, else a pointer
+    to it after it is stored under ``$FLOWD_ARTIFACTS_REPORT``."""
+    inline = json.dumps(report, separators=(",", ":"))
+    if len(inline.encode()) <= INLINE_MAX:
+        return inline
+    prefix = env.get("FLOWD_ARTIFACTS_REPORT")
+    if not prefix:
+        raise ArtifactStoreError("the outputs do not fit the termination message and FLOWD_ARTIFACTS_REPORT is not set")
+    data = inline.encode()
+    with tempfile.TemporaryDirectory(prefix="flowd-report-") as tmp:
+        (Path(tmp) / REPORT_FILE).write_bytes(data)
+        asyncio.run(store.put(prefix, Path(tmp) / REPORT_FILE))
+    pointer = {"location": report["location"],
+               "report": {"at": store.location(f"{prefix}/{REPORT_FILE}"), "bytes": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()}}
+    return json.dumps(pointer, separators=(",", ":"))
+
+
 def upload(env: Mapping[str, str], *, poll: float = 0.2) -> int:
     exit_file = Path(env["FLOWD_ARTIFACTS_EXIT"])
     staging = Path(env["FLOWD_ARTIFACTS"])
@@ -78,20 +111,31 @@ def upload(env: Mapping[str, str], *, poll: float = 0.2) -> int:
     code = exit_file.read_text().strip()
     if code != "0":
         return _finish(json.dumps({"skipped": f"the op exited with code {code}"}), 0, env)
+    outputs: dict[str, object] | None = None
+    if env.get("FLOWD_OUTPUTS"):
+        limit = int(env.get("FLOWD_MAX_OUTPUTS_BYTES") or DEFAULT_MAX_BYTES)
+        outputs, error = read_outputs_file(Path(env["FLOWD_OUTPUTS"]), "$FLOWD_OUTPUTS", max_bytes=limit)
+        if error is not None:
+            # checked before anything is stored: an op with unusable outputs has failed
+            return _finish(f"InvalidOutputs: {error}", 1, env)
     try:
         store = _store(env)
         present = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
 
         async def run() -> None:
-            # a retried op's latest attempt replaces what an earlier one stored
+            # a retried op's latest attempt replaces what an earlier one stored (its report too)
             await store.delete(prefix)
             if present:
                 await store.put(prefix, staging)
 
         asyncio.run(run())
+        report: dict[str, object] = {"location": store.location(prefix), "present": present}
+        if outputs is not None:
+            report["outputs"] = outputs
+        message = _report_message(report, store, env)
     except (ArtifactStoreError, OSError) as exc:
         return _finish(f"cannot upload the artifacts: {exc}", 1, env)
-    return _finish(json.dumps({"location": store.location(prefix), "present": present}), 0, env)
+    return _finish(message, 0, env)
 
 
 def fetch(env: Mapping[str, str]) -> int:

@@ -197,7 +197,7 @@ class Daemon:
                 self.executor = self.executor_factory(report)
             else:
                 config = dict(c.executor_config or {})
-                if c.executor == "local":
+                if c.executor in ("local", "k8s"):
                     config.setdefault("max_outputs_bytes", c.limits.max_outputs_bytes)
                 # the artifact store (flowd.daemon.artifacts): settings for pods, env for processes
                 store_settings = executor_settings(c)

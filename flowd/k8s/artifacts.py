@@ -7,7 +7,11 @@ When the deployment names an S3 artifact store (``artifacts_store`` in the execu
   image). The main container gets ``FLOWD_ARTIFACTS=/flowd/artifacts/out`` and runs through
   :data:`flowd.artifacts.podside.WRAPPER` (``/bin/sh -c``), which records its exit code; the
   sidecar uploads the folder to ``<run id>/<op path>`` after a 0 and exits. A failed upload
-  fails the pod, so success is only reported once the files are in the store. Why a shell
+  fails the pod, so success is only reported once the files are in the store. The op's
+  ``$FLOWD_OUTPUTS`` is a file in the same emptyDir (not the 4 KiB termination message): the
+  sidecar checks it (``max_outputs_bytes``) and hands it on in its own termination message, or,
+  when that would not fit, stores it under the attempt's report prefix
+  (:func:`flowd.artifacts.layout.report_prefix`) and hands on a pointer the executor follows. Why a shell
   wrapper and not Argo's copied binary: flowd ships no static executable, and ``/bin/sh`` is in
   nearly every image; an op without ``command`` (the image's entrypoint, which flowd cannot
   know without asking the registry) runs unwrapped and stores nothing.
@@ -27,6 +31,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from flowd.artifacts.layout import report_prefix
 from flowd.artifacts.podside import WRAPPER
 from flowd.engine import StartOp
 from flowd.k8s.config import Settings
@@ -38,6 +43,8 @@ FETCHER = "flowd-inputs"
 MOUNT = "/flowd/artifacts"
 OUT = f"{MOUNT}/out"
 EXIT = f"{MOUNT}/exit-code"
+# the op's $FLOWD_OUTPUTS when the sidecar carries its outputs (no 4 KiB cap on the writer's side)
+OUTPUTS = f"{MOUNT}/outputs.json"
 INPUTS = "/flowd/inputs"
 # the termination message of the uploader carries {"location", "present"}
 ENV_DECLARED = "FLOWD_DECLARED_OUTPUTS"
@@ -133,12 +140,16 @@ def attach(spec: dict[str, Any], main_name: str, cmd: StartOp, settings: Setting
     main["command"] = ["/bin/sh", "-c", WRAPPER, "flowd-wrap", *main["command"], *(main.pop("args", None) or [])]
     mount = {"name": UPLOADER, "mountPath": MOUNT}
     main["volumeMounts"] = [*(main.get("volumeMounts") or []), mount]
-    main["env"] = [*(main.get("env") or []), {"name": "FLOWD_ARTIFACTS", "value": OUT},
-                   {"name": "FLOWD_ARTIFACTS_EXIT", "value": EXIT}]
+    added = {"FLOWD_ARTIFACTS": OUT, "FLOWD_ARTIFACTS_EXIT": EXIT, "FLOWD_OUTPUTS": OUTPUTS}
+    main["env"] = [*(e for e in main.get("env") or [] if e.get("name") not in added),
+                   *({"name": k, "value": v} for k, v in added.items())]
     volumes.append({"name": UPLOADER, "emptyDir": {}})
     uploader = _flowd_container(UPLOADER, "upload", settings, [
         {"name": "FLOWD_ARTIFACTS", "value": OUT}, {"name": "FLOWD_ARTIFACTS_EXIT", "value": EXIT},
         {"name": "FLOWD_ARTIFACTS_PREFIX", "value": prefix},
+        {"name": "FLOWD_OUTPUTS", "value": OUTPUTS},
+        {"name": "FLOWD_ARTIFACTS_REPORT", "value": report_prefix(cmd.run_id, cmd.path, cmd.attempt)},
+        {"name": "FLOWD_MAX_OUTPUTS_BYTES", "value": str(settings.max_outputs_bytes)},
         {"name": ENV_DECLARED, "value": json.dumps(list(cmd.outputs))},
     ], [mount], creds)
     spec["containers"].append(uploader)

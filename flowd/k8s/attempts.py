@@ -16,7 +16,7 @@ __all__ = ["Attempt", "FinishedKeys"]
 class Attempt:
     __slots__ = ("key", "run_id", "path", "attempt", "kind", "namespace", "name", "resource", "manifest",
                  "service", "state", "reported", "stop_reason", "ttl", "created_at", "seen", "stuck",
-                 "pending")
+                 "pending", "reading")
 
     def __init__(self, *, key: str, run_id: str, path: str, attempt: int, kind: str, namespace: str,
                  name: str, resource: str) -> None:
@@ -33,6 +33,7 @@ class Attempt:
         self.stuck: dict[str, Any] | None = None  # the last pod while it waits in a backoff
         # ended while its log is read to the end for metrics: the latest pod, observed again after
         self.pending: dict[str, Any] | None = None
+        self.reading = False  # its outputs report is being read from the artifact store
 
 
 class FinishedKeys:

@@ -63,6 +63,9 @@ class Settings(msgspec.Struct, omit_defaults=True, frozen=True, kw_only=True, fo
     artifacts_endpoint: str = ""
     artifacts_region: str = ""
     artifacts_connection: str | None = None
+    # the largest outputs object one attempt may report (the sidecar checks it before storing);
+    # outputs over the 4 KiB termination message travel through the artifact store
+    max_outputs_bytes: int = 1 << 20
     # the main container's name when the component does not name it
     main_container: str = "main"
     # default image pull policy of containers that set none (None: cluster default)

@@ -52,6 +52,7 @@ from flowd.k8s.metrics import K8sMetrics
 from flowd.k8s.objects import collection_path, delete, object_path, remove_finalizer
 from flowd.k8s.pod import ConversionError, build_pod, build_service, namespace_of
 from flowd.k8s.podlogs import main_container
+from flowd.k8s.reports import ReportError, ReportReader
 from flowd.k8s.status import (
     GONE,
     Observation,
@@ -59,6 +60,7 @@ from flowd.k8s.status import (
     identity,
     kubeflow_observe,
     observe,
+    with_report,
 )
 from flowd.k8s.watch import Backoff, watch_forever
 
@@ -105,6 +107,7 @@ class KubernetesExecutor:
                                          limit=self.settings.max_log_followers,
                                          drain_timeout=self.settings.metrics_drain_timeout,
                                          on_refused=self.metrics.followers_refused.inc)
+        self.reports = ReportReader(self.settings)  # outputs over 4 KiB, through the artifact store
         self._tg: anyio.abc.TaskGroup | None = None
         self.stats = {"created": 0, "adopted": 0, "create_errors": 0, "reports": 0, "deleted": 0}
 
@@ -360,7 +363,6 @@ class KubernetesExecutor:
             obs = observe(obj, now=self.clock(), stuck_timeout=self.settings.image_pull_timeout)
         else:
             obs = kubeflow_observe(obj)
-        deleting = bool((obj.get("metadata") or {}).get("deletionTimestamp"))
         if obs.status == GONE:
             if att.stop_reason is not None:
                 obs = Observation(S.STOPPED, reason=att.stop_reason, message=f"pod stopped ({att.stop_reason})")
@@ -381,6 +383,27 @@ class KubernetesExecutor:
                     self.followers.finish(att.key, lambda: self._drained(att, resource))
                     return
                 self.followers.cancel(att.key)
+        if obs.report is not None and att.state != "done":
+            # succeeded with outputs in the store: reported once they are read (the pod and its
+            # finalizer stay until then, so after a crash the next owner reads them again)
+            if not att.reading:
+                att.reading = True
+                self._spawn(self._read_report, att, resource, obj, obs.report)
+            return
+        self._conclude(att, resource, obj, obs)
+
+    async def _read_report(self, att: Attempt, resource: str, obj: dict[str, Any], pointer: dict[str, Any]) -> None:
+        try:
+            obs = with_report(obj, await self.reports.read(att.run_id, att.path, att.attempt, pointer))
+        except ReportError as exc:
+            obs = Observation(S.FAILED, reason="OutputsUnavailable", message=str(exc), exit_code=0)
+        finally:
+            att.reading = False
+        if self._attempts.get(att.key) is att and att.state != "done":
+            self._conclude(att, resource, obj, obs)
+
+    def _conclude(self, att: Attempt, resource: str, obj: dict[str, Any], obs: Observation) -> None:
+        deleting = bool((obj.get("metadata") or {}).get("deletionTimestamp"))
         was_done = att.state == "done"
         self._report(att, obs)
         if att.state != "done":

@@ -15,8 +15,9 @@ What flowd owns on every pod:
   timer fires too);
 * the main container's ``terminationMessagePath`` (``$FLOWD_OUTPUTS``) and
   ``terminationMessagePolicy: FallbackToLogsOnError``: an op writes its outputs there as one
-  JSON object (≤ 4 KiB, the kubelet's limit); a failed container without a message gets its log
-  tail as the failure message;
+  JSON object (≤ 4 KiB, the kubelet's limit; with an artifact store, flowd.k8s.artifacts points
+  ``$FLOWD_OUTPUTS`` at a file its sidecar hands on, through the store when large); a failed
+  container without a message gets its log tail as the failure message;
 * env: the component's, then the connections', then ``toEnv`` params (POLYFLOW §3.8), then
   ``FLOWD_*``;
 * the finalizer ``flowd.io/report`` (see flowd.k8s.executor).

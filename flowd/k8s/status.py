@@ -10,7 +10,11 @@ The table, in order of precedence:
 =====================================================  ====================================
 pod                                                    status (reason)
 =====================================================  ====================================
-phase Succeeded                                        succeeded; outputs from the main
+phase Succeeded                                        succeeded; outputs from the artifacts
+                                                       sidecar's report (inline, or a pointer
+                                                       into the store: ``report`` set, the
+                                                       executor reads it and calls
+                                                       :func:`with_report`), else from the main
                                                        container's termination message (JSON)
 phase Failed                                           failed (status.reason, e.g.
                                                        DeadlineExceeded/Evicted; else the
@@ -44,7 +48,7 @@ from flowd.k8s.artifacts import OUT as UPLOAD_STAGING
 from flowd.outputs import parse_outputs
 
 __all__ = ["Observation", "GONE", "observe", "identity", "parse_time", "finished_at", "kubeflow_observe",
-           "STUCK_WAITING_REASONS"]
+           "STUCK_WAITING_REASONS", "with_report"]
 
 # a status only the executor interprets: the pod is going away without having finished
 GONE = "gone"
@@ -63,6 +67,8 @@ class Observation(msgspec.Struct, frozen=True, omit_defaults=True):
     message: str | None = None
     exit_code: int | None = None
     outputs: dict[str, Any] | None = None
+    # succeeded, but the outputs are in the store: the uploader's pointer {"at", "bytes", "sha256"}
+    report: dict[str, Any] | None = None
 
 
 def parse_time(text: str | None) -> float | None:
@@ -119,37 +125,62 @@ def _outputs(message: str | None) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _succeeded(pod: dict[str, Any]) -> Observation:
-    term = _terminated(_main_status(pod)) or {}
-    outputs, error = _outputs(term.get("message"))
-    if error is not None:
-        return Observation(S.FAILED, reason="InvalidOutputs", message=error, exit_code=0)
-    uploaded = _uploaded(pod)
-    if uploaded is not None:
-        location, present, declared = uploaded
-        outputs = bind_outputs(outputs, declared, present, staging=UPLOAD_STAGING, location=location)
+    told = _uploader_message(pod)
+    if told is not None and isinstance(told.get("report"), dict):
+        return Observation(S.SUCCEEDED, exit_code=0, report=told["report"])
+    return with_report(pod, told)
+
+
+def with_report(pod: dict[str, Any], told: dict[str, Any] | None) -> Observation:
+    """The ``succeeded`` observation of ``pod`` given the artifacts sidecar's report ``told``
+    (``{"location", "present", "outputs"?}``: from its termination message, or read back from the
+    store by the executor; None without a sidecar report). Outputs are the report's when it
+    carries them (the op wrote ``$FLOWD_OUTPUTS`` into the sidecar's emptyDir), else the main
+    container's termination message; file outputs are bound to store locations."""
+    if told is not None and "outputs" in told:
+        outputs = told["outputs"]
+        if not isinstance(outputs, dict):
+            return Observation(S.FAILED, reason="InvalidOutputs", exit_code=0,
+                               message="the outputs report must carry a JSON object")
+    else:
+        term = _terminated(_main_status(pod)) or {}
+        outputs, error = _outputs(term.get("message"))
+        if error is not None:
+            return Observation(S.FAILED, reason="InvalidOutputs", message=error, exit_code=0)
+    if told is not None:
+        try:
+            location, present = str(told["location"]), {str(n) for n in told["present"]}
+        except (KeyError, TypeError):
+            return Observation(S.FAILED, reason="InvalidOutputs", exit_code=0,
+                               message="the artifacts sidecar's report lacks location/present")
+        outputs = bind_outputs(outputs, _declared(pod), present, staging=UPLOAD_STAGING, location=location)
     return Observation(S.SUCCEEDED, exit_code=0, outputs=outputs)
 
 
-def _uploaded(pod: dict[str, Any]) -> tuple[str, set[str], list[str]] | None:
-    """What the ``flowd-artifacts`` sidecar (flowd.k8s.artifacts) stored: its termination
-    message ``{"location", "present"}`` and the declared outputs in its env; None without one."""
+def _uploader_message(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """What the ``flowd-artifacts`` sidecar (flowd.k8s.artifacts) told in its termination
+    message: ``{"location", "present", "outputs"?}`` or a pointer ``{"location", "report"}``;
+    None without a (readable) one."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         if cs.get("name") == UPLOADER:
             try:
                 told = json.loads((_terminated(cs) or {}).get("message") or "")
-                location, present = str(told["location"]), {str(n) for n in told["present"]}
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
                 return None
-            declared: list[str] = []
-            for c in (pod.get("spec") or {}).get("containers") or []:
-                for e in c.get("env") or [] if c.get("name") == UPLOADER else []:
-                    if e.get("name") == ENV_DECLARED:
-                        try:
-                            declared = [str(n) for n in json.loads(e.get("value") or "[]")]
-                        except ValueError:
-                            pass
-            return location, present, declared
+            return told if isinstance(told, dict) and "location" in told else None
     return None
+
+
+def _declared(pod: dict[str, Any]) -> list[str]:
+    """The op's declared outputs, from the sidecar's env."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for e in c.get("env") or [] if c.get("name") == UPLOADER else []:
+            if e.get("name") == ENV_DECLARED:
+                try:
+                    return [str(n) for n in json.loads(e.get("value") or "[]")]
+                except ValueError:
+                    return []
+    return []
 
 
 def _main_failed_early(pod: dict[str, Any]) -> Observation | None:

@@ -108,3 +108,69 @@ def test_fetching_a_missing_key_fails_with_its_location(s3_server, tmp_path):
     r = subprocess.run([sys.executable, "-m", "flowd.artifacts.podside", "fetch"], env=env, timeout=60)
     assert r.returncode == 1
     assert f"s3://{s3_server.bucket}/pod-e/run-9/none/model" in (tmp_path / "uploader.msg").read_text()
+
+
+def _s3_store(s3_server, prefix: str, tmp_path: Path):
+    creds = s3_server.env()
+    return open_store(StoreConfig(url=f"s3://{s3_server.bucket}/{prefix}", endpoint=s3_server.endpoint),
+                      default_folder=tmp_path, credentials={"access_key_id": creds["AWS_ACCESS_KEY_ID"],
+                                                            "secret_access_key": creds["AWS_SECRET_ACCESS_KEY"]})
+
+
+def test_outputs_over_a_termination_message_go_through_the_store(s3_server, tmp_path):
+    """The op writes 20 KB of outputs: the uploader stores its report per attempt and leaves a
+    pointer; the executor's reader gets the same outputs back, checked by size and digest."""
+    import asyncio
+
+    from flowd.artifacts.podside import INLINE_MAX
+    from flowd.k8s.config import Settings
+    from flowd.k8s.reports import ReportError, ReportReader
+
+    shared = tmp_path / "shared"
+    env = _env(s3_server, tmp_path, "pod-f", FLOWD_ARTIFACTS_PREFIX="run-5/train",
+               FLOWD_OUTPUTS=str(shared / "outputs.json"), FLOWD_ARTIFACTS_REPORT="run-5/train/.flowd/3")
+    rows = [f"row-{i:05d}" for i in range(2000)]
+    script = ('echo w > "$FLOWD_ARTIFACTS/model"; python3 -c \'import json,os; json.dump({"rows": '
+              '["row-%05d" % i for i in range(2000)], "n": 2000}, open(os.environ["FLOWD_OUTPUTS"], "w"))\'')
+    assert _pod(env, script) == (0, 0)
+    message = (tmp_path / "uploader.msg").read_text()
+    assert len(message) < INLINE_MAX
+    pointer = json.loads(message)
+    assert pointer["location"] == f"s3://{s3_server.bucket}/pod-f/run-5/train"
+    assert pointer["report"]["at"] == f"s3://{s3_server.bucket}/pod-f/run-5/train/.flowd/3/report.json"
+    assert pointer["report"]["bytes"] > 20000
+
+    settings = Settings(artifacts_store=f"s3://{s3_server.bucket}/pod-f", artifacts_endpoint=s3_server.endpoint)
+    reader = ReportReader(settings, store=_s3_store(s3_server, "pod-f", tmp_path), backoff=0.01)
+    report = asyncio.run(reader.read("run-5", "train", 3, pointer["report"]))
+    assert report == {"location": pointer["location"], "present": ["model"], "outputs": {"rows": rows, "n": 2000}}
+    # another attempt's key is never read in its place; a digest that does not match is refused
+    with pytest.raises(ReportError, match=r"cannot read the outputs report .*\.flowd/4/report\.json"):
+        asyncio.run(reader.read("run-5", "train", 4, pointer["report"]))
+    with pytest.raises(ReportError, match="is not the one the pod wrote"):
+        asyncio.run(reader.read("run-5", "train", 3, {**pointer["report"], "sha256": "0" * 64}))
+    small = Settings(artifacts_store=settings.artifacts_store, max_outputs_bytes=1000)
+    with pytest.raises(ReportError, match="max_outputs_bytes=1000"):
+        asyncio.run(ReportReader(small).read("run-5", "train", 3, {**pointer["report"], "bytes": 70000}))
+
+
+def test_small_outputs_stay_inline_and_oversized_ones_fail_before_anything_is_stored(s3_server, tmp_path):
+    shared = tmp_path / "a" / "shared"
+    env = _env(s3_server, tmp_path / "a", "pod-g", FLOWD_ARTIFACTS_PREFIX="run-6/train",
+               FLOWD_OUTPUTS=str(shared / "outputs.json"), FLOWD_ARTIFACTS_REPORT="run-6/train/.flowd/1")
+    assert _pod(env, 'echo \'{"loss": 0.25}\' > "$FLOWD_OUTPUTS"') == (0, 0)
+    assert json.loads((tmp_path / "a" / "uploader.msg").read_text()) == {
+        "location": f"s3://{s3_server.bucket}/pod-g/run-6/train", "present": [], "outputs": {"loss": 0.25}}
+
+    shared = tmp_path / "b" / "shared"
+    env = _env(s3_server, tmp_path / "b", "pod-g", FLOWD_ARTIFACTS_PREFIX="run-7/train",
+               FLOWD_OUTPUTS=str(shared / "outputs.json"), FLOWD_ARTIFACTS_REPORT="run-7/train/.flowd/1",
+               FLOWD_MAX_OUTPUTS_BYTES="100")
+    script = 'echo m > "$FLOWD_ARTIFACTS/model"; head -c 500 /dev/zero | tr "\\0" x | sed "s/.*/{\\"a\\": \\"&\\"}/" > "$FLOWD_OUTPUTS"'
+    assert _pod(env, script) == (0, 1)
+    message = (tmp_path / "b" / "uploader.msg").read_text()
+    assert message.startswith("InvalidOutputs:") and "max_outputs_bytes" in message
+
+    import asyncio
+
+    assert asyncio.run(_s3_store(s3_server, "pod-g", tmp_path).list("run-7")) == []

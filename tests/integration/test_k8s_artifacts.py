@@ -67,3 +67,63 @@ async def test_producer_uploads_and_consumer_downloads_through_the_pod_spec(k8s_
     assert pairs == [["r-art/train", "/flowd/inputs/r-art/train"]]
     assert {e.name: e.value for e in evaluate.spec.containers[0].env}["MODEL_DIR"] == "/flowd/inputs/r-art/train"
     assert "/flowd/inputs" in {m.mount_path for m in evaluate.spec.containers[0].volume_mounts}
+
+
+def _uploaded_pointer(s3_server, tmp_path, store_prefix: str, run_id: str, op: str, outputs: dict) -> dict:
+    """Run the real ``flowd-artifacts`` uploader (as its container would) for attempt 1 of
+    ``run_id``/``op``, the op having written ``outputs``: its termination message, a pointer."""
+    import os
+    import subprocess
+    import sys
+
+    shared = tmp_path / "shared"
+    (shared / "out").mkdir(parents=True)
+    (shared / "out" / "model").write_text("w")
+    (shared / "outputs.json").write_text(json.dumps(outputs))
+    (shared / "exit-code").write_text("0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLOWD_"))}
+    env.update(s3_server.env())
+    env.update({"FLOWD_ARTIFACTS_STORE": f"s3://{s3_server.bucket}/{store_prefix}",
+                "FLOWD_ARTIFACTS": str(shared / "out"), "FLOWD_ARTIFACTS_EXIT": str(shared / "exit-code"),
+                "FLOWD_ARTIFACTS_PREFIX": f"{run_id}/{op}", "FLOWD_OUTPUTS": str(shared / "outputs.json"),
+                "FLOWD_ARTIFACTS_REPORT": f"{run_id}/{op}/.flowd/1",
+                "FLOWD_TERMINATION_LOG": str(tmp_path / "uploader.msg")})
+    r = subprocess.run([sys.executable, "-m", "flowd.artifacts.podside", "upload"], env=env, timeout=60)
+    assert r.returncode == 0
+    pointer = json.loads((tmp_path / "uploader.msg").read_text())
+    assert set(pointer) == {"location", "report"}
+    return pointer
+
+
+async def test_outputs_over_4_kib_are_read_back_from_the_store_before_the_success(
+        k8s_cluster, k8s_namespace, s3_server, tmp_path, monkeypatch):
+    """The pod's termination message carries only the uploader's pointer (the kubelet keeps 4 KiB);
+    the executor reads the 30 KB report from the real S3 server, checks it, and reports the
+    outputs, file outputs bound to the store. A pointer that does not match what is stored
+    (another digest) fails the op with OutputsUnavailable instead of reporting wrong outputs."""
+    from flowd.engine.messages import OpStatus
+
+    for key, value in s3_server.env().items():  # the executor's own credentials: its environment
+        monkeypatch.setenv(key, value)
+    store = f"s3://{s3_server.bucket}/k8s-big"
+    rows = [f"row-{i:05d}" for i in range(3000)]
+    pointer = _uploaded_pointer(s3_server, tmp_path / "good", "k8s-big", "r-big", "train", {"rows": rows})
+    bad = _uploaded_pointer(s3_server, tmp_path / "bad", "k8s-big", "r-big", "tampered", {"rows": rows[:10] * 100})
+    bad["report"]["sha256"] = "0" * 64
+    assert len(json.dumps(pointer)) < 1024
+    outputs = [IOSpec(name="rows", type="list"), IOSpec(name="model", type="path")]
+    pipeline = dag("big", [job("train", annotations=outcome(message=pointer), outputs=outputs),
+                           job("tampered", annotations=outcome(message=bad), outputs=outputs)])
+
+    h = Harness()
+    async with executor(k8s_cluster, k8s_namespace, h, default_ttl=None, init_image="flowd:it",
+                        artifacts_store=store, artifacts_endpoint=s3_server.endpoint) as ex:
+        ex.reports.backoff = 0.05
+        views = await asyncio.wait_for(h.run(ex, Submit(run_id="r-big", pipeline=pipeline, time=0.0,
+                                                        context={"artifacts_store": store})), 60)
+    assert {p: o.status for p, o in views["r-big"].ops.items() if p} == {"train": "succeeded", "tampered": "failed"}
+    (done,) = [e for e in h.events if isinstance(e, OpStatus) and e.path == "train" and e.status == "succeeded"]
+    assert done.outputs == {"rows": rows, "model": f"{store}/r-big/train/model"}
+    (failed,) = [e for e in h.events if isinstance(e, OpStatus) and e.path == "tampered" and e.status == "failed"]
+    assert failed.reason == "OutputsUnavailable" and "is not the one the pod wrote" in (failed.message or "")
+    assert "r-big/tampered/.flowd/1/report.json" in (failed.message or "")

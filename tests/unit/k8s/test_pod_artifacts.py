@@ -17,7 +17,7 @@ from flowd.engine import StartOp
 from flowd.engine import status as S
 from flowd.k8s.config import Connection, ConnectionResource, Settings
 from flowd.k8s.pod import ConversionError, build_pod
-from flowd.k8s.status import observe
+from flowd.k8s.status import observe, with_report
 
 STORE = "s3://bucket/team"
 SETTINGS = Settings(init_image="flowd:test", artifacts_store=STORE, artifacts_endpoint="http://s3.local:9000",
@@ -119,6 +119,38 @@ def test_a_succeeded_pod_reports_its_file_outputs_as_store_locations() -> None:
     obs = observe(pod, now=0)
     assert obs.status == S.SUCCEEDED
     assert obs.outputs == {"score": 0.9, "log": f"{STORE}/run-1/eval/logs/a.txt", "model": f"{STORE}/run-1/eval/model"}
+
+
+def test_the_op_writes_its_outputs_next_to_the_uploader_which_carries_them() -> None:
+    pod = build_pod(op({"container": {"image": "t:1", "command": ["train"]}}, outputs=["model"]), SETTINGS)
+    main, up = pod["spec"]["containers"]
+    env, upenv = {e["name"]: e.get("value") for e in main["env"]}, by_name(up["env"])
+    # not the 4 KiB termination message: a file the sidecar reads, checks and hands on
+    assert env["FLOWD_OUTPUTS"] == upenv["FLOWD_OUTPUTS"]["value"] == "/flowd/artifacts/outputs.json"
+    assert [e["name"] for e in main["env"]].count("FLOWD_OUTPUTS") == 1
+    assert upenv["FLOWD_ARTIFACTS_REPORT"]["value"] == "run-1/eval/.flowd/2"  # per attempt
+    assert upenv["FLOWD_MAX_OUTPUTS_BYTES"]["value"] == str(1 << 20)
+    # the same kwok/kubelet message on both containers: the uploader's report wins
+    told = {"location": f"{STORE}/run-1/eval", "present": ["model"], "outputs": {"score": 0.5}}
+    _pod_status(pod, "Succeeded", {"exitCode": 0, "message": json.dumps(told)},
+                {"exitCode": 0, "message": json.dumps(told)})
+    obs = observe(pod, now=0)
+    assert (obs.status, obs.outputs) == (S.SUCCEEDED, {"score": 0.5, "model": f"{STORE}/run-1/eval/model"})
+
+
+def test_a_pointer_to_a_stored_report_is_followed_before_the_success_is_reported() -> None:
+    pod = build_pod(op({"container": {"image": "t:1", "command": ["train"]}}, outputs=["model"]), SETTINGS)
+    pointer = {"location": f"{STORE}/run-1/eval",
+               "report": {"at": f"{STORE}/run-1/eval/.flowd/2/report.json", "bytes": 9000, "sha256": "ab"}}
+    _pod_status(pod, "Succeeded", {"exitCode": 0, "message": json.dumps(pointer)},
+                {"exitCode": 0, "message": json.dumps(pointer)})
+    obs = observe(pod, now=0)
+    assert (obs.status, obs.outputs, obs.report) == (S.SUCCEEDED, None, pointer["report"])
+    big = {"rows": list(range(2000))}
+    done = with_report(pod, {"location": f"{STORE}/run-1/eval", "present": ["model"], "outputs": big})
+    assert done.status == S.SUCCEEDED and done.outputs == {**big, "model": f"{STORE}/run-1/eval/model"}
+    bad = with_report(pod, {"location": f"{STORE}/run-1/eval", "present": [], "outputs": [1]})
+    assert (bad.status, bad.reason) == (S.FAILED, "InvalidOutputs")
 
 
 def test_a_failed_main_container_fails_the_op_while_the_uploader_still_runs() -> None:
