@@ -10,6 +10,11 @@ folder). For each, MiB/s of:
   ``python -m tests.infra build s3`` first): ``S3Store.put``/``get`` (flowd.artifacts.s3, what
   the executor uses) versus obstore's ``put_async``/``get_async`` called directly, one object after
   the other (the library's own loop, no flowd code in between);
+* the pod's code paths on the same server and files: ``python -m flowd.artifacts.podside
+  upload`` (the ``flowd-artifacts`` sidecar: delete the op's prefix, upload, write its report)
+  and ``... fetch`` (the ``flowd-inputs`` init container) as the processes a pod runs, wall time
+  from spawn to exit. Their fixed cost (interpreter start, imports, one empty upload / one tiny
+  fetch) is measured apart and printed, and the rate is given with and without it;
 * the folder store: ``FolderStore.put``/``get`` (copy) and ``adopt`` (rename: what ``flowd run``
   does with a finished attempt) versus ``shutil.copyfile`` in a loop.
 
@@ -21,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +75,23 @@ def rate(nbytes: int, seconds: float) -> str:
     return f"{nbytes / MiB / seconds:8.1f} MiB/s ({seconds:.3f} s)"
 
 
+def podside(mode: str, env: dict[str, str], tmp: Path) -> None:
+    """One run of the pod process ``mode`` (upload|fetch), as its container runs it."""
+    log = tmp / "podside.msg"
+    proc = subprocess.run([sys.executable, "-m", "flowd.artifacts.podside", mode], capture_output=True, text=True,
+                          env={**env, "FLOWD_TERMINATION_LOG": str(log)}, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"podside {mode} exited {proc.returncode}: {log.read_text() if log.exists() else proc.stderr}")
+
+
+def pod_env(server: S3Server, tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWD_")}
+    env.update(server.env())
+    env.update({"FLOWD_ARTIFACTS_STORE": f"s3://{server.bucket}/bench", "FLOWD_ARTIFACTS_ENDPOINT": server.endpoint,
+                **extra})
+    return env
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--big-mib", type=int, default=256)
@@ -86,6 +110,28 @@ async def main() -> None:
         folder = FolderStore(tmp / "folder")
         print(f"shapes: big = 1 file of {a.big_mib} MiB; many = {a.small} files of {a.small_kib} KiB; best of {a.repeat}")
         print(f"s3 server: gofakes3 on {server.endpoint}")
+        # the pod processes' fixed cost: an op that wrote nothing, and a fetch of one 1-byte object
+        exit_file = tmp / "exit-code"
+        exit_file.write_text("0\n")
+        (tmp / "empty").mkdir()
+        (tmp / "tiny").mkdir()
+        (tmp / "tiny" / "x").write_bytes(b"x")
+        await s3.put("pod/tiny", tmp / "tiny")
+
+        async def fixed_upload():
+            await asyncio.to_thread(podside, "upload", pod_env(
+                server, tmp, FLOWD_ARTIFACTS=str(tmp / "empty"), FLOWD_ARTIFACTS_EXIT=str(exit_file),
+                FLOWD_ARTIFACTS_PREFIX="pod/empty"), tmp)
+
+        async def fixed_fetch():
+            shutil.rmtree(tmp / "tiny-out", ignore_errors=True)
+            await asyncio.to_thread(podside, "fetch", pod_env(
+                server, tmp, FLOWD_FETCH=json.dumps([["pod/tiny", str(tmp / "tiny-out")]])), tmp)
+
+        fixed_up, fixed_fetch_s = await best(fixed_upload, a.repeat), await best(fixed_fetch, a.repeat)
+        fixed_fetch = fixed_fetch_s
+        print(f"pod processes' fixed cost: upload (nothing to store) {fixed_up * 1000:.0f} ms, "
+              f"fetch (1 byte) {fixed_fetch * 1000:.0f} ms")
         for name, src in shapes.items():
             n = size(src)
             files = sorted(p for p in src.iterdir())
@@ -136,6 +182,21 @@ async def main() -> None:
             print(f"  folder put   FolderStore.put (copy) {rate(n, await best(folder_put, a.repeat))}")
             print(f"  folder get   FolderStore.get (copy) {rate(n, await best(folder_get, a.repeat))}")
             print(f"  folder copy  shutil.copyfile loop   {rate(n, await best(copy_loop, a.repeat))}")
+            async def pod_upload(src=src, name=name):
+                await asyncio.to_thread(podside, "upload", pod_env(
+                    server, tmp, FLOWD_ARTIFACTS=str(src), FLOWD_ARTIFACTS_EXIT=str(exit_file),
+                    FLOWD_ARTIFACTS_PREFIX=f"pod/{name}"), tmp)
+
+            async def pod_fetch(name=name, out=tmp / "pod-out" / name):
+                shutil.rmtree(out, ignore_errors=True)
+                await asyncio.to_thread(podside, "fetch", pod_env(
+                    server, tmp, FLOWD_FETCH=json.dumps([[f"pod/{name}", str(out)]])), tmp)
+
+            up, down = await best(pod_upload, a.repeat), await best(pod_fetch, a.repeat)
+            print(f"  pod upload   podside upload process {rate(n, up)}; without its fixed cost "
+                  f"{rate(n, max(1e-6, up - fixed_up))}")
+            print(f"  pod fetch    podside fetch process  {rate(n, down)}; without its fixed cost "
+                  f"{rate(n, max(1e-6, down - fixed_fetch))}")
             await best(adopt, a.repeat)
             print(f"  folder adopt FolderStore.adopt (rename, what flowd run does) {adopt.seconds * 1000:.2f} ms")
     finally:

@@ -1,6 +1,6 @@
 """Overhead of init steps per op, locally (``flowd run``) and on the kwok control plane.
 
-    .venv/bin/python bench/init_bench.py [--ops 20] [--repeat 3] [--no-k8s]
+    .venv/bin/python bench/init_bench.py [--ops 20] [--repeat 3] [--no-k8s] [--no-local] [--no-pod-steps]
 
 **Local**: a chain of ``--ops`` jobs (each ``true``; a chain, so the ops do not compete for the
 2 cores) run by ``flowd run`` as a subprocess, in four variants: no init; one ``file`` step; a
@@ -14,6 +14,15 @@ turn a StartOp into a Pod (``build_pod``) with and without 4 init steps, and a c
 ``--ops`` pods through the real apiserver + scheduler + kwok with and without them (median
 op-complete -> next pod created, and the pod object's JSON size): what init containers cost the
 control plane and flowd.
+
+**In-pod step processes** (``--no-pod-steps`` skips it): kwok cannot run an init container, so
+the process each built-in init container runs (``python -m flowd.initsteps step JSON``, exactly
+the command and args ``build_pod`` writes; ``/plx-context`` mapped to a temporary folder) is run
+here as a process, for a ``file``, a ``git`` clone (``file://``), a ``dockerfile`` and an
+``artifacts`` step that downloads 8 MiB (8 files) from a real S3 server (gofakes3, started here;
+``python -m tests.infra build s3`` first), next to the bare interpreter start (``python -c
+pass``). Printed: each step's process wall time; their sum is what these steps add to an op on
+the cluster beyond the containers' start (image pull and container creation are not measured).
 
 Figures are printed, never asserted; medians of ``--repeat`` runs.
 """
@@ -152,13 +161,79 @@ async def bench_k8s(n: int, repeat: int) -> None:
         cluster.stop()
 
 
+async def bench_pod_steps(repeat: int) -> None:
+    import os
+    import shutil
+
+    from flowd.artifacts import StoreConfig, open_store
+    from flowd.engine.messages import StartOp
+    from flowd.k8s.config import Settings
+    from flowd.k8s.pod import build_pod
+    from tests.infra.s3 import S3Server
+
+    tmp = Path(tempfile.mkdtemp(prefix="flowd-init-pod-bench-"))
+    server = await S3Server(run_dir=tmp / "s3").start()
+    try:
+        make_repo(tmp / "repo.git")
+        data = tmp / "data"
+        data.mkdir()
+        for i in range(8):
+            (data / f"part-{i}").write_bytes(os.urandom(1 << 20))
+        creds = server.env()
+        store = open_store(StoreConfig(url=f"s3://{server.bucket}/bench", endpoint=server.endpoint), default_folder=tmp,
+                           credentials={"access_key_id": creds["AWS_ACCESS_KEY_ID"],
+                                        "secret_access_key": creds["AWS_SECRET_ACCESS_KEY"]})
+        await store.put("r0/prep/data", data)
+        steps = [{"file": {"filename": "run.sh", "chmod": "+x", "content": "echo hi"}},
+                 {"git": {"url": f"file://{tmp / 'repo.git'}"}},
+                 {"dockerfile": {"image": "python:3.12", "run": ["pip install -e ."]}},
+                 {"artifacts": {"dirs": ["r0/prep/data"]}}]
+        settings = Settings(artifacts_store=f"s3://{server.bucket}/bench", artifacts_endpoint=server.endpoint)
+        cmd = StartOp(run_id="r", path="op", attempt=1, key="r/op#1", kind="job", params={},
+                      run={"container": {"image": "x", "command": ["true"]}, "init": steps})
+        inits = [c for c in build_pod(cmd, settings)["spec"]["initContainers"]
+                 if c.get("command") == ["python", "-m", "flowd.initsteps"]]
+
+        def timed(argv: list[str], env: dict[str, str]) -> float:
+            t = time.perf_counter()
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp)
+            took = time.perf_counter() - t
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            return took
+
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWD_", "AWS_"))}
+        bare = statistics.median(timed([sys.executable, "-c", "pass"], base_env) for _ in range(repeat))
+        print(f"in-pod init step processes (median of {repeat}; interpreter start alone {bare * 1000:.0f} ms)")
+        total = 0.0
+        for c in inits:
+            env = {**base_env, **creds, **{e["name"]: e["value"] for e in c.get("env") or [] if "value" in e}}
+            runs = []
+            for _ in range(repeat):
+                ctx = tmp / "ctx"
+                shutil.rmtree(ctx, ignore_errors=True)
+                args = [a.replace("/plx-context", str(ctx)) for a in c["args"]]
+                runs.append(timed([sys.executable, "-m", "flowd.initsteps", *args], env))
+            med = statistics.median(runs)
+            total += med
+            print(f"  {c['name']:<28} {med * 1000:7.0f} ms")
+        print(f"  {'all four, one after the other':<28} {total * 1000:7.0f} ms per op")
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ops", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-k8s", action="store_true")
+    ap.add_argument("--no-local", action="store_true")
+    ap.add_argument("--no-pod-steps", action="store_true")
     args = ap.parse_args()
-    bench_local(args.ops, args.repeat)
+    if not args.no_local:
+        bench_local(args.ops, args.repeat)
+    if not args.no_pod_steps:
+        asyncio.run(bench_pod_steps(args.repeat))
     if not args.no_k8s:
         asyncio.run(bench_k8s(args.ops, args.repeat))
 
