@@ -186,7 +186,8 @@ def _declared(pod: dict[str, Any]) -> list[str]:
 def _main_failed_early(pod: dict[str, Any]) -> Observation | None:
     """With the artifacts sidecar, a pod stays Running after its main container failed until
     the sidecar ends; the op has failed already (and a main container that could not start,
-    e.g. an image without /bin/sh for the wrapper, never tells the sidecar)."""
+    e.g. an image without /bin/sh for the wrapper, never tells the sidecar: the executor
+    deletes such a pod once this is reported, so it does not run on forever)."""
     names = {c.get("name") for c in (pod.get("spec") or {}).get("containers") or []}
     if UPLOADER not in names:
         return None
@@ -194,8 +195,26 @@ def _main_failed_early(pod: dict[str, Any]) -> Observation | None:
     if term is None or term.get("exitCode", 0) == 0:
         return None
     message = term.get("message") or f"exited with code {term.get('exitCode')}"
+    if _no_shell(message):
+        message = (f"image {_main_image(pod)!r} has no /bin/sh, which flowd's artifacts wrapper needs to run "
+                   f"the op's command (docs/artifacts.md, 'Why a shell wrapper'): {message}")
     return Observation(S.FAILED, reason=term.get("reason") or "Error", message=_clip(message),
                        exit_code=term.get("exitCode"))
+
+
+def _no_shell(message: str) -> bool:
+    """The runtime's start error for a missing /bin/sh (containerd/runc: ``exec: "/bin/sh": stat
+    /bin/sh: no such file or directory``; CRI-O and Docker word it alike)."""
+    text = message.lower()
+    return "/bin/sh" in text and ("no such file" in text or "not found" in text)
+
+
+def _main_image(pod: dict[str, Any]) -> str:
+    main = _main_status(pod) or {}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == main.get("name"):
+            return str(c.get("image") or main.get("image") or "?")
+    return str(main.get("image") or "?")
 
 
 def _failed(pod: dict[str, Any]) -> Observation:

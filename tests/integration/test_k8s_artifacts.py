@@ -127,3 +127,53 @@ async def test_outputs_over_4_kib_are_read_back_from_the_store_before_the_succes
     (failed,) = [e for e in h.events if isinstance(e, OpStatus) and e.path == "tampered" and e.status == "failed"]
     assert failed.reason == "OutputsUnavailable" and "is not the one the pod wrote" in (failed.message or "")
     assert "r-big/tampered/.flowd/1/report.json" in (failed.message or "")
+
+
+async def test_an_image_without_a_shell_fails_at_once_and_its_pod_is_taken_down(k8s_cluster, k8s_namespace):
+    """The wrapper needs /bin/sh. In an image without one the main container never starts
+    (the runtime's StartError), so it never tells the uploader sidecar, which would keep the pod
+    Running for ever. The op fails at once, with a message naming the image, and flowd deletes
+    the pod. kwok runs no containers: the kubelet's status for that case is written here."""
+    from tests.integration.k8s_helpers import merge_patch, wait_for
+
+    pipeline = dag("nosh", [job("train", annotations=outcome("hang"))])
+    h = Harness()
+    name = N.pod_name("r-nosh", "train", 1)
+    api = k8s_cluster.api()
+    path = f"/api/v1/namespaces/{k8s_namespace}/pods/{name}"
+    async with executor(k8s_cluster, k8s_namespace, h, default_ttl=None, init_image="flowd:it",
+                        artifacts_store=STORE, artifacts_endpoint="http://minio.storage:9000") as ex:
+        running = asyncio.create_task(h.run(ex, Submit(run_id="r-nosh", pipeline=pipeline, time=0.0,
+                                                       context={"artifacts_store": STORE})))
+
+        async def running_pod() -> bool:
+            try:
+                return ((await asyncio.to_thread(api.json, "GET", path)).get("status") or {}).get("phase") == "Running"
+            except RuntimeError:  # not created yet
+                return False
+
+        await wait_for(running_pod, timeout=30, what="the pod running")
+        start_error = ('failed to create containerd task: failed to create shim task: OCI runtime create failed: '
+                       'runc create failed: unable to start container process: exec: "/bin/sh": stat /bin/sh: '
+                       'no such file or directory: unknown')
+        await asyncio.to_thread(merge_patch, k8s_cluster, path + "/status", {"status": {"containerStatuses": [
+            {"name": "main", "image": "flowd/step:test", "imageID": "", "ready": False, "restartCount": 0,
+             "state": {"terminated": {"exitCode": 128, "reason": "StartError", "message": start_error}}},
+            {"name": "flowd-artifacts", "image": "flowd:it", "imageID": "", "ready": True, "restartCount": 0,
+             "started": True, "state": {"running": {"startedAt": "2026-12-06T00:00:00Z"}}}]}})
+        views = await asyncio.wait_for(running, 30)
+        assert views["r-nosh"].ops["train"].status == "failed"
+
+        async def taken_down() -> bool:
+            try:
+                return bool((await asyncio.to_thread(api.json, "GET", path))["metadata"].get("deletionTimestamp"))
+            except RuntimeError:  # already gone
+                return True
+
+        await wait_for(taken_down, timeout=30, what="the pod deleted")
+
+    from flowd.engine.messages import OpStatus
+
+    (failed,) = [e for e in h.events if isinstance(e, OpStatus) and e.path == "train" and e.status == "failed"]
+    assert failed.reason == "StartError" and failed.exit_code == 128
+    assert (failed.message or "").startswith("image 'flowd/step:test' has no /bin/sh, which flowd's artifacts wrapper")
