@@ -191,12 +191,18 @@ def _daemon_artifacts(args: argparse.Namespace, config: Any, summaries: dict[str
     location = artifacts.location("")
     kept = set(summaries) - gone
     referenced: set[str] = set()
+    hidden = sorted(r for r in kept if summaries[r].ops_omitted)
+    if hidden:
+        # a kept run whose summary leaves out its ops (their params and outputs) may refer to any
+        # run's artifacts: deleting any could break it, so none go until it is forgotten itself
+        print(f"flowd gc: warning: kept all artifacts: run {hidden[0]}"
+              f"{f' (and {len(hidden) - 1} more)' if len(hidden) > 1 else ''} has too many ops for its summary, "
+              "so the artifacts it refers to cannot be told apart", file=sys.stderr)
+        return 0
     for run_id in kept:
-        summary = summaries[run_id]
-        if summary.ops_omitted:
-            print(f"flowd gc: warning: run {run_id} has too many ops for its summary: artifacts it refers to "
-                  "are not seen", file=sys.stderr)
-        referenced |= references(msgspec.json.encode(summary), location, stored)
+        # the summary holds every op's resolved params (a consumer's refs) and outputs (a cache
+        # hit's paths): a byte search finds each <store>/<run id>/ they name
+        referenced |= references(msgspec.json.encode(summaries[run_id]), location, stored)
     try:
         cache = anyio.run(latest_values, config, config.topics.cache)
     except BusError as exc:

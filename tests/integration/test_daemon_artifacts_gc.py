@@ -88,3 +88,82 @@ async def test_daemon_runs_store_artifacts_and_gc_keeps_what_is_referenced(kafka
         assert await anyio.to_thread.run_sync(main, gc) == 0
         assert {o.key.split("/")[0] for o in await store.list("")} == {first, third}
         assert (await store.list(f"{first}/produce"))[0].key == f"{first}/produce/model"
+
+
+PRODUCER = """
+version: 1.1
+kind: component
+name: prod
+run:
+  kind: dag
+  operations:
+    - name: produce
+      component:
+        outputs: [{name: model, type: path}]
+        run: {kind: job, container: {image: x, command: [sh, -c, 'echo w > "$FLOWD_ARTIFACTS/model"']}}
+"""
+
+CONSUMER = """
+version: 1.1
+kind: component
+name: cons
+run:
+  kind: dag
+  operations:
+    - name: use
+      params: {model: {value: "MODEL"}}
+      component:
+        inputs: [{name: model, type: str}]
+        run: {kind: job, container: {image: x, command: [sh, -c, 'test -n "$0"', "{{ model }}"]}}
+"""
+
+
+async def test_gc_keeps_what_a_kept_run_consumes_by_a_plain_param(kafka_broker, s3_server, tmp_path: Path,
+                                                                    monkeypatch, capfd) -> None:
+    """No cache here: the only thing naming the old producer's files is a kept consumer's param
+    (a path handed over by value, as a user or a ``runs.<uuid>`` ref does). Its summary carries
+    the resolved params, so gc keeps them. A kept run whose summary leaves out its ops may refer
+    to anything: then no artifacts go at all, orphans included."""
+    import time
+
+    from flowd.cli import main
+    from flowd.daemon import wire
+    from flowd.daemon.client import publish
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FLOWD_ARTIFACTS_STORE", "")
+    url = f"s3://{s3_server.bucket}/gcc-{uuid.uuid4().hex[:6]}"
+    config = test_config(kafka_broker.bootstrap, name="artgcc", state_dir=str(tmp_path), executor="local", cache=False,
+                         artifacts_store=url, artifacts_endpoint=s3_server.endpoint)
+    store = open_store(StoreConfig(url=url, endpoint=s3_server.endpoint), default_folder=tmp_path)
+    async with serving(config) as (_daemon, events):
+        old = await submit(config, PRODUCER)
+        assert (await events.wait_done(old)).status == "succeeded"
+        new = await submit(config, PRODUCER)
+        assert (await events.wait_done(new)).status == "succeeded"
+        model = f"{url}/{old}/produce/model"
+        consumer = await submit(config, CONSUMER.replace("MODEL", model))
+        assert (await events.wait_done(consumer)).status == "succeeded"
+        assert (await run_summaries(config))[consumer].ops["use"].params == {"model": model}
+
+        capfd.readouterr()
+        bus = ["--brokers", config.brokers, "--prefix", config.prefix]
+        gc = ["gc", "--daemon", "--keep-days", "0", "--keep-last", "1", "--artifacts-store", url, *bus]
+        assert await anyio.to_thread.run_sync(main, gc) == 0
+        out = capfd.readouterr()
+        assert f"forgot {old}" in out.out and "removed artifacts" not in out.out
+        assert f"kept artifacts of {old}: a kept run or a cache entry refers to them" in out.err
+        assert [o.key for o in await store.list(old)] == [f"{old}/produce/model"]
+
+        # a running run too large for its summary (no ops in it): nothing goes, not even an orphan
+        (tmp_path / "o").write_text("o")
+        await store.put("orphan-run/op", tmp_path / "o")
+        await publish(config, config.topics.status, "huge-run",
+                      wire.RunSummary(run_id="huge-run", pipeline="huge", status="running", time=time.time(),
+                                      counts={"running": 3000}, ops_omitted=True))
+        assert await anyio.to_thread.run_sync(main, gc) == 0
+        out = capfd.readouterr()
+        assert "removed artifacts" not in out.out
+        assert "kept all artifacts: run huge-run has too many ops for its summary" in out.err
+        assert [o.key for o in await store.list("orphan-run")] == ["orphan-run/op/o"]
