@@ -395,6 +395,7 @@ class KubernetesExecutor:
     async def _read_report(self, att: Attempt, resource: str, obj: dict[str, Any], pointer: dict[str, Any]) -> None:
         try:
             obs = with_report(obj, await self.reports.read(att.run_id, att.path, att.attempt, pointer))
+            crash_point("k8s.report_read", att.key)  # tests only: read, nothing reported yet
         except ReportError as exc:
             obs = Observation(S.FAILED, reason="OutputsUnavailable", message=str(exc), exit_code=0)
         finally:
