@@ -73,6 +73,11 @@ class ReportReader:
             if i:
                 await anyio.sleep(self.backoff * 2 ** (i - 1))
             try:
+                # what is stored there, not only what the pointer claims, is bounded
+                stored = sum(o.size for o in await store.list(prefix))
+                if stored > limit + 65536:
+                    raise ReportError(f"{stored} bytes are stored at {store.location(prefix)}, over the limit "
+                                      f"max_outputs_bytes={limit}")
                 data = await self._get(store, prefix)
                 break
             except (ArtifactStoreError, OSError) as exc:

@@ -41,3 +41,11 @@ def test_a_pointer_over_the_outputs_limit_is_refused_before_reading(tmp_path: Pa
     reader = ReportReader(Settings(max_outputs_bytes=1000), store=FolderStore(tmp_path / "none"))
     with pytest.raises(ReportError, match="over the limit max_outputs_bytes=1000"):
         anyio.run(reader.read, "r", "train", 1, {"bytes": 10**8, "sha256": "ab"})
+
+
+def test_what_is_stored_is_bounded_whatever_the_pointer_claims(tmp_path: Path) -> None:
+    pointer = _stored(tmp_path, "r/train/.flowd/1", {"outputs": {"x": "y" * 5000}})
+    (tmp_path / "r/train/.flowd/1/extra.bin").write_bytes(b"z" * 70000)
+    reader = ReportReader(Settings(max_outputs_bytes=1000), store=FolderStore(tmp_path))
+    with pytest.raises(ReportError, match=r"bytes are stored at .*, over the limit max_outputs_bytes=1000"):
+        anyio.run(reader.read, "r", "train", 1, pointer)
