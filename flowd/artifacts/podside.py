@@ -41,7 +41,7 @@ from flowd.artifacts.layout import REPORT_FILE
 from flowd.artifacts.store import ArtifactStoreError, Store
 from flowd.outputs import DEFAULT_MAX_BYTES, read_outputs_file
 
-__all__ = ["INLINE_MAX", "WRAPPER", "exit_now", "fetch", "main", "upload"]
+__all__ = ["INLINE_MAX", "WRAPPER", "fetch", "main", "upload"]
 
 TERMINATION_LOG = "/dev/termination-log"
 # the kubelet keeps at most 4096 bytes of a termination message (the tail): a report up to this
@@ -181,15 +181,7 @@ def main(argv: list[str]) -> int:
     return 2
 
 
-def exit_now(code: int) -> None:
-    """Exit with ``code`` once the outcome is written (termination message, stderr), skipping
-    the interpreter's teardown: in it the object-store client's native runtime was seen to abort
-    the process (SIGABRT, exit 134) now and then after a failed request, and the container's
-    exit code must be the one decided here (a 134 after a good upload would fail the pod)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    exit_now(main(sys.argv[1:]))
+    from flowd.procexit import exit_process
+
+    exit_process(main(sys.argv[1:]))

@@ -55,10 +55,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    # the outcome is written (termination log, stderr): skip the interpreter's teardown, where
-    # the object-store client's native runtime was seen to abort after a failed request (see
-    # flowd.artifacts.podside.exit_now), so the exit code is the one decided here
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # an artifacts step loads the S3 client: end as flowd.procexit explains, with this code
+    from flowd.procexit import exit_process
+
+    exit_process(main(sys.argv[1:]))
