@@ -41,7 +41,7 @@ from flowd.engine.messages import (
 from flowd.engine.nodes import approved_up_front, index_node, kind_of, new_node
 from flowd.engine.ops import Ops
 from flowd.engine.pipelines import Pipelines
-from flowd.engine.resolve import ResolveError, op_uuid
+from flowd.engine.resolve import ResolveError, op_uuid, outputs_of
 from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, RunState, Snapshot, attempt_key, child_path
 from flowd.engine.step import Step
 from flowd.engine.tuned import Tuned
@@ -323,9 +323,8 @@ class Engine:
         if status == S.SUCCEEDED:
             if run.timers:  # most runs arm none: skip formatting an id to look up
                 self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
-            resolver = fields.resolver(run, self._index[run.run_id], node)
             try:
-                outputs = resolver.outputs(event.outputs)
+                outputs = outputs_of(self._index[run.run_id].specs[node.path], event.outputs)
             except ResolveError as exc:
                 self._step.finish(run, node, S.FAILED, message=str(exc), reason="InvalidOutputs", outputs=event.outputs)
                 return

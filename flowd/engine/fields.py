@@ -8,33 +8,27 @@ from typing import Any
 
 import msgspec
 
-from flowd.engine.index import Index, child_params
+from flowd.engine.index import Index
 from flowd.engine.resolve import ResolveError, Resolver
-from flowd.engine.state import Node, RunState, child_path
+from flowd.engine.state import Node, RunState
 from flowd.engine.templates import is_template
-from flowd.spec.compiled import Op, ParamSpec, Termination
+from flowd.spec.compiled import Op, Termination
 
 
 def resolver(run: RunState, index: Index, node: Node) -> Resolver:
-    parent = run.nodes.get(node.parent) if node.parent is not None else None
-    dag_node = parent
-    if parent is not None and parent.kind == "matrix":
+    parent_path = node.parent
+    if parent_path is None:
+        return Resolver(run.run_id, node, index.specs[node.path], None, run.nodes, "", run.context)
+    parent = run.nodes[parent_path]
+    dag_node: Node | None = parent
+    child_of = None
+    if parent.kind == "matrix":
         # a matrix child reads `ref: dag` from the DAG around the matrix
         dag_node = run.nodes.get(parent.parent) if parent.parent is not None else None
-    base = parent.path if parent is not None else ""
-
-    def sibling(name: str) -> Node | None:
-        return run.nodes.get(child_path(base, name))
-
-    param_specs = None
-    if parent is not None and parent.kind == "matrix" and node.suggestion is not None:
-        matrix, suggestion = parent, node.suggestion
-
-        def param_specs() -> dict[str, ParamSpec]:
-            return child_params(index.specs[matrix.path].params, matrix.params or {}, suggestion)
-
-    return Resolver(run.run_id, node, index.specs[node.path], dag_node, sibling, run.nodes.get, run.context,
-                    param_specs=param_specs)
+        if node.suggestion is not None:
+            child_of = (index.specs[parent_path].params, parent.params or {}, node.suggestion)
+    return Resolver(run.run_id, node, index.specs[node.path], dag_node, run.nodes, parent_path, run.context,
+                    child_of=child_of)
 
 
 def number(run: RunState, index: Index, node: Node, value: Any, what: str, *, integer: bool = True) -> Any:

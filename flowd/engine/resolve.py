@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from flowd.engine import templates
+from flowd.engine.index import child_params
 from flowd.engine.joins import JoinError, JoinSource, join_values, select
 from flowd.engine.state import Node, RunState
 from flowd.spec.compiled import IOSpec, Op, ParamSpec
@@ -239,15 +240,30 @@ def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | 
     return out
 
 
-class Resolver:
-    """Resolves one op of one run. ``sibling(name)`` returns the node of an op of the same DAG;
-    ``dag`` is the enclosing pipeline node (its params are the DAG's inputs); ``node_at(path)``
-    any node of the run (a matrix's children)."""
+def outputs_of(op: Op, reported: dict[str, Any] | None) -> dict[str, Any]:
+    """An op's reported outputs merged with its declared defaults, declared types coerced. Needs
+    nothing of the run: a finished job's report does not build a Resolver."""
+    out = dict(reported or {})
+    for io in op.component.outputs:
+        if io.name not in out and io.value is not None:
+            out[io.name] = io.value
+        if io.type is not None and out.get(io.name) is not None:
+            out[io.name] = Resolver._coerce(io, out[io.name], "output")  # noqa: SLF001
+    return out
 
-    def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None],
-                 node_at: Callable[[str], Node | None] | None = None, context: dict[str, Any] | None = None,
-                 joins: JoinSource | None = None,
-                 param_specs: Callable[[], dict[str, ParamSpec]] | None = None):
+
+class Resolver:
+    """Resolves one op of one run. ``nodes`` is the run's node map and ``base`` the path of the
+    pipeline the op belongs to (its siblings are ``base/name``); ``dag`` is the enclosing
+    pipeline node (its params are the DAG's inputs). Built up to three times per op, so it
+    holds only what it is handed: everything else is derived on first use."""
+
+    __slots__ = ("run_id", "join_source", "joined", "run_context", "node", "op", "dag", "nodes", "base",
+                 "_ops_ctx", "_child_of", "_param_specs")
+
+    def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, nodes: dict[str, Node], base: str = "",
+                 context: dict[str, Any] | None = None, joins: JoinSource | None = None,
+                 child_of: tuple[dict[str, ParamSpec], dict[str, Any], dict[str, Any]] | None = None):
         self.run_id = run_id
         # the runs a join may select (engine state), and what the last params() joined:
         # "<run id>/<op path>" of every selected run, in order (lineage, §8.4 step 4)
@@ -257,19 +273,27 @@ class Resolver:
         self.node = node
         self.op = op
         self.dag = dag
-        self.sibling = sibling
-        self.node_at = node_at
+        self.nodes = nodes
+        self.base = base
         self._ops_ctx: dict[str, Any] | None = None
         # a matrix child's params are its own values over a spec its siblings share: derived
-        # here when first needed (``index.child_params``), never kept on the spec
-        self._param_specs_of = param_specs
+        # here when first needed (``child_params`` of the matrix op's params, the matrix's
+        # resolved params and the child's suggestion), never kept on the spec
+        self._child_of = child_of
         self._param_specs: dict[str, ParamSpec] | None = None
+
+    def sibling(self, name: str) -> Node | None:
+        """The node of the op ``name`` of the same DAG."""
+        return self.nodes.get(f"{self.base}/{name}" if self.base else name)
+
+    def node_at(self, path: str) -> Node | None:
+        return self.nodes.get(path)
 
     @property
     def param_specs(self) -> dict[str, ParamSpec]:
         """The op's params as specs: the op's own, or a matrix child's values."""
         if self._param_specs is None:
-            self._param_specs = self.op.params if self._param_specs_of is None else self._param_specs_of()
+            self._param_specs = self.op.params if self._child_of is None else child_params(*self._child_of)
         return self._param_specs
 
     # --- refs -------------------------------------------------------------------------------
@@ -451,13 +475,7 @@ class Resolver:
 
     def outputs(self, reported: dict[str, Any] | None) -> dict[str, Any]:
         """Reported outputs merged with declared defaults, declared types coerced."""
-        out = dict(reported or {})
-        for io in self.op.component.outputs:
-            if io.name not in out and io.value is not None:
-                out[io.name] = io.value
-            if io.type is not None and out.get(io.name) is not None:
-                out[io.name] = self._coerce(io, out[io.name], "output")
-        return out
+        return outputs_of(self.op, reported)
 
     # --- conditions, trigger, runtime -------------------------------------------------------
 
