@@ -1,6 +1,7 @@
 """Fields of a node's spec that may be templates, rendered with the node's resolved params
 ([FLOWD] POLYFLOW §11.1): numbers (``concurrency: "{{ n }}"``), the termination block, a
-pipeline's concurrency limit; and the :class:`Resolver` that renders them."""
+pipeline's concurrency limit; the :class:`Resolver` that renders them; and the shortcuts that
+spare most ops a Resolver (``literal_params``, ``renders``, ``flags``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import msgspec
 
 from flowd.engine.index import Index
-from flowd.engine.resolve import ResolveError, Resolver
+from flowd.engine.plain import PipelineFlags, pipeline_flags, templated
+from flowd.engine.resolve import ResolveError, Resolver, complete_params, has_templates
 from flowd.engine.state import Node, RunState
 from flowd.engine.templates import is_template
 from flowd.spec.compiled import Op, Termination
@@ -29,6 +31,63 @@ def resolver(run: RunState, index: Index, node: Node) -> Resolver:
             child_of = (index.specs[parent_path].params, parent.params or {}, node.suggestion)
     return Resolver(run.run_id, node, index.specs[node.path], dag_node, run.nodes, parent_path, run.context,
                     child_of=child_of)
+
+
+# what is known of a spec the engine builds itself (an iterative matrix's tuner job): nothing
+_UNKNOWN = PipelineFlags(plain=False, to_env=True, to_init=True)
+
+
+def flags(run: RunState, index: Index, node: Node) -> PipelineFlags:
+    """What the spec of ``node`` lacks (templates, toEnv, toInit): what the run's whole pipeline
+    lacks, found once per run, for every spec taken from it."""
+    if node.suggestion is None and node.parent is not None and run.nodes[node.parent].kind == "matrix":
+        return _UNKNOWN
+    found = index.flags
+    if found is None:
+        found = index.flags = pipeline_flags(run.pipeline)
+    return found
+
+
+def _matrix_templated(index: Index, matrix: Node) -> bool:
+    found = index.matrix_templated.get(matrix.path)
+    if found is None:
+        found = index.matrix_templated[matrix.path] = templated(matrix.params or {})
+    return found
+
+
+def renders(run: RunState, index: Index, node: Node, spec: Op) -> bool:
+    """Does dispatching ``node`` render its runtime (``has_templates`` of its spec and params)?
+    In a pipeline without a template anywhere only a matrix child's own values can hold one:
+    one small check per child instead of a JSON encode of the op's params per dispatch."""
+    if flags(run, index, node).plain:
+        parent = run.nodes[node.parent] if node.parent is not None else None
+        if parent is None or parent.kind != "matrix":
+            return False
+        if node.suggestion is not None:
+            return _matrix_templated(index, parent) or templated(node.suggestion)
+    return has_templates(spec, resolver(run, index, node).param_specs)
+
+
+def literal_params(run: RunState, index: Index, node: Node, spec: Op) -> dict[str, Any] | None:
+    """The op's params when nothing needs resolving (no ref, template, join, condition or
+    templated approval: a plain matrix child's values, a plain op's literals), as
+    ``Resolver.params`` would give them; None when the Resolver must do it. Raises ResolveError."""
+    if spec.joins or spec.conditions is not None or not isinstance(spec.is_approved, bool) \
+            or not flags(run, index, node).plain:
+        return None
+    parent = run.nodes[node.parent] if node.parent is not None else None
+    if parent is not None and parent.kind == "matrix":
+        suggestion = node.suggestion
+        if suggestion is None or _matrix_templated(index, parent) or templated(suggestion):
+            return None
+        values = dict(parent.params or {})
+        values.update(suggestion)
+        return complete_params(spec, values)
+    params = spec.params
+    for param in params.values():
+        if param.ref:
+            return None
+    return complete_params(spec, {name: param.value for name, param in params.items()})
 
 
 def number(run: RunState, index: Index, node: Node, value: Any, what: str, *, integer: bool = True) -> Any:

@@ -13,11 +13,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
 from flowd.engine import templates
 from flowd.engine.index import child_params
 from flowd.engine.joins import JoinError, JoinSource, join_values, select
+from flowd.engine.plain import templated
 from flowd.engine.state import Node, RunState
 from flowd.spec.compiled import IOSpec, Op, ParamSpec
 from flowd.spec.types import coerce as _coerce  # the spec layer owns IO typing
@@ -124,11 +123,6 @@ def _globals_of(run: RunState, node: Node) -> dict[str, Any]:
     return run_globals(run.run_id, node, run.context)
 
 
-def _templated(value: Any) -> bool:
-    blob = msgspec.json.encode(value)
-    return b"{{" in blob or b"{%" in blob
-
-
 # id(component) -> (component, its runtime has templates). Keyed by the component, which every
 # matrix child and nested-DAG instance shares, never by the op: a matrix child's op is its own
 # copy, and pinning each one here kept ~0.5 KB per child alive after its run was forgotten
@@ -143,9 +137,9 @@ def has_templates(op: Op, params: dict[str, ParamSpec] | None = None) -> bool:
     if entry is None or entry[0] is not component:
         if len(_run_flags) > 200_000:
             _run_flags.clear()
-        entry = (component, _templated(component.run))
+        entry = (component, templated(component.run))
         _run_flags[id(component)] = entry
-    return entry[1] or _templated([op.params if params is None else params, op.conditions, op.trigger,
+    return entry[1] or templated([op.params if params is None else params, op.conditions, op.trigger,
                                    op.is_approved])
 
 
@@ -238,6 +232,25 @@ def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | 
             continue
         out[io.name] = Resolver._coerce(io, value, "output") if io.type is not None else value  # noqa: SLF001
     return out
+
+
+def complete_params(op: Op, resolved: dict[str, Any]) -> dict[str, Any]:
+    """``resolved`` (an op's params, refs followed and templates rendered) with the declared
+    defaults of missing inputs, every input and output coerced to its declared type. Raises
+    ResolveError naming a required input left without a value."""
+    for io in op.component.inputs:
+        value = resolved.get(io.name)
+        if value is None:
+            if io.is_optional or io.delay_validation or io.value is not None:
+                resolved[io.name] = io.value
+            else:
+                raise ResolveError(f"input {io.name!r} is required and no value was resolved")
+        if io.type is not None and resolved[io.name] is not None:
+            resolved[io.name] = Resolver._coerce(io, resolved[io.name], "input")  # noqa: SLF001
+    for io in op.component.outputs:
+        if io.name in resolved and resolved[io.name] is not None and io.type is not None:
+            resolved[io.name] = Resolver._coerce(io, resolved[io.name], "output")  # noqa: SLF001
+    return resolved
 
 
 def outputs_of(op: Op, reported: dict[str, Any] | None) -> dict[str, Any]:
@@ -405,16 +418,16 @@ class Resolver:
         op = self.op
         specs = self.param_specs
         resolved: dict[str, Any] = {}
-        templated: list[str] = []
+        rendered: list[str] = []
         for name, param in specs.items():
             if param.ref:
                 resolved[name] = self._follow(name, param.ref, param.value)
             elif templates.is_template(param.value):
-                templated.append(name)
+                rendered.append(name)
             else:
                 resolved[name] = param.value
-        if templated:
-            for name in templated:
+        if rendered:
+            for name in rendered:
                 try:
                     resolved[name] = templates.render_value(specs[name].value, self.context(resolved))
                 except templates.TemplateError as exc:
@@ -423,19 +436,7 @@ class Resolver:
             self._join(resolved)
         if partial:
             return resolved
-        for io in op.component.inputs:
-            value = resolved.get(io.name)
-            if value is None:
-                if io.is_optional or io.delay_validation or io.value is not None:
-                    resolved[io.name] = io.value
-                else:
-                    raise ResolveError(f"input {io.name!r} is required and no value was resolved")
-            if io.type is not None and resolved[io.name] is not None:
-                resolved[io.name] = self._coerce(io, resolved[io.name], "input")
-        for io in op.component.outputs:
-            if io.name in resolved and resolved[io.name] is not None and io.type is not None:
-                resolved[io.name] = self._coerce(io, resolved[io.name], "output")
-        return resolved
+        return complete_params(op, resolved)
 
     def _join(self, resolved: dict[str, Any]) -> None:
         """§8.4: render each join with the params resolved so far, select its runs, and bind
