@@ -11,7 +11,7 @@ import msgspec
 
 from flowd.engine.index import Index
 from flowd.engine.plain import PipelineFlags, pipeline_flags, templated
-from flowd.engine.resolve import ResolveError, Resolver, complete_params, has_templates
+from flowd.engine.resolve import ResolveError, Resolver, canonical, complete_params, has_templates
 from flowd.engine.state import Node, RunState
 from flowd.engine.templates import is_template
 from flowd.spec.compiled import Op, Termination
@@ -48,10 +48,25 @@ def flags(run: RunState, index: Index, node: Node) -> PipelineFlags:
     return found
 
 
-def _matrix_templated(index: Index, matrix: Node) -> bool:
+# matrix kinds whose suggestions are values of the pipeline itself (choices, ranges, mappings)
+# or numbers drawn from it; a tuner's suggestions may come from a user's job (``iterative``)
+_SUGGESTS_FROM_SPEC = frozenset({"grid", "random", "mapping"})
+
+
+def _child_templated(index: Index, matrix: Node, suggestion: dict[str, Any]) -> bool:
+    """Does a template occur in a matrix child's values (the matrix's resolved params with the
+    child's suggestion over them), in a pipeline without a template anywhere? Decided once per
+    matrix when its suggestions come from the pipeline, else per child."""
     found = index.matrix_templated.get(matrix.path)
     if found is None:
-        found = index.matrix_templated[matrix.path] = templated(matrix.params or {})
+        spec = index.specs[matrix.path]
+        if templated(matrix.params or {}):
+            found = True
+        elif spec.matrix is not None and spec.matrix.kind in _SUGGESTS_FROM_SPEC:
+            found = False
+        index.matrix_templated[matrix.path] = found
+        if found is None:
+            return templated(suggestion)
     return found
 
 
@@ -64,7 +79,7 @@ def renders(run: RunState, index: Index, node: Node, spec: Op) -> bool:
         if parent is None or parent.kind != "matrix":
             return False
         if node.suggestion is not None:
-            return _matrix_templated(index, parent) or templated(node.suggestion)
+            return _child_templated(index, parent, node.suggestion)
     return has_templates(spec, resolver(run, index, node).param_specs)
 
 
@@ -78,9 +93,12 @@ def literal_params(run: RunState, index: Index, node: Node, spec: Op) -> dict[st
     parent = run.nodes[node.parent] if node.parent is not None else None
     if parent is not None and parent.kind == "matrix":
         suggestion = node.suggestion
-        if suggestion is None or _matrix_templated(index, parent) or templated(suggestion):
+        if suggestion is None or _child_templated(index, parent, suggestion):
             return None
-        values = dict(parent.params or {})
+        base = parent.params
+        if not base and canonical(spec, suggestion):
+            return suggestion  # nothing to add or coerce: the child's params are its suggestion
+        values = dict(base or {})
         values.update(suggestion)
         return complete_params(spec, values)
     params = spec.params

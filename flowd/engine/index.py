@@ -41,8 +41,9 @@ class Index:
         self.child_templates: dict[str, Op] = {}
         # what the whole pipeline lacks (``plain.pipeline_flags``), found on first use
         self.flags: PipelineFlags | None = None
-        # matrix path -> a template in the matrix's resolved params (which all its children get)
-        self.matrix_templated: dict[str, bool] = {}
+        # matrix path -> a template in its children's values: True, False, or None (look at
+        # each child's suggestion: a tuner's)
+        self.matrix_templated: dict[str, bool | None] = {}
 
 
 def new_index(run: RunState) -> Index:

@@ -22,7 +22,7 @@ from flowd.engine import status as S
 from flowd.engine.index import Index
 from flowd.engine.messages import StartOp
 from flowd.engine.resolve import ResolveError
-from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key
+from flowd.engine.state import PIPELINE_KINDS, Node, RunState
 from flowd.engine.step import Step
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
 from flowd.engine.to_init import init_steps, with_init_steps
@@ -283,11 +283,13 @@ def start_op(run: RunState, node: Node, spec: Op, params: dict[str, Any], body: 
     cache_key, cache_ttl = (None, None)
     if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
         cache_key, cache_ttl = cache_of(spec, node, params, body, env)
+    component = spec.component
+    # positional: run_id, path, attempt, key, kind, params, run, env, termination, namespace,
+    # outputs, cache_key, cache_ttl
     return StartOp(
-        run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
-        kind=node.kind, params=params, run=body, env=env, termination=term,
-        namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
-        cache_key=cache_key, cache_ttl=cache_ttl,
+        run.run_id, node.path, node.attempt, f"{run.run_id}/{node.path}#{node.attempt}", node.kind, params, body, env,
+        term, component.namespace, [io.name for io in component.outputs] if component.outputs else [],
+        cache_key, cache_ttl,
     )
 
 

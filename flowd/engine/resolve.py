@@ -19,6 +19,7 @@ from flowd.engine.joins import JoinError, JoinSource, join_values, select
 from flowd.engine.plain import templated
 from flowd.engine.state import Node, RunState
 from flowd.spec.compiled import IOSpec, Op, ParamSpec
+from flowd.spec.types import EXACT_TYPES
 from flowd.spec.types import coerce as _coerce  # the spec layer owns IO typing
 
 
@@ -251,6 +252,21 @@ def complete_params(op: Op, resolved: dict[str, Any]) -> dict[str, Any]:
         if io.name in resolved and resolved[io.name] is not None and io.type is not None:
             resolved[io.name] = Resolver._coerce(io, resolved[io.name], "output")  # noqa: SLF001
     return resolved
+
+
+def canonical(op: Op, values: dict[str, Any]) -> bool:
+    """Is ``values`` already what ``complete_params`` makes of it: every input bound to a value
+    of its declared scalar type (nothing to default or coerce), every output it binds too?"""
+    for ios in (op.component.inputs, op.component.outputs):
+        for io in ios:
+            value = values.get(io.name)
+            if value is None:
+                if ios is op.component.inputs:
+                    return False
+                continue
+            if io.type is not None and (type(value) is not EXACT_TYPES.get(io.type) or io.is_list or io.validation):
+                return False
+    return True
 
 
 def outputs_of(op: Op, reported: dict[str, Any] | None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ __all__ = [
     "type_names",
     "refs_compatible",
     "TEXT_TYPES",
+    "EXACT_TYPES",
 ]
 
 
@@ -458,7 +459,7 @@ def coerce_value(type_name: str | None, value: Any, *, is_list: bool = False, re
 
 
 # declared type -> the Python type whose values that type's check returns unchanged
-_EXACT: dict[str | None, type] = {"int": int, "float": float, "metric": float, "bool": bool, "str": str}
+EXACT_TYPES: dict[str | None, type] = {"int": int, "float": float, "metric": float, "bool": bool, "str": str}
 
 
 def coerce(io: Any, value: Any, *, reference_compat: bool = False) -> Any:
@@ -470,7 +471,7 @@ def coerce(io: Any, value: Any, *, reference_compat: bool = False) -> Any:
     """
     # the common case, a value already of its declared scalar type, is its own canonical form:
     # nothing to parse or convert (an engine coerces every input and output of every op)
-    if type(value) is _EXACT.get(getattr(io, "type", None)) and not getattr(io, "is_list", False) \
+    if type(value) is EXACT_TYPES.get(getattr(io, "type", None)) and not getattr(io, "is_list", False) \
             and not getattr(io, "validation", None):
         return value
     name = getattr(io, "name", "?")
