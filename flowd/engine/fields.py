@@ -101,11 +101,38 @@ def literal_params(run: RunState, index: Index, node: Node, spec: Op) -> dict[st
         values = dict(base or {})
         values.update(suggestion)
         return complete_params(spec, values)
-    params = spec.params
-    for param in params.values():
+    resolved: dict[str, Any] = {}
+    base = node.parent
+    for name, param in spec.params.items():
         if param.ref:
-            return None
-    return complete_params(spec, {name: param.value for name, param in params.items()})
+            value = _sibling_output(run, base, param.ref, param.value)
+            if value is _UNRESOLVED:
+                return None  # anything else, or an error to word: the Resolver's work
+            resolved[name] = value
+        else:
+            resolved[name] = param.value
+    return complete_params(spec, resolved)
+
+
+_UNRESOLVED = object()
+
+
+def _sibling_output(run: RunState, base: str | None, ref: str, path: Any) -> Any:
+    """``ref: ops.X`` / ``value: outputs.Y`` (a fan-out worker's param) when X reported Y, as
+    ``Resolver._follow`` reads it; ``_UNRESOLVED`` for any other ref or when it did not."""
+    if not ref.startswith("ops.") or not isinstance(path, str):
+        return _UNRESOLVED
+    path = path.strip()
+    if path.startswith("{{") and path.endswith("}}"):
+        path = path[2:-2].strip()
+    section, _, key = path.partition(".")
+    if section != "outputs" or not key:
+        return _UNRESOLVED
+    target = run.nodes.get(f"{base}/{ref[4:]}" if base else ref[4:])
+    outputs = target.outputs if target is not None else None
+    if outputs is None or key not in outputs:
+        return _UNRESOLVED
+    return outputs[key]
 
 
 def number(run: RunState, index: Index, node: Node, value: Any, what: str, *, integer: bool = True) -> Any:
