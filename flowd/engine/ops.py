@@ -67,7 +67,7 @@ class Ops:
             return
         if literal is not None:
             # nothing to resolve, no condition, no templated approval: no Resolver
-            if node.suggestion is not None and _same(literal, node.suggestion):
+            if literal is not node.suggestion and node.suggestion is not None and _same(literal, node.suggestion):
                 literal = node.suggestion
             node.params = literal
             node.joined = None
@@ -130,14 +130,22 @@ class Ops:
             self.dispatch(run, node)
             return
         parent = run.nodes[node.parent]
-        parent.waiting.append(node.path)  # type: ignore[union-attr]
+        waiting = parent.waiting
+        assert waiting is not None
+        if not waiting and not parent.stopping and parent.status not in S.DONE \
+                and not self.step.index[run.run_id].limits.get(parent.path):
+            # nothing queued before it and no limit: admitted at once (what admit would do)
+            parent.active += 1
+            node.holds_slot = True
+            self.dispatch(run, node)
+            return
+        waiting.append(node.path)
         self.admit(run, parent)
 
     def admit(self, run: RunState, parent: Node) -> None:
-        if parent.stopping or parent.status in S.DONE:
-            return
         waiting = parent.waiting
-        assert waiting is not None
+        if not waiting or parent.stopping or parent.status in S.DONE:
+            return
         limit = self.step.index[run.run_id].limits.get(parent.path)
         while parent.waiting_head < len(waiting) and (not limit or parent.active < limit):
             path = waiting[parent.waiting_head]
