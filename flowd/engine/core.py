@@ -197,13 +197,27 @@ class Engine:
     def view(self, run_id: str) -> RunView:
         run = self.runs[run_id]
         root = run.nodes[""]
-        ops: dict[str, OpView] = {}
-        for path, node in run.nodes.items():
+        return RunView(
+            run_id=run_id,
+            pipeline=run.pipeline.name,
+            status=root.status,
+            started_at=root.started_at,
+            finished_at=root.finished_at,
+            message=root.message,
+            ops=dict(self.op_views(run_id)),
+            hooks=[msgspec.to_builtins(h) for h in run.hooks],
+            hook_of=msgspec.to_builtins(run.hook_of) if run.hook_of is not None else None,
+        )
+
+    def op_views(self, run_id: str) -> Iterator[tuple[str, OpView]]:
+        """The ``ops`` of ``view(run_id)`` one at a time, in the same order: a caller that
+        looks at a million ops one by one never holds all their views."""
+        for path, node in self.runs[run_id].nodes.items():
             if not path:
                 if node.kind in PIPELINE_KINDS:
                     continue
                 path = node.name
-            ops[path] = OpView(
+            yield path, OpView(
                 status=node.status,
                 attempts=node.attempt,
                 outputs=node.outputs,
@@ -216,17 +230,6 @@ class Engine:
                 joined=[{"run_id": r, "op": p, "uuid": op_uuid(r, p)}
                         for r, _, p in (item.partition("/") for item in node.joined)] if node.joined else None,
             )
-        return RunView(
-            run_id=run_id,
-            pipeline=run.pipeline.name,
-            status=root.status,
-            started_at=root.started_at,
-            finished_at=root.finished_at,
-            message=root.message,
-            ops=ops,
-            hooks=[msgspec.to_builtins(h) for h in run.hooks],
-            hook_of=msgspec.to_builtins(run.hook_of) if run.hook_of is not None else None,
-        )
 
     def waiting_for(self, run_id: str) -> dict[str, str]:
         """What each unfinished op of a run waits for, in words (for a stalled run's message)."""
