@@ -154,8 +154,8 @@ def number(run: RunState, index: Index, node: Node, value: Any, what: str, *, in
 
 def termination(run: RunState, index: Index, node: Node, spec: Op) -> Termination:
     term = spec.termination
-    if not any(isinstance(v, str) for v in (term.max_retries, term.timeout, term.ttl)):
-        return term
+    if type(term.max_retries) is not str and type(term.timeout) is not str and type(term.ttl) is not str:
+        return term  # nothing templated (every op, every attempt: no generator)
     return msgspec.structs.replace(
         term,
         max_retries=number(run, index, node, term.max_retries, "termination.maxRetries") or 0,

@@ -30,7 +30,8 @@ class Specs(dict[str, Op]):
 class Index:
     """What is derived from a run's state and specs and never stored: rebuilt on restore."""
 
-    __slots__ = ("specs", "downstream", "event_down", "limits", "child_templates", "flags", "matrix_templated")
+    __slots__ = ("specs", "downstream", "event_down", "limits", "child_templates", "flags", "matrix_templated",
+                 "early_stopping")
 
     def __init__(self, compute: Callable[[str], Op]) -> None:
         self.specs = Specs(compute)
@@ -44,6 +45,8 @@ class Index:
         # matrix path -> a template in its children's values: True, False, or None (look at
         # each child's suggestion: a tuner's)
         self.matrix_templated: dict[str, bool | None] = {}
+        # pipeline path -> its early-stopping rules (looked up for every descendant that ends)
+        self.early_stopping: dict[str, list[Any]] = {}
 
 
 def new_index(run: RunState) -> Index:
