@@ -102,10 +102,9 @@ def literal_params(run: RunState, index: Index, node: Node, spec: Op) -> dict[st
         values.update(suggestion)
         return complete_params(spec, values)
     resolved: dict[str, Any] = {}
-    base = node.parent
     for name, param in spec.params.items():
         if param.ref:
-            value = _sibling_output(run, base, param.ref, param.value)
+            value = _sibling_output(run, node.parent, param.ref, param.value)
             if value is _UNRESOLVED:
                 return None  # anything else, or an error to word: the Resolver's work
             resolved[name] = value
@@ -154,8 +153,12 @@ def number(run: RunState, index: Index, node: Node, value: Any, what: str, *, in
 
 def termination(run: RunState, index: Index, node: Node, spec: Op) -> Termination:
     term = spec.termination
-    if type(term.max_retries) is not str and type(term.timeout) is not str and type(term.ttl) is not str:
-        return term  # nothing templated (every op, every attempt: no generator)
+    # a templated field is a str where a number is declared; every op, every attempt: no generator
+    retries: Any = term.max_retries
+    timeout: Any = term.timeout
+    ttl: Any = term.ttl
+    if type(retries) is not str and type(timeout) is not str and type(ttl) is not str:
+        return term
     return msgspec.structs.replace(
         term,
         max_retries=number(run, index, node, term.max_retries, "termination.maxRetries") or 0,
