@@ -40,6 +40,7 @@ from flowd.engine.messages import (
 )
 from flowd.engine.nodes import approved_up_front, index_node, kind_of, new_node
 from flowd.engine.ops import Ops
+from flowd.engine.pipeline_codec import decode_snapshot
 from flowd.engine.pipelines import Pipelines
 from flowd.engine.resolve import ResolveError, op_uuid, outputs_of
 from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, RunState, Snapshot, attempt_key, child_path
@@ -136,7 +137,8 @@ class Engine:
         paused = gc.isenabled()
         gc.disable()
         try:
-            snap = msgspec.msgpack.decode(data, type=Snapshot)
+            # equal parts of a pipeline (a nested DAG's body) decoded once, shared again
+            snap = decode_snapshot(data)
             if snap.version != SNAPSHOT_VERSION:
                 raise ValueError(f"snapshot version {snap.version} is not supported (expected {SNAPSHOT_VERSION})")
             engine = cls(limits)

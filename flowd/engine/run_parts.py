@@ -17,12 +17,12 @@ from flowd.engine.fields import renders, resolver
 from flowd.engine.index import Index
 from flowd.engine.messages import StartOp
 from flowd.engine.ops import start_op
+from flowd.engine.pipeline_codec import decode_run_head
 from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, Node, RunState, attempt_key
 from flowd.engine.to_init import init_steps, with_init_steps
 from flowd.spec.compiled import Component, Op
 
 _encoder = msgspec.msgpack.Encoder()
-_head_decoder = msgspec.msgpack.Decoder(tuple[int, RunState])
 _nodes_decoder = msgspec.msgpack.Decoder(list[Node])
 # stands in for a pipeline left out of a run's parts (the caller stores it once for many runs)
 _NO_PIPELINE = Op(name="", component=Component(kind="job"))
@@ -40,11 +40,9 @@ def snapshot_run(run: RunState, nodes_per_part: int, *, without_pipeline: bool =
 
 
 def restore_run(parts: Sequence[bytes | memoryview], pipeline: Op | None = None) -> RunState:
-    version, run = _head_decoder.decode(parts[0])
+    version, run = decode_run_head(parts[0], pipeline)
     if version != SNAPSHOT_VERSION:
         raise ValueError(f"snapshot version {version} is not supported (expected {SNAPSHOT_VERSION})")
-    if pipeline is not None:
-        run.pipeline = pipeline
     nodes = run.nodes
     for part in parts[1:]:
         for node in _nodes_decoder.decode(part):
