@@ -80,11 +80,11 @@ class PipelineDecoder:
         return component
 
 
-_ShallowRun = _shallow(RunState, "_ShallowRun", pipeline=msgspec.Raw)
-_ShallowSnapshot = msgspec.defstruct("_ShallowSnapshot", [("version", int), ("runs", list[_ShallowRun])],
-                                     omit_defaults=True)
-_snapshot_decoder = msgspec.msgpack.Decoder(_ShallowSnapshot)
-_head_decoder = msgspec.msgpack.Decoder(tuple[int, _ShallowRun])
+_ShallowRun: Any = _shallow(RunState, "_ShallowRun", pipeline=msgspec.Raw)
+_ShallowSnapshot: Any = msgspec.defstruct("_ShallowSnapshot", [("version", int), ("runs", list[_ShallowRun])],
+                                          omit_defaults=True)
+_snapshot_decoder: Any = msgspec.msgpack.Decoder(_ShallowSnapshot)
+_head_decoder: Any = msgspec.msgpack.Decoder(tuple[int, _ShallowRun])
 
 
 def _run(shallow: Any, decoder: PipelineDecoder, pipeline: Op | None = None) -> RunState:
