@@ -83,7 +83,8 @@ class Engine:
         If the engine fails on the event (the run is quarantined) the commands it already sank
         stand, and the quarantine stops every op they started."""
         self._step.begin(event.time, sink)
-        bound = template_bounds.bind(self.limits.max_template_bytes)
+        bound = template_bounds.bind(self.limits.max_template_bytes) \
+            if template_bounds.bound() != self.limits.max_template_bytes else None
         try:
             if isinstance(event, Submit):
                 self._submit(event)
@@ -109,7 +110,8 @@ class Engine:
                 raise
             recovery.quarantine(self._step, run, event, exc)
         finally:
-            template_bounds.unbind(bound)
+            if bound is not None:  # None: the bound in force was this engine's already
+                template_bounds.unbind(bound)
         out, self._step.out = self._step.out, []
         self._step.sink = None
         return out if isinstance(out, list) else []

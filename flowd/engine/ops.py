@@ -314,24 +314,36 @@ def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
     io = cache.get("io")
     keyed = sorted(params.items()) if not isinstance(io, list) else sorted((k, v) for k, v in params.items() if k in io)
     ttl = cache.get("ttl")
-    digest = _component_digest(spec.component, body).copy()
+    entry = _component_digest(spec.component, body)
+    if not env and not keyed:
+        key = entry[3]  # no env, no params: the key is the component's own (a nested DAG's ops)
+        if key is None:
+            key = entry[3] = _tail(entry[2], env, keyed)
+    else:
+        key = _tail(entry[2], env, keyed)
+    return key, float(ttl) if isinstance(ttl, (int, float)) else None
+
+
+def _tail(head: Any, env: dict[str, str], keyed: list[tuple[str, Any]]) -> str:
+    digest = head.copy()
     # the array's tail: its first five items are hashed already, so "[env,params]" without its "["
     digest.update(memoryview(msgspec.json.encode([env, keyed]))[1:])
-    return digest.hexdigest(), float(ttl) if isinstance(ttl, (int, float)) else None
+    return str(digest.hexdigest())
 
 
-# id(component) -> (component, body, SHA-256 state over the key's first five items). The same
-# bytes hashed as one blob before; a matrix's children and a nested DAG's instances share one
-# component and, unrendered, one body. Bounded: a 100k-op fan-out has a component per op.
-_digests: dict[int, tuple[Component, dict[str, Any], Any]] = {}
+# id(component) -> [component, body, SHA-256 state over the key's first five items, the key
+# with no env and no params]. The same bytes hashed as one blob before; a matrix's children and
+# a nested DAG's instances share one component and, unrendered, one body. Bounded: a 100k-op
+# fan-out has a component per op.
+_digests: dict[int, list[Any]] = {}
 
 
-def _component_digest(component: Component, body: dict[str, Any]) -> Any:
+def _component_digest(component: Component, body: dict[str, Any]) -> list[Any]:
     entry = _digests.get(id(component))
     if entry is None or entry[0] is not component or entry[1] is not body:
         if len(_digests) >= 4096:
             _digests.clear()
         head = msgspec.json.encode(["flowd-cache-1", component.kind, component.inputs, component.outputs, body])
-        entry = (component, body, hashlib.sha256(head[:-1] + b","))
+        entry = [component, body, hashlib.sha256(head[:-1] + b","), None]
         _digests[id(component)] = entry
-    return entry[2]
+    return entry
