@@ -5,12 +5,14 @@
     .venv/bin/python bench/engine_bench.py nested-1000x1000   # 1M ops; likewise matrix-1m
 
 Each shape is run in a fresh process so peak RSS is its own. Figures printed per shape:
-op transitions/s (status changes the engine emitted per second of engine time), ops/s,
+op transitions/s (status changes the engine emitted per second of engine time), ops/s (wall
+clock) and ops per CPU second (``ops_per_cpu_s``: on a shared machine the one to compare),
 p50/p99 latency from "upstream reported done" to "start command emitted" (the duration of the
 handle() call that received the report: in a fan-out one report starts every worker, so that
 single call is the whole burst), the same per start (call duration / starts it emitted), peak RSS,
 engine memory per op, snapshot size and snapshot+restore time. Targets (issue 3): >= 50,000
-transitions/s on the 100k fan-out, p99 <= 1 ms, <= 2 KB per op, snapshot+restore of 100k ops <= 1 s.
+transitions/s on the 100k fan-out, p99 <= 1 ms, <= 2 KB per op, snapshot+restore of 100k ops <= 1 s;
+(issue 15 §3) >= 50,000 ops/s on the 1M shapes in <= 2 GB peak resident.
 """
 
 from __future__ import annotations
