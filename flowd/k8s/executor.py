@@ -50,7 +50,7 @@ from flowd.k8s.limiter import CreateLimiter
 from flowd.k8s.metriclogs import MetricFollowers
 from flowd.k8s.metrics import K8sMetrics
 from flowd.k8s.objects import collection_path, delete, object_path, remove_finalizer
-from flowd.k8s.pod import ConversionError, build_pod, build_service, namespace_of
+from flowd.k8s.pod import ConversionError, build_service, namespace_of
 from flowd.k8s.podlogs import main_container
 from flowd.k8s.status import (
     GONE,
@@ -60,6 +60,7 @@ from flowd.k8s.status import (
     kubeflow_observe,
     observe,
 )
+from flowd.k8s.templates import PodTemplates
 from flowd.k8s.watch import Backoff, watch_forever
 
 __all__ = ["KubernetesExecutor", "POD_KINDS", "KINDS", "MISSING_REASON"]
@@ -98,6 +99,8 @@ class KubernetesExecutor:
         self._verify: set[str] = set()  # keys to check with a GET (maybe missing)
         self.partitions: set[str] | None = None  # None: report every flowd pod
         self.metrics = K8sMetrics.for_registry(registry)
+        # a fan-out's identical bodies are converted once (flowd.k8s.templates)
+        self.templates = PodTemplates(self.settings)
         self.limiter: CreateLimiter[Attempt] = CreateLimiter(qps=self.settings.qps, burst=self.settings.burst,
                                                               wait=self.metrics.create_wait)
         # intermediate metrics read from pods' logs (flowd.k8s.metriclogs)
@@ -168,7 +171,7 @@ class KubernetesExecutor:
         self._attempts[cmd.key] = att
         try:
             if cmd.kind in POD_KINDS:
-                att.manifest = build_pod(cmd, self.settings)
+                att.manifest = self.templates.build(cmd)
                 if cmd.kind == "service":
                     att.service = build_service(cmd, self.settings, att.manifest)
             elif cmd.kind in KUBEFLOW_KINDS:
