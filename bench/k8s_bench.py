@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubernetes_asyncio import client
 
+from bench.cpu_sampler import CpuSampler
 from flowd.engine.messages import OpStatus, StartOp, Submit
 from flowd.k8s.client import Kube, load_client
 from flowd.k8s.config import Settings
@@ -160,7 +161,7 @@ async def flowd_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: 
 
 
 async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: int,
-                           on_seed_done=None) -> dict:
+                           on_seed_done=None, sampler=None) -> dict:
     """The same fan-out through what ``flowd run --executor k8s`` runs: flowd.runtime.driver with
     its store (journal + snapshots, fdatasync'ed, in a temp state dir) and the executor."""
     from flowd.engine import Engine
@@ -218,7 +219,8 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
             await asyncio.sleep(0.01)
         cpu0 = cpu_seconds()
         stalls.clear()
-        await asyncio.wait_for(all_created.wait(), 600)
+        with sampler if sampler is not None else contextlib.nullcontext():
+            await asyncio.wait_for(all_created.wait(), 600)
         cpu = cpu_seconds() - cpu0
         probe.cancel()
         task.cancel()
@@ -329,6 +331,7 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
           "   (paired: both at once)")
     for n in sizes:
         ratios = []
+        sampler = CpuSampler() if args.sample else None
         for _rep in range(args.repeat):
             ns_b = await cluster.create_namespace("bare")
             child = subprocess.Popen([sys.executable, __file__, "--bare-child", str(cluster.kubeconfig), ns_b, str(n),
@@ -343,7 +346,7 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
                     stdin.flush()
 
                 f = await flowd_run_fanout(cluster, await cluster.create_namespace("run"), n, args.concurrency,
-                                           on_seed_done=go)
+                                           on_seed_done=go, sampler=sampler)
                 bare = json.loads(await asyncio.to_thread(child.stdout.readline))
                 child.wait()
             finally:
@@ -355,6 +358,11 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
             print(f"{n:>6} | {rb:>7.0f} | {rf:>11.0f} | {rf / rb:>6.0%} | {window:>5.1f} s | {f['cpu'] / n * 1000:>5.2f} ms | "
                   f"{load_avg()}", flush=True)
         print(f"{n:>6}   median ratio {statistics.median(ratios):.0%}", flush=True)
+        if sampler is not None:
+            print(sampler.report(per=n * args.repeat), flush=True)
+            print("flowd's own functions:", flush=True)
+            print(sampler.report(per=n * args.repeat, only="flowd/"), flush=True)
+            sampler.dump(f"{args.sample}.{n}.json")
 
 
 async def main() -> None:
@@ -370,6 +378,9 @@ async def main() -> None:
     ap.add_argument("--bare", choices=["k8s", "json"], default="k8s",
                     help="with --run-only: the bare client — kubernetes_asyncio's CoreV1Api (k8s) or the same "
                          "loop over flowd's thin JSON client (json: no model decoding, the tighter ceiling)")
+    ap.add_argument("--sample", metavar="PREFIX",
+                    help="with --paired: sample where flowd's main-thread CPU goes while it creates (bench/cpu_sampler.py; "
+                         "us per pod by function, printed; the counts go to PREFIX.<size>.json)")
     ap.add_argument("--profile", metavar="PREFIX",
                     help="with --run-only: cProfile the `flowd run` phases only, into PREFIX.<size>.<round>")
     args = ap.parse_args()
