@@ -86,6 +86,8 @@ async def running():
         executor.reports = reports  # type: ignore[attr-defined]
         executor.store = store  # type: ignore[attr-defined]
         yield executor
+        # `active` is kept as a set along the way: it must still be what counting says
+        assert executor.active == sum(1 for a in executor._attempts.values() if a.state != "done")
     await api.close()
 
 
