@@ -161,7 +161,7 @@ async def flowd_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: 
 
 
 async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: int,
-                           on_seed_done=None, sampler=None) -> dict:
+                           on_seed_done=None, sampler=None, probe: bool = True) -> dict:
     """The same fan-out through what ``flowd run --executor k8s`` runs: flowd.runtime.driver with
     its store (journal + snapshots, fdatasync'ed, in a temp state dir) and the executor."""
     from flowd.engine import Engine
@@ -214,7 +214,8 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
         record = RunRecord(run_id=run_id, file="bench.yaml", file_sha256="", params={}, engine=b"")
         driver = Driver(Engine(), record=record, store=store, progress=Quiet(), handle_signals=False, executor=factory)
         task = asyncio.create_task(driver.run([Submit(run_id=run_id, pipeline=dag("fan", ops), time=time.time())]))
-        probe = asyncio.create_task(stall_probe())
+        # the probe wakes the loop 200 times a second: only where its figures are printed
+        prober = asyncio.create_task(stall_probe() if probe else asyncio.sleep(0))
         while not seed_done:
             await asyncio.sleep(0.01)
         cpu0 = cpu_seconds()
@@ -222,7 +223,7 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
         with sampler if sampler is not None else contextlib.nullcontext():
             await asyncio.wait_for(all_created.wait(), 600)
         cpu = cpu_seconds() - cpu0
-        probe.cancel()
+        prober.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -346,7 +347,7 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
                     stdin.flush()
 
                 f = await flowd_run_fanout(cluster, await cluster.create_namespace("run"), n, args.concurrency,
-                                           on_seed_done=go, sampler=sampler)
+                                           on_seed_done=go, sampler=sampler, probe=False)
                 bare = json.loads(await asyncio.to_thread(child.stdout.readline))
                 child.wait()
             finally:
