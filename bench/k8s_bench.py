@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -198,6 +199,16 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
         return KubernetesExecutor(send=timed, kubeconfig=str(cluster.kubeconfig), namespace=ns, watch_namespaces=[ns],
                                   qps=100_000, burst=100_000, create_workers=concurrency, on_created=on_created)
 
+    gc_pauses: list[float] = []
+    gc_started: list[float] = []
+
+    def gc_timer(phase: str, info: dict) -> None:
+        # the loop stands still while the cyclic collector runs: how long, in the window
+        if phase == "start":
+            gc_started[:] = [time.perf_counter()]
+        elif gc_started:
+            gc_pauses.append(time.perf_counter() - gc_started[0])
+
     async def stall_probe() -> None:
         # how late a 5 ms sleep wakes up: the event loop's stalls while flowd creates
         while True:
@@ -220,8 +231,12 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
             await asyncio.sleep(0.01)
         cpu0 = cpu_seconds()
         stalls.clear()
-        with sampler if sampler is not None else contextlib.nullcontext():
-            await asyncio.wait_for(all_created.wait(), 600)
+        gc.callbacks.append(gc_timer)
+        try:
+            with sampler if sampler is not None else contextlib.nullcontext():
+                await asyncio.wait_for(all_created.wait(), 600)
+        finally:
+            gc.callbacks.remove(gc_timer)
         cpu = cpu_seconds() - cpu0
         prober.cancel()
         task.cancel()
@@ -235,6 +250,7 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
     return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "last": max(lat), "cpu": cpu,
             "stamps": sorted(t for k, t in wall.items() if "/fan-" in k),
             "stall_max": max(stalls, default=0.0), "stall_p99": pct(stalls, 0.99) if stalls else 0.0,
+            "gc_total": sum(gc_pauses), "gc_max": max(gc_pauses, default=0.0), "gc_n": len(gc_pauses),
             "persist": s["persist_seconds"], "in_loop": s["encode_seconds"], "batches": s["batches"]}
 
 
@@ -328,8 +344,8 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
     bodies, same concurrency) creating AT THE SAME TIME in two namespaces: both see the same
     machine load at the same moment, which the sequential phases cannot give on a shared box.
     Rates are counted inside the window where both were creating."""
-    print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'ratio':>6} | {'window':>7} | {'cpu/pod':>8} | load avg"
-          "   (paired: both at once)")
+    print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'ratio':>6} | {'window':>7} | {'cpu/pod':>8} | "
+          f"{'gc n/total/max':>18} | load avg   (paired: both at once)")
     for n in sizes:
         ratios = []
         sampler = CpuSampler() if args.sample else None
@@ -356,8 +372,9 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
                     child.wait()
             rb, rf, window = overlap_rates(sorted(bare), f["stamps"])
             ratios.append(rf / rb)
+            gc_cell = f"{f['gc_n']}/{f['gc_total'] * 1000:.0f}/{f['gc_max'] * 1000:.0f} ms"
             print(f"{n:>6} | {rb:>7.0f} | {rf:>11.0f} | {rf / rb:>6.0%} | {window:>5.1f} s | {f['cpu'] / n * 1000:>5.2f} ms | "
-                  f"{load_avg()}", flush=True)
+                  f"{gc_cell:>18} | {load_avg()}", flush=True)
         print(f"{n:>6}   median ratio {statistics.median(ratios):.0%}", flush=True)
         if sampler is not None:
             print(sampler.report(per=n * args.repeat), flush=True)
