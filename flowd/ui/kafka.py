@@ -81,7 +81,7 @@ class KafkaBackend:
             nodes[path] = GraphNode(path=path, name=path.rsplit("/", 1)[-1], kind=kind, parent=_parent(path),
                                     status=op.status if op else None, attempts=op.attempt if op else 0,
                                     message=op.message if op else None, outputs=op.outputs if op else None,
-                                    params=op.params if op else None)
+                                    params=op.params if op else None, metrics=op.metrics if op else None)
         for path, node in nodes.items():
             if node.parent in nodes:
                 up = nodes[node.parent]
