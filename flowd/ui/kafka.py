@@ -20,7 +20,7 @@ import anyio
 
 from flowd.dagview import layout
 from flowd.dagview.model import Graph, GraphNode
-from flowd.runtime.history import _matches, parse_since
+from flowd.runtime.history import parse_since, pipeline_matches
 
 __all__ = ["KafkaBackend"]
 
@@ -67,7 +67,7 @@ class KafkaBackend:
         cutoff = parse_since(since) if since else None
         out = sorted(self._summaries().values(), key=lambda s: s.started_at or s.time, reverse=True)
         return [self._json(s) for s in out
-                if (not status or s.status in status.split(",")) and (not pipeline or _matches(pipeline, s.pipeline))
+                if (not status or s.status in status.split(",")) and (not pipeline or pipeline_matches(pipeline, s.pipeline))
                 and (cutoff is None or (s.started_at or s.time) >= cutoff)]
 
     def run(self, run_id: str, *, collapsed: frozenset[str]) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -264,6 +265,14 @@ def test_reruns_keep_earlier_runs_logs_listed_by_runs_and_removed_by_rm_and_gc(t
     assert json.loads(cli("runs", "-o", "json", "--pipeline", "other", "--state-dir", state).stdout)["runs"] == []
     assert len(json.loads(cli("runs", "-o", "json", "--since", "1h", "--pipeline", "fl*", "--state-dir", state).stdout)["runs"]) == 2
     assert json.loads(cli("runs", "-o", "json", "--since", "2999-01-01", "--state-dir", state).stdout)["runs"] == []
+    # --pipeline takes shell-style globs (whole name, case-sensitive) and comma lists
+    for pattern, found in (("fl?ky", 2), ("*ak*", 2), ("[ef]laky", 2), ("fla", 0), ("FLAKY", 0), ("other,fl*", 2)):
+        listed = json.loads(cli("runs", "-o", "json", "--pipeline", pattern, "--state-dir", state).stdout)["runs"]
+        assert len(listed) == found, pattern
+    # text: CREATED is local time with its UTC offset
+    table = cli("runs", "--state-dir", state, env={"TZ": "Asia/Kolkata"}).stdout.splitlines()
+    assert table[0].split() == ["RUN", "STATUS", "PIPELINE", "CREATED", "TOOK", "OPS"]
+    assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+05:30  ", table[1]), table[1]
 
     assert cli("rm", first_id, "--state-dir", state).returncode == 0
     assert not (state / "runs" / first_id).exists()
