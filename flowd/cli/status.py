@@ -69,10 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(view, indent=2))
         return 0
-    print(f"{view['pipeline']} {view['run_id']}: {view['status']}" + (f" ({view['message']})" if view["message"] else ""))
+    from flowd.cli.progress import indent_message
+
+    print(f"{view['pipeline']} {view['run_id']}: {view['status']}"
+          + (f" ({indent_message(view['message'], '  ')})" if view["message"] else ""))
     for path, op in sorted(view["ops"].items()):
         extra = f" attempt {op['attempt']}" if op["attempt"] > 1 else ""
-        print(f"  {path}: {op['status']}{extra}" + (f" - {op['message']}" if op["message"] else ""))
+        print(f"  {path}: {op['status']}{extra}" + (f" - {indent_message(op['message'], '      ')}" if op["message"] else ""))
     for diag in view.get("diagnostics", []):
         print(f"  {diag['path']}: {diag.get('location', '')}: {diag['message']}")
     return 0
