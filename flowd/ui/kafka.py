@@ -10,7 +10,6 @@ executor's attempt dirs), else the page says where they are."""
 from __future__ import annotations
 
 import io
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,22 +18,14 @@ from typing import Any
 import anyio
 
 from flowd.dagview import layout
-from flowd.dagview.model import Graph, GraphNode
+from flowd.dagview.summary import graph_of_summary
 from flowd.runtime.history import parse_since, pipeline_matches
 
 __all__ = ["KafkaBackend"]
 
-_INDEX = re.compile(r"\[\d+\]$")
-
 
 def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
-
-
-def _parent(path: str) -> str:
-    if _INDEX.search(path):
-        return _INDEX.sub("", path)
-    return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
 class KafkaBackend:
@@ -74,22 +65,7 @@ class KafkaBackend:
         summary = self._summaries(run_id).get(run_id)
         if summary is None:
             return None
-        nodes: dict[str, GraphNode] = {}
-        kinds = summary.kinds or {p: "job" for p in sorted(summary.ops, key=lambda p: (p.count("/"), p)) if p}
-        for path, kind in kinds.items():
-            op = summary.ops.get(path)
-            nodes[path] = GraphNode(path=path, name=path.rsplit("/", 1)[-1], kind=kind, parent=_parent(path),
-                                    status=op.status if op else None, attempts=op.attempt if op else 0,
-                                    message=op.message if op else None, outputs=op.outputs if op else None,
-                                    params=op.params if op else None, metrics=op.metrics if op else None)
-        for path, node in nodes.items():
-            if node.parent in nodes:
-                up = nodes[node.parent]
-                up.children.append(path)
-                if not summary.kinds:  # no kinds from the daemon: a parent's kind is told by its children
-                    up.kind = "matrix" if _INDEX.search(path) else "dag"
-        edges = [(e[0], e[1]) for e in summary.edges if e[0] in nodes and e[1] in nodes]
-        graph = Graph(pipeline=summary.pipeline, status=summary.status, nodes=nodes, edges=edges)
+        graph = graph_of_summary(summary)
         return {"run": self._json(summary), "graph": graph.to_json(), "layout": layout(graph, collapsed=collapsed),
                 "log_attempts": self._log_attempts(run_id, summary)}
 

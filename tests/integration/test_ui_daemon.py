@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -173,6 +175,13 @@ async def test_ui_shows_a_daemon_run_live_over_kafka(kafka_broker, tmp_path: Pat
             done = await events.wait_done(run_id, timeout=30)
             tg.cancel_scope.cancel()
         assert done.status == "succeeded"
+        # the CLI reads the same logs from the daemon's state dir (no snapshot there: a daemon
+        # keeps its state on Kafka); -f ends by itself, every attempt having ended
+        for extra in ((), ("-f",)):
+            logs_cli = subprocess.run([sys.executable, "-m", "flowd", "logs", run_id, *extra, "--state-dir", str(state)],
+                                      capture_output=True, text=True, timeout=60, check=False)
+            assert logs_cli.returncode == 0, logs_cli.stderr
+            assert {"[prepare] preparing rows", "[deploy] deployed"} <= set(logs_cli.stdout.splitlines()), logs_cli.stdout
         assert lrs == [0.1, 0.2, 0.3]
         assert losses == [0.7, 0.8, 0.9]
         # the page changed statuses without a reload
