@@ -5,6 +5,7 @@ tests/output/ui/ (git-ignored) as artefacts."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
         browser.get(url)
         row = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.run a"))[0]
         shot(browser, "1-runs")
+        # the created time names its zone
+        created = browser.find_elements(By.CSS_SELECTOR, "tr.run td")[3].text
+        assert re.search(r"\b(UTC|GMT[+-]?\d*|[A-Z]{3,4})$", created), created
         row.click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "svg g.node"))
 

@@ -7,6 +7,8 @@ const COLORS = {
   running: ["#d5e8fb", "#1f6fb2"], retrying: ["#f0d5fb", "#8e44ad"], queued: ["#e8eefc", "#5a7bd8"],
   compiled: ["#f4f4f4", "#777777"], created: ["#ffffff", "#aaaaaa"],
 };
+// times in the browser's zone, named (as `flowd runs` gives its offset)
+const ZONE = { timeZoneName: "short" };
 const collapsed = new Set();
 let selected = null, matrixOpen = null, sortKey = null, sortDir = 1, last = null, config = {}, drawn = "";
 const SVG = "http://www.w3.org/2000/svg";
@@ -66,8 +68,8 @@ function fieldsOf(node) {
   const rows = [["kind", node.kind], ["status", node.status || "-"], ["attempts", node.attempts],
     ["message", node.message || "-"], ["params", JSON.stringify(node.params ?? {}, null, 1)],
     ["outputs", JSON.stringify(node.outputs ?? {}, null, 1)], ["metrics", JSON.stringify(node.metrics ?? {}, null, 1)],
-    ["started", node.started_at ? new Date(node.started_at * 1000).toLocaleString() : "-"],
-    ["finished", node.finished_at ? new Date(node.finished_at * 1000).toLocaleString() : "-"]];
+    ["started", node.started_at ? new Date(node.started_at * 1000).toLocaleString(undefined, ZONE) : "-"],
+    ["finished", node.finished_at ? new Date(node.finished_at * 1000).toLocaleString(undefined, ZONE) : "-"]];
   dl.replaceChildren(...rows.flatMap(([k, v]) => { const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = String(v); dd.dataset.field = k; return [dt, dd]; }));
 }
@@ -178,7 +180,7 @@ async function refresh() {
   const status = document.getElementById("status");
   status.textContent = run.status + (run.active ? " (live)" : ""); status.className = "badge s-" + run.status;
   document.getElementById("run-id").textContent = run.run_id;
-  document.getElementById("times").textContent = run.created_at ? "created " + new Date(run.created_at).toLocaleString() : "";
+  document.getElementById("times").textContent = run.created_at ? "created " + new Date(run.created_at).toLocaleString(undefined, ZONE) : "";
   document.getElementById("message").textContent = run.message || "";
   // redraw only what changed: a steady page keeps its elements (and a user's click target)
   const sig = JSON.stringify([last.layout, last.graph.nodes.map(n => [n.status, n.attempts, n.outputs, n.metrics]), selected, run.active]);
