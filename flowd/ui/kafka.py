@@ -9,7 +9,6 @@ executor's attempt dirs), else the page says where they are."""
 
 from __future__ import annotations
 
-import io
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,7 +80,9 @@ class KafkaBackend:
 
     def logs(self, run_id: str, *, op: str, attempt: int | None, stream: str) -> str | None:
         if self.k8s is not None:
-            return self._pod_logs(run_id, op=op, attempt=attempt)
+            from flowd.ui.pods import pod_log_text
+
+            return pod_log_text(self.k8s, run_id=run_id, op=op, attempt=attempt)
         if self.state_dir is not None:
             from flowd.ui.local import attempt_text
 
@@ -90,20 +91,6 @@ class KafkaBackend:
                 f"  flowd logs {run_id} {op} --k8s --namespace NS     (daemons with the k8s executor)\n"
                 f"or start flowd ui --daemon with --kubeconfig FILE --namespace NS (pods) or --state-dir DIR "
                 f"(the state dir of daemons with the local executor) to see them here.")
-
-    def _pod_logs(self, run_id: str, *, op: str, attempt: int | None) -> str:
-        from flowd.k8s.podlogs import PodLogError, print_run_logs
-
-        assert self.k8s is not None
-        out = io.StringIO()
-        k = self.k8s
-        try:
-            anyio.run(lambda: print_run_logs(kubeconfig=k.get("kubeconfig"), context=k.get("context"),
-                                             namespace=k.get("namespace") or "default", run_id=run_id, op=op or None,
-                                             attempt=attempt, follow=False, out=out))
-        except PodLogError as exc:
-            return f"(no pod log: {exc})"
-        return out.getvalue()
 
     def _publish(self, message: Any) -> None:
         from flowd.daemon.client import publish
