@@ -102,6 +102,17 @@ async def _run_pods(kube: Kube, *, namespace: str, run_id: str) -> list[dict[str
     return list(found.get("items", []))
 
 
+def _in_start_order(refs: list[PodRef], items: list[dict[str, Any]]) -> list[tuple[PodRef, bool]]:
+    """``refs`` in the order their pods were created (then by op path), each with whether its
+    pod had already ended when listed."""
+    pods = {p["metadata"]["name"]: p for p in items}
+
+    def key(ref: PodRef) -> tuple[str, str]:
+        return (str((pods.get(ref.name) or {}).get("metadata", {}).get("creationTimestamp") or ""), ref.path)
+
+    return [(ref, ref.name in pods and pod_done(pods[ref.name])) for ref in sorted(refs, key=key)]
+
+
 async def find_pods(kube: Kube, *, namespace: str, run_id: str, op: str | None = None,
                     attempt: int | None = None) -> list[PodRef]:
     """The run's pods (of ``op`` and the ops inside it), the latest attempt of each op unless
@@ -215,7 +226,8 @@ async def print_run_logs(*, kubeconfig: str | None, context: str | None = None, 
 
 async def _print(kube: Kube, *, namespace: str, run_id: str, op: str | None, attempt: int | None, follow: bool,
                  out: TextIO, run_active: Callable[[], bool] | None) -> None:
-    refs = await find_pods(kube, namespace=namespace, run_id=run_id, op=op, attempt=attempt)
+    items = await _run_pods(kube, namespace=namespace, run_id=run_id)
+    refs = _refs(items, run_id=run_id, op=op, attempt=attempt)
     if not refs and not follow:
         what = f" op {op!r}" if op else ""
         raise PodLogError(f"no pod of run {run_id}{what}" + (f" attempt {attempt}" if attempt else "")
@@ -252,13 +264,23 @@ async def _print(kube: Kube, *, namespace: str, run_id: str, op: str | None, att
     quiet_since: float | None = None
     async with anyio.create_task_group() as tg:
         while True:
-            for ref in refs:
-                if ref.name not in followed:
-                    followed.add(ref.name)
-                    log = PodLog(kube, namespace=namespace, name=ref.name, container=ref.container)
+            refs = _refs(items, run_id=run_id, op=op, attempt=attempt)
+            for ref, ended_before in _in_start_order(refs, items):
+                if ref.name in followed:
+                    continue
+                followed.add(ref.name)
+                log = PodLog(kube, namespace=namespace, name=ref.name, container=ref.container)
+                if ended_before:
+                    # its log is complete: read it now, in start order, so an op that ended
+                    # before `flowd logs` looked is not printed after the ops that followed it
+                    try:
+                        await log.read(emitter(ref))
+                    except ApiError as exc:
+                        print(f"flowd logs: pod {ref.name}: {exc}", file=sys.stderr)
+                else:
                     tg.start_soon(log.follow, emitter(ref), done_of(ref))
             if (single or attempt is not None) and refs:
-                break  # one pod: its follower ends with it
+                break  # one pod: its follower (or the read above) ends with it
             await anyio.sleep(POLL_SECONDS)
             items = await _run_pods(kube, namespace=namespace, run_id=run_id)
             refs = _refs(items, run_id=run_id, op=op, attempt=attempt)

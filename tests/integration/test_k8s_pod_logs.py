@@ -140,11 +140,14 @@ async def test_flowd_logs_follow_while_flowd_run_runs(k8s_cluster, k8s_namespace
                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert follow.stdout is not None
         seen: list[tuple[float, str]] = []
+        run_going_at_first_line: bool | None = None
         t0 = time.monotonic()
         while True:
             line = await asyncio.wait_for(follow.stdout.readline(), 90)
             if not line:
                 break
+            if run_going_at_first_line is None:
+                run_going_at_first_line = run.returncode is None
             seen.append((time.monotonic() - t0, line.decode().rstrip("\n")))
         await asyncio.wait_for(follow.wait(), 30)
         run_rc = await asyncio.wait_for(run.wait(), 60)
@@ -153,9 +156,10 @@ async def test_flowd_logs_follow_while_flowd_run_runs(k8s_cluster, k8s_namespace
     assert [text for _, text in seen] == [
         "[prepare] prepare: reading", "[prepare] prepare: 3 rows", "[prepare] prepare: done",
         "[train] train attempt 1: epoch 1", "[train] train attempt 1: epoch 2"]
-    # live, not at the end: the first line came well before the last (prepare runs 8 s, so
-    # even a follower that starts late on a loaded machine sees train's lines come later)
-    assert seen[-1][0] - seen[0][0] > 1.0, seen
+    # live, not at the end: the first line came while the run was still going (prepare runs
+    # 8 s; on a loaded machine the follower may start after it ended, so the gap between the
+    # first and last lines is not a measure of liveness, but the run going on is)
+    assert run_going_at_first_line, seen
 
 
 async def test_flowd_logs_of_a_daemon_run(kafka_broker, k8s_cluster, k8s_namespace, tmp_path: Path) -> None:
