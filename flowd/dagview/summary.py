@@ -30,7 +30,8 @@ def graph_of_summary(summary: Any) -> Graph:
         nodes[path] = GraphNode(path=path, name=path.rsplit("/", 1)[-1], kind=kind, parent=_parent(path),
                                 status=op.status if op else None, attempts=op.attempt if op else 0,
                                 message=op.message if op else None, outputs=op.outputs if op else None,
-                                params=op.params if op else None, metrics=op.metrics if op else None)
+                                params=op.params if op else None, metrics=op.metrics if op else None,
+                                started_at=op.started_at if op else None, finished_at=op.finished_at if op else None)
     for path, node in nodes.items():
         if node.parent in nodes:
             up = nodes[node.parent]

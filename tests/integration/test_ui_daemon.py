@@ -168,6 +168,9 @@ async def test_ui_shows_a_daemon_run_live_over_kafka(kafka_broker, tmp_path: Pat
                 click(browser, "#action-approve")
                 wait.until(lambda d: statuses(browser).get("deploy") == "succeeded")
                 wait.until(lambda d: "deployed" in d.find_element(By.ID, "logs").text)
+                # its times, from the status view's op entries
+                wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'dd[data-field="finished"]').text != "-")
+                assert browser.find_element(By.CSS_SELECTOR, 'dd[data-field="started"]').text != "-"
                 shot(browser, "daemon-5-succeeded")
                 return statuses(browser), lrs, losses
 
