@@ -118,10 +118,12 @@ class _AttemptsGoing:
     def __call__(self) -> bool:
         ended = []
         for attempt in (self.run_dir / "attempts").iterdir():
+            if not attempt.is_dir():
+                continue
             try:
                 ended.append((attempt / "exit_code").stat().st_mtime)
             except FileNotFoundError:
-                return attempt.is_dir()  # still running
+                return True  # still running
         return bool(ended) and time.time() - max(ended) < self.QUIET
 
 
