@@ -1,5 +1,4 @@
-import sys
-
 from flowd.cli import main
+from flowd.procexit import exit_process
 
-sys.exit(main())
+exit_process(main())

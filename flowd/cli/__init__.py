@@ -73,5 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> NoReturn:
+    """The ``flowd`` console script: :func:`main`, then :func:`flowd.procexit.exit_process`."""
+    from flowd.procexit import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -52,7 +52,7 @@ def dashboard_exprs() -> list[str]:
     return [t["expr"] for p in dash["panels"] for t in p["targets"]]
 
 
-def test_metric_names_are_read_from_promql() -> None:
+async def test_metric_names_are_read_from_promql() -> None:  # async: the module-wide asyncio mark
     assert metric_names('sum by (partition) (rate(flowd_x_total{a="b"}[5m])) / on (i) flowd_y > 0.5') == {
         "flowd_x_total", "flowd_y"}
 
