@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubernetes_asyncio import client
 
+from bench.cpu_sampler import CpuSampler
 from flowd.engine.messages import OpStatus, StartOp, Submit
 from flowd.k8s.client import Kube, load_client
 from flowd.k8s.config import Settings
@@ -160,7 +162,7 @@ async def flowd_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: 
 
 
 async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurrency: int,
-                           on_seed_done=None) -> dict:
+                           on_seed_done=None, sampler=None, probe: bool = True) -> dict:
     """The same fan-out through what ``flowd run --executor k8s`` runs: flowd.runtime.driver with
     its store (journal + snapshots, fdatasync'ed, in a temp state dir) and the executor."""
     from flowd.engine import Engine
@@ -197,6 +199,16 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
         return KubernetesExecutor(send=timed, kubeconfig=str(cluster.kubeconfig), namespace=ns, watch_namespaces=[ns],
                                   qps=100_000, burst=100_000, create_workers=concurrency, on_created=on_created)
 
+    gc_pauses: list[float] = []
+    gc_started: list[float] = []
+
+    def gc_timer(phase: str, info: dict) -> None:
+        # the loop stands still while the cyclic collector runs: how long, in the window
+        if phase == "start":
+            gc_started[:] = [time.perf_counter()]
+        elif gc_started:
+            gc_pauses.append(time.perf_counter() - gc_started[0])
+
     async def stall_probe() -> None:
         # how late a 5 ms sleep wakes up: the event loop's stalls while flowd creates
         while True:
@@ -213,14 +225,20 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
         record = RunRecord(run_id=run_id, file="bench.yaml", file_sha256="", params={}, engine=b"")
         driver = Driver(Engine(), record=record, store=store, progress=Quiet(), handle_signals=False, executor=factory)
         task = asyncio.create_task(driver.run([Submit(run_id=run_id, pipeline=dag("fan", ops), time=time.time())]))
-        probe = asyncio.create_task(stall_probe())
+        # the probe wakes the loop 200 times a second: only where its figures are printed
+        prober = asyncio.create_task(stall_probe() if probe else asyncio.sleep(0))
         while not seed_done:
             await asyncio.sleep(0.01)
         cpu0 = cpu_seconds()
         stalls.clear()
-        await asyncio.wait_for(all_created.wait(), 600)
+        gc.callbacks.append(gc_timer)
+        try:
+            with sampler if sampler is not None else contextlib.nullcontext():
+                await asyncio.wait_for(all_created.wait(), 600)
+        finally:
+            gc.callbacks.remove(gc_timer)
         cpu = cpu_seconds() - cpu0
-        probe.cancel()
+        prober.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -232,6 +250,7 @@ async def flowd_run_fanout(cluster: infra.K8sCluster, ns: str, n: int, concurren
     return {"rate": rate, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "last": max(lat), "cpu": cpu,
             "stamps": sorted(t for k, t in wall.items() if "/fan-" in k),
             "stall_max": max(stalls, default=0.0), "stall_p99": pct(stalls, 0.99) if stalls else 0.0,
+            "gc_total": sum(gc_pauses), "gc_max": max(gc_pauses, default=0.0), "gc_n": len(gc_pauses),
             "persist": s["persist_seconds"], "in_loop": s["encode_seconds"], "batches": s["batches"]}
 
 
@@ -325,10 +344,11 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
     bodies, same concurrency) creating AT THE SAME TIME in two namespaces: both see the same
     machine load at the same moment, which the sequential phases cannot give on a shared box.
     Rates are counted inside the window where both were creating."""
-    print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'ratio':>6} | {'window':>7} | {'cpu/pod':>8} | load avg"
-          "   (paired: both at once)")
+    print(f"{'pods':>6} | {'bare/s':>7} | {'flowd run/s':>11} | {'ratio':>6} | {'window':>7} | {'cpu/pod':>8} | "
+          f"{'gc n/total/max':>18} | load avg   (paired: both at once)")
     for n in sizes:
         ratios = []
+        sampler = CpuSampler() if args.sample else None
         for _rep in range(args.repeat):
             ns_b = await cluster.create_namespace("bare")
             child = subprocess.Popen([sys.executable, __file__, "--bare-child", str(cluster.kubeconfig), ns_b, str(n),
@@ -343,7 +363,7 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
                     stdin.flush()
 
                 f = await flowd_run_fanout(cluster, await cluster.create_namespace("run"), n, args.concurrency,
-                                           on_seed_done=go)
+                                           on_seed_done=go, sampler=sampler, probe=False)
                 bare = json.loads(await asyncio.to_thread(child.stdout.readline))
                 child.wait()
             finally:
@@ -352,9 +372,15 @@ async def run_paired(cluster: infra.K8sCluster, sizes: list[int], args) -> None:
                     child.wait()
             rb, rf, window = overlap_rates(sorted(bare), f["stamps"])
             ratios.append(rf / rb)
+            gc_cell = f"{f['gc_n']}/{f['gc_total'] * 1000:.0f}/{f['gc_max'] * 1000:.0f} ms"
             print(f"{n:>6} | {rb:>7.0f} | {rf:>11.0f} | {rf / rb:>6.0%} | {window:>5.1f} s | {f['cpu'] / n * 1000:>5.2f} ms | "
-                  f"{load_avg()}", flush=True)
+                  f"{gc_cell:>18} | {load_avg()}", flush=True)
         print(f"{n:>6}   median ratio {statistics.median(ratios):.0%}", flush=True)
+        if sampler is not None:
+            print(sampler.report(per=n * args.repeat), flush=True)
+            print("flowd's own functions:", flush=True)
+            print(sampler.report(per=n * args.repeat, only="flowd/"), flush=True)
+            sampler.dump(f"{args.sample}.{n}.json")
 
 
 async def main() -> None:
@@ -370,6 +396,9 @@ async def main() -> None:
     ap.add_argument("--bare", choices=["k8s", "json"], default="k8s",
                     help="with --run-only: the bare client — kubernetes_asyncio's CoreV1Api (k8s) or the same "
                          "loop over flowd's thin JSON client (json: no model decoding, the tighter ceiling)")
+    ap.add_argument("--sample", metavar="PREFIX",
+                    help="with --paired: sample where flowd's main-thread CPU goes while it creates (bench/cpu_sampler.py; "
+                         "us per pod by function, printed; the counts go to PREFIX.<size>.json)")
     ap.add_argument("--profile", metavar="PREFIX",
                     help="with --run-only: cProfile the `flowd run` phases only, into PREFIX.<size>.<round>")
     args = ap.parse_args()

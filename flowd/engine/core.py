@@ -40,8 +40,9 @@ from flowd.engine.messages import (
 )
 from flowd.engine.nodes import approved_up_front, index_node, kind_of, new_node
 from flowd.engine.ops import Ops
+from flowd.engine.pipeline_codec import decode_snapshot
 from flowd.engine.pipelines import Pipelines
-from flowd.engine.resolve import ResolveError, op_uuid
+from flowd.engine.resolve import ResolveError, op_uuid, outputs_of
 from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, RunState, Snapshot, attempt_key, child_path
 from flowd.engine.step import Step
 from flowd.engine.tuned import Tuned
@@ -82,7 +83,8 @@ class Engine:
         If the engine fails on the event (the run is quarantined) the commands it already sank
         stand, and the quarantine stops every op they started."""
         self._step.begin(event.time, sink)
-        bound = template_bounds.bind(self.limits.max_template_bytes)
+        bound = template_bounds.bind(self.limits.max_template_bytes) \
+            if template_bounds.bound() != self.limits.max_template_bytes else None
         try:
             if isinstance(event, Submit):
                 self._submit(event)
@@ -108,7 +110,8 @@ class Engine:
                 raise
             recovery.quarantine(self._step, run, event, exc)
         finally:
-            template_bounds.unbind(bound)
+            if bound is not None:  # None: the bound in force was this engine's already
+                template_bounds.unbind(bound)
         out, self._step.out = self._step.out, []
         self._step.sink = None
         return out if isinstance(out, list) else []
@@ -136,7 +139,8 @@ class Engine:
         paused = gc.isenabled()
         gc.disable()
         try:
-            snap = msgspec.msgpack.decode(data, type=Snapshot)
+            # equal parts of a pipeline (a nested DAG's body) decoded once, shared again
+            snap = decode_snapshot(data)
             if snap.version != SNAPSHOT_VERSION:
                 raise ValueError(f"snapshot version {snap.version} is not supported (expected {SNAPSHOT_VERSION})")
             engine = cls(limits)
@@ -197,13 +201,27 @@ class Engine:
     def view(self, run_id: str) -> RunView:
         run = self.runs[run_id]
         root = run.nodes[""]
-        ops: dict[str, OpView] = {}
-        for path, node in run.nodes.items():
+        return RunView(
+            run_id=run_id,
+            pipeline=run.pipeline.name,
+            status=root.status,
+            started_at=root.started_at,
+            finished_at=root.finished_at,
+            message=root.message,
+            ops=dict(self.op_views(run_id)),
+            hooks=[msgspec.to_builtins(h) for h in run.hooks],
+            hook_of=msgspec.to_builtins(run.hook_of) if run.hook_of is not None else None,
+        )
+
+    def op_views(self, run_id: str) -> Iterator[tuple[str, OpView]]:
+        """The ``ops`` of ``view(run_id)`` one at a time, in the same order: a caller that
+        looks at a million ops one by one never holds all their views."""
+        for path, node in self.runs[run_id].nodes.items():
             if not path:
                 if node.kind in PIPELINE_KINDS:
                     continue
                 path = node.name
-            ops[path] = OpView(
+            yield path, OpView(
                 status=node.status,
                 attempts=node.attempt,
                 outputs=node.outputs,
@@ -217,17 +235,6 @@ class Engine:
                         for r, _, p in (item.partition("/") for item in node.joined)] if node.joined else None,
                 metrics=_last_metrics(node.curves),
             )
-        return RunView(
-            run_id=run_id,
-            pipeline=run.pipeline.name,
-            status=root.status,
-            started_at=root.started_at,
-            finished_at=root.finished_at,
-            message=root.message,
-            ops=ops,
-            hooks=[msgspec.to_builtins(h) for h in run.hooks],
-            hook_of=msgspec.to_builtins(run.hook_of) if run.hook_of is not None else None,
-        )
 
     def waiting_for(self, run_id: str) -> dict[str, str]:
         """What each unfinished op of a run waits for, in words (for a stalled run's message)."""
@@ -324,9 +331,8 @@ class Engine:
         if status == S.SUCCEEDED:
             if run.timers:  # most runs arm none: skip formatting an id to look up
                 self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
-            resolver = fields.resolver(run, self._index[run.run_id], node)
             try:
-                outputs = resolver.outputs(event.outputs)
+                outputs = outputs_of(self._index[run.run_id].specs[node.path], event.outputs)
             except ResolveError as exc:
                 self._step.finish(run, node, S.FAILED, message=str(exc), reason="InvalidOutputs", outputs=event.outputs)
                 return

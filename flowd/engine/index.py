@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from flowd.engine.plain import PipelineFlags
 from flowd.engine.state import Node, RunState
 from flowd.engine.tuner_job import tuner_job_spec
 from flowd.spec.compiled import Op, ParamSpec
@@ -29,7 +30,8 @@ class Specs(dict[str, Op]):
 class Index:
     """What is derived from a run's state and specs and never stored: rebuilt on restore."""
 
-    __slots__ = ("specs", "downstream", "event_down", "limits", "child_templates")
+    __slots__ = ("specs", "downstream", "event_down", "limits", "child_templates", "flags", "matrix_templated",
+                 "early_stopping")
 
     def __init__(self, compute: Callable[[str], Op]) -> None:
         self.specs = Specs(compute)
@@ -38,6 +40,13 @@ class Index:
         self.limits: dict[str, int | None] = {}
         # matrix path -> the spec all its children share (``matrix_child_template``)
         self.child_templates: dict[str, Op] = {}
+        # what the whole pipeline lacks (``plain.pipeline_flags``), found on first use
+        self.flags: PipelineFlags | None = None
+        # matrix path -> a template in its children's values: True, False, or None (look at
+        # each child's suggestion: a tuner's)
+        self.matrix_templated: dict[str, bool | None] = {}
+        # pipeline path -> its early-stopping rules (looked up for every descendant that ends)
+        self.early_stopping: dict[str, list[Any]] = {}
 
 
 def new_index(run: RunState) -> Index:

@@ -21,13 +21,13 @@ from flowd.engine import fields
 from flowd.engine import status as S
 from flowd.engine.index import Index
 from flowd.engine.messages import StartOp
-from flowd.engine.resolve import ResolveError, has_templates
-from flowd.engine.state import PIPELINE_KINDS, Node, RunState, attempt_key
+from flowd.engine.resolve import ResolveError
+from flowd.engine.state import PIPELINE_KINDS, Node, RunState
 from flowd.engine.step import Step
 from flowd.engine.templates import TemplateError, is_template, render_text, truth
 from flowd.engine.to_init import init_steps, with_init_steps
 from flowd.engine.triggers import START, UPSTREAM_FAILED, decide
-from flowd.spec.compiled import TRIGGER_POLICIES, Op, Termination
+from flowd.spec.compiled import TRIGGER_POLICIES, Component, Op, Termination
 
 
 def _no_pipelines(run: RunState, node: Node) -> None:
@@ -60,6 +60,38 @@ class Ops:
         step = self.step
         index = step.index[run.run_id]
         spec = index.specs[node.path]
+        try:
+            literal = fields.literal_params(run, index, node, spec) if node.kind != "matrix" else None
+        except ResolveError as exc:
+            step.finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
+            return
+        if literal is not None:
+            # nothing to resolve, no condition, no templated approval: no Resolver
+            if literal is not node.suggestion and node.suggestion is not None and _same(literal, node.suggestion):
+                literal = node.suggestion
+            node.params = literal
+            node.joined = None
+            hold = False
+        else:
+            held = self._resolve(run, index, node, spec)
+            if held is None:
+                return
+            hold = held
+        node.status = S.COMPILED
+        node.message = None
+        if hold and not node.approved:
+            node.reason = "PendingApproval"
+            node.message = "waiting for approval"
+            step.emit_status(run, node)
+            return
+        node.reason = None
+        step.emit_status(run, node)
+        self.enqueue(run, node)
+
+    def _resolve(self, run: RunState, index: Index, node: Node, spec: Op) -> bool | None:
+        """Resolve the params with a Resolver, evaluate the conditions and a templated approval:
+        whether the approval holds the op, or None when the op ended (skipped or failed)."""
+        step = self.step
         resolver = fields.resolver(run, index, node)
         resolver.join_source = step.joins
         try:
@@ -71,7 +103,7 @@ class Ops:
             if spec.conditions is not None and not resolver.condition(params):
                 step.finish(run, node, S.SKIPPED, reason="ConditionsCheckFailed",
                             message=f"conditions {spec.conditions!r} evaluated to false")
-                return
+                return None
             approved = spec.is_approved
             if isinstance(approved, str) and is_template(approved):
                 try:
@@ -82,17 +114,8 @@ class Ops:
                 hold = False
         except (ResolveError, TemplateError) as exc:
             step.finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
-            return
-        node.status = S.COMPILED
-        node.message = None
-        if hold and not node.approved:
-            node.reason = "PendingApproval"
-            node.message = "waiting for approval"
-            step.emit_status(run, node)
-            return
-        node.reason = None
-        step.emit_status(run, node)
-        self.enqueue(run, node)
+            return None
+        return hold
 
     def approve(self, run: RunState, node: Node) -> None:
         node.approved = True
@@ -107,14 +130,22 @@ class Ops:
             self.dispatch(run, node)
             return
         parent = run.nodes[node.parent]
-        parent.waiting.append(node.path)  # type: ignore[union-attr]
+        waiting = parent.waiting
+        assert waiting is not None
+        if not waiting and not parent.stopping and parent.status not in S.DONE \
+                and not self.step.index[run.run_id].limits.get(parent.path):
+            # nothing queued before it and no limit: admitted at once (what admit would do)
+            parent.active += 1
+            node.holds_slot = True
+            self.dispatch(run, node)
+            return
+        waiting.append(node.path)
         self.admit(run, parent)
 
     def admit(self, run: RunState, parent: Node) -> None:
-        if parent.stopping or parent.status in S.DONE:
-            return
         waiting = parent.waiting
-        assert waiting is not None
+        if not waiting or parent.stopping or parent.status in S.DONE:
+            return
         limit = self.step.index[run.run_id].limits.get(parent.path)
         while parent.waiting_head < len(waiting) and (not limit or parent.active < limit):
             path = waiting[parent.waiting_head]
@@ -140,15 +171,19 @@ class Ops:
         index = step.index[run.run_id]
         spec = index.specs[node.path]
         params = node.params or {}
-        resolver = fields.resolver(run, index, node)
+        flags = fields.flags(run, index, node)
         try:
             body = spec.component.run
-            if has_templates(spec, resolver.param_specs):
+            resolver = None
+            if fields.renders(run, index, node, spec):
+                resolver = fields.resolver(run, index, node)
                 body = resolver.render(body, params, "run")
-            env = resolver.env(params)
+            # no toEnv anywhere in the pipeline: no env to build (and no Resolver to build it)
+            env = (resolver or fields.resolver(run, index, node)).env(params) if flags.to_env else {}
             term = fields.termination(run, index, node, spec)
-            # toInit params as init steps (a param that cannot be one fails the op here)
-            body = with_init_steps(body, init_steps(spec, params))
+            if flags.to_init:
+                # toInit params as init steps (a param that cannot be one fails the op here)
+                body = with_init_steps(body, init_steps(spec, params))
         except ResolveError as exc:
             step.finish(run, node, S.FAILED, reason="CompilationFailed", message=str(exc))
             return
@@ -256,11 +291,13 @@ def start_op(run: RunState, node: Node, spec: Op, params: dict[str, Any], body: 
     cache_key, cache_ttl = (None, None)
     if run.context.get("cache") != "off" and run.pipeline.schedule is None:  # each tick is meant to run
         cache_key, cache_ttl = cache_of(spec, node, params, body, env)
+    component = spec.component
+    # positional: run_id, path, attempt, key, kind, params, run, env, termination, namespace,
+    # outputs, cache_key, cache_ttl
     return StartOp(
-        run_id=run.run_id, path=node.path, attempt=node.attempt, key=attempt_key(run, node),
-        kind=node.kind, params=params, run=body, env=env, termination=term,
-        namespace=spec.component.namespace, outputs=[io.name for io in spec.component.outputs],
-        cache_key=cache_key, cache_ttl=cache_ttl,
+        run.run_id, node.path, node.attempt, f"{run.run_id}/{node.path}#{node.attempt}", node.kind, params, body, env,
+        term, component.namespace, [io.name for io in component.outputs] if component.outputs else [],
+        cache_key, cache_ttl,
     )
 
 
@@ -269,15 +306,44 @@ def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
     """The cache key and ttl of a job attempt (POLYFLOW §5.10), or (None, None). On by default
     inside pipelines; a single-op file caches only with an explicit ``cache``; services never.
     The key covers the component's content (its rendered runtime, declared IO, kind) and the
-    resolved inputs, restricted to ``cache.io`` when given."""
+    resolved inputs, restricted to ``cache.io`` when given: the SHA-256 of the JSON array
+    ``["flowd-cache-1", kind, inputs, outputs, body, env, sorted params]``."""
     cache = spec.cache or {}
     if node.kind == "service" or cache.get("disable") is True or (node.parent is None and not spec.cache):
         return None, None
     io = cache.get("io")
-    keyed = {k: v for k, v in params.items() if not isinstance(io, list) or k in io}
-    component = spec.component
-    blob = msgspec.json.encode([
-        "flowd-cache-1", component.kind, component.inputs, component.outputs, body, env, sorted(keyed.items()),
-    ])
+    keyed = sorted(params.items()) if not isinstance(io, list) else sorted((k, v) for k, v in params.items() if k in io)
     ttl = cache.get("ttl")
-    return hashlib.sha256(blob).hexdigest(), float(ttl) if isinstance(ttl, (int, float)) else None
+    entry = _component_digest(spec.component, body)
+    if not env and not keyed:
+        key = entry[3]  # no env, no params: the key is the component's own (a nested DAG's ops)
+        if key is None:
+            key = entry[3] = _tail(entry[2], env, keyed)
+    else:
+        key = _tail(entry[2], env, keyed)
+    return key, float(ttl) if isinstance(ttl, (int, float)) else None
+
+
+def _tail(head: Any, env: dict[str, str], keyed: list[tuple[str, Any]]) -> str:
+    digest = head.copy()
+    # the array's tail: its first five items are hashed already, so "[env,params]" without its "["
+    digest.update(memoryview(msgspec.json.encode([env, keyed]))[1:])
+    return str(digest.hexdigest())
+
+
+# id(component) -> [component, body, SHA-256 state over the key's first five items, the key
+# with no env and no params]. The same bytes hashed as one blob before; a matrix's children and
+# a nested DAG's instances share one component and, unrendered, one body. Bounded: a 100k-op
+# fan-out has a component per op.
+_digests: dict[int, list[Any]] = {}
+
+
+def _component_digest(component: Component, body: dict[str, Any]) -> list[Any]:
+    entry = _digests.get(id(component))
+    if entry is None or entry[0] is not component or entry[1] is not body:
+        if len(_digests) >= 4096:
+            _digests.clear()
+        head = msgspec.json.encode(["flowd-cache-1", component.kind, component.inputs, component.outputs, body])
+        entry = [component, body, hashlib.sha256(head[:-1] + b","), None]
+        _digests[id(component)] = entry
+    return entry

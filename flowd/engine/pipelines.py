@@ -164,11 +164,14 @@ class Pipelines:
     def check_early_stopping(self, run: RunState, index: Index, pipeline: Node, finished: Node) -> None:
         if pipeline.stopping or pipeline.status in S.DONE or pipeline.early_outcome:
             return
-        spec = index.specs[pipeline.path]
-        if pipeline.kind == "matrix":
-            rules = spec.matrix.early_stopping if spec.matrix is not None else []
-        else:
-            rules = spec.component.dag.early_stopping if spec.component.dag is not None else []
+        rules = index.early_stopping.get(pipeline.path)
+        if rules is None:
+            spec = index.specs[pipeline.path]
+            if pipeline.kind == "matrix":
+                rules = spec.matrix.early_stopping if spec.matrix is not None else []
+            else:
+                rules = spec.component.dag.early_stopping if spec.component.dag is not None else []
+            index.early_stopping[pipeline.path] = rules
         for rule in rules:
             fired = None
             if rule.kind == "failure_early_stopping" and rule.percent is not None:
@@ -320,15 +323,17 @@ class Pipelines:
     def drain(self) -> None:
         """Propagate terminal statuses: downstream triggers, parent counters, pipeline ends."""
         finished = self.step.finished
+        indexes = self.step.index
         head = 0
         while head < len(finished):
             run, node = finished[head]
             head += 1
-            self.fire_hooks(run, node)
+            index = indexes[run.run_id]
+            if run.hook_of is None and index.specs[node.path].hooks:
+                self.fire_hooks(run, node)
             if node.parent is None:
                 self.end_run(run, node)
                 continue
-            index = self.step.index[run.run_id]
             parent = run.nodes[node.parent]
             if node.holds_slot:
                 node.holds_slot = False

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
 from flowd.engine import templates
+from flowd.engine.index import child_params
 from flowd.engine.joins import JoinError, JoinSource, join_values, select
+from flowd.engine.plain import templated
 from flowd.engine.state import Node, RunState
 from flowd.spec.compiled import IOSpec, Op, ParamSpec
+from flowd.spec.types import EXACT_TYPES
 from flowd.spec.types import coerce as _coerce  # the spec layer owns IO typing
 
 
@@ -123,11 +124,6 @@ def _globals_of(run: RunState, node: Node) -> dict[str, Any]:
     return run_globals(run.run_id, node, run.context)
 
 
-def _templated(value: Any) -> bool:
-    blob = msgspec.json.encode(value)
-    return b"{{" in blob or b"{%" in blob
-
-
 # id(component) -> (component, its runtime has templates). Keyed by the component, which every
 # matrix child and nested-DAG instance shares, never by the op: a matrix child's op is its own
 # copy, and pinning each one here kept ~0.5 KB per child alive after its run was forgotten
@@ -142,9 +138,9 @@ def has_templates(op: Op, params: dict[str, ParamSpec] | None = None) -> bool:
     if entry is None or entry[0] is not component:
         if len(_run_flags) > 200_000:
             _run_flags.clear()
-        entry = (component, _templated(component.run))
+        entry = (component, templated(component.run))
         _run_flags[id(component)] = entry
-    return entry[1] or _templated([op.params if params is None else params, op.conditions, op.trigger,
+    return entry[1] or templated([op.params if params is None else params, op.conditions, op.trigger,
                                    op.is_approved])
 
 
@@ -239,15 +235,64 @@ def dag_outputs(run_id: str, dag: Node, op: Op, node_at: Callable[[str], Node | 
     return out
 
 
-class Resolver:
-    """Resolves one op of one run. ``sibling(name)`` returns the node of an op of the same DAG;
-    ``dag`` is the enclosing pipeline node (its params are the DAG's inputs); ``node_at(path)``
-    any node of the run (a matrix's children)."""
+def complete_params(op: Op, resolved: dict[str, Any]) -> dict[str, Any]:
+    """``resolved`` (an op's params, refs followed and templates rendered) with the declared
+    defaults of missing inputs, every input and output coerced to its declared type. Raises
+    ResolveError naming a required input left without a value."""
+    for io in op.component.inputs:
+        value = resolved.get(io.name)
+        if value is None:
+            if io.is_optional or io.delay_validation or io.value is not None:
+                resolved[io.name] = io.value
+            else:
+                raise ResolveError(f"input {io.name!r} is required and no value was resolved")
+        if io.type is not None and resolved[io.name] is not None:
+            resolved[io.name] = Resolver._coerce(io, resolved[io.name], "input")  # noqa: SLF001
+    for io in op.component.outputs:
+        if io.name in resolved and resolved[io.name] is not None and io.type is not None:
+            resolved[io.name] = Resolver._coerce(io, resolved[io.name], "output")  # noqa: SLF001
+    return resolved
 
-    def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, sibling: Callable[[str], Node | None],
-                 node_at: Callable[[str], Node | None] | None = None, context: dict[str, Any] | None = None,
-                 joins: JoinSource | None = None,
-                 param_specs: Callable[[], dict[str, ParamSpec]] | None = None):
+
+def canonical(op: Op, values: dict[str, Any]) -> bool:
+    """Is ``values`` already what ``complete_params`` makes of it: every input bound to a value
+    of its declared scalar type (nothing to default or coerce), every output it binds too?"""
+    for ios in (op.component.inputs, op.component.outputs):
+        for io in ios:
+            value = values.get(io.name)
+            if value is None:
+                if ios is op.component.inputs:
+                    return False
+                continue
+            if io.type is not None and (type(value) is not EXACT_TYPES.get(io.type) or io.is_list or io.validation):
+                return False
+    return True
+
+
+def outputs_of(op: Op, reported: dict[str, Any] | None) -> dict[str, Any]:
+    """An op's reported outputs merged with its declared defaults, declared types coerced. Needs
+    nothing of the run: a finished job's report does not build a Resolver."""
+    out = dict(reported or {})
+    for io in op.component.outputs:
+        if io.name not in out and io.value is not None:
+            out[io.name] = io.value
+        if io.type is not None and out.get(io.name) is not None:
+            out[io.name] = Resolver._coerce(io, out[io.name], "output")  # noqa: SLF001
+    return out
+
+
+class Resolver:
+    """Resolves one op of one run. ``nodes`` is the run's node map and ``base`` the path of the
+    pipeline the op belongs to (its siblings are ``base/name``); ``dag`` is the enclosing
+    pipeline node (its params are the DAG's inputs). Built up to three times per op, so it
+    holds only what it is handed: everything else is derived on first use."""
+
+    __slots__ = ("run_id", "join_source", "joined", "run_context", "node", "op", "dag", "nodes", "base",
+                 "_ops_ctx", "_child_of", "_param_specs")
+
+    def __init__(self, run_id: str, node: Node, op: Op, dag: Node | None, nodes: dict[str, Node], base: str = "",
+                 context: dict[str, Any] | None = None, joins: JoinSource | None = None,
+                 child_of: tuple[dict[str, ParamSpec], dict[str, Any], dict[str, Any]] | None = None):
         self.run_id = run_id
         # the runs a join may select (engine state), and what the last params() joined:
         # "<run id>/<op path>" of every selected run, in order (lineage, §8.4 step 4)
@@ -257,19 +302,27 @@ class Resolver:
         self.node = node
         self.op = op
         self.dag = dag
-        self.sibling = sibling
-        self.node_at = node_at
+        self.nodes = nodes
+        self.base = base
         self._ops_ctx: dict[str, Any] | None = None
         # a matrix child's params are its own values over a spec its siblings share: derived
-        # here when first needed (``index.child_params``), never kept on the spec
-        self._param_specs_of = param_specs
+        # here when first needed (``child_params`` of the matrix op's params, the matrix's
+        # resolved params and the child's suggestion), never kept on the spec
+        self._child_of = child_of
         self._param_specs: dict[str, ParamSpec] | None = None
+
+    def sibling(self, name: str) -> Node | None:
+        """The node of the op ``name`` of the same DAG."""
+        return self.nodes.get(f"{self.base}/{name}" if self.base else name)
+
+    def node_at(self, path: str) -> Node | None:
+        return self.nodes.get(path)
 
     @property
     def param_specs(self) -> dict[str, ParamSpec]:
         """The op's params as specs: the op's own, or a matrix child's values."""
         if self._param_specs is None:
-            self._param_specs = self.op.params if self._param_specs_of is None else self._param_specs_of()
+            self._param_specs = self.op.params if self._child_of is None else child_params(*self._child_of)
         return self._param_specs
 
     # --- refs -------------------------------------------------------------------------------
@@ -381,16 +434,16 @@ class Resolver:
         op = self.op
         specs = self.param_specs
         resolved: dict[str, Any] = {}
-        templated: list[str] = []
+        rendered: list[str] = []
         for name, param in specs.items():
             if param.ref:
                 resolved[name] = self._follow(name, param.ref, param.value)
             elif templates.is_template(param.value):
-                templated.append(name)
+                rendered.append(name)
             else:
                 resolved[name] = param.value
-        if templated:
-            for name in templated:
+        if rendered:
+            for name in rendered:
                 try:
                     resolved[name] = templates.render_value(specs[name].value, self.context(resolved))
                 except templates.TemplateError as exc:
@@ -399,19 +452,7 @@ class Resolver:
             self._join(resolved)
         if partial:
             return resolved
-        for io in op.component.inputs:
-            value = resolved.get(io.name)
-            if value is None:
-                if io.is_optional or io.delay_validation or io.value is not None:
-                    resolved[io.name] = io.value
-                else:
-                    raise ResolveError(f"input {io.name!r} is required and no value was resolved")
-            if io.type is not None and resolved[io.name] is not None:
-                resolved[io.name] = self._coerce(io, resolved[io.name], "input")
-        for io in op.component.outputs:
-            if io.name in resolved and resolved[io.name] is not None and io.type is not None:
-                resolved[io.name] = self._coerce(io, resolved[io.name], "output")
-        return resolved
+        return complete_params(op, resolved)
 
     def _join(self, resolved: dict[str, Any]) -> None:
         """§8.4: render each join with the params resolved so far, select its runs, and bind
@@ -451,13 +492,7 @@ class Resolver:
 
     def outputs(self, reported: dict[str, Any] | None) -> dict[str, Any]:
         """Reported outputs merged with declared defaults, declared types coerced."""
-        out = dict(reported or {})
-        for io in self.op.component.outputs:
-            if io.name not in out and io.value is not None:
-                out[io.name] = io.value
-            if io.type is not None and out.get(io.name) is not None:
-                out[io.name] = self._coerce(io, out[io.name], "output")
-        return out
+        return outputs_of(self.op, reported)
 
     # --- conditions, trigger, runtime -------------------------------------------------------
 

@@ -13,17 +13,16 @@ from collections.abc import Container, Iterator, Sequence
 import msgspec
 
 from flowd.engine import status as S
-from flowd.engine.fields import resolver
+from flowd.engine.fields import renders, resolver
 from flowd.engine.index import Index
 from flowd.engine.messages import StartOp
 from flowd.engine.ops import start_op
-from flowd.engine.resolve import has_templates
+from flowd.engine.pipeline_codec import decode_run_head
 from flowd.engine.state import PIPELINE_KINDS, SNAPSHOT_VERSION, Node, RunState, attempt_key
 from flowd.engine.to_init import init_steps, with_init_steps
 from flowd.spec.compiled import Component, Op
 
 _encoder = msgspec.msgpack.Encoder()
-_head_decoder = msgspec.msgpack.Decoder(tuple[int, RunState])
 _nodes_decoder = msgspec.msgpack.Decoder(list[Node])
 # stands in for a pipeline left out of a run's parts (the caller stores it once for many runs)
 _NO_PIPELINE = Op(name="", component=Component(kind="job"))
@@ -41,11 +40,9 @@ def snapshot_run(run: RunState, nodes_per_part: int, *, without_pipeline: bool =
 
 
 def restore_run(parts: Sequence[bytes | memoryview], pipeline: Op | None = None) -> RunState:
-    version, run = _head_decoder.decode(parts[0])
+    version, run = decode_run_head(parts[0], pipeline)
     if version != SNAPSHOT_VERSION:
         raise ValueError(f"snapshot version {version} is not supported (expected {SNAPSHOT_VERSION})")
-    if pipeline is not None:
-        run.pipeline = pipeline
     nodes = run.nodes
     for part in parts[1:]:
         for node in _nodes_decoder.decode(part):
@@ -53,38 +50,22 @@ def restore_run(parts: Sequence[bytes | memoryview], pipeline: Op | None = None)
     return run
 
 
-_plain_flags: dict[int, tuple[Op, bool]] = {}
-
-
-def _plain_pipeline(run: RunState) -> bool:
-    """No template anywhere in the run's pipeline, so in none of the specs derived from it (one
-    check per pipeline instead of one per op)."""
-    entry = _plain_flags.get(id(run.pipeline))
-    if entry is None or entry[0] is not run.pipeline:
-        if len(_plain_flags) > 10_000:
-            _plain_flags.clear()
-        blob = msgspec.json.encode(run.pipeline)
-        entry = _plain_flags[id(run.pipeline)] = (run.pipeline, b"{{" not in blob and b"{%" not in blob)
-    return entry[1]
-
-
-def _derivable(run: RunState, index: Index, node: Node, spec: Op, plain: bool) -> bool:
+def _derivable(run: RunState, index: Index, node: Node, spec: Op) -> bool:
     """The StartOp of an attempt of ``spec`` is a function of the spec and the node's params:
     nothing was rendered (``globals`` such as ``status`` move on after dispatch)."""
     term = spec.termination
     if isinstance(term.max_retries, str) or isinstance(term.timeout, str) or isinstance(term.ttl, str):
         return False
-    return plain or not has_templates(spec, resolver(run, index, node).param_specs)
+    return not renders(run, index, node, spec)
 
 
 def _in_flight_nodes(run: RunState, index: Index) -> Iterator[tuple[Node, Op]]:
-    plain = _plain_pipeline(run)
     specs = index.specs
     for node in run.nodes.values():
         if not node.attempt or node.status not in S.IN_FLIGHT or node.kind in PIPELINE_KINDS:
             continue
         spec = specs[node.path]
-        if _derivable(run, index, node, spec, plain):
+        if _derivable(run, index, node, spec):
             yield node, spec
 
 

@@ -166,14 +166,16 @@ def event_key(run: RunState, node: Node) -> str:
     emitted): ``RUN/PATH#ATTEMPT:STATUS``, then ``~N`` when this status was already emitted for
     this attempt in this epoch, then ``@EPOCH`` after a resume. A replay of the same events
     yields the same keys (the bookkeeping is part of the snapshot)."""
-    bit = status_bit(node.status)
-    repeat = ""
+    status = node.status
+    bit = _STATUS_BITS.get(status, _OTHER_BIT)
     if node.emitted & bit:
         node.repeats += 1
-        repeat = f"~{node.repeats}"
+        key = f"{run.run_id}/{node.path}#{node.attempt}:{status}~{node.repeats}"
     else:
         node.emitted |= bit
-    return f"{run.run_id}/{node.path}#{node.attempt}:{node.status}{repeat}{epoch_suffix(run)}"
+        key = f"{run.run_id}/{node.path}#{node.attempt}:{status}"
+    # inlined epoch_suffix: four keys per op
+    return f"{key}@{run.epoch}" if run.epoch else key
 
 
 def done_key(run: RunState) -> str:

@@ -73,14 +73,13 @@ class Step:
         self.out = [] if self.sink is None else Forward(self.sink)
 
     def emit_status(self, run: RunState, node: Node) -> None:
-        self.out.append(
-            StatusChanged(
-                run_id=run.run_id, path=node.path, status=node.status, time=self.now, attempt=node.attempt,
-                key=event_key(run, node), message=node.message,
-                reason=node.reason, outputs=node.outputs if node.status == S.SUCCEEDED else None,
-                joined=node.joined if node.status == S.COMPILED else None,
-            )
-        )
+        status = node.status
+        # positional (run_id, path, status, time, attempt, key, message, reason, outputs,
+        # joined): four of these per op
+        self.out.append(StatusChanged(
+            run.run_id, node.path, status, self.now, node.attempt, event_key(run, node), node.message, node.reason,
+            node.outputs if status == S.SUCCEEDED else None, node.joined if status == S.COMPILED else None,
+        ))
 
     def set_timer(self, run: RunState, timer_id: str, at: float) -> None:
         run.timers[timer_id] = at

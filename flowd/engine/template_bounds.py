@@ -20,7 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowd.spec.limits import LimitError, Limits, json_size, over
 
-__all__ = ["BoundedSandbox", "TemplateTooBig", "bind", "check_value", "render", "unbind"]
+__all__ = ["BoundedSandbox", "TemplateTooBig", "bind", "bound", "check_value", "render", "unbind"]
 
 _DEFAULT = Limits().max_template_bytes
 _bound: contextvars.ContextVar[int] = contextvars.ContextVar("flowd_max_template_bytes", default=_DEFAULT)
@@ -32,6 +32,11 @@ class TemplateTooBig(ValueError):
 
 def bind(limit: int) -> contextvars.Token[int]:
     return _bound.set(limit)
+
+
+def bound() -> int:
+    """The bound in force (binding the same one again changes nothing: callers skip it)."""
+    return _bound.get()
 
 
 def unbind(token: contextvars.Token[int]) -> None:

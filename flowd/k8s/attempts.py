@@ -22,7 +22,7 @@ class Attempt:
                  name: str, resource: str) -> None:
         self.key, self.run_id, self.path, self.attempt = key, run_id, path, attempt
         self.kind, self.namespace, self.name, self.resource = kind, namespace, name, resource
-        self.manifest: dict[str, Any] | None = None  # dropped once created
+        self.manifest: bytes | None = None  # the object to create, as JSON; dropped once created
         self.service: dict[str, Any] | None = None  # the Service of a kind: service op
         self.state = "queued"
         self.reported: set[str] = set()

@@ -140,7 +140,8 @@ class Kube:
         try:
             return await self._session.request(
                 method, cfg.host + path, params=params,
-                data=_encode(body) if body is not None else None, headers=headers, timeout=timeout, **extra,
+                data=body if isinstance(body, bytes) or body is None else _encode(body), headers=headers,
+                timeout=timeout, **extra,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ApiError(0, type(exc).__name__, str(exc) or type(exc).__name__) from exc
@@ -149,7 +150,8 @@ class Kube:
                       content_type: str = "application/json", timeout: float = 30.0,
                       decode: bool = True) -> dict[str, Any]:
         """One call; the answer decoded (``decode=False``: read and dropped, ``{}`` returned —
-        for a caller that only needs the status, e.g. a create whose object the watch reports)."""
+        for a caller that only needs the status, e.g. a create whose object the watch reports).
+        ``body``: the JSON-shaped object, or bytes already encoded (sent as they are)."""
         resp = await self._call(method, path, query=query, body=body, content_type=content_type, timeout=timeout)
         try:
             data = await resp.read()

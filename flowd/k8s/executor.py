@@ -35,6 +35,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import msgspec
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -50,7 +51,7 @@ from flowd.k8s.limiter import CreateLimiter
 from flowd.k8s.metriclogs import MetricFollowers
 from flowd.k8s.metrics import K8sMetrics
 from flowd.k8s.objects import collection_path, delete, object_path, remove_finalizer
-from flowd.k8s.pod import ConversionError, build_pod, build_service, namespace_of
+from flowd.k8s.pod import ConversionError, build_service, namespace_of
 from flowd.k8s.podlogs import main_container
 from flowd.k8s.status import (
     GONE,
@@ -60,11 +61,16 @@ from flowd.k8s.status import (
     kubeflow_observe,
     observe,
 )
+from flowd.k8s.templates import PodTemplates
 from flowd.k8s.watch import Backoff, watch_forever
 
 __all__ = ["KubernetesExecutor", "POD_KINDS", "KINDS", "MISSING_REASON"]
 
 log = structlog.get_logger("flowd.k8s")
+
+# queued manifests are kept encoded: a fan-out's thousand pods as dicts were ~60 objects each
+# for the cyclic collector to walk, whose full collections stalled the loop for 0.1-0.5 s
+_encode = msgspec.json.Encoder().encode
 
 POD_KINDS = frozenset({"job", "service"})
 KINDS = POD_KINDS | frozenset(KUBEFLOW_KINDS)
@@ -92,12 +98,15 @@ class KubernetesExecutor:
         self.on_created = on_created
         self.kube: Kube | None = None
         self._attempts: dict[str, Attempt] = {}
+        self._live: set[str] = set()  # keys of the attempts not reported terminal (``active``)
         self._finished = FinishedKeys()  # terminal status sent: a replayed start is ignored
         self._watches: dict[tuple[str, str], anyio.Event] = {}
         self._ttl: list[tuple[float, str]] = []  # (monotonic due, key)
         self._verify: set[str] = set()  # keys to check with a GET (maybe missing)
         self.partitions: set[str] | None = None  # None: report every flowd pod
         self.metrics = K8sMetrics.for_registry(registry)
+        # a fan-out's identical bodies are converted once (flowd.k8s.templates)
+        self.templates = PodTemplates(self.settings)
         self.limiter: CreateLimiter[Attempt] = CreateLimiter(qps=self.settings.qps, burst=self.settings.burst,
                                                               wait=self.metrics.create_wait)
         # intermediate metrics read from pods' logs (flowd.k8s.metriclogs)
@@ -153,7 +162,9 @@ class KubernetesExecutor:
 
     @property
     def active(self) -> int:
-        return sum(1 for a in self._attempts.values() if a.state != "done")
+        """Attempts not reported terminal yet. Kept as a set: the driver asks every time its
+        loop goes idle, and counting thousands of attempts each time showed in the profile."""
+        return len(self._live)
 
     # ---------------------------------------------------------------------------- commands
 
@@ -166,13 +177,15 @@ class KubernetesExecutor:
         att = Attempt(key=cmd.key, run_id=cmd.run_id, path=cmd.path, attempt=cmd.attempt, kind=cmd.kind,
                        namespace=namespace, name=name, resource=resource)
         self._attempts[cmd.key] = att
+        self._live.add(cmd.key)
         try:
             if cmd.kind in POD_KINDS:
-                att.manifest = build_pod(cmd, self.settings)
+                pod = self.templates.build(cmd)
                 if cmd.kind == "service":
-                    att.service = build_service(cmd, self.settings, att.manifest)
+                    att.service = build_service(cmd, self.settings, pod)
+                att.manifest = _encode(pod)
             elif cmd.kind in KUBEFLOW_KINDS:
-                att.manifest = build_job(cmd, self.settings)
+                att.manifest = _encode(build_job(cmd, self.settings))
             else:
                 raise ConversionError(f"the Kubernetes executor cannot run kind {cmd.kind!r} "
                                       f"(only {', '.join(sorted(KINDS))})")
@@ -255,6 +268,7 @@ class KubernetesExecutor:
         att.reported.add(obs.status)
         if obs.status in S.DONE:
             att.state = "done"
+            self._live.discard(att.key)
             att.stuck = None
             self._finished.add(att.key)
         self.stats["reports"] += 1
@@ -269,6 +283,7 @@ class KubernetesExecutor:
     def _forget(self, att: Attempt) -> None:
         self.followers.cancel(att.key)
         self._attempts.pop(att.key, None)
+        self._live.discard(att.key)
 
     def _send_points(self, key: str, points: list[dict[str, Any]]) -> None:
         """Metric points from a pod's log: a ``running`` report with ``metrics``, as the local
@@ -344,6 +359,7 @@ class KubernetesExecutor:
             ttl = (meta.get("annotations") or {}).get(N.A_TTL)
             att.ttl = float(ttl) if ttl else None
             self._attempts[key] = att
+            self._live.add(key)
             self.stats["adopted"] += 1
             self.metrics.adopted.inc()
         return att

@@ -55,9 +55,14 @@ __all__ = [
     "namespace_of",
     "partition_of",
     "pod_spec",
+    "user_metadata",
+    "env_str",
+    "IDENTITY_ENV",
 ]
 
 TERMINATION_PATH = "/dev/termination-log"
+# the main container's env that names the attempt (the rest of a pod does not depend on it)
+IDENTITY_ENV = ("FLOWD_RUN_ID", "FLOWD_OP_PATH", "FLOWD_ATTEMPT")
 
 # Polyaxon's V1Environment keys -> the PodSpec field they fill (None: metadata or ignored)
 ENVIRONMENT_KEYS: dict[str, str | None] = {
@@ -154,15 +159,12 @@ def build_pod(cmd: StartOp, settings: Settings) -> dict[str, Any]:
     except artifacts.ArtifactsError as exc:
         raise ConversionError(str(exc)) from None
     policy.harden(spec, settings)  # the flowd containers just added
-    env_meta = run.get("environment") or {}
+    labels, annotations = user_metadata(run)
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
-        "labels": {**_str_map(env_meta.get("labels"), "environment.labels"), **identity_labels(cmd, settings, name)},
-        "annotations": {
-            **_str_map(env_meta.get("annotations"), "environment.annotations"),
-            **identity_annotations(cmd, settings, main=main),
-        },
+        "labels": {**labels, **identity_labels(cmd, settings, name)},
+        "annotations": {**annotations, **identity_annotations(cmd, settings, main=main)},
     }
     if settings.finalizer:
         metadata["finalizers"] = [N.FINALIZER]
@@ -171,6 +173,13 @@ def build_pod(cmd: StartOp, settings: Settings) -> dict[str, Any]:
     if cmd.kind == "service":
         _ensure_ports(spec, main, service_ports(run))
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def user_metadata(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """The op's own labels and annotations (``run.environment``); flowd's identity ones go over them."""
+    env_meta = run.get("environment") or {}
+    return (_str_map(env_meta.get("labels"), "environment.labels"),
+            _str_map(env_meta.get("annotations"), "environment.annotations"))
 
 
 def pod_spec(run: dict[str, Any], cmd: StartOp, settings: Settings, *,
@@ -217,6 +226,7 @@ def pod_spec(run: dict[str, Any], cmd: StartOp, settings: Settings, *,
         [{"name": k, "value": _env_str(v)} for k, v in cmd.env.items()],
         [
             {"name": "FLOWD_OUTPUTS", "value": main["terminationMessagePath"]},
+            # IDENTITY_ENV
             {"name": "FLOWD_RUN_ID", "value": cmd.run_id},
             {"name": "FLOWD_OP_PATH", "value": cmd.path},
             {"name": "FLOWD_ATTEMPT", "value": str(cmd.attempt)},
@@ -368,8 +378,12 @@ def _argv(value: Any, *, split: bool) -> list[str]:
     return [_env_str(v) for v in value]
 
 
-def _env_str(value: Any) -> str:
+def env_str(value: Any) -> str:
+    """An env value as the pod carries it: strings as they are, anything else as JSON."""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+_env_str = env_str
 
 
 def _env_var(item: Any) -> dict[str, Any]:

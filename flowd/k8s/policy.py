@@ -109,18 +109,23 @@ def harden(spec: dict[str, Any], settings: Settings) -> None:
     """Fill in the ``restricted`` Pod Security Standard where the op set nothing (in place)."""
     if not settings.restricted_defaults:
         return
-    pod_ctx = spec.setdefault("securityContext", {})
+    # copies, not setdefault on what is there: those dicts are the op's runtime body
+    # (StartOp.run, shared with the engine's state), which a pod must never write into
+    pod_ctx = spec.get("securityContext", {})
     if not isinstance(pod_ctx, dict):
         return
+    pod_ctx = spec["securityContext"] = dict(pod_ctx)
     if not settings.allow_root:
         pod_ctx.setdefault("runAsNonRoot", True)
     pod_ctx.setdefault("seccompProfile", {"type": "RuntimeDefault"})
     for kind in CONTAINER_LISTS:
         for c in spec.get(kind) or []:
-            ctx = c.setdefault("securityContext", {})
+            ctx = c.get("securityContext", {})
             if not isinstance(ctx, dict) or _is_true(ctx.get("privileged")):
                 continue
+            ctx = c["securityContext"] = dict(ctx)
             ctx.setdefault("allowPrivilegeEscalation", False)
-            caps = ctx.setdefault("capabilities", {})
+            caps = ctx.get("capabilities", {})
             if isinstance(caps, dict):
+                caps = ctx["capabilities"] = dict(caps)
                 caps.setdefault("drop", ["ALL"])

@@ -29,6 +29,7 @@ __all__ = [
     "type_names",
     "refs_compatible",
     "TEXT_TYPES",
+    "EXACT_TYPES",
 ]
 
 
@@ -457,6 +458,10 @@ def coerce_value(type_name: str | None, value: Any, *, is_list: bool = False, re
     return _coerce_one(t, value, reference_compat)
 
 
+# declared type -> the Python type whose values that type's check returns unchanged
+EXACT_TYPES: dict[str | None, type] = {"int": int, "float": float, "metric": float, "bool": bool, "str": str}
+
+
 def coerce(io: Any, value: Any, *, reference_compat: bool = False) -> Any:
     """Validate ``value`` against an IO declaration and return its canonical form.
 
@@ -464,6 +469,11 @@ def coerce(io: Any, value: Any, *, reference_compat: bool = False) -> Any:
     ``is_list`` and ``validation``). ``None`` passes for optional IOs. Raises
     :class:`CoercionError` (a ``ValueError``) whose message names the IO.
     """
+    # the common case, a value already of its declared scalar type, is its own canonical form:
+    # nothing to parse or convert (an engine coerces every input and output of every op)
+    if type(value) is EXACT_TYPES.get(getattr(io, "type", None)) and not getattr(io, "is_list", False) \
+            and not getattr(io, "validation", None):
+        return value
     name = getattr(io, "name", "?")
     if value is None:
         if getattr(io, "is_optional", False) or getattr(io, "type", None) is None:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import msgspec
 from kubernetes_asyncio import client
 
 from flowd.engine.messages import OpStatus, StartOp, StopOp
@@ -34,6 +35,8 @@ class Store:
                       content_type: str = "", timeout: float = 0, decode: bool = True) -> dict[str, Any]:
         self.calls.append((method, path))
         if method == "POST":
+            if isinstance(body, bytes):  # the executor sends its manifests encoded
+                body = msgspec.json.decode(body)
             url = f"{path}/{body['metadata']['name']}"
             if url in self.objects:
                 raise ApiError(409, "AlreadyExists", "exists")
@@ -86,6 +89,8 @@ async def running():
         executor.reports = reports  # type: ignore[attr-defined]
         executor.store = store  # type: ignore[attr-defined]
         yield executor
+        # `active` is kept as a set along the way: it must still be what counting says
+        assert executor.active == sum(1 for a in executor._attempts.values() if a.state != "done")
     await api.close()
 
 
