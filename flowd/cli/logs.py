@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,16 @@ def run(args: argparse.Namespace) -> int:
 
     store = SnapshotStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     run_id = store.resolve(args.run_id)
+    going: Callable[[], bool] = lambda: run_id is not None and store.is_active(run_id)  # noqa: E731 - a flowd holds it
+    if run_id is None and (store.run_dir(args.run_id) / "attempts").is_dir():
+        # a daemon's run with the local executor: attempt dirs under the daemon's state dir, no
+        # snapshot there (the daemon's state is on Kafka), so no lock says whether it goes on
+        run_id = args.run_id
+        going = _AttemptsGoing(store.run_dir(run_id))
     if run_id is None:
         print(f"flowd logs: no run {args.run_id!r} in {store.root} (flowd runs lists them; "
-              "for a daemon's run on Kubernetes add --k8s --namespace NS)", file=sys.stderr)
+              "for a daemon's run on Kubernetes add --k8s --namespace NS; with the local executor "
+              "--state-dir the daemon's state dir)", file=sys.stderr)
         return 1
     run_dir = store.run_dir(run_id)
     pods = pod_location(run_dir)
@@ -88,13 +96,35 @@ def run(args: argparse.Namespace) -> int:
         emit(final=not args.follow)
         while args.follow:
             time.sleep(0.25)
-            if not store.is_active(run_id):
+            if not going():
                 emit(final=True)
                 break
             emit(final=False)
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+class _AttemptsGoing:
+    """``-f`` on a daemon's run dir: the run goes on while an attempt has no ``exit_code`` yet,
+    or the last one ended less than ``QUIET`` seconds ago (the next op may be starting), as
+    ``--k8s -f`` does with pods."""
+
+    QUIET = 5.0
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def __call__(self) -> bool:
+        ended = []
+        for attempt in (self.run_dir / "attempts").iterdir():
+            if not attempt.is_dir():
+                continue
+            try:
+                ended.append((attempt / "exit_code").stat().st_mtime)
+            except FileNotFoundError:
+                return True  # still running
+        return bool(ended) and time.time() - max(ended) < self.QUIET
 
 
 def _run_k8s(args: argparse.Namespace, *, run_id: str, namespace: str, kubeconfig: str | None,

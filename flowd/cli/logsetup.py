@@ -28,10 +28,20 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure_logging(level: str = "info", *, cache: bool = False) -> None:
+def configure_logging(level: str = "info", *, cache: bool = False, json_stdlib: bool = False) -> None:
     """``cache``: bind loggers on first use (the daemon's hot paths); off for short commands, so a
-    second configuration in the same process (tests calling ``main`` twice) still applies."""
+    second configuration in the same process (tests calling ``main`` twice) still applies.
+    ``json_stdlib`` (the daemon): the libraries' stdlib log records (aiokafka's) become JSON
+    lines like flowd's own, with their logger's name, so a log pipeline parses every line."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    if json_stdlib:
+        handler = logging.StreamHandler(_CurrentStderr())
+        handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(),
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
+                               structlog.processors.TimeStamper(fmt="iso", utc=True),
+                               structlog.processors.format_exc_info]))
+        logging.getLogger().handlers[:] = [handler]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

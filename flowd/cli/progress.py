@@ -34,6 +34,12 @@ def _label(path: str) -> str:
     return path or "(pipeline)"
 
 
+def indent_message(message: str, indent: str) -> str:
+    """A message as the rest of a line: its later lines (a job's output tail) start with
+    ``indent``, so they stay under the entry they belong to instead of at column 0."""
+    return message.rstrip("\n").replace("\n", "\n" + indent)
+
+
 class PlainProgress:
     """One line per status change: ``  1.2s  train  running (attempt 2): message``."""
 
@@ -48,7 +54,7 @@ class PlainProgress:
         if change.attempt > 1:
             line += f" (attempt {change.attempt})"
         if change.message and change.status not in ("succeeded", "running"):
-            line += f": {change.message}"
+            line += ": " + indent_message(change.message, " " * 12)  # under the op, past the time
         self._write(line)
 
     def note(self, text: str) -> None:
@@ -98,7 +104,10 @@ class LiveProgress:
             return
         self.rows.setdefault(_INDEX.sub("[*]", change.path), {})[change.path] = (change.status, change.attempt)
         if change.status in ("failed", "retrying") and change.message:
-            self.console.print(f"[red]{change.path}[/] {change.status}: {change.message}", markup=True, highlight=False)
+            from rich.markup import escape  # a job's output may hold [brackets]
+
+            self.console.print(f"[red]{escape(change.path)}[/] {change.status}: {escape(indent_message(change.message, '    '))}",
+                               markup=True, highlight=False)
 
     def note(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)
@@ -151,7 +160,7 @@ def summary(view: RunView, *, elapsed: float | None = None) -> str:
     lines = [head]
     for path, op in view.ops.items():
         if op.status in ("failed", "upstream_failed", "stopped") and op.message:
-            lines.append(f"  {path}: {op.status}: {op.message}")
+            lines.append(f"  {path}: {op.status}: {indent_message(op.message, '      ')}")
     if view.message and view.status != "succeeded":
-        lines.append(f"  {view.message}")
+        lines.append(f"  {indent_message(view.message, '  ')}")
     return "\n".join(lines)

@@ -246,6 +246,9 @@ def _op_entry(op: Any, store: str | None = None) -> dict[str, Any]:
     if getattr(op, "joined", None):
         # lineage of its joins (POLYFLOW §8.4): the runs they selected, in order
         entry["joined"] = op.joined
+    if getattr(op, "metrics", None):
+        # the last value of each intermediate metric it reported ($FLOWD_METRICS)
+        entry["metrics"] = op.metrics
     return entry
 
 

@@ -1,6 +1,7 @@
 """``flowd runs`` (alias ``ls``): the runs kept in a local state dir, newest first, with filters.
 
-Text: one line per run (id, status, pipeline, created, duration, op counts). ``--output json``:
+Text: one line per run (id, status, pipeline, created — local time with its UTC offset —,
+duration, op counts). ``--output json``:
 ``{"state_dir", "runs": [{"run_id", "pipeline", "status", "file", "params", "created_at",
 "started_at", "finished_at", "message", "active", "counts"}]}`` (times ISO-8601 UTC or null).
 Exit 0 (also when nothing matches), 2 usage.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,10 @@ __all__ = ["add_filter_args", "add_parser", "run"]
 
 def add_filter_args(p: Any) -> None:
     p.add_argument("--status", default=None, metavar="S[,S]", help="only runs with this status (e.g. failed,stopped)")
-    p.add_argument("--pipeline", default=None, metavar="NAME", help="only runs of this pipeline (`*` matches anything)")
+    p.add_argument("--pipeline", default=None, metavar="NAME|GLOB[,...]",
+                   help="only runs of these pipelines: names or shell-style globs matched against the whole name "
+                        "(`train-*`, `*etl*`, `model-v?`, `[ab]-job`; case-sensitive; quote them from the shell), "
+                        "comma-separated for several")
     p.add_argument("--since", default=None, metavar="WHEN", help="only runs created since: 30m, 2h, 7d, or an ISO date/time")
 
 
@@ -40,7 +45,18 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _when(t: float | None) -> str:
-    return "-" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+    """Local time with its UTC offset (``2026-12-06 03:14:42 +01:00``): what the user's clock
+    says, and unambiguous when pasted elsewhere (``--output json`` gives UTC ISO-8601)."""
+    if t is None:
+        return "-"
+    local = datetime.fromtimestamp(t).astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + local.isoformat()[-6:]
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
 
 
 def _took(summary: Any) -> str:
@@ -78,9 +94,7 @@ def run(args: argparse.Namespace) -> int:
         status = r.status + (" (live)" if r.active else "")
         ops = ", ".join(f"{n} {s}" for s, n in sorted(r.counts.items(), key=lambda item: -item[1]))
         rows.append((r.run_id, status, r.pipeline, _when(r.created_at), _took(r), ops))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
+    _table(rows)
     return 0
 
 
@@ -91,7 +105,7 @@ def _daemon_runs(args: argparse.Namespace, since: float | None) -> int:
     from flowd.cli.bus import bus_config
     from flowd.daemon.client import run_summaries
     from flowd.daemon.kafka import BusError
-    from flowd.runtime.history import _matches
+    from flowd.runtime.history import pipeline_matches
 
     config = bus_config(args)
     try:
@@ -101,7 +115,7 @@ def _daemon_runs(args: argparse.Namespace, since: float | None) -> int:
         return 1
     runs = sorted(summaries.values(), key=lambda s: s.started_at or s.time, reverse=True)
     runs = [s for s in runs if (not args.status or s.status in args.status.split(","))
-            and (not args.pipeline or _matches(args.pipeline, s.pipeline))
+            and (not args.pipeline or pipeline_matches(args.pipeline, s.pipeline))
             and (since is None or (s.started_at or s.time) >= since)]
     if args.limit:
         runs = runs[: args.limit]
@@ -113,8 +127,15 @@ def _daemon_runs(args: argparse.Namespace, since: float | None) -> int:
              "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at), "message": s.message,
              "active": s.finished_at is None, "counts": s.counts} for s in runs]}, indent=2))
         return 0
+    if not runs:
+        print(f"no runs on {config.brokers} ({config.prefix}*)" + (" match" if args.status or args.pipeline or since else ""),
+              file=sys.stderr)
+        return 0
+    rows = [("RUN", "STATUS", "PIPELINE", "CREATED", "TOOK", "OPS")]
     for s in runs:
         took = f"{s.finished_at - s.started_at:.1f}s" if s.finished_at and s.started_at else "-"
         ops = ", ".join(f"{n} {k}" for k, n in sorted(s.counts.items(), key=lambda item: -item[1]))
-        print(f"{s.run_id}  {s.status}  {s.pipeline}  {_when(s.started_at)}  {took}  {ops}")
+        rows.append((s.run_id, s.status + (" (live)" if s.finished_at is None else ""), s.pipeline,
+                     _when(s.started_at), took, ops))
+    _table(rows)
     return 0

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from flowd.daemon.kafka import BusError
     from flowd.daemon.serve import Daemon
 
-    configure_logging(args.log_level, cache=True)
+    configure_logging(args.log_level, cache=True, json_stdlib=True)
     overrides = {f: getattr(args, f, None) for f in FIELDS_HELP}
     try:
         config = load_config(file=args.config, overrides=overrides, limit_items=args.limit)

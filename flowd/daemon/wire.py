@@ -394,6 +394,11 @@ class OpSummary(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     reason: str | None = None
     # the op's resolved inputs (what the UI shows beside its outputs)
     params: dict[str, Any] | None = None
+    # the last value of each intermediate metric it reported (what the UI's matrix table sorts by)
+    metrics: dict[str, float] | None = None
+    # when its current attempt started and when it ended (epoch seconds; the UI shows them)
+    started_at: float | None = None
+    finished_at: float | None = None
 
 
 class CacheEntry(msgspec.Struct, tag="cache_entry", **_S):
@@ -443,7 +448,8 @@ def run_summary(view: Any, *, time: float, pipeline: Op | None = None) -> RunSum
         counts[op.status] = counts.get(op.status, 0) + 1
     many = len(view.ops) > OPS_IN_SUMMARY
     ops = {} if many else {p: OpSummary(status=o.status, attempt=o.attempts, message=o.message, outputs=o.outputs,
-                                        reason=o.reason, params=o.params or None) for p, o in view.ops.items()}
+                                        reason=o.reason, params=o.params or None,
+                                        metrics=o.metrics, started_at=o.started_at, finished_at=o.finished_at) for p, o in view.ops.items()}
     kinds: dict[str, str] = {}
     edges: list[list[str]] = []
     if pipeline is not None and not many:

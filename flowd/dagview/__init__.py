@@ -5,5 +5,6 @@ for the web UI (``flowd ui``). Pure: no I/O."""
 from flowd.dagview.layout import layout
 from flowd.dagview.model import Graph, GraphNode, build_graph
 from flowd.dagview.render import render
+from flowd.dagview.summary import graph_of_summary
 
-__all__ = ["Graph", "GraphNode", "build_graph", "layout", "render"]
+__all__ = ["Graph", "GraphNode", "build_graph", "graph_of_summary", "layout", "render"]

@@ -27,6 +27,8 @@ class GraphNode:
     message: str | None = None
     params: dict[str, Any] | None = None
     outputs: dict[str, Any] | None = None
+    # last value of each intermediate metric reported
+    metrics: dict[str, float] | None = None
     started_at: float | None = None
     finished_at: float | None = None
     # nested DAG / matrix: paths of the nodes directly inside it
@@ -34,7 +36,7 @@ class GraphNode:
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("path", "name", "kind", "parent", "status", "attempts", "message",
-                                              "params", "outputs", "started_at", "finished_at", "children")}
+                                              "params", "outputs", "metrics", "started_at", "finished_at", "children")}
 
 
 @dataclass
@@ -99,6 +101,6 @@ def build_graph(pipeline: Op, view: RunView | None = None) -> Graph:
         op_view = ops.get(path)
         if op_view is not None:
             node.status, node.attempts, node.message = op_view.status, op_view.attempts, op_view.message
-            node.params, node.outputs = op_view.params, op_view.outputs
+            node.params, node.outputs, node.metrics = op_view.params, op_view.outputs, op_view.metrics
             node.started_at, node.finished_at = op_view.started_at, op_view.finished_at
     return Graph(pipeline=pipeline.name, status=view.status if view is not None else None, nodes=nodes, edges=edges)

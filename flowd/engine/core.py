@@ -233,6 +233,7 @@ class Engine:
                 reason=node.reason,
                 joined=[{"run_id": r, "op": p, "uuid": op_uuid(r, p)}
                         for r, _, p in (item.partition("/") for item in node.joined)] if node.joined else None,
+                metrics=_last_metrics(node.curves),
             )
 
     def waiting_for(self, run_id: str) -> dict[str, str]:
@@ -386,3 +387,9 @@ def _exit_message(event: OpStatus) -> str | None:
     if event.exit_code is not None:
         return f"exited with code {event.exit_code}"
     return None
+
+
+def _last_metrics(curves: dict[str, list[list[float]]] | None) -> dict[str, float] | None:
+    """The last value of each intermediate metric curve (a view's ``metrics``)."""
+    last = {name: points[-1][-1] for name, points in (curves or {}).items() if points}
+    return last or None

@@ -25,6 +25,9 @@ class OpView(msgspec.Struct, frozen=True):
     reason: str | None = None
     # runs the op's joins selected, in order: [{run_id, op, uuid}] (POLYFLOW §8.4 lineage)
     joined: list[dict[str, str]] | None = None
+    # the last value of each intermediate metric the op reported ($FLOWD_METRICS points), by
+    # name: what a UI's matrix table sorts children by
+    metrics: dict[str, float] | None = None
 
 
 class RunView(msgspec.Struct, frozen=True):

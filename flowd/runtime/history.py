@@ -3,6 +3,7 @@ RUN`` and the web UI read. Read-only over :class:`flowd.runtime.store.SnapshotSt
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import time
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from flowd.engine import Engine, RunView
 from flowd.runtime.replay import restore_run
 from flowd.runtime.store import RunRecord, SnapshotStore, StoreError, key_of
 
-__all__ = ["RunSummary", "list_runs", "load_run", "parse_since", "summary_json"]
+__all__ = ["RunSummary", "list_runs", "load_run", "parse_since", "pipeline_matches", "summary_json"]
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -65,7 +66,7 @@ def _summary(store: SnapshotStore, record: RunRecord, view: RunView) -> RunSumma
 def list_runs(store: SnapshotStore, *, status: str | None = None, pipeline: str | None = None,
               since: float | None = None) -> list[RunSummary]:
     """Runs of the state dir, newest first, filtered by final/current status, pipeline name
-    (exact, or a glob with ``*``) and creation time (epoch seconds)."""
+    (names or globs, :func:`pipeline_matches`) and creation time (epoch seconds)."""
     out = []
     for run_id in store.run_ids():
         loaded = load_run(store, run_id)
@@ -75,7 +76,7 @@ def list_runs(store: SnapshotStore, *, status: str | None = None, pipeline: str 
         summary = _summary(store, record, view)
         if status and summary.status not in status.split(","):
             continue
-        if pipeline and not _matches(pipeline, summary.pipeline):
+        if pipeline and not pipeline_matches(pipeline, summary.pipeline):
             continue
         if since is not None and (summary.created_at or 0) < since:
             continue
@@ -83,10 +84,11 @@ def list_runs(store: SnapshotStore, *, status: str | None = None, pipeline: str 
     return sorted(out, key=lambda s: s.created_at or 0, reverse=True)
 
 
-def _matches(pattern: str, name: str) -> bool:
-    if "*" not in pattern:
-        return pattern == name
-    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), name) is not None
+def pipeline_matches(patterns: str, name: str) -> bool:
+    """``--pipeline``: a comma list of names or shell-style globs (``*``, ``?``, ``[abc]``,
+    case-sensitive, matched against the whole name); one match is enough. The same for local
+    runs, the daemons' runs and the UI's filter."""
+    return any(fnmatch.fnmatchcase(name, p.strip()) for p in patterns.split(",") if p.strip())
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")

@@ -9,8 +9,6 @@ executor's attempt dirs), else the page says where they are."""
 
 from __future__ import annotations
 
-import io
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,22 +17,14 @@ from typing import Any
 import anyio
 
 from flowd.dagview import layout
-from flowd.dagview.model import Graph, GraphNode
-from flowd.runtime.history import _matches, parse_since
+from flowd.dagview.summary import graph_of_summary
+from flowd.runtime.history import parse_since, pipeline_matches
 
 __all__ = ["KafkaBackend"]
-
-_INDEX = re.compile(r"\[\d+\]$")
 
 
 def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
-
-
-def _parent(path: str) -> str:
-    if _INDEX.search(path):
-        return _INDEX.sub("", path)
-    return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
 class KafkaBackend:
@@ -67,29 +57,14 @@ class KafkaBackend:
         cutoff = parse_since(since) if since else None
         out = sorted(self._summaries().values(), key=lambda s: s.started_at or s.time, reverse=True)
         return [self._json(s) for s in out
-                if (not status or s.status in status.split(",")) and (not pipeline or _matches(pipeline, s.pipeline))
+                if (not status or s.status in status.split(",")) and (not pipeline or pipeline_matches(pipeline, s.pipeline))
                 and (cutoff is None or (s.started_at or s.time) >= cutoff)]
 
     def run(self, run_id: str, *, collapsed: frozenset[str]) -> dict[str, Any] | None:
         summary = self._summaries(run_id).get(run_id)
         if summary is None:
             return None
-        nodes: dict[str, GraphNode] = {}
-        kinds = summary.kinds or {p: "job" for p in sorted(summary.ops, key=lambda p: (p.count("/"), p)) if p}
-        for path, kind in kinds.items():
-            op = summary.ops.get(path)
-            nodes[path] = GraphNode(path=path, name=path.rsplit("/", 1)[-1], kind=kind, parent=_parent(path),
-                                    status=op.status if op else None, attempts=op.attempt if op else 0,
-                                    message=op.message if op else None, outputs=op.outputs if op else None,
-                                    params=op.params if op else None)
-        for path, node in nodes.items():
-            if node.parent in nodes:
-                up = nodes[node.parent]
-                up.children.append(path)
-                if not summary.kinds:  # no kinds from the daemon: a parent's kind is told by its children
-                    up.kind = "matrix" if _INDEX.search(path) else "dag"
-        edges = [(e[0], e[1]) for e in summary.edges if e[0] in nodes and e[1] in nodes]
-        graph = Graph(pipeline=summary.pipeline, status=summary.status, nodes=nodes, edges=edges)
+        graph = graph_of_summary(summary)
         return {"run": self._json(summary), "graph": graph.to_json(), "layout": layout(graph, collapsed=collapsed),
                 "log_attempts": self._log_attempts(run_id, summary)}
 
@@ -105,7 +80,9 @@ class KafkaBackend:
 
     def logs(self, run_id: str, *, op: str, attempt: int | None, stream: str) -> str | None:
         if self.k8s is not None:
-            return self._pod_logs(run_id, op=op, attempt=attempt)
+            from flowd.ui.pods import pod_log_text
+
+            return pod_log_text(self.k8s, run_id=run_id, op=op, attempt=attempt)
         if self.state_dir is not None:
             from flowd.ui.local import attempt_text
 
@@ -114,20 +91,6 @@ class KafkaBackend:
                 f"  flowd logs {run_id} {op} --k8s --namespace NS     (daemons with the k8s executor)\n"
                 f"or start flowd ui --daemon with --kubeconfig FILE --namespace NS (pods) or --state-dir DIR "
                 f"(the state dir of daemons with the local executor) to see them here.")
-
-    def _pod_logs(self, run_id: str, *, op: str, attempt: int | None) -> str:
-        from flowd.k8s.podlogs import PodLogError, print_run_logs
-
-        assert self.k8s is not None
-        out = io.StringIO()
-        k = self.k8s
-        try:
-            anyio.run(lambda: print_run_logs(kubeconfig=k.get("kubeconfig"), context=k.get("context"),
-                                             namespace=k.get("namespace") or "default", run_id=run_id, op=op or None,
-                                             attempt=attempt, follow=False, out=out))
-        except PodLogError as exc:
-            return f"(no pod log: {exc})"
-        return out.getvalue()
 
     def _publish(self, message: Any) -> None:
         from flowd.daemon.client import publish

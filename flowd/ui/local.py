@@ -12,7 +12,7 @@ from typing import Any
 
 from flowd.dagview import build_graph, layout
 from flowd.runtime.history import list_runs, load_run, parse_since, summary_json
-from flowd.runtime.logs import attempt_logs, tail_lines
+from flowd.runtime.logs import attempt_logs, pod_location, tail_lines
 from flowd.runtime.store import SnapshotStore, key_of
 
 __all__ = ["LocalBackend", "attempt_text"]
@@ -58,6 +58,8 @@ class LocalBackend:
         _, engine, view = loaded
         graph = build_graph(engine.runs[run_id].pipeline, view)
         attempts: dict[str, list[int]] = {}
+        if pod_location(self.store.run_dir(run_id)) is not None:  # ops ran as pods: each attempt had one
+            attempts = {path: list(range(1, op.attempts + 1)) for path, op in view.ops.items() if op.attempts}
         for item in attempt_logs(self.store.run_dir(run_id)):
             attempts.setdefault(item.path, []).append(item.attempt)
         summary = next((s for s in self.runs(status=None, pipeline=None, since=None) if s["run_id"] == run_id), None)
@@ -72,6 +74,11 @@ class LocalBackend:
         run_id = self.store.resolve(run_ref)
         if run_id is None:
             return None
+        pods = pod_location(self.store.run_dir(run_id))
+        if pods is not None:  # a `flowd run --executor k8s` run: its logs are its pods'
+            from flowd.ui.pods import pod_log_text
+
+            return pod_log_text(pods, run_id=run_id, op=op, attempt=attempt)
         return attempt_text(self.store.run_dir(run_id), op=op, attempt=attempt, stream=stream)
 
     # ------------------------------------------------------------------------------ actions

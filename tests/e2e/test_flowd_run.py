@@ -184,6 +184,9 @@ def check_policies(r: dict[str, Any]) -> None:
         assert r["ops"][f"{kind}[0]"]["status"] == "succeeded" and r["ops"][f"{kind}[0]"]["outputs"] == {"loss": 0.1}
         assert r["ops"][f"{kind}[3]"]["status"] == "stopped"
         assert f"EarlyStopping:{kind}" in r["ops"][f"{kind}[3]"]["message"]
+        # the last point of each child's curve is in the report, also for the stopped ones
+        assert r["ops"][f"{kind}[0]"]["metrics"] == {"loss": 0.1}
+        assert set(r["ops"][f"{kind}[3]"]["metrics"]) == {"loss"}
 
 
 def check_services(r: dict[str, Any]) -> None:
@@ -329,9 +332,10 @@ def test_feature_example(name: str, tmp_path: Path) -> None:
     EXAMPLES[name](report)
     for op in report["ops"].values():
         # identical ops of one run may reuse each other's cached result (cache_hit, cache_source);
-        # an op with joins lists the runs they selected (joined), one with artifacts its lineage
-        assert set(op) - {"cache_hit", "cache_source", "joined", "artifacts"} == {"status", "attempts", "outputs", "started_at",
-                                                           "finished_at", "message"}
+        # an op with joins lists the runs they selected (joined), one with artifacts its lineage,
+        # one that reported intermediate metrics their last values (metrics)
+        optional = {"cache_hit", "cache_source", "joined", "artifacts", "metrics"}
+        assert set(op) - optional == {"status", "attempts", "outputs", "started_at", "finished_at", "message"}
         for key in ("started_at", "finished_at"):
             if op[key] is not None:
                 assert datetime.fromisoformat(op[key]).tzinfo is not None

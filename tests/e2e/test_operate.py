@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -264,6 +265,23 @@ def test_reruns_keep_earlier_runs_logs_listed_by_runs_and_removed_by_rm_and_gc(t
     assert json.loads(cli("runs", "-o", "json", "--pipeline", "other", "--state-dir", state).stdout)["runs"] == []
     assert len(json.loads(cli("runs", "-o", "json", "--since", "1h", "--pipeline", "fl*", "--state-dir", state).stdout)["runs"]) == 2
     assert json.loads(cli("runs", "-o", "json", "--since", "2999-01-01", "--state-dir", state).stdout)["runs"] == []
+    # flowd status of a local run: the daemon's shape, from the state dir
+    status = json.loads(cli("status", second["run_id"], "--state-dir", state, "-o", "json").stdout)
+    assert status["status"] == "failed" and status["done"]
+    assert {p: op["status"] for p, op in status["ops"].items()} == {"a": "succeeded", "b": "failed", "c": "upstream_failed"}
+    text_status = cli("status", "last", "--state-dir", state).stdout.splitlines()
+    assert text_status[0] == f"flaky {second['run_id']}: failed (1 op(s) failed)", text_status
+    # asked of the daemons (none here), it points at the local run
+    asked = cli("status", second["run_id"], "--brokers", "127.0.0.1:1", env={"FLOWD_STATE_DIR": str(state)})
+    assert asked.returncode == 1 and f"flowd status {second['run_id']} --local" in asked.stderr, asked.stderr
+    # --pipeline takes shell-style globs (whole name, case-sensitive) and comma lists
+    for pattern, found in (("fl?ky", 2), ("*ak*", 2), ("[ef]laky", 2), ("fla", 0), ("FLAKY", 0), ("other,fl*", 2)):
+        listed = json.loads(cli("runs", "-o", "json", "--pipeline", pattern, "--state-dir", state).stdout)["runs"]
+        assert len(listed) == found, pattern
+    # text: CREATED is local time with its UTC offset
+    table = cli("runs", "--state-dir", state, env={"TZ": "Asia/Kolkata"}).stdout.splitlines()
+    assert table[0].split() == ["RUN", "STATUS", "PIPELINE", "CREATED", "TOOK", "OPS"]
+    assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+05:30  ", table[1]), table[1]
 
     assert cli("rm", first_id, "--state-dir", state).returncode == 0
     assert not (state / "runs" / first_id).exists()

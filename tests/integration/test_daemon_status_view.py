@@ -4,6 +4,7 @@ the events, read by ``flowd runs --daemon`` and ``flowd status``."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,22 @@ async def test_status_view_holds_one_latest_summary_per_run(kafka_broker, tmp_pa
         assert {r["run_id"] for r in listed} == set(run_ids) and {r["status"] for r in listed} == {"succeeded"}
         assert await anyio.to_thread.run_sync(main, ["runs", "--daemon", "--status", "failed", "-o", "json", *bus]) == 0
         assert json.loads(capfd.readouterr().out)["runs"] == []
+        # the run's DAG with its statuses, drawn from the status view
+        assert await anyio.to_thread.run_sync(main, ["graph", run_ids[0], "--daemon", *bus]) == 0
+        assert [line.split() for line in capfd.readouterr().out.splitlines()] == [
+            ["pipeline", "chain:", "succeeded"], ["a", "job", "succeeded"], ["b", "job", "succeeded", "after", "a"],
+            ["c", "job", "succeeded", "after", "b"]]
+        assert await anyio.to_thread.run_sync(main, ["graph", "no-such-run", "--daemon", *bus]) == 1
+        assert "no run 'no-such-run'" in capfd.readouterr().err
+        # --pipeline globs as for local runs
+        for pattern, found in (("ch?in", 3), ("*ai*", 3), ("cha", 0), ("other,c*", 3)):
+            assert await anyio.to_thread.run_sync(main, ["runs", "--daemon", "--pipeline", pattern, "-o", "json", *bus]) == 0
+            assert len(json.loads(capfd.readouterr().out)["runs"]) == found, pattern
+        # text: the local table, CREATED with its UTC offset
+        assert await anyio.to_thread.run_sync(main, ["runs", "--daemon", *bus]) == 0
+        table = capfd.readouterr().out.splitlines()
+        assert table[0].split() == ["RUN", "STATUS", "PIPELINE", "CREATED", "TOOK", "OPS"] and len(table) == 4
+        assert all(re.search(r"  succeeded +chain +\S+ \S+ [+-]\d\d:\d\d  ", row) for row in table[1:]), table
         assert await anyio.to_thread.run_sync(main, ["status", run_ids[1], "--output", "json", *bus]) == 0
         view = json.loads(capfd.readouterr().out)
         assert view["status"] == "succeeded" and view["done"] and view["ops"]["c"]["status"] == "succeeded"

@@ -211,3 +211,52 @@ async def test_manifests_apply_and_rbac_is_exactly_enough(k8s_cluster):
     # pods/log get (intermediate metrics): allowed, so a missing pod is a 404, not a 403
     code, _ = sa.call("GET", f"/api/v1/namespaces/{ns}/pods/x/log")
     assert code == 404
+
+
+async def test_the_ui_component_applies_passes_restricted_and_may_only_read_pods_and_logs(k8s_cluster):
+    """deploy/components/ui (``flowd ui --daemon`` beside the daemons): its objects apply on the
+    base's namespace, its pod passes the `restricted` Pod Security Standard, and its
+    ServiceAccount may list/get pods and get their logs there, nothing more (SubjectAccessReview
+    by the apiserver's own RBAC authorizer)."""
+    ns = f"flowd-ui-{uuid.uuid4().hex[:8]}"
+    admin = Http(k8s_cluster)
+    base = {d["kind"]: d for d in render(DEPLOY / "base", ns)}
+    for kind in ("Namespace", "ConfigMap"):
+        code, body = admin.apply(base[kind])
+        assert code in (200, 201), (kind, body)
+    docs = render(DEPLOY / "components/ui", ns)
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"}
+    for doc in docs:
+        code, body = admin.apply(doc)
+        assert code in (200, 201), (doc["kind"], body)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    service = next(d for d in docs if d["kind"] == "Service")
+    template = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    args = template["spec"]["containers"][0]["args"]
+    assert args[:2] == ["ui", "--daemon"] and "--allow-actions" not in args  # read-only
+    # the UI's command line is one flowd accepts
+    from flowd.cli import build_parser
+
+    build_parser().parse_args(args)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "flowd-ui-psa-check", "namespace": ns},
+           "spec": template["spec"]}
+    code, body = admin.call("POST", f"/api/v1/namespaces/{ns}/pods?dryRun=All", pod)
+    assert code == 201, body
+
+    def allowed(verb: str, resource: str, namespace: str, subresource: str = "") -> bool:
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": {"user": f"system:serviceaccount:{ns}:flowd-ui",
+                           "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}"],
+                           "resourceAttributes": {"namespace": namespace, "verb": verb, "resource": resource,
+                                                  "subresource": subresource}}}
+        code, answer = admin.call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        assert code == 201, answer
+        return bool(answer["status"].get("allowed"))
+
+    assert allowed("list", "pods", ns) and allowed("get", "pods", ns) and allowed("get", "pods", ns, "log")
+    for verb, resource, where, sub in [("create", "pods", ns, ""), ("delete", "pods", ns, ""), ("watch", "pods", ns, ""),
+                                       ("create", "pods", ns, "exec"), ("get", "secrets", ns, ""),
+                                       ("get", "configmaps", ns, ""), ("list", "pods", "default", ""),
+                                       ("get", "pods", "default", "log")]:
+        assert not allowed(verb, resource, where, sub), (verb, resource, where, sub)

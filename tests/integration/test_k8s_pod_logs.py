@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import textwrap
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -98,6 +100,27 @@ async def test_flowd_logs_of_a_flowd_run_on_pods(k8s_cluster, k8s_namespace, tmp
 
     code, out, err = await run_cli("logs", run_id, "nope", "--state-dir", state)
     assert code == 1 and "no pod of run" in err and "'nope'" in err and "Traceback" not in err
+
+    # flowd ui over the state dir reads the same pods: each attempt of train offered, each its log
+    ui = await asyncio.create_subprocess_exec(*flowd("ui", "--state-dir", state, "--port", "0"),
+                                              stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert ui.stderr is not None
+        url = re.search(r"(http://\S+/)", (await asyncio.wait_for(ui.stderr.readline(), 30)).decode())[1]  # type: ignore[index]
+
+        def get(path: str) -> str:
+            with urllib.request.urlopen(url + path, timeout=60) as r:
+                return r.read().decode()
+
+        detail = json.loads(await anyio.to_thread.run_sync(get, f"api/runs/{run_id}"))
+        train_1 = await anyio.to_thread.run_sync(get, f"api/runs/{run_id}/logs?op=train&attempt=1")
+        train = await anyio.to_thread.run_sync(get, f"api/runs/{run_id}/logs?op=train")
+    finally:
+        ui.terminate()
+        await ui.wait()
+    assert detail["log_attempts"] == {"prepare": [1], "train": [1, 2]}
+    assert train_1.splitlines() == ["train attempt 1: epoch 1", "train attempt 1: epoch 2"]
+    assert train.splitlines() == ["train attempt 2: epoch 1", "train attempt 2: epoch 2"]
 
 
 async def test_flowd_logs_follow_while_flowd_run_runs(k8s_cluster, k8s_namespace, tmp_path: Path) -> None:

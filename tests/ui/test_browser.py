@@ -5,6 +5,7 @@ tests/output/ui/ (git-ignored) as artefacts."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,22 @@ PIPELINE = """\
             outputs: [{name: score, type: float}]
             run:
               kind: job
-              container: {image: x, command: [sh, -c, 'echo "{\\"score\\": {{ lr }}}" > "$FLOWD_OUTPUTS"']}
+              container:
+                image: x
+                # a loss curve whose last value ranks the children opposite to lr: 0.3 -> 0.7
+                command: [sh, -c, 'echo "{\\"step\\": 1, \\"loss\\": 2}" >> "$FLOWD_METRICS";
+                  echo "{\\"step\\": 2, \\"loss\\": {{ 1 - lr }}}" >> "$FLOWD_METRICS";
+                  echo "{\\"score\\": {{ lr }}}" > "$FLOWD_OUTPUTS"']
     """
+
+
+def column(driver: Any, name: str) -> list[float]:
+    """The numbers of a column of the matrix table, top to bottom."""
+    return driver.execute_script(
+        "const cols = [...document.querySelectorAll('#matrix-table th')].map(th => th.dataset.col);"
+        "const i = cols.indexOf(arguments[0]);"
+        "return [...document.querySelectorAll('#matrix-table tbody tr')].map(tr => Number(tr.children[i].textContent))",
+        name)
 
 
 def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -> None:  # noqa: F811
@@ -63,6 +78,9 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
         browser.get(url)
         row = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.run a"))[0]
         shot(browser, "1-runs")
+        # the created time names its zone
+        created = browser.find_elements(By.CSS_SELECTOR, "tr.run td")[3].text
+        assert re.search(r"\b(UTC|GMT[+-]?\d*|[A-Z]{3,4})$", created), created
         row.click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "svg g.node"))
 
@@ -87,6 +105,13 @@ def test_ui_shows_runs_the_dag_and_live_statuses(tmp_path: Path, browser: Any) -
             "const i = cols.indexOf('output score');"
             "return [...document.querySelectorAll('#matrix-table tbody tr')].map(tr => Number(tr.children[i].textContent))")
         assert scores == [0.1, 0.2, 0.3]
+        # and by the last value of each child's intermediate metric ($FLOWD_METRICS), both ways
+        assert column(browser, "param lr") == [0.1, 0.2, 0.3]
+        click(browser, '#matrix-table th[data-col="metric loss"]')
+        assert column(browser, "metric loss") == [0.7, 0.8, 0.9]
+        assert column(browser, "param lr") == [0.3, 0.2, 0.1]
+        click(browser, '#matrix-table th[data-col="metric loss"]')
+        assert column(browser, "metric loss") == [0.9, 0.8, 0.7]
         shot(browser, "4-matrix")
 
         # an op's details and logs

@@ -7,6 +7,8 @@ const COLORS = {
   running: ["#d5e8fb", "#1f6fb2"], retrying: ["#f0d5fb", "#8e44ad"], queued: ["#e8eefc", "#5a7bd8"],
   compiled: ["#f4f4f4", "#777777"], created: ["#ffffff", "#aaaaaa"],
 };
+// times in the browser's zone, named (as `flowd runs` gives its offset)
+const ZONE = { timeZoneName: "short" };
 const collapsed = new Set();
 let selected = null, matrixOpen = null, sortKey = null, sortDir = 1, last = null, config = {}, drawn = "";
 const SVG = "http://www.w3.org/2000/svg";
@@ -65,14 +67,15 @@ function fieldsOf(node) {
   const dl = document.getElementById("op-fields");
   const rows = [["kind", node.kind], ["status", node.status || "-"], ["attempts", node.attempts],
     ["message", node.message || "-"], ["params", JSON.stringify(node.params ?? {}, null, 1)],
-    ["outputs", JSON.stringify(node.outputs ?? {}, null, 1)],
-    ["started", node.started_at ? new Date(node.started_at * 1000).toLocaleString() : "-"],
-    ["finished", node.finished_at ? new Date(node.finished_at * 1000).toLocaleString() : "-"]];
+    ["outputs", JSON.stringify(node.outputs ?? {}, null, 1)], ["metrics", JSON.stringify(node.metrics ?? {}, null, 1)],
+    ["started", node.started_at ? new Date(node.started_at * 1000).toLocaleString(undefined, ZONE) : "-"],
+    ["finished", node.finished_at ? new Date(node.finished_at * 1000).toLocaleString(undefined, ZONE) : "-"]];
   dl.replaceChildren(...rows.flatMap(([k, v]) => { const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = String(v); dd.dataset.field = k; return [dt, dd]; }));
 }
 
 function select(path) {
+  const same = selected === path;
   selected = path; drawn = "";
   const node = last && last.graph.nodes.find(n => n.path === path);
   if (!node) return;
@@ -83,7 +86,8 @@ function select(path) {
   renderOpActions(node);
   const attempts = (last.log_attempts[path] || []);
   const sel = document.getElementById("attempt");
-  const keep = sel.value;
+  // the attempt picked stays while the same op is shown; another op opens on its latest
+  const keep = same ? sel.value : null;
   sel.replaceChildren(...attempts.map(a => { const o = document.createElement("option"); o.value = a; o.textContent = "attempt " + a; return o; }));
   if (attempts.includes(Number(keep))) sel.value = keep; else if (attempts.length) sel.value = attempts[attempts.length - 1];
   loadLogs();
@@ -106,8 +110,12 @@ function renderMatrix() {
   const children = last.graph.nodes.filter(n => n.parent === matrix.path);
   const paramKeys = [...new Set(children.flatMap(c => Object.keys(c.params || {})))].sort();
   const outKeys = [...new Set(children.flatMap(c => Object.keys(c.outputs || {})))].sort();
+  // metrics: the last value of each intermediate metric a child reported ($FLOWD_METRICS)
+  const metricKeys = [...new Set(children.flatMap(c => Object.keys(c.metrics || {})))].sort();
   const cols = [["run", c => c.name], ["status", c => c.status || ""], ["attempts", c => c.attempts],
-    ...paramKeys.map(k => ["param " + k, c => (c.params || {})[k]]), ...outKeys.map(k => ["output " + k, c => (c.outputs || {})[k]])];
+    ...paramKeys.map(k => ["param " + k, c => (c.params || {})[k]]),
+    ...metricKeys.map(k => ["metric " + k, c => (c.metrics || {})[k]]),
+    ...outKeys.map(k => ["output " + k, c => (c.outputs || {})[k]])];
   const head = document.createElement("tr");
   cols.forEach(([name]) => { const th = document.createElement("th"); th.textContent = name + (sortKey === name ? (sortDir > 0 ? " ▲" : " ▼") : "");
     th.dataset.col = name;
@@ -115,8 +123,11 @@ function renderMatrix() {
   document.querySelector("#matrix-table thead").replaceChildren(head);
   const getter = (cols.find(([n]) => n === sortKey) || [null, null])[1];
   const rows = [...children];
+  // a child without the value (not reported yet) comes last in either direction
+  const missing = v => v === undefined || v === null || v === "";
   if (getter) rows.sort((a, b) => { const x = getter(a), y = getter(b);
-    return (typeof x === "number" && typeof y === "number" ? x - y : String(x ?? "").localeCompare(String(y ?? ""))) * sortDir; });
+    if (missing(x) || missing(y)) return missing(x) - missing(y);
+    return (typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true })) * sortDir; });
   document.querySelector("#matrix-table tbody").replaceChildren(...rows.map(c => { const tr = document.createElement("tr");
     tr.dataset.path = c.path;
     cols.forEach(([name, get]) => { const td = document.createElement("td"); const v = get(c);
@@ -169,10 +180,10 @@ async function refresh() {
   const status = document.getElementById("status");
   status.textContent = run.status + (run.active ? " (live)" : ""); status.className = "badge s-" + run.status;
   document.getElementById("run-id").textContent = run.run_id;
-  document.getElementById("times").textContent = run.created_at ? "created " + new Date(run.created_at).toLocaleString() : "";
+  document.getElementById("times").textContent = run.created_at ? "created " + new Date(run.created_at).toLocaleString(undefined, ZONE) : "";
   document.getElementById("message").textContent = run.message || "";
   // redraw only what changed: a steady page keeps its elements (and a user's click target)
-  const sig = JSON.stringify([last.layout, last.graph.nodes.map(n => [n.status, n.attempts, n.outputs]), selected, run.active]);
+  const sig = JSON.stringify([last.layout, last.graph.nodes.map(n => [n.status, n.attempts, n.outputs, n.metrics]), selected, run.active]);
   const changed = sig !== drawn;
   if (changed) {
     drawn = sig;

@@ -3,7 +3,9 @@ const form = document.getElementById("filters");
 const params = new URLSearchParams(location.search);
 for (const el of form.elements) if (params.get(el.name)) el.value = params.get(el.name);
 
-function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : "-"; }
+// times in the browser's zone, named (as `flowd runs` gives its offset)
+const ZONE = { timeZoneName: "short" };
+function fmtTime(iso) { return iso ? new Date(iso).toLocaleString(undefined, ZONE) : "-"; }
 function took(r) {
   if (!r.started_at) return "-";
   if (!r.finished_at) return r.active ? "…" : "-";

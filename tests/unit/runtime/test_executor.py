@@ -257,6 +257,19 @@ async def test_adopt_replays_a_recorded_result_without_running_again(tmp_path: P
     assert replayed == first and marker.read_text() == "x\n"
 
 
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 async def test_leftovers_of_a_dead_flowd_are_killed_then_the_attempt_runs_again(tmp_path: Path, rec: Recorder) -> None:
     marker = tmp_path / "marker"
     cmd = start("op", ["sh", "-c", f"echo start >> {marker}; sleep 30 & sleep 30; echo end >> {marker}"])
@@ -268,6 +281,10 @@ async def test_leftovers_of_a_dead_flowd_are_killed_then_the_attempt_runs_again(
             while not marker.exists() or marker.read_text() != "start\n":
                 await anyio.sleep(0.02)
         leader = int(json.loads((tmp_path / "run" / "attempts" / "op@1" / "pid.json").read_text())["pid"])
+        # "start" is written before sh forks the two sleeps: on a busy machine they may not exist yet
+        with anyio.fail_after(5):
+            while len(_group(leader)) < 3:
+                await anyio.sleep(0.02)
         first._attempts.clear()
         first._live.clear()
         killed = kill_leftovers(tmp_path / "run")

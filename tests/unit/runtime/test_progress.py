@@ -67,3 +67,35 @@ def test_summary_lists_what_did_not_succeed() -> None:
         "  c: upstream_failed: trigger",
         "  1 op(s) failed",
     ]
+
+
+TAIL = "exit code 3: step one\nstep two\nboom (logs: /s/runs/r/attempts/one@1)"
+
+
+def test_a_multi_line_output_tail_stays_indented_under_its_op() -> None:
+    def op(status: str, message: str | None = None) -> OpView:
+        return OpView(status=status, attempts=1, outputs=None, started_at=None, finished_at=None, message=message)
+
+    view = RunView(run_id="r", pipeline="p", status="failed", started_at=None, finished_at=None,
+                   message="1 op(s) failed", ops={"one": op("failed", TAIL), "two": op("upstream_failed", "trigger")})
+    assert summary(view).splitlines() == [
+        "pipeline p: failed (1 failed, 1 upstream_failed)",
+        "  one: failed: exit code 3: step one",
+        "      step two",
+        "      boom (logs: /s/runs/r/attempts/one@1)",
+        "  two: upstream_failed: trigger",
+        "  1 op(s) failed",
+    ]
+    out = io.StringIO()
+    PlainProgress(out).status(change("one", "failed", message=TAIL))
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("  one  failed: exit code 3: step one")
+    assert lines[1:] == [" " * 12 + "step two", " " * 12 + "boom (logs: /s/runs/r/attempts/one@1)"]
+
+
+def test_the_live_view_prints_a_failure_tail_indented_and_its_brackets_as_text() -> None:
+    out = io.StringIO()
+    progress = LiveProgress(out, pipeline="p")
+    progress.console.width = 200
+    progress.status(change("sweep[1]", "failed", message="exit code 1: [bold]x[/bold]\n[/] y"))
+    assert out.getvalue().splitlines() == ["sweep[1] failed: exit code 1: [bold]x[/bold]", "    [/] y"]
