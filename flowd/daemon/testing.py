@@ -24,7 +24,7 @@ from flowd.daemon import wire
 from flowd.daemon.config import DaemonConfig, load_config
 from flowd.daemon.kafka import consumer, stop_consumer
 
-__all__ = ["test_config", "DaemonProcess", "EventCollector", "free_port", "read_all"]
+__all__ = ["test_config", "DaemonProcess", "EventCollector", "free_port", "read_all", "restart_after_crashes"]
 
 
 def free_port() -> int:
@@ -104,6 +104,24 @@ class DaemonProcess:
                 self.proc.kill()
                 self.proc.wait()
         return int(self.proc.returncode)
+
+
+async def restart_after_crashes(daemons: list[DaemonProcess], done: Callable[[], bool], *, log_dir: Path,
+                                poll: float = 0.05) -> int:
+    """Until ``done()``: whenever the newest daemon of ``daemons`` died at its crash point (the
+    SIGKILL a ``FLOWD_TEST_CRASH_AT`` point sends), start the next one with the same config and
+    environment, logging to ``log_dir/serve-N.log``. Returns how many died."""
+    kills = 0
+    while not done():
+        last = daemons[-1]
+        assert last.proc is not None
+        if last.proc.poll() is not None:
+            assert last.proc.returncode == -9, f"daemon exited {last.proc.returncode}, not by its crash point"
+            kills += 1
+            daemons.append(DaemonProcess(last.config, log_path=log_dir / f"serve-{len(daemons)}.log",
+                                         env=last.env).start())
+        await anyio.sleep(poll)
+    return kills
 
 
 class EventCollector:

@@ -22,7 +22,7 @@ import pytest
 
 from flowd.daemon import wire
 from flowd.daemon.client import publish
-from flowd.daemon.testing import DaemonProcess, EventCollector, test_config
+from flowd.daemon.testing import DaemonProcess, EventCollector, restart_after_crashes, test_config
 from flowd.spec.compiled import Termination
 from tests.integration.k8s_helpers import dag, job, outcome, untaint_nodes
 
@@ -48,7 +48,6 @@ async def test_a_kill_at_each_k8s_step_loses_and_repeats_nothing(
     pipeline = dag("k8s-crashy", ops)
     events = EventCollector(config)
     daemons = [DaemonProcess(config, log_path=tmp_path / "serve-0.log", env=env).start()]
-    kills = 0
     api = k8s_cluster.api()
     try:
         async with anyio.create_task_group() as tg:
@@ -58,15 +57,9 @@ async def test_a_kill_at_each_k8s_step_loses_and_repeats_nothing(
             await publish(config, config.topics.runs, run_id,
                           wire.Submission(run_id=run_id, time=time.time(), pipeline=pipeline))
             with anyio.fail_after(180):
-                while not events.completions(run_id) or kills < len(OPS):
-                    proc = daemons[-1].proc
-                    assert proc is not None
-                    if proc.poll() is not None:
-                        assert proc.returncode == -9, f"daemon exited {proc.returncode}, not by its crash point"
-                        kills += 1
-                        daemons.append(DaemonProcess(config, log_path=tmp_path / f"serve-{kills}.log",
-                                                     env=env).start())
-                    await anyio.sleep(0.05)
+                # every op's crash point fires once: one daemon per op dies before the run completes
+                kills = await restart_after_crashes(
+                    daemons, lambda: bool(events.completions(run_id)) and len(daemons) > len(OPS), log_dir=tmp_path)
             # ttl 0: every pod goes; a finalizer left behind would keep it Terminating
             with anyio.fail_after(30):
                 while api.json("GET", f"/api/v1/namespaces/{k8s_namespace}/pods")["items"]:

@@ -20,7 +20,7 @@ import pytest
 
 from flowd.daemon import wire
 from flowd.daemon.client import publish
-from flowd.daemon.testing import DaemonProcess, EventCollector, test_config
+from flowd.daemon.testing import DaemonProcess, EventCollector, restart_after_crashes, test_config
 from flowd.spec.compiled import IOSpec, Termination
 from tests.integration.k8s_helpers import dag, job, outcome, untaint_nodes
 
@@ -65,7 +65,6 @@ async def test_a_kill_after_reading_the_outputs_report_loses_and_repeats_nothing
                                       annotations=outcome(run_for="500ms", message=pointer))])
     events = EventCollector(config)
     daemons = [DaemonProcess(config, log_path=tmp_path / "serve-0.log", env=env).start()]
-    kills = 0
     api = k8s_cluster.api()
     try:
         async with anyio.create_task_group() as tg:
@@ -74,15 +73,8 @@ async def test_a_kill_after_reading_the_outputs_report_loses_and_repeats_nothing
             await publish(config, config.topics.runs, run_id,
                           wire.Submission(run_id=run_id, time=time.time(), pipeline=pipeline))
             with anyio.fail_after(180):
-                while not events.completions(run_id):
-                    proc = daemons[-1].proc
-                    assert proc is not None
-                    if proc.poll() is not None:
-                        assert proc.returncode == -9, f"daemon exited {proc.returncode}, not by its crash point"
-                        kills += 1
-                        daemons.append(DaemonProcess(config, log_path=tmp_path / f"serve-{kills}.log",
-                                                     env=env).start())
-                    await anyio.sleep(0.05)
+                kills = await restart_after_crashes(daemons, lambda: bool(events.completions(run_id)),
+                                                    log_dir=tmp_path)
             with anyio.fail_after(30):  # ttl 0: the pod goes once reported (no finalizer left behind)
                 while api.json("GET", f"/api/v1/namespaces/{k8s_namespace}/pods")["items"]:
                     await anyio.sleep(0.2)

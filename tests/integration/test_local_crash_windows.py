@@ -28,7 +28,7 @@ import pytest
 
 from flowd.daemon import wire
 from flowd.daemon.client import publish
-from flowd.daemon.testing import DaemonProcess, EventCollector, read_all, test_config
+from flowd.daemon.testing import DaemonProcess, EventCollector, read_all, restart_after_crashes, test_config
 from flowd.spec import compile_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.asyncio(loop_scope="session")]
@@ -73,7 +73,6 @@ async def test_a_kill_at_each_start_step_loses_and_repeats_nothing(
     pipeline = compile_text(chain(marks, sleep=1.0), source="crashy.yaml", base_dir=None).op
     events = EventCollector(config)
     daemons = [DaemonProcess(config, log_path=tmp_path / "serve-0.log", env=env).start()]
-    kills = 0
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(events.run)
@@ -82,15 +81,8 @@ async def test_a_kill_at_each_start_step_loses_and_repeats_nothing(
             await publish(config, config.topics.runs, run_id,
                           wire.Submission(run_id=run_id, time=time.time(), pipeline=pipeline))
             with anyio.fail_after(180):
-                while not events.completions(run_id):
-                    proc = daemons[-1].proc
-                    assert proc is not None
-                    if proc.poll() is not None:
-                        assert proc.returncode == -9, f"daemon exited {proc.returncode}, not by its crash point"
-                        kills += 1
-                        daemons.append(DaemonProcess(config, log_path=tmp_path / f"serve-{kills}.log",
-                                                     env=env).start())
-                    await anyio.sleep(0.05)
+                kills = await restart_after_crashes(daemons, lambda: bool(events.completions(run_id)),
+                                                    log_dir=tmp_path)
             await anyio.sleep(1.0)  # a late duplicate or Lost report would show up now
             tg.cancel_scope.cancel()
         done = events.completions(run_id)
