@@ -86,7 +86,11 @@ class Engine:
         bound = template_bounds.bind(self.limits.max_template_bytes) \
             if template_bounds.bound() != self.limits.max_template_bytes else None
         try:
-            if isinstance(event, Submit):
+            if type(event) is OpStatus:  # most events: checked first
+                run = self.runs.get(event.run_id)
+                if run is not None and not run.done:
+                    self._op_status(run, event)
+            elif isinstance(event, Submit):
                 self._submit(event)
             elif isinstance(event, Resume):
                 run = self.runs.get(event.run_id)

@@ -70,11 +70,12 @@ def _child_templated(index: Index, matrix: Node, suggestion: dict[str, Any]) -> 
     return found
 
 
-def renders(run: RunState, index: Index, node: Node, spec: Op) -> bool:
+def renders(run: RunState, index: Index, node: Node, spec: Op, found: PipelineFlags | None = None) -> bool:
     """Does dispatching ``node`` render its runtime (``has_templates`` of its spec and params)?
     In a pipeline without a template anywhere only a matrix child's own values can hold one:
-    one small check per child instead of a JSON encode of the op's params per dispatch."""
-    if flags(run, index, node).plain:
+    one small check per child instead of a JSON encode of the op's params per dispatch.
+    ``found``: ``flags`` of the node, when the caller has them already."""
+    if (found or flags(run, index, node)).plain:
         parent = run.nodes[node.parent] if node.parent is not None else None
         if parent is None or parent.kind != "matrix":
             return False

@@ -62,15 +62,20 @@ def spec_of(run: RunState, index: Index, node: Node) -> Op:
     if parent.kind == "matrix":
         if node.suggestion is None:  # the tuner job of an iterative matrix
             return tuner_job_spec(run, parent, parent_spec, node)
-        template = index.child_templates.get(parent.path)
-        if template is None:
-            template = index.child_templates[parent.path] = matrix_child_template(parent_spec)
-        return template
+        return child_template(index, parent.path, parent_spec)
     if parent.kind == "schedule":
         return msgspec.structs.replace(parent_spec, schedule=None)
     dag = parent_spec.component.dag
     assert dag is not None
     return dag.ops[node.index]
+
+
+def child_template(index: Index, matrix_path: str, matrix_spec: Op) -> Op:
+    """The spec every child of the matrix at ``matrix_path`` shares, built once per matrix."""
+    template = index.child_templates.get(matrix_path)
+    if template is None:
+        template = index.child_templates[matrix_path] = matrix_child_template(matrix_spec)
+    return template
 
 
 def matrix_child_template(op: Op) -> Op:

@@ -47,16 +47,16 @@ def new_node(
         index_node(run, index, node)
         node.children = []
         node.waiting = []
-    ancestor = parent
-    while ancestor is not None:
-        anc = run.nodes[ancestor]
-        anc.desc_total += 1
-        ancestor = anc.parent
     if parent is not None:
-        parent_node = run.nodes[parent]
+        parent_node = anc = run.nodes[parent]
         parent_node.children.append(path)  # type: ignore[union-attr]
         if kind == "service":
             parent_node.n_services_live += 1
+        while True:  # the parent, then each ancestor up to the root
+            anc.desc_total += 1
+            if anc.parent is None:
+                break
+            anc = run.nodes[anc.parent]
     step.emit_status(run, node)
     return node
 

@@ -175,7 +175,7 @@ class Ops:
         try:
             body = spec.component.run
             resolver = None
-            if fields.renders(run, index, node, spec):
+            if fields.renders(run, index, node, spec, flags):
                 resolver = fields.resolver(run, index, node)
                 body = resolver.render(body, params, "run")
             # no toEnv anywhere in the pipeline: no env to build (and no Resolver to build it)
@@ -296,9 +296,25 @@ def start_op(run: RunState, node: Node, spec: Op, params: dict[str, Any], body: 
     # outputs, cache_key, cache_ttl
     return StartOp(
         run.run_id, node.path, node.attempt, f"{run.run_id}/{node.path}#{node.attempt}", node.kind, params, body, env,
-        term, component.namespace, [io.name for io in component.outputs] if component.outputs else [],
+        term, component.namespace, _output_names(component) if component.outputs else [],
         cache_key, cache_ttl,
     )
+
+
+# id(component) -> (component, the names of its declared outputs): a matrix's children and a
+# nested DAG's instances share a component. Bounded like ``_digests``.
+_names: dict[int, tuple[Component, list[str]]] = {}
+
+
+def _output_names(component: Component) -> list[str]:
+    """The names of ``component``'s declared outputs: one list per component, which every
+    StartOp of it carries (commands are read, never changed)."""
+    entry = _names.get(id(component))
+    if entry is None or entry[0] is not component:
+        if len(_names) >= 4096:
+            _names.clear()
+        entry = _names[id(component)] = (component, [io.name for io in component.outputs])
+    return entry[1]
 
 
 def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
@@ -315,26 +331,25 @@ def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
     keyed = sorted(params.items()) if not isinstance(io, list) else sorted((k, v) for k, v in params.items() if k in io)
     ttl = cache.get("ttl")
     entry = _component_digest(spec.component, body)
-    if not env and not keyed:
-        key = entry[3]  # no env, no params: the key is the component's own (a nested DAG's ops)
-        if key is None:
-            key = entry[3] = _tail(entry[2], env, keyed)
+    if env:
+        digest = entry[2].copy()
+        # the array's tail: its first five items are hashed already, so "[env,params]" without its "["
+        digest.update(msgspec.json.encode([env, keyed])[1:])
+        key = digest.hexdigest()
+    elif keyed:
+        digest = entry[4].copy()  # "{}," (no env) hashed already: the params and the closing "]"
+        digest.update(msgspec.json.encode(keyed))
+        digest.update(b"]")
+        key = digest.hexdigest()
     else:
-        key = _tail(entry[2], env, keyed)
+        key = entry[3]  # no env, no params: the key is the component's own (a nested DAG's ops)
     return key, float(ttl) if isinstance(ttl, (int, float)) else None
 
 
-def _tail(head: Any, env: dict[str, str], keyed: list[tuple[str, Any]]) -> str:
-    digest = head.copy()
-    # the array's tail: its first five items are hashed already, so "[env,params]" without its "["
-    digest.update(memoryview(msgspec.json.encode([env, keyed]))[1:])
-    return str(digest.hexdigest())
-
-
 # id(component) -> [component, body, SHA-256 state over the key's first five items, the key
-# with no env and no params]. The same bytes hashed as one blob before; a matrix's children and
-# a nested DAG's instances share one component and, unrendered, one body. Bounded: a 100k-op
-# fan-out has a component per op.
+# with no env and no params, the state with an empty env hashed too]. The same bytes hashed as
+# one blob before; a matrix's children and a nested DAG's instances share one component and,
+# unrendered, one body. Bounded: a 100k-op fan-out has a component per op.
 _digests: dict[int, list[Any]] = {}
 
 
@@ -344,6 +359,11 @@ def _component_digest(component: Component, body: dict[str, Any]) -> list[Any]:
         if len(_digests) >= 4096:
             _digests.clear()
         head = msgspec.json.encode(["flowd-cache-1", component.kind, component.inputs, component.outputs, body])
-        entry = [component, body, hashlib.sha256(head[:-1] + b","), None]
+        state = hashlib.sha256(head[:-1] + b",")
+        no_env = state.copy()
+        no_env.update(b"{},")
+        whole = no_env.copy()
+        whole.update(b"[]]")
+        entry = [component, body, state, whole.hexdigest(), no_env]
         _digests[id(component)] = entry
     return entry

@@ -14,7 +14,7 @@ from flowd.engine import fields, hooks, tuners
 from flowd.engine import matrix as matrix_mod
 from flowd.engine import schedule as schedule_mod
 from flowd.engine import status as S
-from flowd.engine.index import Index
+from flowd.engine.index import Index, child_template
 from flowd.engine.messages import PipelineDone, StopOp
 from flowd.engine.nodes import approved_up_front, kind_of, new_node
 from flowd.engine.ops import Ops
@@ -60,13 +60,13 @@ class Pipelines:
                 self.step.finish(run, node, S.FAILED, reason="CompilationFailed", message="; ".join(dag.errors))
                 return
             ops = dag.ops if dag is not None else []
-            children = [
-                new_node(
-                    self.step, run, index, child_path(node.path, op.name), node.path, op.name, i, kind_of(op),
-                    approved=approved_up_front(op), n_up=len(op.upstream),
-                )
-                for i, op in enumerate(ops)
-            ]
+            specs = index.specs
+            children = []
+            for i, op in enumerate(ops):
+                path = child_path(node.path, op.name)
+                specs[path] = op  # what spec_of derives, without deriving it per op
+                children.append(new_node(self.step, run, index, path, node.path, op.name, i, kind_of(op),
+                                         approved=approved_up_front(op), n_up=len(op.upstream)))
             for child in children:
                 if child.n_up == 0:
                     self.ops.ready(run, child)
@@ -97,9 +97,12 @@ class Pipelines:
             kind = spec.component.kind
             # a matrix at the top of its DAG names its children as it paths them: one string each
             same = node.path == spec.name
+            specs = index.specs
+            template = child_template(index, node.path, spec)  # what spec_of derives for each child
             children = []
             for i, s in enumerate(suggestions):
                 path = f"{node.path}[{i}]"
+                specs[path] = template
                 children.append(new_node(self.step, run, index, path, node.path, path if same else f"{spec.name}[{i}]",
                                          i, kind, suggestion=s))
             for child in children:
@@ -347,10 +350,13 @@ class Pipelines:
                 parent.n_services_live -= 1
             bad = node.status in (S.FAILED, S.UPSTREAM_FAILED)
             ancestor: Node | None = parent
+            rules_of = index.early_stopping
             while ancestor is not None:
                 if bad:
                     ancestor.desc_bad += 1
-                self.check_early_stopping(run, index, ancestor, node)
+                rules = rules_of.get(ancestor.path)
+                if rules is None or rules:  # most pipelines have none: known after the first call
+                    self.check_early_stopping(run, index, ancestor, node)
                 ancestor = run.nodes[ancestor.parent] if ancestor.parent is not None else None
             if not parent.stopping:
                 for down_path in index.downstream.get(node.path, ()):
@@ -359,10 +365,13 @@ class Pipelines:
                 # nothing reads a finished op's spec again but a resume, which derives it anew
                 # as a restore does: a matrix child's spec is its own copy, ~0.5 KB
                 index.specs.pop(node.path, None)
-            self.ops.admit(run, parent)
+            if parent.waiting:
+                self.ops.admit(run, parent)
             if parent.kind == "schedule" and parent.next_at is None and parent.status == S.RUNNING:
                 self.schedule_ticks(run, parent)
-            self.check_pipeline_end(run, parent)
+            if parent.n_services_live or parent.n_children_done >= len(parent.children or ()):
+                # without services, a pipeline with children still to finish cannot end
+                self.check_pipeline_end(run, parent)
         finished.clear()
 
     def end_run(self, run: RunState, root: Node) -> None:

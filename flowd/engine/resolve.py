@@ -199,7 +199,9 @@ def fan_in_outputs(matrix: Node, declared: list[IOSpec], node_at: Callable[[str]
     names: dict[str, None] = {io.name: None for io in declared}
     for child in children:
         if child is not None and child.outputs:
-            names.update(dict.fromkeys(child.outputs))
+            for name in child.outputs:  # mostly the declared ones: no dict built per child
+                if name not in names:
+                    names[name] = None
     return {name: [(child.outputs or {}).get(name) if child is not None else None for child in children]
             for name in names}
 

@@ -152,6 +152,7 @@ def attempt_key(run: RunState, node: Node) -> str:
     return f"{run.run_id}/{node.path}#{node.attempt}"
 
 
+# one bit per status in ``Node.emitted`` (keys are built by ``Step.emit_status``)
 _STATUS_BITS = {status: 1 << i for i, status in enumerate(sorted(S.ALL))}
 # a status outside the known set (never emitted today) shares one bit: still unique keys
 _OTHER_BIT = 1 << len(_STATUS_BITS)
@@ -159,23 +160,6 @@ _OTHER_BIT = 1 << len(_STATUS_BITS)
 
 def status_bit(status: str) -> int:
     return _STATUS_BITS.get(status, _OTHER_BIT)
-
-
-def event_key(run: RunState, node: Node) -> str:
-    """The deterministic key of the status event ``node`` is about to emit (and record it as
-    emitted): ``RUN/PATH#ATTEMPT:STATUS``, then ``~N`` when this status was already emitted for
-    this attempt in this epoch, then ``@EPOCH`` after a resume. A replay of the same events
-    yields the same keys (the bookkeeping is part of the snapshot)."""
-    status = node.status
-    bit = _STATUS_BITS.get(status, _OTHER_BIT)
-    if node.emitted & bit:
-        node.repeats += 1
-        key = f"{run.run_id}/{node.path}#{node.attempt}:{status}~{node.repeats}"
-    else:
-        node.emitted |= bit
-        key = f"{run.run_id}/{node.path}#{node.attempt}:{status}"
-    # inlined epoch_suffix: four keys per op
-    return f"{key}@{run.epoch}" if run.epoch else key
 
 
 def done_key(run: RunState) -> str:

@@ -15,7 +15,7 @@ from flowd.engine import status as S
 from flowd.engine.index import Index
 from flowd.engine.joins import JoinSource
 from flowd.engine.messages import CancelTimer, Command, SetTimer, StatusChanged
-from flowd.engine.state import PIPELINE_KINDS, Node, RunState, event_key
+from flowd.engine.state import _OTHER_BIT, _STATUS_BITS, PIPELINE_KINDS, Node, RunState
 from flowd.spec.limits import Limits
 
 
@@ -44,7 +44,7 @@ class Forward:
 
 
 class Step:
-    __slots__ = ("limits", "index", "out", "sink", "finished", "now", "joins")
+    __slots__ = ("limits", "index", "out", "sink", "finished", "now", "joins", "_forward")
 
     def __init__(self, limits: Limits) -> None:
         # what a run may make the engine build (ops, rendered templates, reported outputs):
@@ -59,11 +59,19 @@ class Step:
         self.now = 0.0
         # the runs joins select from (POLYFLOW §8.4): set by the Engine, which holds the runs
         self.joins: JoinSource | None = None
+        # the outbox of the last sink: a caller hands the same sink to every handle() call
+        self._forward: Forward | None = None
 
     def begin(self, now: float, sink: Callable[[Command], None] | None = None) -> None:
         self.sink = sink
-        self.out = [] if sink is None else Forward(sink)
-        self.finished = []
+        if sink is None:
+            self.out = []
+        else:
+            forward = self._forward
+            if forward is None or forward.append is not sink:
+                forward = self._forward = Forward(sink)
+            self.out = forward
+        self.finished.clear()
         self.now = now
 
     def discard_out(self) -> None:
@@ -73,11 +81,24 @@ class Step:
         self.out = [] if self.sink is None else Forward(self.sink)
 
     def emit_status(self, run: RunState, node: Node) -> None:
+        """Emit ``node``'s status with its deterministic key (and record it as emitted):
+        ``RUN/PATH#ATTEMPT:STATUS``, then ``~N`` when this status was already emitted for this
+        attempt in this epoch, then ``@EPOCH`` after a resume. A replay of the same events yields
+        the same keys: the bookkeeping (``emitted``, ``repeats``) is part of the snapshot."""
         status = node.status
-        # positional (run_id, path, status, time, attempt, key, message, reason, outputs,
-        # joined): four of these per op
+        # four of these per op: the key is built here, not in a helper
+        bit = _STATUS_BITS.get(status, _OTHER_BIT)
+        if node.emitted & bit:
+            node.repeats += 1
+            key = f"{run.run_id}/{node.path}#{node.attempt}:{status}~{node.repeats}"
+        else:
+            node.emitted |= bit
+            key = f"{run.run_id}/{node.path}#{node.attempt}:{status}"
+        if run.epoch:
+            key = f"{key}@{run.epoch}"
+        # positional (run_id, path, status, time, attempt, key, message, reason, outputs, joined)
         self.out.append(StatusChanged(
-            run.run_id, node.path, status, self.now, node.attempt, event_key(run, node), node.message, node.reason,
+            run.run_id, node.path, status, self.now, node.attempt, key, node.message, node.reason,
             node.outputs if status == S.SUCCEEDED else None, node.joined if status == S.COMPILED else None,
         ))
 
