@@ -324,12 +324,19 @@ def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
     The key covers the component's content (its rendered runtime, declared IO, kind) and the
     resolved inputs, restricted to ``cache.io`` when given: the SHA-256 of the JSON array
     ``["flowd-cache-1", kind, inputs, outputs, body, env, sorted params]``."""
-    cache = spec.cache or {}
-    if node.kind == "service" or cache.get("disable") is True or (node.parent is None and not spec.cache):
+    cache = spec.cache
+    if node.kind == "service" or (node.parent is None and not cache):
         return None, None
-    io = cache.get("io")
-    keyed = sorted(params.items()) if not isinstance(io, list) else sorted((k, v) for k, v in params.items() if k in io)
-    ttl = cache.get("ttl")
+    if cache:
+        if cache.get("disable") is True:
+            return None, None
+        io = cache.get("io")
+        keyed = sorted(params.items()) if not isinstance(io, list) else \
+            sorted((k, v) for k, v in params.items() if k in io)
+        ttl = cache.get("ttl")
+    else:  # no cache section (most ops): every param, no ttl
+        keyed = sorted(params.items()) if params else []
+        ttl = None
     entry = _component_digest(spec.component, body)
     if env:
         digest = entry[2].copy()

@@ -241,18 +241,22 @@ def complete_params(op: Op, resolved: dict[str, Any]) -> dict[str, Any]:
     """``resolved`` (an op's params, refs followed and templates rendered) with the declared
     defaults of missing inputs, every input and output coerced to its declared type. Raises
     ResolveError naming a required input left without a value."""
+    # a value already of its declared scalar type is its own coerced form (no call for it)
     for io in op.component.inputs:
         value = resolved.get(io.name)
         if value is None:
             if io.is_optional or io.delay_validation or io.value is not None:
-                resolved[io.name] = io.value
+                value = resolved[io.name] = io.value
             else:
                 raise ResolveError(f"input {io.name!r} is required and no value was resolved")
-        if io.type is not None and resolved[io.name] is not None:
-            resolved[io.name] = Resolver._coerce(io, resolved[io.name], "input")  # noqa: SLF001
+        if value is not None and io.type is not None and (
+                type(value) is not EXACT_TYPES.get(io.type) or io.is_list or io.validation):
+            resolved[io.name] = Resolver._coerce(io, value, "input")  # noqa: SLF001
     for io in op.component.outputs:
-        if io.name in resolved and resolved[io.name] is not None and io.type is not None:
-            resolved[io.name] = Resolver._coerce(io, resolved[io.name], "output")  # noqa: SLF001
+        value = resolved.get(io.name)
+        if value is not None and io.type is not None and (
+                type(value) is not EXACT_TYPES.get(io.type) or io.is_list or io.validation):
+            resolved[io.name] = Resolver._coerce(io, value, "output")  # noqa: SLF001
     return resolved
 
 
@@ -276,10 +280,13 @@ def outputs_of(op: Op, reported: dict[str, Any] | None) -> dict[str, Any]:
     nothing of the run: a finished job's report does not build a Resolver."""
     out = dict(reported or {})
     for io in op.component.outputs:
-        if io.name not in out and io.value is not None:
-            out[io.name] = io.value
-        if io.type is not None and out.get(io.name) is not None:
-            out[io.name] = Resolver._coerce(io, out[io.name], "output")  # noqa: SLF001
+        value = out.get(io.name)
+        if value is None and io.value is not None:
+            value = out[io.name] = io.value
+        # a value of its declared scalar type is its own coerced form: most reports (one per op)
+        if value is not None and io.type is not None and (
+                type(value) is not EXACT_TYPES.get(io.type) or io.is_list or io.validation):
+            out[io.name] = Resolver._coerce(io, value, "output")  # noqa: SLF001
     return out
 
 
