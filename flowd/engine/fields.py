@@ -88,13 +88,21 @@ def literal_params(run: RunState, index: Index, node: Node, spec: Op) -> dict[st
     """The op's params when nothing needs resolving (no ref, template, join, condition or
     templated approval: a plain matrix child's values, a plain op's literals), as
     ``Resolver.params`` would give them; None when the Resolver must do it. Raises ResolveError."""
-    if spec.joins or spec.conditions is not None or not isinstance(spec.is_approved, bool) \
-            or not flags(run, index, node).plain:
+    if spec.joins or spec.conditions is not None or not isinstance(spec.is_approved, bool):
         return None
     parent = run.nodes[node.parent] if node.parent is not None else None
-    if parent is not None and parent.kind == "matrix":
-        suggestion = node.suggestion
-        if suggestion is None or _child_templated(index, parent, suggestion):
+    in_matrix = parent is not None and parent.kind == "matrix"
+    suggestion = node.suggestion
+    if in_matrix and suggestion is None:
+        return None  # a tuner's job: a spec the engine built (``flags`` knows nothing of it)
+    found = index.flags
+    if found is None:
+        found = index.flags = pipeline_flags(run.pipeline)
+    if not found.plain:
+        return None
+    if in_matrix:
+        assert parent is not None and suggestion is not None
+        if _child_templated(index, parent, suggestion):
             return None
         base = parent.params
         if not base and canonical(spec, suggestion):

@@ -296,25 +296,9 @@ def start_op(run: RunState, node: Node, spec: Op, params: dict[str, Any], body: 
     # outputs, cache_key, cache_ttl
     return StartOp(
         run.run_id, node.path, node.attempt, f"{run.run_id}/{node.path}#{node.attempt}", node.kind, params, body, env,
-        term, component.namespace, _output_names(component) if component.outputs else [],
+        term, component.namespace, _component_entry(component, body)[5] if component.outputs else [],
         cache_key, cache_ttl,
     )
-
-
-# id(component) -> (component, the names of its declared outputs): a matrix's children and a
-# nested DAG's instances share a component. Bounded like ``_digests``.
-_names: dict[int, tuple[Component, list[str]]] = {}
-
-
-def _output_names(component: Component) -> list[str]:
-    """The names of ``component``'s declared outputs: one list per component, which every
-    StartOp of it carries (commands are read, never changed)."""
-    entry = _names.get(id(component))
-    if entry is None or entry[0] is not component:
-        if len(_names) >= 4096:
-            _names.clear()
-        entry = _names[id(component)] = (component, [io.name for io in component.outputs])
-    return entry[1]
 
 
 def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
@@ -337,7 +321,9 @@ def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
     else:  # no cache section (most ops): every param, no ttl
         keyed = sorted(params.items()) if params else []
         ttl = None
-    entry = _component_digest(spec.component, body)
+    entry = _component_entry(spec.component, body)
+    if entry[2] is None:
+        _hash_head(entry)
     if env:
         digest = entry[2].copy()
         # the array's tail: its first five items are hashed already, so "[env,params]" without its "["
@@ -353,24 +339,32 @@ def cache_of(spec: Op, node: Node, params: dict[str, Any], body: dict[str, Any],
     return key, float(ttl) if isinstance(ttl, (int, float)) else None
 
 
-# id(component) -> [component, body, SHA-256 state over the key's first five items, the key
-# with no env and no params, the state with an empty env hashed too]. The same bytes hashed as
-# one blob before; a matrix's children and a nested DAG's instances share one component and,
-# unrendered, one body. Bounded: a 100k-op fan-out has a component per op.
-_digests: dict[int, list[Any]] = {}
+# id(component) -> [component, body, SHA-256 state over the cache key's first five items, the
+# key with no env and no params, the state with an empty env hashed too, the names of the
+# declared outputs]. A matrix's children and a nested DAG's instances share one component and,
+# unrendered, one body: what is the same for all of them is computed once (the hash states on
+# the first cache key asked for). Bounded: a 100k-op fan-out has a component per op.
+_components: dict[int, list[Any]] = {}
 
 
-def _component_digest(component: Component, body: dict[str, Any]) -> list[Any]:
-    entry = _digests.get(id(component))
+def _component_entry(component: Component, body: Any) -> list[Any]:
+    entry = _components.get(id(component))
     if entry is None or entry[0] is not component or entry[1] is not body:
-        if len(_digests) >= 4096:
-            _digests.clear()
-        head = msgspec.json.encode(["flowd-cache-1", component.kind, component.inputs, component.outputs, body])
-        state = hashlib.sha256(head[:-1] + b",")
-        no_env = state.copy()
-        no_env.update(b"{},")
-        whole = no_env.copy()
-        whole.update(b"[]]")
-        entry = [component, body, state, whole.hexdigest(), no_env]
-        _digests[id(component)] = entry
+        if len(_components) >= 4096:
+            _components.clear()
+        # one list of names per component, which every StartOp of it carries (commands are
+        # read, never changed)
+        entry = [component, body, None, None, None, [io.name for io in component.outputs]]
+        _components[id(component)] = entry
     return entry
+
+
+def _hash_head(entry: list[Any]) -> None:
+    component, body = entry[0], entry[1]
+    head = msgspec.json.encode(["flowd-cache-1", component.kind, component.inputs, component.outputs, body])
+    state = hashlib.sha256(head[:-1] + b",")
+    no_env = state.copy()
+    no_env.update(b"{},")
+    whole = no_env.copy()
+    whole.update(b"[]]")
+    entry[2:5] = state, whole.hexdigest(), no_env

@@ -153,13 +153,13 @@ def attempt_key(run: RunState, node: Node) -> str:
 
 
 # one bit per status in ``Node.emitted`` (keys are built by ``Step.emit_status``)
-_STATUS_BITS = {status: 1 << i for i, status in enumerate(sorted(S.ALL))}
+STATUS_BITS = {status: 1 << i for i, status in enumerate(sorted(S.ALL))}
 # a status outside the known set (never emitted today) shares one bit: still unique keys
-_OTHER_BIT = 1 << len(_STATUS_BITS)
+OTHER_BIT = 1 << len(STATUS_BITS)
 
 
 def status_bit(status: str) -> int:
-    return _STATUS_BITS.get(status, _OTHER_BIT)
+    return STATUS_BITS.get(status, OTHER_BIT)
 
 
 def done_key(run: RunState) -> str:

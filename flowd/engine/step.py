@@ -15,8 +15,11 @@ from flowd.engine import status as S
 from flowd.engine.index import Index
 from flowd.engine.joins import JoinSource
 from flowd.engine.messages import CancelTimer, Command, SetTimer, StatusChanged
-from flowd.engine.state import _OTHER_BIT, _STATUS_BITS, PIPELINE_KINDS, Node, RunState
+from flowd.engine.state import OTHER_BIT, PIPELINE_KINDS, STATUS_BITS, Node, RunState
 from flowd.spec.limits import Limits
+
+# attempt numbers as text, formatted once (four event keys per op)
+_NUMBERS = tuple(str(n) for n in range(16))
 
 
 class Outbox(Protocol):
@@ -87,18 +90,20 @@ class Step:
         the same keys: the bookkeeping (``emitted``, ``repeats``) is part of the snapshot."""
         status = node.status
         # four of these per op: the key is built here, not in a helper
-        bit = _STATUS_BITS.get(status, _OTHER_BIT)
+        bit = STATUS_BITS.get(status, OTHER_BIT)
+        attempt = node.attempt
+        number = _NUMBERS[attempt] if attempt < 16 else str(attempt)
         if node.emitted & bit:
             node.repeats += 1
-            key = f"{run.run_id}/{node.path}#{node.attempt}:{status}~{node.repeats}"
+            key = f"{run.run_id}/{node.path}#{number}:{status}~{node.repeats}"
         else:
             node.emitted |= bit
-            key = f"{run.run_id}/{node.path}#{node.attempt}:{status}"
+            key = f"{run.run_id}/{node.path}#{number}:{status}"
         if run.epoch:
             key = f"{key}@{run.epoch}"
         # positional (run_id, path, status, time, attempt, key, message, reason, outputs, joined)
         self.out.append(StatusChanged(
-            run.run_id, node.path, status, self.now, node.attempt, key, node.message, node.reason,
+            run.run_id, node.path, status, self.now, attempt, key, node.message, node.reason,
             node.outputs if status == S.SUCCEEDED else None, node.joined if status == S.COMPILED else None,
         ))
 
