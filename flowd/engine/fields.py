@@ -76,6 +76,8 @@ def renders(run: RunState, index: Index, node: Node, spec: Op, found: PipelineFl
     one small check per child instead of a JSON encode of the op's params per dispatch.
     ``found``: ``flags`` of the node, when the caller has them already."""
     if (found or flags(run, index, node)).plain:
+        if node.suggestion is None:
+            return False  # not a matrix child (a tuner's job, the only other, is never plain)
         parent = run.nodes[node.parent] if node.parent is not None else None
         if parent is None or parent.kind != "matrix":
             return False

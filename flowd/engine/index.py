@@ -31,7 +31,7 @@ class Index:
     """What is derived from a run's state and specs and never stored: rebuilt on restore."""
 
     __slots__ = ("specs", "downstream", "event_down", "limits", "child_templates", "flags", "matrix_templated",
-                 "early_stopping")
+                 "early_stopping", "dag_shapes")
 
     def __init__(self, compute: Callable[[str], Op]) -> None:
         self.specs = Specs(compute)
@@ -47,6 +47,9 @@ class Index:
         self.matrix_templated: dict[str, bool | None] = {}
         # pipeline path -> its early-stopping rules (looked up for every descendant that ends)
         self.early_stopping: dict[str, list[Any]] = {}
+        # id(dag) -> (dag, (name, kind, approved up front, upstream count) of each of its ops): a
+        # DAG body shared by many nested instances is looked at once
+        self.dag_shapes: dict[int, tuple[Any, list[tuple[str, str, bool, int]]]] = {}
 
 
 def new_index(run: RunState) -> Index:

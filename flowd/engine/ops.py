@@ -70,7 +70,8 @@ class Ops:
             if literal is not node.suggestion and node.suggestion is not None and _same(literal, node.suggestion):
                 literal = node.suggestion
             node.params = literal
-            node.joined = None
+            if node.joined is not None:  # a store costs more than a look (four of each per op)
+                node.joined = None
             hold = False
         else:
             held = self._resolve(run, index, node, spec)
@@ -78,13 +79,15 @@ class Ops:
                 return
             hold = held
         node.status = S.COMPILED
-        node.message = None
         if hold and not node.approved:
             node.reason = "PendingApproval"
             node.message = "waiting for approval"
             step.emit_status(run, node)
             return
-        node.reason = None
+        if node.message is not None:
+            node.message = None
+        if node.reason is not None:
+            node.reason = None
         step.emit_status(run, node)
         self.enqueue(run, node)
 
@@ -190,8 +193,10 @@ class Ops:
         node.attempt += 1
         node.emitted = node.repeats = 0  # a new attempt: a new key space
         node.status = S.QUEUED
-        node.message = None
-        node.reason = None
+        if node.message is not None:
+            node.message = None
+        if node.reason is not None:
+            node.reason = None
         step.emit_status(run, node)
         step.out.append(start_op(run, node, spec, params, body, env, term))
         if term.timeout:

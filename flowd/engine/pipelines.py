@@ -61,12 +61,16 @@ class Pipelines:
                 return
             ops = dag.ops if dag is not None else []
             specs = index.specs
+            shapes = index.dag_shapes.get(id(dag))
+            if shapes is None or shapes[0] is not dag:
+                shapes = index.dag_shapes[id(dag)] = (
+                    dag, [(op.name, kind_of(op), approved_up_front(op), len(op.upstream)) for op in ops])
             children = []
-            for i, op in enumerate(ops):
-                path = child_path(node.path, op.name)
-                specs[path] = op  # what spec_of derives, without deriving it per op
-                children.append(new_node(self.step, run, index, path, node.path, op.name, i, kind_of(op),
-                                         approved=approved_up_front(op), n_up=len(op.upstream)))
+            for i, (name, kind, approved, n_up) in enumerate(shapes[1]):
+                path = child_path(node.path, name)
+                specs[path] = ops[i]  # what spec_of derives, without deriving it per op
+                children.append(new_node(self.step, run, index, path, node.path, name, i, kind,
+                                         approved=approved, n_up=n_up))
             for child in children:
                 if child.n_up == 0:
                     self.ops.ready(run, child)
