@@ -336,7 +336,9 @@ class Engine:
             if run.timers:  # most runs arm none: skip formatting an id to look up
                 self._step.cancel_timer(run, f"timeout:{node.path}#{node.attempt}")
             try:
-                outputs = outputs_of(self._index[run.run_id].specs[node.path], event.outputs)
+                index = self._index[run.run_id]
+                outputs = outputs_of(index.spec(node) if node.suggestion is not None else index.specs[node.path],
+                                     event.outputs)
             except ResolveError as exc:
                 self._step.finish(run, node, S.FAILED, message=str(exc), reason="InvalidOutputs", outputs=event.outputs)
                 return

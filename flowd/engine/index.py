@@ -52,6 +52,18 @@ class Index:
         self.dag_shapes: dict[int, tuple[Any, list[tuple[str, str, bool, int]]]] = {}
 
 
+    def spec(self, node: Node) -> Op:
+        """The spec of ``node``, as ``specs[node.path]``, but a matrix child's (the one template
+        its matrix derived for all of them) is not entered per child: a million children would
+        hold a million entries of the same spec (~40 bytes each)."""
+        parent = node.parent
+        if node.suggestion is not None and parent is not None:
+            template = self.child_templates.get(parent)
+            if template is not None:
+                return template
+        return self.specs[node.path]
+
+
 def new_index(run: RunState) -> Index:
     index = Index(lambda path: spec_of(run, index, run.nodes[path]))
     return index

@@ -59,7 +59,8 @@ class Ops:
             return
         step = self.step
         index = step.index[run.run_id]
-        spec = index.specs[node.path]
+        # a matrix child's spec is its matrix's template (``Index.spec``); any other op's is entered
+        spec = index.spec(node) if node.suggestion is not None else index.specs[node.path]
         try:
             literal = fields.literal_params(run, index, node, spec) if node.kind != "matrix" else None
         except ResolveError as exc:
@@ -172,7 +173,7 @@ class Ops:
     def dispatch_job(self, run: RunState, node: Node) -> None:
         step = self.step
         index = step.index[run.run_id]
-        spec = index.specs[node.path]
+        spec = index.spec(node) if node.suggestion is not None else index.specs[node.path]
         params = node.params or {}
         flags = fields.flags(run, index, node)
         try:
@@ -205,7 +206,7 @@ class Ops:
     def attempt_failed(self, run: RunState, node: Node, message: str | None, reason: str, outputs: Any) -> None:
         step = self.step
         index = step.index[run.run_id]
-        spec = index.specs[node.path]
+        spec = index.spec(node)
         try:
             term = fields.termination(run, index, node, spec)
         except ResolveError as exc:

@@ -101,12 +101,11 @@ class Pipelines:
             kind = spec.component.kind
             # a matrix at the top of its DAG names its children as it paths them: one string each
             same = node.path == spec.name
-            specs = index.specs
-            template = child_template(index, node.path, spec)  # what spec_of derives for each child
+            # the spec every child shares, which ``index.spec`` gives each of them (no entry per child)
+            child_template(index, node.path, spec)
             children = []
             for i, s in enumerate(suggestions):
                 path = f"{node.path}[{i}]"
-                specs[path] = template
                 children.append(new_node(self.step, run, index, path, node.path, path if same else f"{spec.name}[{i}]",
                                          i, kind, suggestion=s))
             for child in children:
@@ -336,7 +335,8 @@ class Pipelines:
             run, node = finished[head]
             head += 1
             index = indexes[run.run_id]
-            if run.hook_of is None and index.specs[node.path].hooks:
+            if run.hook_of is None and (
+                    index.spec(node) if node.suggestion is not None else index.specs[node.path]).hooks:
                 self.fire_hooks(run, node)
             if node.parent is None:
                 self.end_run(run, node)

@@ -277,16 +277,27 @@ def canonical(op: Op, values: dict[str, Any]) -> bool:
 
 def outputs_of(op: Op, reported: dict[str, Any] | None) -> dict[str, Any]:
     """An op's reported outputs merged with its declared defaults, declared types coerced. Needs
-    nothing of the run: a finished job's report does not build a Resolver."""
-    out = dict(reported or {})
+    nothing of the run: a finished job's report does not build a Resolver.
+
+    A report that needs nothing added or coerced is returned as it is, not copied: the node
+    keeps the event's dict (one per op of a million-op run). Events are not changed once handed
+    to the engine, as commands are not once it emitted them."""
+    out = reported if reported is not None else {}
+    copied = reported is None
     for io in op.component.outputs:
         value = out.get(io.name)
         if value is None and io.value is not None:
+            if not copied:
+                out, copied = dict(out), True
             value = out[io.name] = io.value
         # a value of its declared scalar type is its own coerced form: most reports (one per op)
         if value is not None and io.type is not None and (
                 type(value) is not EXACT_TYPES.get(io.type) or io.is_list or io.validation):
-            out[io.name] = Resolver._coerce(io, value, "output")  # noqa: SLF001
+            coerced = Resolver._coerce(io, value, "output")  # noqa: SLF001
+            if coerced is not value:
+                if not copied:
+                    out, copied = dict(out), True
+                out[io.name] = coerced
     return out
 
 
