@@ -6,7 +6,7 @@ shared 2-core machine, ops per CPU second of one tree varies by ±15 % from run 
     .venv/bin/python bench/engine_instructions.py "matrix(5,1000)" "matrix(15,1000)"
 
 Each pair of shapes (the same shape at two sizes, as bench/engine_bench.py builds them) runs in
-a fresh interpreter under ``valgrind --tool=callgrind``: Submit, then one ``succeeded`` report
+a fresh interpreter (hash seed fixed) under ``valgrind --tool=callgrind``: Submit, then one ``succeeded`` report
 per StartOp, as engine_bench's instant executor does. The difference of the two totals over the
 difference of their op counts is the cost of one op, without the interpreter's start-up and
 imports. Needs valgrind on PATH; about 40 s per pair (valgrind runs ~50x slower).
@@ -51,8 +51,10 @@ print("ops", len(run.nodes) - 1)
 def count(shape: str) -> tuple[int, int]:
     """(instructions of the whole process, ops of the run) for ``shape``."""
     script = _DRIVE.format(root=ROOT, bench=os.path.join(ROOT, "bench"), shape=shape)
+    # a fixed hash seed: dict layouts (and so the instructions) are the same on every run
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", script],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     instructions = re.search(r"Collected : (\d+)", out.stderr)
     ops = re.search(r"^ops (\d+)$", out.stdout, re.MULTILINE)
     if instructions is None or ops is None:
